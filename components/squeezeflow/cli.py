@@ -1,0 +1,269 @@
+"""The ``squeezeflow`` command.
+
+Exit codes: 0 a candidate was promoted (or the command succeeded), 1 nothing passed the gate,
+2 invalid input (spec, model or data), 3 infrastructure failure (MLflow or S3 unreachable after
+retries), 4 an internal error (a bug: please report it with the traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from squeezeflow.errors import SqueezeflowError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Automated model optimization with an accuracy gate."
+)
+spec_app = typer.Typer(no_args_is_help=True, help="Inspect and validate job specs.")
+app.add_typer(spec_app, name="spec")
+err_console = Console(stderr=True)
+
+TrackingOpt = Annotated[
+    str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: local SQLite store).")
+]
+ArtifactsOpt = Annotated[
+    str | None, typer.Option("--artifacts", help="Artifact store: a directory or s3://bucket/prefix.")
+]
+WorkdirOpt = Annotated[Path | None, typer.Option("--workdir", help="Local scratch and cache directory.")]
+
+
+def _setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False)],
+        force=True,
+    )
+    for noisy in ("mlflow", "alembic", "great_expectations", "urllib3", "botocore", "onnxruntime"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _write_json(path: Path | None, payload: Any) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    tmp.replace(path)
+
+
+@app.command()
+def run(
+    spec: Annotated[Path, typer.Argument(help="Job spec (YAML).")],
+    tracking_uri: TrackingOpt = None,
+    artifacts: ArtifactsOpt = None,
+    workdir: WorkdirOpt = None,
+    result: Annotated[
+        Path | None, typer.Option("--result", help="Write the job result as JSON here.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the whole job: ingest, baseline, optimize, gate, benchmark, promote."""
+    from squeezeflow.pipeline import run_job
+    from squeezeflow.spec import load_spec
+    from squeezeflow.stages import Settings
+    from squeezeflow.summary import print_summary
+
+    _setup_logging(verbose)
+    job = load_spec(spec)
+    settings = Settings.resolve(artifacts=artifacts, tracking_uri=tracking_uri, workdir=workdir)
+    outcome = run_job(job, settings, progress=progress)
+    print_summary(outcome)
+    _write_json(result, outcome.model_dump(mode="json"))
+    raise typer.Exit(0 if outcome.promotion.promoted else 1)
+
+
+@app.command()
+def stage(
+    name: Annotated[str, typer.Argument(help="ingest | baseline | optimize | gate | benchmark | promote")],
+    spec: Annotated[Path, typer.Option("--spec", help="Job spec (YAML).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the stage result JSON here (default: stdout).")
+    ] = None,
+    ingest_json: Annotated[Path | None, typer.Option("--ingest", help="Ingest result JSON.")] = None,
+    baseline_json: Annotated[Path | None, typer.Option("--baseline", help="Baseline result JSON.")] = None,
+    candidate_json: Annotated[
+        Path | None, typer.Option("--candidate", help="Candidate (optimize) result JSON.")
+    ] = None,
+    recipe_json: Annotated[Path | None, typer.Option("--recipe", help="Recipe JSON (optimize).")] = None,
+    recipe_index: Annotated[
+        int | None, typer.Option("--recipe-index", help="Index into the planned recipes.")
+    ] = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="Device profile name (benchmark).")] = None,
+    baseline_benchmark_json: Annotated[
+        Path | None, typer.Option("--baseline-benchmark", help="Baseline benchmark JSON.")
+    ] = None,
+    outcome_json: Annotated[
+        list[Path] | None, typer.Option("--outcome", help="Candidate outcome JSON (promote); repeat.")
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+    artifacts: ArtifactsOpt = None,
+    workdir: WorkdirOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run one stage, reading its inputs from JSON result files (how orchestrators chain stages)."""
+    from squeezeflow import stages as st
+    from squeezeflow.errors import InvalidInputError
+    from squeezeflow.recipes import plan_recipes
+    from squeezeflow.results import (
+        BaselineResult,
+        BenchmarkResult,
+        CandidateOutcome,
+        CandidateResult,
+        IngestResult,
+    )
+    from squeezeflow.spec import Recipe, load_spec
+
+    _setup_logging(verbose)
+    job = load_spec(spec)
+    ctx = st.StageContext.open(
+        st.Settings.resolve(artifacts=artifacts, tracking_uri=tracking_uri, workdir=workdir), job.name
+    )
+
+    def need(path: Path | None, flag: str) -> dict[str, Any]:
+        if path is None:
+            raise InvalidInputError(f"stage {name!r} needs {flag}")
+        return dict(json.loads(path.read_text()))
+
+    result: Any
+    if name == "ingest":
+        result = st.ingest(job, ctx)
+    elif name == "baseline":
+        result = st.baseline(job, IngestResult.model_validate(need(ingest_json, "--ingest")), ctx)
+    elif name == "optimize":
+        ing = IngestResult.model_validate(need(ingest_json, "--ingest"))
+        base = BaselineResult.model_validate(need(baseline_json, "--baseline"))
+        if recipe_json is not None:
+            recipe = Recipe.model_validate(json.loads(recipe_json.read_text()))
+        elif recipe_index is not None:
+            planned = plan_recipes(job)
+            if not 0 <= recipe_index < len(planned):
+                raise InvalidInputError(
+                    f"--recipe-index {recipe_index} is out of range: {len(planned)} recipes are planned"
+                )
+            recipe = planned[recipe_index]
+        else:
+            raise InvalidInputError("stage 'optimize' needs --recipe or --recipe-index")
+        result = st.optimize(job, ing, base, recipe, ctx)
+    elif name == "gate":
+        result = st.gate(
+            job,
+            IngestResult.model_validate(need(ingest_json, "--ingest")),
+            BaselineResult.model_validate(need(baseline_json, "--baseline")),
+            CandidateResult.model_validate(need(candidate_json, "--candidate")),
+            ctx,
+        )
+    elif name == "benchmark":
+        ing = IngestResult.model_validate(need(ingest_json, "--ingest"))
+        base = BaselineResult.model_validate(need(baseline_json, "--baseline"))
+        profiles = [d for d in job.devices if profile is None or d.name == profile]
+        if not profiles:
+            raise InvalidInputError(f"no device profile named {profile!r} in the spec")
+        if candidate_json is not None:
+            cand = CandidateResult.model_validate(need(candidate_json, "--candidate"))
+            if cand.onnx is None:
+                raise InvalidInputError(f"candidate {cand.label} was not built; nothing to benchmark")
+            ref, run_id, model_id = cand.onnx, cand.run_id, cand.model_id
+        else:
+            ref, run_id, model_id = base.onnx, base.parent_run_id, base.model_id
+        result = [
+            st.benchmark(ref, ing.dataset.input_shape, p, ctx, run_id=run_id, model_id=model_id)
+            for p in profiles
+        ]
+    elif name == "promote":
+        result = st.promote(
+            job,
+            IngestResult.model_validate(need(ingest_json, "--ingest")),
+            BaselineResult.model_validate(need(baseline_json, "--baseline")),
+            BenchmarkResult.model_validate(need(baseline_benchmark_json, "--baseline-benchmark")),
+            [CandidateOutcome.model_validate(json.loads(p.read_text())) for p in (outcome_json or [])],
+            ctx,
+        )
+    else:
+        raise InvalidInputError(
+            f"unknown stage {name!r}: use ingest, baseline, optimize, gate, benchmark or promote"
+        )
+    payload = (
+        [r.model_dump(mode="json") for r in result]
+        if isinstance(result, list)
+        else result.model_dump(mode="json")
+    )
+    if out is None:
+        typer.echo(json.dumps(payload, indent=2))
+    else:
+        _write_json(out, payload)
+    if name == "promote" and not result.promoted:
+        raise typer.Exit(1)
+
+
+@spec_app.command("schema")
+def spec_schema() -> None:
+    """Print the job spec's JSON Schema."""
+    from squeezeflow.spec import spec_json_schema
+
+    typer.echo(json.dumps(spec_json_schema(), indent=2))
+
+
+@spec_app.command("validate")
+def spec_validate(spec: Annotated[Path, typer.Argument(help="Job spec (YAML).")]) -> None:
+    """Validate a job spec and print it with defaults filled in."""
+    from squeezeflow.spec import load_spec
+
+    job = load_spec(spec)
+    typer.echo(json.dumps(job.model_dump(mode="json", by_alias=True), indent=2))
+
+
+@app.command("passes")
+def list_passes() -> None:
+    """List the registered optimization passes and their parameters."""
+    from rich.table import Table
+
+    from squeezeflow.passes import describe_passes
+
+    t = Table(title="optimization passes")
+    t.add_column("pass")
+    t.add_column("input")
+    t.add_column("parameters (default)")
+    t.add_column("description")
+    for p in describe_passes():
+        props = p["params"].get("properties", {})
+        params = "\n".join(f"{k} ({v.get('default', '')})" for k, v in props.items())
+        t.add_row(p["name"], p["input"], params, p["description"])
+    Console().print(t)
+
+
+def main() -> None:
+    """Entry point: run the app and map errors to exit codes."""
+    try:
+        rc = app(standalone_mode=False)
+    except SqueezeflowError as err:
+        err_console.print(f"[bold red]error[/] ({type(err).__name__}): {err}")
+        sys.exit(err.exit_code)
+    except typer.Exit as ex:
+        sys.exit(ex.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        sys.exit(130)
+    except Exception as err:
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(2)
+        err_console.print_exception()
+        sys.exit(4)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Loading model sources safely, exporting them to ONNX, and running ONNX models.
+
+Every candidate ships as ONNX and is evaluated and benchmarked in ONNX Runtime, so the baseline is
+exported once here. PyTorch weights are read with ``weights_only=True``; nothing is unpickled freely.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from squeezeflow.errors import ModelLoadError
+from squeezeflow.spec import ModelSource
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+def import_callable(ref: str) -> Any:
+    """Resolve ``package.module:callable``."""
+    module_name, _, attr = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ModelLoadError(f"cannot import model factory module {module_name!r}: {err}") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ModelLoadError(f"{ref!r}: {module_name} has no callable named {attr!r}")
+    return fn
+
+
+def load_torch_model(source: ModelSource, path: Path) -> Any:
+    """The model as a torch ``nn.Module``, ``ScriptModule`` or ``ExportedProgram`` (eval mode)."""
+    import torch
+
+    try:
+        if source.format == "state_dict":
+            assert source.factory is not None
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict):
+                raise ModelLoadError(
+                    f"{source.uri}: expected a state_dict (a mapping), got {type(state).__name__}"
+                )
+            model = import_callable(source.factory)(**source.factory_kwargs)
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            if missing or unexpected:
+                raise ModelLoadError(
+                    f"{source.uri} does not fit {source.factory}: missing keys {list(missing)[:5]}, "
+                    f"unexpected keys {list(unexpected)[:5]}"
+                )
+            return model.eval()
+        if source.format == "torchscript":
+            return torch.jit.load(str(path), map_location="cpu").eval()
+        if source.format == "exported_program":
+            return torch.export.load(str(path))
+    except ModelLoadError:
+        raise
+    except Exception as err:  # torch raises many types for corrupt archives; all mean "bad input"
+        raise ModelLoadError(
+            f"cannot load {source.format} model from {source.uri}: {type(err).__name__}: {str(err)[:300]}"
+        ) from None
+    raise ModelLoadError(f"{source.format} is not a PyTorch format")
+
+
+def export_onnx(model: Any, input_shape: list[int], out_path: Path, opset: int = 18) -> Path:
+    """Export a torch model to a single self-contained ONNX file with a dynamic batch dimension."""
+    import torch
+
+    example = (torch.zeros(2, *input_shape),)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if isinstance(model, torch.jit.ScriptModule):
+                # TorchScript cannot go through torch.export; the TorchScript-based exporter handles it.
+                torch.onnx.export(
+                    model,
+                    example,
+                    str(out_path),
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                    opset_version=opset,
+                    dynamo=False,
+                )
+            elif isinstance(model, torch.export.ExportedProgram):
+                torch.onnx.export(
+                    model,
+                    example,
+                    str(out_path),
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    opset_version=opset,
+                    external_data=False,
+                )
+            else:
+                arg = _first_forward_arg(model)
+                torch.onnx.export(
+                    model.eval(),
+                    example,
+                    str(out_path),
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_shapes={arg: {0: torch.export.Dim("batch")}},
+                    opset_version=opset,
+                    external_data=False,
+                )
+    except Exception as err:
+        raise ModelLoadError(f"export to ONNX failed: {type(err).__name__}: {str(err)[:400]}") from None
+    return out_path
+
+
+def _first_forward_arg(model: Any) -> str:
+    import inspect
+
+    params = [p for p in inspect.signature(model.forward).parameters.values() if p.name != "self"]
+    if not params:
+        raise ModelLoadError("the model's forward() takes no input")
+    return params[0].name
+
+
+def check_onnx(path: Path, what: str) -> Any:
+    """Load and check an ONNX file; a corrupt or truncated file is a ModelLoadError."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as err:
+        raise ModelLoadError(
+            f"{what} is not a valid ONNX model: {type(err).__name__}: {str(err)[:300]}"
+        ) from None
+    if not model.graph.input:
+        raise ModelLoadError(f"{what} has no inputs")
+    return model
+
+
+def session(path: Path, intra_op_threads: int = 2, inter_op_threads: int = 1) -> Any:
+    """An ONNX Runtime CPU session with explicit thread counts."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = intra_op_threads
+    so.inter_op_num_threads = inter_op_threads
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise ModelLoadError(f"ONNX Runtime cannot load {path.name}: {str(err)[:300]}") from None
+
+
+def predict_logits(path: Path, x: np.ndarray, batch_size: int = 256, threads: int = 2) -> np.ndarray:
+    """Run the ONNX model over ``x`` in batches and return its first output."""
+    sess = session(path, intra_op_threads=threads)
+    name = sess.get_inputs()[0].name
+    outs = [sess.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+    return np.concatenate(outs, axis=0)
+
+
+def count_params(path: Path) -> int:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    return int(sum(numpy_helper.to_array(t).size for t in model.graph.initializer))
+
+
+def count_macs(path: Path, input_shape: list[int]) -> int:
+    """Multiply-accumulates for one sample, from ONNX shape inference over Conv/Gemm/MatMul nodes
+    (float and integer variants). Written here because no maintained library counts MACs on
+    quantized ONNX graphs; torch-level counters cannot see what ships."""
+    import onnx
+
+    model = onnx.load(str(path))
+    inp = model.graph.input[0]
+    dims = inp.type.tensor_type.shape.dim
+    for d, v in zip(dims, [1, *input_shape], strict=False):
+        d.ClearField("dim_param")
+        d.dim_value = v
+    try:
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception as err:  # shape inference is best effort for exotic graphs
+        log.warning("shape inference failed, MACs unknown: %s", err)
+        return 0
+    shapes: dict[str, list[int]] = {}
+    for vi in [*model.graph.value_info, *model.graph.output, *model.graph.input]:
+        shapes[vi.name] = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+    for t in model.graph.initializer:
+        shapes[t.name] = list(t.dims)
+    macs = 0
+    for node in model.graph.node:
+        op = node.op_type
+        if op in ("Conv", "ConvInteger", "QLinearConv"):
+            w = node.input[3] if op == "QLinearConv" else node.input[1]
+            out, wshape = shapes.get(node.output[0]), shapes.get(w)
+            if out and wshape and all(out) and all(wshape):
+                macs += int(np.prod(out)) * int(np.prod(wshape[1:]))
+        elif op in ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"):
+            a = shapes.get(node.input[0])
+            out = shapes.get(node.output[0])
+            if a and out and all(a) and all(out):
+                macs += int(np.prod(out)) * int(a[-1])
+    return macs

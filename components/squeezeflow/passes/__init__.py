@@ -1,0 +1,56 @@
+"""Optimization passes. Importing this package registers every built-in pass."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from squeezeflow.passes import ort_quantize as _ort_quantize  # noqa: F401  (registers passes)
+from squeezeflow.passes.base import (
+    ModelState,
+    OptimizationPass,
+    PassConfig,
+    PassContext,
+    describe_passes,
+    register_pass,
+    registry,
+)
+
+__all__ = [
+    "ModelState",
+    "OptimizationPass",
+    "PassConfig",
+    "PassContext",
+    "describe_passes",
+    "get_pass",
+    "register_pass",
+    "registry",
+    "validate_steps",
+]
+
+
+def get_pass(name: str) -> type[OptimizationPass]:
+    passes = registry()
+    if name not in passes:
+        raise KeyError(f"unknown pass {name!r}; registered passes: {sorted(passes)}")
+    return passes[name]
+
+
+def validate_steps(steps: list[Any]) -> None:
+    """Check that every step names a registered pass with valid params, and that torch passes come
+    before ONNX passes (a recipe cannot go back from ONNX to torch)."""
+    seen_onnx = False
+    for i, step in enumerate(steps):
+        try:
+            cls = get_pass(step.name)
+        except KeyError as err:
+            raise ValueError(f"step {i}: {err.args[0]}") from None
+        try:
+            cls.Config.model_validate(step.params)
+        except ValidationError as err:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+            raise ValueError(f"step {i} ({step.name}): invalid params: {problems}") from None
+        if cls.input_kind == "torch" and seen_onnx:
+            raise ValueError(f"step {i} ({step.name}) works on torch models but comes after an ONNX pass")
+        seen_onnx = seen_onnx or cls.input_kind == "onnx"

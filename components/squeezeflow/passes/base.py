@@ -1,0 +1,101 @@
+"""The pass abstraction. A pass turns a model into a new model; a recipe is an ordered list of passes.
+
+Each pass declares its parameters once, as a pydantic ``Config`` (type, default, description): that
+is its documentation, its validation, and later its search space. Heavy imports stay inside ``run``.
+Passes know nothing about MLflow, stores or orchestrators.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+ModelKind = Literal["torch", "onnx"]
+
+
+class PassConfig(BaseModel):
+    """Base for a pass's parameters: unknown parameters are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class ModelState:
+    """The model as it moves through a recipe: a torch module before export, an ONNX file after."""
+
+    onnx_path: Path | None = None
+    torch_module: Any | None = None
+
+    @property
+    def kind(self) -> ModelKind:
+        return "onnx" if self.torch_module is None else "torch"
+
+
+@dataclass
+class PassContext:
+    """What a pass may use besides the model: data, a scratch directory, a seed and a deadline."""
+
+    workdir: Path
+    input_shape: list[int]
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    seed: int = 0
+    deadline: float | None = None
+    export_onnx: Callable[[Any, Path], Path] | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def calibration_batches(self, samples: int, batch_size: int = 32) -> Iterator[np.ndarray]:
+        """Deterministic, class-mixed calibration samples drawn from the train split."""
+        rng = np.random.default_rng(self.seed)
+        idx = rng.permutation(len(self.train_x))[:samples]
+        for i in range(0, len(idx), batch_size):
+            yield self.train_x[idx[i : i + batch_size]]
+
+
+class OptimizationPass(ABC):
+    """One optimization method. Subclasses set ``name``, ``description``, ``input_kind`` and ``Config``."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    input_kind: ClassVar[ModelKind]
+    Config: ClassVar[type[PassConfig]]
+
+    @abstractmethod
+    def run(self, model: ModelState, config: Any, ctx: PassContext) -> ModelState:
+        """Return the optimized model. Raise ``PassError`` naming the layer when the model is unsupported."""
+
+
+_REGISTRY: dict[str, type[OptimizationPass]] = {}
+
+
+def register_pass(cls: type[OptimizationPass]) -> type[OptimizationPass]:
+    """Class decorator: make a pass available to recipes by its ``name``."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"pass name {cls.name!r} is registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registry() -> dict[str, type[OptimizationPass]]:
+    return dict(_REGISTRY)
+
+
+def describe_passes() -> list[dict[str, Any]]:
+    """Name, description and parameter schema of every registered pass (for docs and the CLI)."""
+    return [
+        {
+            "name": n,
+            "description": c.description,
+            "input": c.input_kind,
+            "params": c.Config.model_json_schema(),
+        }
+        for n, c in sorted(_REGISTRY.items())
+    ]

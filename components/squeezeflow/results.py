@@ -1,0 +1,178 @@
+"""Typed, JSON-serialisable stage results. Adapters pass these (or their URIs) between tasks."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from squeezeflow.spec import Recipe
+from squeezeflow.store import ArtifactRef
+
+
+def content_key(*parts: str) -> str:
+    """A stable key from content hashes and names."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetInfo(_Result):
+    uri: str
+    sha256: str
+    name: str
+    num_classes: int
+    input_shape: list[int]
+    split_sizes: dict[str, int]
+    class_counts: dict[str, list[int]]
+    imbalance_ratio: float = Field(description="Largest over smallest class count in the train split.")
+
+
+class ValidationSummary(_Result):
+    success: bool
+    evaluated: int
+    failed: list[str]
+    report: ArtifactRef
+
+
+class IngestResult(_Result):
+    stage: Literal["ingest"] = "ingest"
+    key: str
+    job_key: str
+    spec_digest: str
+    dataset: DatasetInfo
+    model_source: ArtifactRef
+    validation: ValidationSummary
+    parent_run_id: str
+
+
+class ModelMeasure(_Result):
+    size_bytes: int
+    params: int
+    macs: int
+
+
+class BaselineResult(_Result):
+    stage: Literal["baseline"] = "baseline"
+    key: str
+    job_key: str
+    onnx: ArtifactRef
+    logits: ArtifactRef = Field(description="Held-out logits (.npy), the gate's paired reference.")
+    metric_name: str
+    metric: float
+    measure: ModelMeasure
+    parent_run_id: str
+    model_id: str
+
+
+class CandidateResult(_Result):
+    stage: Literal["optimize"] = "optimize"
+    key: str
+    job_key: str
+    recipe: Recipe
+    recipe_key: str
+    status: Literal["ok", "failed"]
+    error: str | None = None
+    onnx: ArtifactRef | None = None
+    measure: ModelMeasure | None = None
+    run_id: str
+    model_id: str | None = None
+    seconds: float
+
+    @property
+    def label(self) -> str:
+        return self.recipe.label
+
+
+class GateResult(_Result):
+    stage: Literal["gate"] = "gate"
+    key: str
+    candidate_key: str
+    candidate_sha256: str | None
+    baseline_sha256: str
+    dataset_sha256: str
+    passed: bool
+    reason: str
+    metric_name: str
+    baseline_metric: float
+    candidate_metric: float | None
+    drop: float | None
+    allowed_drop: float
+    n: int
+    agreement: float | None
+    evidence: ArtifactRef | None = None
+
+
+class BenchmarkResult(_Result):
+    stage: Literal["benchmark"] = "benchmark"
+    key: str
+    model_sha256: str
+    profile: str
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    throughput_per_s: float
+    iterations: int
+    batch_size: int
+    size_bytes: int
+
+
+class CandidateOutcome(_Result):
+    """Everything promotion needs to know about one candidate."""
+
+    candidate: CandidateResult
+    gate: GateResult
+    benchmarks: list[BenchmarkResult] = Field(default_factory=list)
+
+
+class PromotionResult(_Result):
+    stage: Literal["promote"] = "promote"
+    key: str
+    promoted: bool
+    reason: str
+    candidate_key: str | None = None
+    candidate_label: str | None = None
+    model_name: str
+    alias: str
+    version: str | None = None
+    previous_version: str | None = None
+
+
+class CandidateRow(_Result):
+    label: str
+    candidate_key: str
+    status: str
+    error: str | None
+    metric: float | None
+    delta: float | None
+    size_bytes: int | None
+    p50_ms: float | None
+    p95_ms: float | None
+    gate: str
+    eligible: bool
+    note: str
+    run_id: str
+    model_id: str | None
+
+
+class JobResult(_Result):
+    job: str
+    job_key: str
+    metric_name: str
+    baseline_metric: float
+    baseline_size_bytes: int
+    baseline_p50_ms: float
+    baseline_p95_ms: float
+    target_profile: str
+    candidates: list[CandidateRow]
+    promotion: PromotionResult
+    tracking_uri: str
+    artifacts: str
+    parent_run_id: str
+    experiment_id: str
+    seconds: float

@@ -1,0 +1,261 @@
+"""The job spec: the one contract every front door (CLI, Airflow, Kubeflow) validates at the edge.
+
+A spec is YAML (or JSON) that names the model, the data, the metric and tolerance, the target
+device profiles, the search budget and the registry target. ``load_spec`` validates it once and
+fails with messages that name the field and what is allowed. ``spec_json_schema`` exports the
+JSON Schema for UIs and platform templates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from squeezeflow.errors import SpecError
+
+API_VERSION = "squeezeflow/v1"
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSource(_Strict):
+    """Where the trained baseline comes from."""
+
+    format: Literal["onnx", "torchscript", "exported_program", "state_dict"] = Field(
+        description="onnx: an .onnx file; torchscript: torch.jit.save archive; exported_program: "
+        "torch.export.save archive (.pt2); state_dict: weights saved with torch.save(model.state_dict()), "
+        "loaded with weights_only=True, plus `factory` that builds the module."
+    )
+    uri: str = Field(description="Local path (relative to the spec file) or s3://bucket/key.")
+    factory: str | None = Field(
+        default=None, description="`module:callable` returning the nn.Module (state_dict format only)."
+    )
+    factory_kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for factory.")
+
+    @field_validator("factory")
+    @classmethod
+    def _factory_shape(cls, v: str | None) -> str | None:
+        if v is not None and not _FACTORY.match(v):
+            raise ValueError(f"must look like 'package.module:callable', got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _factory_needed(self) -> ModelSource:
+        if self.format == "state_dict" and not self.factory:
+            raise ValueError("format 'state_dict' needs `factory: module:callable` that builds the model")
+        if self.format != "state_dict" and self.factory:
+            raise ValueError(f"`factory` is only used with format 'state_dict', not {self.format!r}")
+        return self
+
+
+class DataSource(_Strict):
+    """Where the dataset lives: a directory or s3:// prefix in the squeezeflow.npz/v1 format."""
+
+    uri: str = Field(description="Directory (relative to the spec file) or s3://bucket/prefix/.")
+    format: Literal["npz"] = "npz"
+
+
+class TaskSpec(_Strict):
+    kind: Literal["classification"] = "classification"
+    metric: str = Field(default="top1_accuracy", description="Primary metric, by registered name.")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: str) -> str:
+        from squeezeflow.metrics import METRICS
+
+        if v not in METRICS:
+            raise ValueError(f"unknown metric {v!r}; allowed: {sorted(METRICS)}")
+        return v
+
+
+class Tolerance(_Strict):
+    """How much of the primary metric a candidate may lose against the baseline."""
+
+    mode: Literal["absolute", "relative"] = Field(
+        default="absolute",
+        description="absolute: max_drop in metric units (0.01 = one point of accuracy); "
+        "relative: max_drop as a fraction of the baseline metric.",
+    )
+    max_drop: float = Field(default=0.01, ge=0.0, lt=1.0)
+
+    def allowed_drop(self, baseline_metric: float) -> float:
+        return self.max_drop if self.mode == "absolute" else self.max_drop * baseline_metric
+
+
+class DeviceProfile(_Strict):
+    """A target device: how a model is run and measured there."""
+
+    name: str = Field(pattern=_NAME)
+    runtime: Literal["onnxruntime"] = "onnxruntime"
+    execution_provider: Literal["CPUExecutionProvider"] = Field(
+        default="CPUExecutionProvider",
+        description="ONNX Runtime execution provider. Only providers that can be measured here are allowed.",
+    )
+    intra_op_threads: int = Field(default=2, ge=1, le=256)
+    inter_op_threads: int = Field(default=1, ge=1, le=64)
+    batch_size: int = Field(default=1, ge=1, le=4096)
+    warmup: int = Field(default=20, ge=0, le=10_000)
+    iterations: int = Field(default=300, ge=10, le=1_000_000)
+
+
+class PassStep(_Strict):
+    name: str = Field(description="Registered pass name, e.g. ort_static_int8.")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Recipe(_Strict):
+    """An ordered list of passes: one candidate. Serialisable, so one orchestrator task can run it."""
+
+    name: str | None = Field(default=None, pattern=_NAME)
+    steps: list[PassStep] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _passes_exist(self) -> Recipe:
+        from squeezeflow.passes import validate_steps
+
+        validate_steps(self.steps)
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or "+".join(s.name for s in self.steps)
+
+    def key(self) -> str:
+        """Content hash of the recipe (name excluded): same passes and params, same key."""
+        blob = json.dumps([s.model_dump(mode="json") for s in self.steps], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class SearchSpec(_Strict):
+    recipes: list[Recipe] | None = Field(
+        default=None, description="Explicit recipes to try; omitted: the engine's default recipes."
+    )
+    max_trials: int = Field(default=8, ge=1, le=10_000)
+    max_seconds: float = Field(default=1800.0, gt=0)
+    seed: int = 0
+
+
+class RegistryTarget(_Strict):
+    model_name: str = Field(pattern=_NAME, description="Registered model name in the MLflow registry.")
+    alias: str = Field(default="champion", pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$")
+
+    @field_validator("alias")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        if v.lower() == "latest" or re.fullmatch(r"[vV]\d+", v):
+            raise ValueError(f"alias {v!r} is reserved by MLflow (latest, v<number>)")
+        return v
+
+
+class JobSpec(_Strict):
+    """A compression job."""
+
+    api_version: Literal["squeezeflow/v1"] = Field(default="squeezeflow/v1", alias="apiVersion")
+    name: str = Field(pattern=_NAME, description="Job name; also the MLflow experiment name.")
+    model: ModelSource
+    data: DataSource
+    task: TaskSpec = Field(default_factory=TaskSpec)
+    tolerance: Tolerance = Field(default_factory=Tolerance)
+    devices: list[DeviceProfile] = Field(
+        default_factory=lambda: [DeviceProfile(name="local-cpu")], min_length=1
+    )
+    target_device: str | None = Field(default=None, description="Profile the objective is measured on.")
+    objective: Literal["latency", "size"] = Field(
+        default="latency", description="What the best passing candidate minimises on the target device."
+    )
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    registry: RegistryTarget
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _devices_consistent(self) -> JobSpec:
+        names = [d.name for d in self.devices]
+        if len(set(names)) != len(names):
+            raise ValueError(f"device profile names must be unique, got {names}")
+        if self.target_device is not None and self.target_device not in names:
+            raise ValueError(f"target_device {self.target_device!r} is not one of the devices {names}")
+        return self
+
+    @property
+    def target(self) -> DeviceProfile:
+        name = self.target_device or self.devices[0].name
+        return next(d for d in self.devices if d.name == name)
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid job spec {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; `squeezeflow spec schema` lists the allowed fields)"
+        got = e.get("input")
+        shown = (
+            "" if e["type"] in ("missing", "extra_forbidden") or isinstance(got, dict) else f" (got {got!r})"
+        )
+        lines.append(f"  - {loc}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def _resolve_local(uri: str, base: Path | None) -> str:
+    if uri.startswith("s3://") or base is None:
+        return uri
+    p = Path(uri).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def parse_spec(data: Any, source: str = "<spec>", base_dir: Path | None = None) -> JobSpec:
+    """Validate an already-parsed spec document. Relative local paths resolve against ``base_dir``."""
+    if not isinstance(data, dict):
+        raise SpecError(
+            f"invalid job spec {source}: the top level must be a mapping, got {type(data).__name__}"
+        )
+    doc = dict(data)
+    for section in ("model", "data"):
+        sec = doc.get(section)
+        if isinstance(sec, dict) and isinstance(sec.get("uri"), str):
+            doc[section] = {**sec, "uri": _resolve_local(sec["uri"], base_dir)}
+    try:
+        return JobSpec.model_validate(doc)
+    except ValidationError as err:
+        raise SpecError(_format_validation_error(err, source)) from None
+
+
+def load_spec(path: str | Path) -> JobSpec:
+    """Load and validate a YAML/JSON job spec file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as err:
+        raise SpecError(f"cannot read job spec {p}: {err.strerror or err}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpecError(f"job spec {p} is not valid YAML: {err}") from None
+    return parse_spec(data, source=str(p), base_dir=p.resolve().parent)
+
+
+def spec_json_schema() -> dict[str, Any]:
+    """JSON Schema of the job spec (for UIs, templates and editors)."""
+    schema = JobSpec.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "squeezeflow job spec"
+    return schema

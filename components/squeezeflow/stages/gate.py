@@ -1,0 +1,121 @@
+"""Gate: is the candidate still accurate? Measured on the artifact that ships (ONNX, under ONNX Runtime
+with the target profile's threads), on the held-out split, paired with the baseline's predictions."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+
+from squeezeflow.metrics import METRICS
+from squeezeflow.models import predict_logits
+from squeezeflow.results import BaselineResult, CandidateResult, GateResult, IngestResult, content_key
+from squeezeflow.spec import JobSpec
+from squeezeflow.stages.baseline import check_outputs, load_npy
+from squeezeflow.stages.context import StageContext
+
+log = logging.getLogger(__name__)
+
+
+def gate(
+    spec: JobSpec,
+    ingest: IngestResult,
+    baseline: BaselineResult,
+    candidate: CandidateResult,
+    ctx: StageContext,
+) -> GateResult:
+    """Decide whether ``candidate`` keeps the primary metric within the spec's tolerance."""
+    key = content_key("gate", candidate.key, spec.tolerance.model_dump_json(), baseline.onnx.sha256)
+    recorded = ctx.store.read_record("gate", key)
+    if recorded is not None:
+        return GateResult.model_validate(recorded)
+
+    allowed = spec.tolerance.allowed_drop(baseline.metric)
+    common = {
+        "key": key,
+        "candidate_key": candidate.key,
+        "baseline_sha256": baseline.onnx.sha256,
+        "dataset_sha256": ingest.dataset.sha256,
+        "metric_name": baseline.metric_name,
+        "baseline_metric": baseline.metric,
+        "allowed_drop": allowed,
+    }
+    if candidate.status != "ok" or candidate.onnx is None:
+        result = GateResult(
+            **common,
+            candidate_sha256=None,
+            passed=False,
+            reason=f"candidate was not built: {candidate.error}",
+            candidate_metric=None,
+            drop=None,
+            n=0,
+            agreement=None,
+        )
+        ctx.store.write_record("gate", key, result)
+        return result
+
+    ds = ctx.dataset(spec.data.uri)
+    test = ds.split("test")
+    path = ctx.store.fetch(candidate.onnx, ctx.cache)
+    logits = predict_logits(path, test.x, threads=spec.target.intra_op_threads)
+    base_logits = load_npy(ctx.store.fetch(baseline.logits, ctx.cache))
+    try:
+        check_outputs(logits, ds.meta.num_classes, f"candidate {candidate.label}")
+    except Exception as err:
+        metric, drop, agreement, passed, reason = None, None, None, False, str(err)
+    else:
+        metric = METRICS[baseline.metric_name](test.y, logits)
+        drop = baseline.metric - metric
+        agreement = float(np.mean(np.argmax(logits, 1) == np.argmax(base_logits, 1)))
+        passed = drop <= allowed + 1e-12
+        verdict = "within" if passed else "exceeds"
+        reason = (
+            f"{baseline.metric_name} {metric:.4f} vs baseline {baseline.metric:.4f}: drop {drop:+.4f} "
+            f"{verdict} the allowed {allowed:.4f} ({spec.tolerance.mode}) on n={len(test)}"
+        )
+    evidence = {
+        "candidate": candidate.label,
+        "candidate_key": candidate.key,
+        "candidate_sha256": candidate.onnx.sha256,
+        "baseline_sha256": baseline.onnx.sha256,
+        "dataset_sha256": ingest.dataset.sha256,
+        "metric": baseline.metric_name,
+        "baseline_metric": baseline.metric,
+        "candidate_metric": metric,
+        "drop": drop,
+        "allowed_drop": allowed,
+        "tolerance": spec.tolerance.model_dump(),
+        "n": len(test),
+        "top1_agreement": agreement,
+        "passed": passed,
+        "reason": reason,
+        "runtime": f"onnxruntime CPUExecutionProvider, {spec.target.intra_op_threads} threads",
+    }
+    evidence_ref = ctx.store.put_bytes(json.dumps(evidence, indent=2).encode(), suffix=".json")
+    ctx.tracker.log_text(candidate.run_id, json.dumps(evidence, indent=2), "gate/evidence.json")
+    metrics = {"gate.n": float(len(test)), "gate.allowed_drop": allowed}
+    if metric is not None and drop is not None and agreement is not None:
+        metrics.update(
+            {baseline.metric_name: metric, f"{baseline.metric_name}_drop": drop, "top1_agreement": agreement}
+        )
+    ctx.tracker.log(
+        candidate.run_id,
+        metrics=metrics,
+        tags={"squeezeflow.gate": "passed" if passed else "failed", "squeezeflow.gate_reason": reason[:5000]},
+        model_id=candidate.model_id,
+    )
+    log.info("gate %s: %s", candidate.label, reason)
+    result = GateResult(
+        **common,
+        candidate_sha256=candidate.onnx.sha256,
+        passed=passed,
+        reason=reason,
+        candidate_metric=metric,
+        drop=drop,
+        n=len(test),
+        agreement=agreement,
+        evidence=evidence_ref,
+    )
+    ctx.store.write_record("gate", key, result)
+    return result

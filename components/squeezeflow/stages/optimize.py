@@ -1,0 +1,171 @@
+"""Optimize: apply one recipe (an ordered list of passes) to the baseline, producing one candidate.
+
+One call is one candidate, so an Airflow mapped task or a Kubeflow ParallelFor iteration can run it
+alone. A pass that cannot handle the model fails that candidate with its reason; the job goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from squeezeflow.errors import InfrastructureError, ModelLoadError, PassError
+from squeezeflow.models import check_onnx, export_onnx, load_torch_model
+from squeezeflow.passes import ModelState, PassContext, get_pass
+from squeezeflow.results import BaselineResult, CandidateResult, IngestResult, content_key
+from squeezeflow.spec import JobSpec, Recipe
+from squeezeflow.stages.baseline import measure_onnx
+from squeezeflow.stages.context import StageContext
+
+log = logging.getLogger(__name__)
+
+
+def candidate_key(job_key: str, recipe: Recipe) -> str:
+    return content_key("candidate", job_key, recipe.key())
+
+
+def _apply(
+    recipe: Recipe, spec: JobSpec, ingest: IngestResult, baseline: BaselineResult, ctx: StageContext, key: str
+) -> ModelState:
+    ds = ctx.dataset(spec.data.uri)
+    work = ctx.scratch(f"candidate-{key}")
+    needs_torch = get_pass(recipe.steps[0].name).input_kind == "torch"
+    if needs_torch:
+        if spec.model.format == "onnx":
+            raise PassError(recipe.steps[0].name, "needs a PyTorch model, but the baseline is ONNX")
+        src = ctx.store.fetch(ingest.model_source, ctx.cache)
+        state = ModelState(torch_module=load_torch_model(spec.model, src))
+    else:
+        state = ModelState(onnx_path=ctx.store.fetch(baseline.onnx, ctx.cache))
+    train, val = ds.split("train"), ds.split("val")
+    for i, step in enumerate(recipe.steps):
+        cls = get_pass(step.name)
+        step_dir = work / f"{i:02d}-{step.name}"
+        step_dir.mkdir(parents=True, exist_ok=True)
+        if cls.input_kind == "onnx" and state.kind == "torch":
+            state = ModelState(
+                onnx_path=export_onnx(
+                    state.torch_module, ingest.dataset.input_shape, step_dir / "export.onnx"
+                )
+            )
+        pctx = PassContext(
+            workdir=step_dir,
+            input_shape=ingest.dataset.input_shape,
+            train_x=train.x,
+            train_y=train.y,
+            val_x=val.x,
+            val_y=val.y,
+            seed=spec.search.seed,
+        )
+        state = cls().run(state, cls.Config.model_validate(step.params), pctx)
+    if state.kind == "torch":
+        state = ModelState(
+            onnx_path=export_onnx(state.torch_module, ingest.dataset.input_shape, work / "final.onnx")
+        )
+    return state
+
+
+def optimize(
+    spec: JobSpec, ingest: IngestResult, baseline: BaselineResult, recipe: Recipe, ctx: StageContext
+) -> CandidateResult:
+    """Build the candidate for ``recipe``. Idempotent: the same job and recipe return the recorded result."""
+    key = candidate_key(ingest.job_key, recipe)
+    recorded = ctx.store.read_record("optimize", key)
+    if recorded is not None:
+        return CandidateResult.model_validate(recorded)
+
+    run_id = ctx.tracker.candidate_run(
+        ingest.parent_run_id,
+        key,
+        run_name=recipe.label,
+        tags={"squeezeflow.recipe_key": recipe.key(), "squeezeflow.job_key": ingest.job_key},
+    )
+    params: dict[str, Any] = {
+        "recipe": json.dumps(recipe.model_dump(mode="json")),
+        "recipe.name": recipe.label,
+    }
+    for i, step in enumerate(recipe.steps):
+        params[f"step{i}.pass"] = step.name
+        for k, v in step.params.items():
+            params[f"step{i}.{k}"] = v
+    ctx.tracker.log(run_id, params=params)
+
+    t0 = time.perf_counter()
+    error: str | None = None
+    try:
+        state = _apply(recipe, spec, ingest, baseline, ctx, key)
+        assert state.onnx_path is not None
+        check_onnx(state.onnx_path, f"candidate {recipe.label}")
+    except InfrastructureError:
+        raise
+    except (PassError, ModelLoadError) as err:
+        error = str(err)
+    except Exception as err:  # an unexpected failure of one pass must not end the search
+        log.exception("candidate %s failed", recipe.label)
+        error = f"{type(err).__name__}: {str(err)[:400]}"
+    seconds = time.perf_counter() - t0
+
+    if error is not None:
+        log.warning("candidate %s failed: %s", recipe.label, error)
+        ctx.tracker.log(
+            run_id,
+            metrics={"optimize_seconds": seconds},
+            tags={"squeezeflow.status": "failed", "squeezeflow.error": error[:5000]},
+        )
+        ctx.tracker.finish(run_id, "FAILED")
+        result = CandidateResult(
+            key=key,
+            job_key=ingest.job_key,
+            recipe=recipe,
+            recipe_key=recipe.key(),
+            status="failed",
+            error=error,
+            run_id=run_id,
+            seconds=seconds,
+        )
+        ctx.store.write_record("optimize", key, result)
+        return result
+
+    assert state.onnx_path is not None
+    measure = measure_onnx(state.onnx_path, ingest.dataset.input_shape)
+    onnx_ref = ctx.store.put_file(state.onnx_path, suffix=".onnx")
+    ds = ctx.dataset(spec.data.uri)
+    model_id = ctx.tracker.log_onnx_model(
+        run_id,
+        state.onnx_path,
+        name="candidate",
+        input_example=ds.split("test").x[:2],
+        tags={
+            "squeezeflow.kind": "candidate",
+            "squeezeflow.recipe": recipe.label,
+            "squeezeflow.sha256": onnx_ref.sha256,
+        },
+    )
+    ctx.tracker.log(
+        run_id,
+        metrics={
+            "optimize_seconds": seconds,
+            "size_bytes": float(measure.size_bytes),
+            "params": float(measure.params),
+            "macs": float(measure.macs),
+            "size_ratio": baseline.measure.size_bytes / measure.size_bytes,
+        },
+        tags={"squeezeflow.status": "built", "squeezeflow.sha256": onnx_ref.sha256},
+        model_id=model_id,
+    )
+    result = CandidateResult(
+        key=key,
+        job_key=ingest.job_key,
+        recipe=recipe,
+        recipe_key=recipe.key(),
+        status="ok",
+        onnx=onnx_ref,
+        measure=measure,
+        run_id=run_id,
+        model_id=model_id,
+        seconds=seconds,
+    )
+    ctx.store.write_record("optimize", key, result)
+    return result

@@ -1,0 +1,87 @@
+"""Readable summaries of a job's result (terminal tables)."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from squeezeflow.results import JobResult
+
+
+def _mb(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.2f} MB"
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def summary_table(result: JobResult) -> Table:
+    t = Table(title=f"squeezeflow job {result.job} ({result.metric_name}, target {result.target_profile})")
+    for col, just in [
+        ("candidate", "left"),
+        (result.metric_name, "right"),
+        ("delta", "right"),
+        ("size", "right"),
+        ("smaller", "right"),
+        ("p50 ms", "right"),
+        ("p95 ms", "right"),
+        ("faster", "right"),
+        ("gate", "center"),
+        ("verdict", "left"),
+    ]:
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    t.add_row(
+        "baseline (fp32 ONNX)",
+        f"{result.baseline_metric:.4f}",
+        "",
+        _mb(result.baseline_size_bytes),
+        "1.0x",
+        _ms(result.baseline_p50_ms),
+        _ms(result.baseline_p95_ms),
+        "1.00x",
+        "",
+        "reference",
+    )
+    for r in result.candidates:
+        smaller = f"{result.baseline_size_bytes / r.size_bytes:.1f}x" if r.size_bytes else "-"
+        faster = f"{result.baseline_p50_ms / r.p50_ms:.2f}x" if r.p50_ms else "-"
+        style = "bold green" if r.note == "promoted" else None
+        t.add_row(
+            r.label,
+            "-" if r.metric is None else f"{r.metric:.4f}",
+            "-" if r.delta is None else f"{r.delta * 100:+.2f} pt",
+            _mb(r.size_bytes),
+            smaller,
+            _ms(r.p50_ms),
+            _ms(r.p95_ms),
+            faster,
+            r.gate,
+            r.note,
+            style=style,
+        )
+    return t
+
+
+def print_summary(result: JobResult, console: Console | None = None) -> None:
+    # Wide enough for the table when output is captured (CI logs, Airflow task logs).
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    console.print(summary_table(result))
+    p = result.promotion
+    if p.promoted:
+        console.print(
+            f"[bold green]Promoted[/] {p.candidate_label} -> registered model [bold]{p.model_name}[/] "
+            f"version {p.version}, alias @{p.alias}"
+            + (f" (was version {p.previous_version})" if p.previous_version else "")
+        )
+        console.print(f'  load it with: mlflow.pyfunc.load_model("models:/{p.model_name}@{p.alias}")')
+    else:
+        console.print(f"[bold yellow]Nothing promoted[/]: {p.reason}")
+    console.print(
+        f"Tracking: {result.tracking_uri} (experiment {result.experiment_id}, run {result.parent_run_id})"
+    )
+    if result.tracking_uri.startswith("sqlite:"):
+        console.print(f"  browse it with: mlflow ui --backend-store-uri {result.tracking_uri}")
+    console.print(f"Artifacts: {result.artifacts}    wall time {result.seconds:.1f}s")
