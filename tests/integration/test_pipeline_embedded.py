@@ -1,0 +1,151 @@
+"""The whole job on the embedded defaults (local artifact directory, local SQLite MLflow store),
+on real Animal-MNIST data and real trained models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from squeezeflow.models import predict_logits
+from squeezeflow.pipeline import run_job
+from squeezeflow.results import JobResult
+from squeezeflow.spec import parse_spec
+from squeezeflow.stages import Settings
+from tests.reference import job_doc, write_spec
+
+pytestmark = pytest.mark.integration
+
+SQUEEZEFLOW = str(Path(sys.executable).with_name("squeezeflow"))
+
+
+def settings_for(tmp: Path) -> Settings:
+    return Settings(
+        artifacts=str(tmp / "artifacts"), tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}", workdir=tmp / "work"
+    )
+
+
+@pytest.fixture(scope="module")
+def promoted_job(
+    tmp_path_factory: pytest.TempPathFactory, small_model: Path, animal_mnist: Path
+) -> tuple[JobResult, Settings]:
+    tmp = tmp_path_factory.mktemp("embedded")
+    spec = parse_spec(job_doc(small_model, animal_mnist, name="embedded-small"))
+    settings = settings_for(tmp)
+    return run_job(spec, settings, progress=False), settings
+
+
+def test_job_promotes_a_faster_smaller_candidate_within_tolerance(
+    promoted_job: tuple[JobResult, Settings],
+) -> None:
+    result, _ = promoted_job
+    p = result.promotion
+    assert p.promoted, p.reason
+    row = next(r for r in result.candidates if r.candidate_key == p.candidate_key)
+    assert row.gate == "pass" and row.delta is not None and row.delta >= -0.01
+    assert row.p50_ms is not None and row.p50_ms < result.baseline_p50_ms
+    assert row.size_bytes is not None and row.size_bytes < result.baseline_size_bytes
+
+
+def test_every_candidate_is_a_nested_run_and_a_logged_model(promoted_job: tuple[JobResult, Settings]) -> None:
+    result, settings = promoted_job
+    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
+    runs = client.search_runs([result.experiment_id], f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'")
+    assert len(runs) == len(result.candidates) == 2
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    models = mlflow.search_logged_models(
+        experiment_ids=[result.experiment_id],
+        filter_string="tags.`squeezeflow.kind` = 'candidate'",
+        order_by=[{"field_name": "metrics.top1_accuracy", "ascending": False}],
+        output_format="list",
+    )
+    assert {m.model_id for m in models} == {r.model_id for r in result.candidates}
+    assert all(any(x.key == "top1_accuracy" for x in m.metrics) for m in models)
+
+
+def test_registered_version_carries_lineage_and_the_alias(promoted_job: tuple[JobResult, Settings]) -> None:
+    result, settings = promoted_job
+    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    p = result.promotion
+    mv = client.get_model_version_by_alias(p.model_name, p.alias)
+    assert str(mv.version) == p.version
+    for tag in (
+        "squeezeflow.baseline_sha256",
+        "squeezeflow.dataset_sha256",
+        "squeezeflow.recipe",
+        "squeezeflow.gate",
+        "squeezeflow.benchmark",
+        "squeezeflow.candidate_sha256",
+    ):
+        assert mv.tags.get(tag), tag
+    gate = json.loads(mv.tags["squeezeflow.gate"])
+    assert gate["passed"] is True and gate["drop"] <= gate["allowed_drop"]
+
+
+def test_registered_model_loads_with_pyfunc_and_predicts_like_the_benchmarked_artifact(
+    promoted_job: tuple[JobResult, Settings], animal_mnist: Path
+) -> None:
+    result, settings = promoted_job
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    p = result.promotion
+    loaded = mlflow.pyfunc.load_model(f"models:/{p.model_name}@{p.alias}")
+    x = np.load(animal_mnist / "test.npz")["x"][:64]
+    served = loaded.predict(x)["logits"]
+    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
+    sha = client.get_model_version_by_alias(p.model_name, p.alias).tags["squeezeflow.candidate_sha256"]
+    artifact = Path(settings.artifacts) / "objects" / sha[:2] / f"{sha}.onnx"
+    np.testing.assert_allclose(served, predict_logits(artifact, x), rtol=1e-5, atol=1e-5)
+
+
+def test_rerun_creates_no_duplicate_runs_candidates_or_versions(
+    promoted_job: tuple[JobResult, Settings], small_model: Path, animal_mnist: Path
+) -> None:
+    first, settings = promoted_job
+    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    runs_before = len(client.search_runs([first.experiment_id]))
+    again = run_job(
+        parse_spec(job_doc(small_model, animal_mnist, name="embedded-small")), settings, progress=False
+    )
+    assert again.job_key == first.job_key
+    assert again.promotion.version == first.promotion.version
+    assert len(client.search_runs([first.experiment_id])) == runs_before
+    assert len(client.search_model_versions(f"name = '{first.promotion.model_name}'")) == 1
+
+
+def test_candidate_slower_than_the_baseline_is_never_promoted(
+    tmp_path: Path, tiny_model: Path, animal_mnist: Path
+) -> None:
+    spec = write_spec(tmp_path / "job.yaml", job_doc(tiny_model, animal_mnist, name="tiny"))
+    out = tmp_path / "result.json"
+    proc = subprocess.run(
+        [
+            SQUEEZEFLOW,
+            "run",
+            str(spec),
+            "--no-progress",
+            "--result",
+            str(out),
+            "--artifacts",
+            str(tmp_path / "a"),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'm.db'}",
+            "--workdir",
+            str(tmp_path / "w"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    result = JobResult.model_validate_json(out.read_text())
+    assert not result.promotion.promoted and result.promotion.version is None
+    assert any("slower than the baseline" in r.note for r in result.candidates)
+    assert "Nothing promoted" in proc.stdout
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    assert client.search_registered_models() == []

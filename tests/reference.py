@@ -1,0 +1,64 @@
+"""Real data and real trained models for the tests, built by the project's own scripts and cached
+under .squeezeflow/test-cache (nothing is downloaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from squeezeflow.datasets.animal_mnist import prepare_animal_mnist
+from squeezeflow.zoo.train import train_reference_model
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = REPO / ".squeezeflow" / "test-cache"
+
+# Few iterations: the tests check decisions, the benchmarks in bench/ measure speed.
+TEST_DEVICE = {"name": "cpu-2t", "intra_op_threads": 2, "warmup": 20, "iterations": 300}
+FAST_RECIPES = [
+    {
+        "name": "int8-static-u8s8",
+        "steps": [{"name": "ort_static_int8", "params": {"calibration_samples": 128}}],
+    },
+    {"name": "int8-dynamic", "steps": [{"name": "ort_dynamic_int8"}]},
+]
+
+
+@pytest.fixture(scope="session")
+def animal_mnist() -> Path:
+    return prepare_animal_mnist(CACHE / "animal-mnist")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(animal_mnist: Path) -> Path:
+    """A few-thousand-parameter CNN: int8 makes it slower on a CPU, so it must never be promoted."""
+    return train_reference_model("tiny_cnn", animal_mnist, CACHE / "tiny_cnn.pt")
+
+
+@pytest.fixture(scope="session")
+def small_model(animal_mnist: Path) -> Path:
+    """The demo's small ResNet-style CNN, trained briefly: static int8 makes it faster and smaller."""
+    return train_reference_model("small_resnet", animal_mnist, CACHE / "small_resnet-e2.pt", epochs=2)
+
+
+def job_doc(model: Path | str, data: Path | str, name: str = "test-job", **overrides: Any) -> dict[str, Any]:
+    factory = "squeezeflow.zoo.cnn:tiny_cnn" if "tiny" in str(model) else "squeezeflow.zoo.cnn:small_resnet"
+    doc: dict[str, Any] = {
+        "apiVersion": "squeezeflow/v1",
+        "name": name,
+        "model": {"format": "state_dict", "uri": str(model), "factory": factory},
+        "data": {"uri": str(data)},
+        "tolerance": {"mode": "absolute", "max_drop": 0.01},
+        "devices": [TEST_DEVICE],
+        "search": {"recipes": FAST_RECIPES, "max_trials": 4, "seed": 0},
+        "registry": {"model_name": f"{name}-model", "alias": "champion"},
+    }
+    doc.update(overrides)
+    return doc
+
+
+def write_spec(path: Path, doc: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
