@@ -99,6 +99,7 @@ def export_onnx(model: Any, input_shape: list[int], out_path: Path, opset: int =
                     output_names=[OUTPUT_NAME],
                     opset_version=opset,
                     external_data=False,
+                    verbose=False,
                 )
             else:
                 arg = _first_forward_arg(model)
@@ -111,6 +112,7 @@ def export_onnx(model: Any, input_shape: list[int], out_path: Path, opset: int =
                     dynamic_shapes={arg: {0: torch.export.Dim("batch")}},
                     opset_version=opset,
                     external_data=False,
+                    verbose=False,
                 )
     except Exception as err:
         raise ModelLoadError(f"export to ONNX failed: {type(err).__name__}: {str(err)[:400]}") from None
