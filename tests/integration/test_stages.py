@@ -1,0 +1,99 @@
+"""Stages called one at a time, as an orchestrator task would, on real data and a real model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from squeezeflow.models import export_onnx
+from squeezeflow.results import CandidateResult
+from squeezeflow.spec import PassStep, Recipe, parse_spec
+from squeezeflow.stages import Settings, StageContext, baseline, gate, ingest
+from squeezeflow.zoo.cnn import tiny_cnn
+from tests.reference import job_doc
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory: pytest.TempPathFactory) -> StageContext:
+    tmp = tmp_path_factory.mktemp("stages")
+    return StageContext.open(
+        Settings(artifacts=str(tmp / "a"), tracking_uri=f"sqlite:///{tmp / 'm.db'}", workdir=tmp / "w"),
+        "stages",
+    )
+
+
+def tiny_module(path: Path) -> torch.nn.Module:
+    m = tiny_cnn()
+    m.load_state_dict(torch.load(path, weights_only=True))
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def model_formats(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("formats")
+    m = tiny_module(tiny_model)
+    example = torch.zeros(2, 1, 28, 28)
+    torch.jit.save(torch.jit.trace(m, example), tmp / "tiny.ts")
+    ep = torch.export.export(m, (example,), dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+    torch.export.save(ep, tmp / "tiny.pt2")
+    export_onnx(m, [1, 28, 28], tmp / "tiny.onnx")
+    return {"torchscript": tmp / "tiny.ts", "exported_program": tmp / "tiny.pt2", "onnx": tmp / "tiny.onnx"}
+
+
+def test_every_model_format_gives_the_same_baseline_metric(
+    ctx: StageContext, tiny_model: Path, animal_mnist: Path, model_formats: dict[str, Path]
+) -> None:
+    metrics = {}
+    state_dict_spec = parse_spec(job_doc(tiny_model, animal_mnist, name="stages"))
+    metrics["state_dict"] = baseline(state_dict_spec, ingest(state_dict_spec, ctx), ctx).metric
+    for fmt, path in model_formats.items():
+        doc = job_doc(tiny_model, animal_mnist, name="stages")
+        doc["model"] = {"format": fmt, "uri": str(path)}
+        spec = parse_spec(doc)
+        metrics[fmt] = baseline(spec, ingest(spec, ctx), ctx).metric
+    assert metrics["state_dict"] > 0.8
+    assert all(v == pytest.approx(metrics["state_dict"], abs=1e-3) for v in metrics.values()), metrics
+
+
+def _candidate(ctx: StageContext, job_key: str, onnx: Path, name: str, run_id: str) -> CandidateResult:
+    ref = ctx.store.put_file(onnx, suffix=".onnx")
+    return CandidateResult(
+        key=f"{name}-key",
+        job_key=job_key,
+        recipe=Recipe(name=name, steps=[PassStep(name="ort_dynamic_int8")]),
+        recipe_key="r",
+        status="ok",
+        onnx=ref,
+        run_id=run_id,
+        seconds=0.0,
+    )
+
+
+def test_gate_passes_an_unchanged_model_and_fails_one_whose_drop_exceeds_the_tolerance(
+    ctx: StageContext, tiny_model: Path, animal_mnist: Path, tmp_path: Path
+) -> None:
+    spec = parse_spec(job_doc(tiny_model, animal_mnist, name="stages"))
+    ing = ingest(spec, ctx)
+    base = baseline(spec, ing, ctx)
+    run_id = ctx.tracker.candidate_run(ing.parent_run_id, "gate-test", "gate-test", {})
+
+    same = _candidate(ctx, ing.job_key, ctx.store.fetch(base.onnx, ctx.cache), "same", run_id)
+    verdict = gate(spec, ing, base, same, ctx)
+    assert verdict.passed and verdict.drop == 0.0 and verdict.agreement == 1.0
+
+    damaged = tiny_module(tiny_model)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(0)
+        for p in damaged.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * p.std() * 0.8)
+    worse = _candidate(
+        ctx, ing.job_key, export_onnx(damaged, [1, 28, 28], tmp_path / "damaged.onnx"), "worse", run_id
+    )
+    verdict = gate(spec, ing, base, worse, ctx)
+    assert not verdict.passed
+    assert verdict.drop is not None and verdict.drop > spec.tolerance.max_drop
+    assert "exceeds the allowed" in verdict.reason and verdict.n == 1500

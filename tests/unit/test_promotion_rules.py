@@ -1,0 +1,195 @@
+"""Which candidate may be promoted: only one that passed the gate on its own evidence and is both
+faster and smaller than the baseline on the target profile; the objective picks among those."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from squeezeflow.results import (
+    BaselineResult,
+    BenchmarkResult,
+    CandidateOutcome,
+    CandidateResult,
+    DatasetInfo,
+    GateResult,
+    IngestResult,
+    ModelMeasure,
+    ValidationSummary,
+)
+from squeezeflow.spec import PassStep, Recipe, parse_spec
+from squeezeflow.stages.promote import choose, eligibility
+from squeezeflow.store import ArtifactRef
+
+PROFILE = "cpu"
+
+
+def ref(sha: str, size: int = 100) -> ArtifactRef:
+    return ArtifactRef(uri=f"/store/{sha}", sha256=sha, size=size)
+
+
+INGEST = IngestResult(
+    key="j",
+    job_key="j",
+    spec_digest="s",
+    dataset=DatasetInfo(
+        uri="/d",
+        sha256="data",
+        name="d",
+        num_classes=10,
+        input_shape=[1, 28, 28],
+        split_sizes={"train": 1, "val": 1, "test": 1},
+        class_counts={},
+        imbalance_ratio=1.0,
+    ),
+    model_source=ref("src"),
+    validation=ValidationSummary(success=True, evaluated=1, failed=[], report=ref("gx")),
+    parent_run_id="parent",
+)
+BASELINE = BaselineResult(
+    key="b",
+    job_key="j",
+    onnx=ref("base", 1000),
+    logits=ref("logits"),
+    metric_name="top1_accuracy",
+    metric=0.95,
+    measure=ModelMeasure(size_bytes=1000, params=10, macs=10),
+    parent_run_id="parent",
+    model_id="m-base",
+)
+BASE_BENCH = BenchmarkResult(
+    key="bb",
+    model_sha256="base",
+    profile=PROFILE,
+    p50_ms=1.0,
+    p90_ms=1.1,
+    p95_ms=1.2,
+    p99_ms=1.3,
+    mean_ms=1.0,
+    throughput_per_s=1000,
+    iterations=100,
+    batch_size=1,
+    size_bytes=1000,
+)
+
+
+def outcome(
+    name: str, *, size: int = 500, p50: float = 0.5, passed: bool = True, **gate_over: Any
+) -> CandidateOutcome:
+    sha = f"sha-{name}"
+    cand = CandidateResult(
+        key=f"k-{name}",
+        job_key="j",
+        recipe=Recipe(name=name, steps=[PassStep(name="ort_dynamic_int8")]),
+        recipe_key="r",
+        status="ok",
+        onnx=ref(sha, size),
+        measure=ModelMeasure(size_bytes=size, params=1, macs=1),
+        run_id=f"run-{name}",
+        model_id=f"m-{name}",
+        seconds=1.0,
+    )
+    gate_fields: dict[str, Any] = dict(
+        key=f"g-{name}",
+        candidate_key=cand.key,
+        candidate_sha256=sha,
+        baseline_sha256="base",
+        dataset_sha256="data",
+        passed=passed,
+        reason="r",
+        metric_name="top1_accuracy",
+        baseline_metric=0.95,
+        candidate_metric=0.945,
+        drop=0.005,
+        allowed_drop=0.01,
+        n=1500,
+        agreement=0.99,
+    )
+    gate_fields.update(gate_over)
+    bench = BASE_BENCH.model_copy(
+        update={"key": f"bk-{name}", "model_sha256": sha, "p50_ms": p50, "size_bytes": size}
+    )
+    return CandidateOutcome(candidate=cand, gate=GateResult(**gate_fields), benchmarks=[bench])
+
+
+def spec(objective: str = "latency") -> Any:
+    return parse_spec(
+        {
+            "name": "j",
+            "model": {"format": "onnx", "uri": "/m.onnx"},
+            "data": {"uri": "/d"},
+            "devices": [{"name": PROFILE}],
+            "objective": objective,
+            "registry": {"model_name": "m"},
+        }
+    )
+
+
+def test_candidate_that_passed_and_is_faster_and_smaller_is_eligible() -> None:
+    assert eligibility(outcome("ok"), BASELINE, BASE_BENCH, INGEST) == (True, "eligible")
+
+
+def test_candidate_that_failed_the_gate_is_not_eligible() -> None:
+    ok, why = eligibility(outcome("bad", passed=False), BASELINE, BASE_BENCH, INGEST)
+    assert not ok and "failed the gate" in why
+
+
+@pytest.mark.parametrize("p50", [1.0, 1.5])
+def test_candidate_not_faster_than_the_baseline_is_never_eligible(p50: float) -> None:
+    ok, why = eligibility(outcome("slow", p50=p50, size=10), BASELINE, BASE_BENCH, INGEST)
+    assert not ok and "slower than the baseline" in why
+
+
+def test_candidate_not_smaller_than_the_baseline_is_never_eligible() -> None:
+    ok, why = eligibility(outcome("big", size=1000, p50=0.1), BASELINE, BASE_BENCH, INGEST)
+    assert not ok and "not smaller" in why
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"candidate_sha256": "other"}, "different candidate"),
+        ({"candidate_key": "k-other"}, "different candidate"),
+        ({"baseline_sha256": "other-base"}, "different baseline or dataset"),
+        ({"dataset_sha256": "other-data"}, "different baseline or dataset"),
+    ],
+)
+def test_gate_evidence_for_another_candidate_baseline_or_dataset_is_refused(
+    override: dict, expected: str
+) -> None:
+    ok, why = eligibility(outcome("x", **override), BASELINE, BASE_BENCH, INGEST)
+    assert not ok and expected in why
+
+
+def test_candidate_without_a_target_benchmark_is_not_eligible() -> None:
+    o = outcome("nobench")
+    o = o.model_copy(update={"benchmarks": []})
+    ok, why = eligibility(o, BASELINE, BASE_BENCH, INGEST)
+    assert not ok and "not benchmarked" in why
+
+
+def test_latency_objective_picks_the_fastest_eligible_candidate() -> None:
+    fast_big = outcome("fast", p50=0.2, size=900)
+    slow_small = outcome("small", p50=0.6, size=100)
+    too_fast_but_failed = outcome("failed", p50=0.1, size=50, passed=False)
+    best = choose(spec("latency"), [slow_small, fast_big, too_fast_but_failed], BASELINE, BASE_BENCH, INGEST)
+    assert best is not None and best.candidate.label == "fast"
+
+
+def test_size_objective_picks_the_smallest_eligible_candidate() -> None:
+    best = choose(
+        spec("size"),
+        [outcome("fast", p50=0.2, size=900), outcome("small", p50=0.6, size=100)],
+        BASELINE,
+        BASE_BENCH,
+        INGEST,
+    )
+    assert best is not None and best.candidate.label == "small"
+
+
+def test_nothing_is_chosen_when_no_candidate_is_eligible() -> None:
+    assert (
+        choose(spec(), [outcome("slow", p50=2.0), outcome("bad", passed=False)], BASELINE, BASE_BENCH, INGEST)
+        is None
+    )
