@@ -25,8 +25,8 @@ demo: $(STAMP)
 	$(PY) -m squeezeflow.demo --workdir $(DEMO_DIR)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check components tests bench examples dags pipelines
-	$(VENV)/bin/ruff format --check components tests bench examples dags pipelines
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
