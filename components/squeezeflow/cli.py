@@ -247,7 +247,11 @@ def main() -> None:
     try:
         rc = app(standalone_mode=False)
     except SqueezeflowError as err:
-        err_console.print(f"[bold red]error[/] ({type(err).__name__}): {err}")
+        from rich.markup import escape
+
+        # The message is data, not markup (paths may hold brackets), and it is not hard-wrapped, so a
+        # path or URI in it stays whole in logs and can be copied.
+        err_console.print(f"[bold red]error[/] ({type(err).__name__}): {escape(str(err))}", soft_wrap=True)
         sys.exit(err.exit_code)
     except typer.Exit as ex:
         sys.exit(ex.exit_code)

@@ -83,6 +83,10 @@ def fetch_dataset(uri: str, cache_dir: Path) -> Path:
 
 
 def read_meta(path: Path) -> DatasetMeta:
+    if not path.is_file():
+        raise DataValidationError(
+            f"{path} is missing: a {FORMAT} dataset needs this descriptor (see docs/dataset-format.md)"
+        )
     try:
         raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:

@@ -43,18 +43,10 @@ def load_torch_model(source: ModelSource, path: Path) -> Any:
     try:
         if source.format == "state_dict":
             assert source.factory is not None
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(state, dict):
-                raise ModelLoadError(
-                    f"{source.uri}: expected a state_dict (a mapping), got {type(state).__name__}"
-                )
+            state = _load_weights(source.uri, path)
             model = import_callable(source.factory)(**source.factory_kwargs)
-            missing, unexpected = model.load_state_dict(state, strict=False)
-            if missing or unexpected:
-                raise ModelLoadError(
-                    f"{source.uri} does not fit {source.factory}: missing keys {list(missing)[:5]}, "
-                    f"unexpected keys {list(unexpected)[:5]}"
-                )
+            _check_fits(state, model.state_dict(), f"{source.uri} does not fit {source.factory}")
+            model.load_state_dict(state)
             return model.eval()
         if source.format == "torchscript":
             return torch.jit.load(str(path), map_location="cpu").eval()
@@ -67,6 +59,57 @@ def load_torch_model(source: ModelSource, path: Path) -> Any:
             f"cannot load {source.format} model from {source.uri}: {type(err).__name__}: {str(err)[:300]}"
         ) from None
     raise ModelLoadError(f"{source.format} is not a PyTorch format")
+
+
+def _weights_only_reason(message: str) -> str:
+    """The specific part of torch's weights_only refusal, without its generic advice (which suggests
+    ``weights_only=False``, the one thing squeezeflow never does)."""
+    generic = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    specific = [ln for ln in lines if not ln.startswith(generic)]
+    return " ".join(specific) or (lines[0] if lines else "no details")
+
+
+def _load_weights(uri: str, path: Path) -> dict[str, Any]:
+    """A state_dict read with ``weights_only=True``: plain tensors and containers, never arbitrary
+    pickled objects (which could run code)."""
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ModelLoadError(
+            f"{uri} cannot be loaded safely: torch.load with weights_only=True refused it "
+            f"({_weights_only_reason(str(err))[:300]}). The file is corrupt or holds pickled Python objects "
+            "rather than plain tensors; squeezeflow never unpickles those. "
+            "Save the weights with torch.save(model.state_dict(), path)."
+        ) from None
+    except Exception as err:  # torch raises many types for damaged archives
+        raise ModelLoadError(
+            f"{uri} is not a readable PyTorch file (corrupt or truncated?): "
+            f"{type(err).__name__}: {str(err)[:300]}"
+        ) from None
+    if not isinstance(state, dict):
+        raise ModelLoadError(f"{uri}: expected a state_dict (a mapping), got {type(state).__name__}")
+    return state
+
+
+def _check_fits(state: dict[str, Any], expected: dict[str, Any], what: str) -> None:
+    """Raise when ``state`` does not have exactly the model's keys and tensor shapes."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k} {list(getattr(state[k], 'shape', ()))} vs {list(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(getattr(state[k], "shape", ())) != tuple(v.shape)
+    ]
+    if missing or unexpected or mismatched:
+        raise ModelLoadError(
+            f"{what}: {len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys "
+            f"{unexpected[:5]}, {len(mismatched)} shape mismatches (file vs model) {mismatched[:5]}"
+        )
 
 
 def export_onnx(model: Any, input_shape: list[int], out_path: Path, opset: int = 18) -> Path:

@@ -26,7 +26,8 @@ def _split_frame(ds: Dataset, split: str) -> Any:
     import pandas as pd
 
     s = ds.split(split)
-    flat = s.x.reshape(len(s), -1)
+    # an explicit width: reshape(0, -1) is ambiguous and fails on an empty split
+    flat = s.x.reshape(len(s), int(np.prod(s.x.shape[1:])))
     finite = np.isfinite(flat).all(axis=1)
     with np.errstate(invalid="ignore"):
         return pd.DataFrame(

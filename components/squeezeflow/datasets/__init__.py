@@ -1,0 +1,1 @@
+"""Dataset converters that write the project's ``squeezeflow.npz/v1`` format."""

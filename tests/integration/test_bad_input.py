@@ -1,0 +1,465 @@
+"""Bad input through the real CLI: every case exits 2 with a message that names the problem, and
+nothing reaches the MLflow registry.
+
+Each case is a real ``squeezeflow run`` subprocess on real (small) data derived from Animal-MNIST and
+a real trained model, damaged in one specific way. The cases are independent processes, so the module
+starts the selected ones side by side and each test waits for its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from tests.reference import job_doc, write_spec
+
+pytestmark = pytest.mark.integration
+
+SQUEEZEFLOW = str(Path(sys.executable).with_name("squeezeflow"))
+SUBSET = {"train": 600, "val": 200, "test": 200}
+WORKERS = max(2, min(4, os.cpu_count() or 2))
+CASE_TIMEOUT_S = 300
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a case builds its bad input from, and the directory it may write into."""
+
+    model: Path  # the trained tiny CNN state_dict
+    data: Path  # a clean 600/200/200 subset of Animal-MNIST
+    dir: Path  # this case's own directory
+
+    def copy_data(self) -> Path:
+        dest = self.dir / "data"
+        shutil.copytree(self.data, dest)
+        return dest
+
+    def doc(self, model: Path | None = None, data: Path | None = None) -> dict[str, Any]:
+        """A valid job document for the tiny model (state_dict + factory) on the clean data, with
+        the model file or the data directory swapped when given."""
+        doc = job_doc(self.model, data or self.data, name="bad-input")
+        if model is not None:
+            doc["model"] = {**doc["model"], "uri": str(model)}
+        return doc
+
+    def spec(self, doc: dict[str, Any]) -> Path:
+        return write_spec(self.dir / "job.yaml", doc)
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    build: Callable[[Inputs], Path]  # writes the bad input and returns the job spec
+    message: str  # regex that must match the (whitespace-normalised) error on stderr
+    gx_report: str | None = None  # the split whose Great Expectations report must show the failure
+
+    @property
+    def spec_error(self) -> bool:
+        return self.id.startswith("spec-")
+
+
+@dataclass
+class Outcome:
+    returncode: int
+    stderr: str
+    stdout: str
+    dir: Path
+
+    @property
+    def error(self) -> str:
+        return " ".join(self.stderr.split())
+
+
+# -- model cases ------------------------------------------------------------------------------------
+
+
+class _RunsShellOnUnpickle:
+    """A pickle payload that would run a shell command if anything unpickled it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _marker(inp: Inputs) -> Path:
+    return inp.dir / "pwned"
+
+
+def corrupt_state_dict(inp: Inputs) -> Path:
+    bad = inp.dir / "weights.pt"
+    bad.write_bytes(np.random.default_rng(0).bytes(4096))
+    return inp.spec(inp.doc(model=bad))
+
+
+def truncated_state_dict(inp: Inputs) -> Path:
+    blob = inp.model.read_bytes()
+    bad = inp.dir / "weights.pt"
+    bad.write_bytes(blob[: len(blob) // 2])
+    return inp.spec(inp.doc(model=bad))
+
+
+def _write_onnx_spec(inp: Inputs, path: Path) -> Path:
+    doc = inp.doc()
+    doc["model"] = {"format": "onnx", "uri": str(path)}
+    return inp.spec(doc)
+
+
+def _export_tiny_onnx(inp: Inputs) -> Path:
+    import torch
+
+    from squeezeflow.models import export_onnx
+    from squeezeflow.zoo.cnn import tiny_cnn
+
+    model = tiny_cnn()
+    model.load_state_dict(torch.load(inp.model, map_location="cpu", weights_only=True))
+    return export_onnx(model, [1, 28, 28], inp.dir / "tiny.onnx")
+
+
+def corrupt_onnx(inp: Inputs) -> Path:
+    # brackets in the path: the message must show it as is (it is not console markup)
+    bad = inp.dir / "[v2]" / "model.onnx"
+    bad.parent.mkdir()
+    bad.write_bytes(np.random.default_rng(1).bytes(4096))
+    return _write_onnx_spec(inp, bad)
+
+
+def truncated_onnx(inp: Inputs) -> Path:
+    blob = _export_tiny_onnx(inp).read_bytes()
+    bad = inp.dir / "model.onnx"
+    bad.write_bytes(blob[: len(blob) // 2])
+    return _write_onnx_spec(inp, bad)
+
+
+def state_dict_for_another_factory(inp: Inputs) -> Path:
+    doc = inp.doc()
+    doc["model"] = {**doc["model"], "factory": "squeezeflow.zoo.cnn:small_resnet"}
+    return inp.spec(doc)
+
+
+def pickle_that_runs_code(inp: Inputs) -> Path:
+    import torch
+
+    bad = inp.dir / "weights.pt"
+    torch.save(_RunsShellOnUnpickle(_marker(inp)), bad)
+    return inp.spec(inp.doc(model=bad))
+
+
+def five_outputs_for_ten_classes(inp: Inputs) -> Path:
+    from torch import nn
+
+    from squeezeflow.models import export_onnx
+
+    path = export_onnx(nn.Sequential(nn.Flatten(), nn.Linear(784, 5)), [1, 28, 28], inp.dir / "five.onnx")
+    return _write_onnx_spec(inp, path)
+
+
+# -- dataset cases ----------------------------------------------------------------------------------
+
+
+def _edit_split(split: str, edit: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[Inputs], Path]:
+    """A builder that rewrites one split's npz through ``edit`` (arrays in, arrays out)."""
+
+    def build(inp: Inputs) -> Path:
+        data = inp.copy_data()
+        with np.load(data / f"{split}.npz", allow_pickle=False) as z:
+            arrays = {k: z[k].copy() for k in z.files}
+        np.savez(data / f"{split}.npz", **edit(arrays))
+        return inp.spec(inp.doc(data=data))
+
+    return build
+
+
+def _set(key: str, index: tuple[int, ...], value: float) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def edit(a: dict[str, Any]) -> dict[str, Any]:
+        a[key][index] = value
+        return a
+
+    return edit
+
+
+def object_array_split(inp: Inputs) -> Path:
+    data = inp.copy_data()
+    with np.load(data / "train.npz", allow_pickle=False) as z:
+        y = z["y"].copy()
+    x = np.empty(len(y), dtype=object)
+    x[:] = [_RunsShellOnUnpickle(_marker(inp))] * len(y)
+    np.savez(data / "train.npz", x=x, y=y)
+    return inp.spec(inp.doc(data=data))
+
+
+def missing_dataset_json(inp: Inputs) -> Path:
+    data = inp.copy_data()
+    (data / "dataset.json").unlink()
+    return inp.spec(inp.doc(data=data))
+
+
+def split_path_escapes_the_directory(inp: Inputs) -> Path:
+    data = inp.copy_data()
+    inner = data / "inner"
+    inner.mkdir()
+    for f in ("dataset.json", "val.npz", "test.npz"):
+        shutil.copy(data / f, inner / f)
+    meta = json.loads((inner / "dataset.json").read_text())
+    meta["splits"] = {"train": "../train.npz", "val": "val.npz", "test": "test.npz"}
+    (inner / "dataset.json").write_text(json.dumps(meta))
+    return inp.spec(inp.doc(data=inner))
+
+
+# -- spec cases -------------------------------------------------------------------------------------
+
+
+def _spec_edit(edit: Callable[[dict[str, Any]], None]) -> Callable[[Inputs], Path]:
+    def build(inp: Inputs) -> Path:
+        doc = inp.doc()
+        edit(doc)
+        return inp.spec(doc)
+
+    return build
+
+
+def _unknown_field(doc: dict[str, Any]) -> None:
+    doc["tolerence"] = {"max_drop": 0.02}
+
+
+def _bad_tolerance(doc: dict[str, Any]) -> None:
+    doc["tolerance"] = {"mode": "absolute", "max_drop": 2}
+
+
+def _unknown_target_device(doc: dict[str, Any]) -> None:
+    doc["target_device"] = "jetson-orin"
+
+
+def _no_registry(doc: dict[str, Any]) -> None:
+    del doc["registry"]
+
+
+CASES = [
+    # model
+    Case(
+        "corrupt-state-dict",
+        corrupt_state_dict,
+        r"\S+/weights\.pt cannot be loaded safely: torch\.load with weights_only=True refused it \(.+\)\. "
+        r"The file is corrupt or holds pickled Python objects",
+    ),
+    Case(
+        "truncated-state-dict",
+        truncated_state_dict,
+        r"\S+/weights\.pt is not a readable PyTorch file \(corrupt or truncated\?\)",
+    ),
+    Case("corrupt-onnx", corrupt_onnx, r"model \S+/\[v2\]/model\.onnx is not a valid ONNX model"),
+    Case("truncated-onnx", truncated_onnx, r"model \S+/model\.onnx is not a valid ONNX model: DecodeError"),
+    Case(
+        "state-dict-for-another-factory",
+        state_dict_for_another_factory,
+        r"tiny_cnn\.pt does not fit squeezeflow\.zoo\.cnn:small_resnet: \d+ missing keys .*"
+        r"shape mismatches \(file vs model\) .*fc\.weight \[10, 32\] vs \[10, 64\]",
+    ),
+    Case(
+        "pickle-that-runs-code",
+        pickle_that_runs_code,
+        r"weights\.pt cannot be loaded safely: torch\.load with weights_only=True refused it "
+        r"\(.*GLOBAL posix\.system",
+    ),
+    Case(
+        "five-outputs-for-ten-classes",
+        five_outputs_for_ten_classes,
+        r"five\.onnx outputs shape \[200, 5\], but the dataset has 10 classes",
+    ),
+    # data: values (Great Expectations)
+    Case(
+        "nan-in-test-x",
+        _edit_split("test", _set("x", (3, 0, 14, 14), float("nan"))),
+        r"test: expect_column_values_to_be_in_set \{'column': 'finite'",
+        gx_report="test",
+    ),
+    Case(
+        "inf-in-train-x",
+        _edit_split("train", _set("x", (5, 0, 0, 0), float("inf"))),
+        r"train: expect_column_values_to_be_in_set \{'column': 'finite'",
+        gx_report="train",
+    ),
+    Case(
+        "label-out-of-range-in-val",
+        _edit_split("val", _set("y", (7,), 10)),
+        r"val: expect_column_values_to_be_between \{'column': 'label', 'min_value': 0(\.0)?, "
+        r"'max_value': 9(\.0)?\} failed \(unexpected: \[10\]\)",
+        gx_report="val",
+    ),
+    Case(
+        "negative-label-in-train",
+        _edit_split("train", _set("y", (0,), -1)),
+        r"train: expect_column_values_to_be_between \{'column': 'label'.*unexpected: \[-1\]",
+        gx_report="train",
+    ),
+    Case(
+        "empty-test-split",
+        _edit_split("test", lambda a: {"x": a["x"][:0], "y": a["y"][:0]}),
+        r"test: expect_table_row_count_to_be_between",
+        gx_report="test",
+    ),
+    # data: structure
+    Case(
+        "x-float64",
+        _edit_split("val", lambda a: {"x": a["x"].astype(np.float64), "y": a["y"]}),
+        r"split 'val': x must be float32, got float64",
+    ),
+    Case(
+        "x-y-length-mismatch",
+        _edit_split("train", lambda a: {"x": a["x"], "y": a["y"][:-1]}),
+        r"split 'train': x has 600 samples but y has 599 labels",
+    ),
+    Case(
+        "npz-extra-key",
+        _edit_split("test", lambda a: {**a, "w": a["y"]}),
+        r"split 'test' \(test\.npz\) must hold arrays x and y, has \['w', 'x', 'y'\]",
+    ),
+    Case(
+        "npz-missing-key",
+        _edit_split("val", lambda a: {"x": a["x"]}),
+        r"split 'val' \(val\.npz\) must hold arrays x and y, has \['x'\]",
+    ),
+    Case(
+        "npz-object-array",
+        object_array_split,
+        r"split 'train' \(train\.npz\) cannot be read safely: Object arrays cannot be loaded",
+    ),
+    Case("dataset-json-missing", missing_dataset_json, r"dataset\.json is missing"),
+    Case(
+        "split-path-escapes-the-directory",
+        split_path_escapes_the_directory,
+        r"dataset\.json names split file '\.\./train\.npz': only plain file names are allowed",
+    ),
+    # spec
+    Case("spec-unknown-field", _spec_edit(_unknown_field), r"tolerence: unknown field"),
+    Case(
+        "spec-max-drop-2",
+        _spec_edit(_bad_tolerance),
+        r"tolerance\.max_drop: Input should be less than 1 \(got 2\)",
+    ),
+    Case(
+        "spec-unknown-target-device",
+        _spec_edit(_unknown_target_device),
+        r"target_device 'jetson-orin' is not one of the devices \['cpu-2t'\]",
+    ),
+    Case("spec-missing-registry", _spec_edit(_no_registry), r"registry: Field required"),
+]
+
+
+def _run_cli(spec: Path, case_dir: Path, mlflow_db: Path | None) -> Outcome:
+    if mlflow_db is not None:
+        shutil.copy(mlflow_db, case_dir / "mlflow.db")
+    proc = subprocess.run(
+        [
+            SQUEEZEFLOW,
+            "run",
+            str(spec),
+            "--no-progress",
+            "--artifacts",
+            str(case_dir / "artifacts"),
+            "--tracking-uri",
+            f"sqlite:///{case_dir / 'mlflow.db'}",
+            "--workdir",
+            str(case_dir / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=CASE_TIMEOUT_S,
+    )
+    return Outcome(proc.returncode, proc.stderr, proc.stdout, case_dir)
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory: pytest.TempPathFactory, animal_mnist: Path) -> Path:
+    """A clean subset of Animal-MNIST, small enough that validation takes well under a second."""
+    out = tmp_path_factory.mktemp("animal-mnist-subset")
+    shutil.copy(animal_mnist / "dataset.json", out / "dataset.json")
+    for split, n in SUBSET.items():
+        with np.load(animal_mnist / f"{split}.npz", allow_pickle=False) as z:
+            np.savez(out / f"{split}.npz", x=z["x"][:n], y=z["y"][:n])
+    return out
+
+
+@pytest.fixture(scope="module")
+def empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty, fully migrated MLflow SQLite store. Creating one takes seconds of schema migrations,
+    so each case starts from a copy of this one (spec cases get none: they must not create one)."""
+    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture(scope="module")
+def outcomes(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_model: Path,
+    small_data: Path,
+    empty_mlflow_db: Path,
+) -> Iterator[dict[str, Future[Outcome]]]:
+    """Builds the selected cases' inputs, then runs their CLI processes side by side."""
+    selected = {
+        item.callspec.params["case"].id
+        for item in request.session.items
+        if hasattr(item, "callspec") and isinstance(item.callspec.params.get("case"), Case)
+    }
+    futures: dict[str, Future[Outcome]] = {}
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        for case in CASES:
+            if case.id in selected:
+                case_dir = tmp_path_factory.mktemp(case.id)
+                spec = case.build(Inputs(model=tiny_model, data=small_data, dir=case_dir))
+                db = None if case.spec_error else empty_mlflow_db
+                futures[case.id] = pool.submit(_run_cli, spec, case_dir, db)
+        yield futures
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_exits_2_with_a_message_that_names_the_problem(
+    case: Case, outcomes: dict[str, Future[Outcome]]
+) -> None:
+    out = outcomes[case.id].result()
+    assert out.returncode == 2, f"exit {out.returncode}\nstderr:\n{out.stderr[-4000:]}"
+    assert "Traceback" not in out.stderr, out.stderr[-4000:]
+    assert re.search(case.message, out.error), f"{case.message!r} not in:\n{out.stderr[-4000:]}"
+    db = out.dir / "mlflow.db"
+    if case.spec_error:
+        assert out.error.startswith("error (SpecError): invalid job spec"), out.stderr
+        assert not db.exists(), "a spec error must stop the job before it touches MLflow"
+    else:
+        assert MlflowClient(tracking_uri=f"sqlite:///{db}").search_registered_models() == []
+    assert not (out.dir / "pwned").exists(), "a pickle payload was executed"
+    if case.gx_report is not None:
+        found = re.search(r"\(report: (\S+)\)", out.error)
+        assert found, f"no report location in:\n{out.stderr}"
+        report = Path(found.group(1))
+        assert report.is_file()
+        assert report.resolve().is_relative_to((out.dir / "artifacts").resolve())
+        doc = json.loads(report.read_text())
+        assert doc[case.gx_report]["success"] is False
+
+
+def test_the_pickle_payload_really_runs_code_when_unpickled(tmp_path: Path) -> None:
+    """Guards the pickle case above against passing vacuously: loaded without weights_only, the same
+    payload does create the marker file."""
+    import torch
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "weights.pt"
+    torch.save(_RunsShellOnUnpickle(marker), path)
+    torch.load(path, weights_only=False)
+    assert marker.exists()

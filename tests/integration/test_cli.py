@@ -1,0 +1,264 @@
+"""The ``squeezeflow`` command itself: infrastructure failures map to exit 3, the per-stage commands
+chain through JSON files the way an orchestrator runs them, and the inspection commands work."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from squeezeflow.passes import describe_passes
+from squeezeflow.results import (
+    BaselineResult,
+    BenchmarkResult,
+    CandidateOutcome,
+    CandidateResult,
+    GateResult,
+    IngestResult,
+    PromotionResult,
+)
+from squeezeflow.spec import JobSpec
+from tests.reference import job_doc, write_spec
+from tests.servers import free_port
+
+pytestmark = pytest.mark.integration
+
+SQUEEZEFLOW = str(Path(sys.executable).with_name("squeezeflow"))
+
+
+def squeezeflow(
+    *args: str | Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SQUEEZEFLOW, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_dead_mlflow_server_is_an_infrastructure_failure_exit_3(
+    tmp_path: Path, tiny_model: Path, animal_mnist: Path
+) -> None:
+    spec = write_spec(tmp_path / "job.yaml", job_doc(tiny_model, animal_mnist, name="dead-mlflow"))
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    t0 = time.monotonic()
+    proc = squeezeflow(
+        "run",
+        spec,
+        "--no-progress",
+        "--artifacts",
+        tmp_path / "artifacts",
+        "--tracking-uri",
+        uri,
+        "--workdir",
+        tmp_path / "work",
+        env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"},
+        timeout=180,
+    )
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert f"error (InfrastructureError): MLflow at {uri} is unreachable" in one_line(proc.stderr)
+    assert elapsed < 90, f"took {elapsed:.0f}s to give up on a dead server"
+
+
+def test_dead_s3_endpoint_is_an_infrastructure_failure_exit_3(tmp_path: Path, tiny_model: Path) -> None:
+    spec = write_spec(tmp_path / "job.yaml", job_doc(tiny_model, "s3://bucket/x", name="dead-s3"))
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        {
+            "AWS_ENDPOINT_URL_S3": endpoint,
+            "AWS_ACCESS_KEY_ID": "dummy",
+            "AWS_SECRET_ACCESS_KEY": "dummy",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+            "SQUEEZEFLOW_S3_MAX_ATTEMPTS": "2",
+        }
+    )
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [
+            SQUEEZEFLOW,
+            "run",
+            str(spec),
+            "--no-progress",
+            "--artifacts",
+            str(tmp_path / "artifacts"),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    err = one_line(proc.stderr)
+    assert "error (InfrastructureError): S3 download of s3://bucket/x/dataset.json failed" in err, err
+    assert endpoint in err, err
+    assert elapsed < 90, f"took {elapsed:.0f}s to give up on a dead endpoint"
+    assert MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").search_registered_models() == []
+
+
+def test_stage_commands_chain_like_an_orchestrator(
+    tmp_path: Path, tiny_model: Path, animal_mnist: Path
+) -> None:
+    spec = write_spec(tmp_path / "job.yaml", job_doc(tiny_model, animal_mnist, name="staged-tiny"))
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = [
+        "--spec",
+        spec,
+        "--artifacts",
+        tmp_path / "artifacts",
+        "--tracking-uri",
+        tracking,
+        "--workdir",
+        tmp_path / "work",
+    ]
+    files = tmp_path / "results"
+
+    def stage(name: str, out: str, *args: str | Path, expect: int = 0) -> Path:
+        path = files / out
+        proc = squeezeflow("stage", name, *common, "--out", path, *args)
+        assert proc.returncode == expect, f"stage {name}: exit {proc.returncode}\n{proc.stderr[-3000:]}"
+        assert path.is_file(), f"stage {name} wrote no {out}"
+        return path
+
+    ingest = stage("ingest", "ingest.json")
+    ing = IngestResult.model_validate_json(ingest.read_text())
+    assert ing.validation.success and ing.dataset.num_classes == 10
+
+    baseline = stage("baseline", "baseline.json", "--ingest", ingest)
+    base = BaselineResult.model_validate_json(baseline.read_text())
+    assert base.parent_run_id == ing.parent_run_id and base.metric > 0.5
+
+    candidate = stage(
+        "optimize", "candidate.json", "--ingest", ingest, "--baseline", baseline, "--recipe-index", "0"
+    )
+    cand = CandidateResult.model_validate_json(candidate.read_text())
+    assert cand.status == "ok", cand.error
+    assert cand.recipe.steps[0].name == "ort_static_int8" and cand.onnx is not None
+
+    gate_file = stage(
+        "gate", "gate.json", "--ingest", ingest, "--baseline", baseline, "--candidate", candidate
+    )
+    verdict = GateResult.model_validate_json(gate_file.read_text())
+    assert verdict.candidate_key == cand.key and verdict.candidate_sha256 == cand.onnx.sha256
+
+    base_benches = [
+        BenchmarkResult.model_validate(b)
+        for b in json.loads(
+            stage("benchmark", "bench-baseline.json", "--ingest", ingest, "--baseline", baseline).read_text()
+        )
+    ]
+    cand_benches = [
+        BenchmarkResult.model_validate(b)
+        for b in json.loads(
+            stage(
+                "benchmark",
+                "bench-candidate.json",
+                "--ingest",
+                ingest,
+                "--baseline",
+                baseline,
+                "--candidate",
+                candidate,
+            ).read_text()
+        )
+    ]
+    assert [b.profile for b in base_benches] == [b.profile for b in cand_benches] == ["cpu-2t"]
+    assert base_benches[0].model_sha256 == base.onnx.sha256
+    assert cand_benches[0].model_sha256 == cand.onnx.sha256
+
+    baseline_bench = files / "baseline-target-bench.json"
+    baseline_bench.write_text(base_benches[0].model_dump_json())
+    outcome = files / "outcome.json"
+    outcome.write_text(
+        CandidateOutcome(candidate=cand, gate=verdict, benchmarks=cand_benches).model_dump_json()
+    )
+    promotion_file = stage(
+        "promote",
+        "promotion.json",
+        "--ingest",
+        ingest,
+        "--baseline",
+        baseline,
+        "--baseline-benchmark",
+        baseline_bench,
+        "--outcome",
+        outcome,
+        expect=1,
+    )
+    promotion = PromotionResult.model_validate_json(promotion_file.read_text())
+    assert not promotion.promoted and promotion.version is None
+    assert cand.label in promotion.reason
+    # the tiny model's int8 candidate keeps its accuracy but is slower than the float baseline
+    assert verdict.passed, verdict.reason
+    assert "slower than the baseline" in promotion.reason, promotion.reason
+    assert MlflowClient(tracking_uri=tracking).search_registered_models() == []
+
+
+def test_passes_command_lists_registered_passes() -> None:
+    proc = squeezeflow("passes")
+    assert proc.returncode == 0, proc.stderr
+    registered = [p["name"] for p in describe_passes()]
+    assert {"ort_static_int8", "ort_dynamic_int8"} <= set(registered)
+    for name in registered:
+        assert name in proc.stdout, proc.stdout
+
+
+def test_spec_validate_prints_defaults(tmp_path: Path) -> None:
+    spec = write_spec(
+        tmp_path / "job.yaml",
+        {
+            "name": "minimal",
+            "model": {"format": "state_dict", "uri": "model.pt", "factory": "squeezeflow.zoo.cnn:tiny_cnn"},
+            "data": {"uri": "data"},
+            "registry": {"model_name": "minimal-model"},
+        },
+    )
+    proc = squeezeflow("spec", "validate", spec)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["apiVersion"] == "squeezeflow/v1"
+    # relative paths resolve against the spec file's directory
+    assert doc["model"]["uri"] == str((tmp_path / "model.pt").resolve())
+    assert doc["data"] == {"uri": str((tmp_path / "data").resolve()), "format": "npz"}
+    assert doc["model"]["factory_kwargs"] == {}
+    assert doc["task"] == {"kind": "classification", "metric": "top1_accuracy"}
+    assert doc["tolerance"] == {"mode": "absolute", "max_drop": 0.01}
+    assert doc["devices"] == [
+        {
+            "name": "local-cpu",
+            "runtime": "onnxruntime",
+            "execution_provider": "CPUExecutionProvider",
+            "intra_op_threads": 2,
+            "inter_op_threads": 1,
+            "batch_size": 1,
+            "warmup": 20,
+            "iterations": 300,
+        }
+    ]
+    assert doc["target_device"] is None and doc["objective"] == "latency"
+    assert doc["search"] == {"recipes": None, "max_trials": 8, "max_seconds": 1800.0, "seed": 0}
+    assert doc["registry"] == {"model_name": "minimal-model", "alias": "champion"}
+    # what it prints is itself a valid, complete spec
+    assert JobSpec.model_validate(doc).name == "minimal"
