@@ -40,7 +40,7 @@ def tiny_model(animal_mnist: Path) -> Path:
 @pytest.fixture(scope="session")
 def small_model(animal_mnist: Path) -> Path:
     """The demo's small ResNet-style CNN, trained briefly: static int8 makes it faster and smaller."""
-    return train_reference_model("small_resnet", animal_mnist, CACHE / "small_resnet-e2.pt", epochs=2)
+    return train_reference_model("small_resnet", animal_mnist, CACHE / "small_resnet-e5.pt", epochs=5)
 
 
 def job_doc(model: Path | str, data: Path | str, name: str = "test-job", **overrides: Any) -> dict[str, Any]:

@@ -11,10 +11,10 @@ import time
 from contextlib import nullcontext
 from typing import Any
 
-from squeezeflow.recipes import plan_recipes
-from squeezeflow.results import CandidateOutcome, CandidateRow, JobResult
+from squeezeflow.engine import Engine
+from squeezeflow.results import CandidateRow, JobResult
 from squeezeflow.spec import JobSpec
-from squeezeflow.stages import Settings, StageContext, baseline, benchmark, gate, ingest, optimize, promote
+from squeezeflow.stages import Settings, StageContext, baseline, benchmark, ingest, promote
 from squeezeflow.stages.promote import eligibility, target_benchmark
 
 log = logging.getLogger(__name__)
@@ -40,10 +40,8 @@ def run_job(spec: JobSpec, settings: Settings, progress: bool = True) -> JobResu
     recorded stage result: no duplicate runs, candidates or model versions."""
     t0 = time.monotonic()
     ctx = StageContext.open(settings, spec.name)
-    recipes = plan_recipes(spec)
     with _progress(progress) as bar:
-        total = 3 + len(recipes)
-        task = bar.add_task("ingest", total=total) if bar else None
+        task = bar.add_task("ingest", total=spec.search.max_trials + 3) if bar else None
 
         def step(desc: str) -> None:
             if bar is not None and task is not None:
@@ -57,28 +55,11 @@ def run_job(spec: JobSpec, settings: Settings, progress: bool = True) -> JobResu
             p.name: benchmark(base.onnx, shape, p, ctx, run_id=base.parent_run_id, model_id=base.model_id)
             for p in spec.devices
         }
-        outcomes: list[CandidateOutcome] = []
-        skipped: list[str] = []
-        for recipe in recipes:
-            step(f"candidate {recipe.label}")
-            if time.monotonic() - t0 > spec.search.max_seconds:
-                skipped.append(recipe.label)
-                continue
-            cand = optimize(spec, ing, base, recipe, ctx)
-            verdict = gate(spec, ing, base, cand, ctx)
-            benches = []
-            if cand.status == "ok" and cand.onnx is not None:
-                benches = [
-                    benchmark(cand.onnx, shape, p, ctx, run_id=cand.run_id, model_id=cand.model_id)
-                    for p in spec.devices
-                ]
-                ctx.tracker.finish(cand.run_id)
-            outcomes.append(CandidateOutcome(candidate=cand, gate=verdict, benchmarks=benches))
-        if skipped:
-            log.warning(
-                "search budget (%.0fs) ran out; not tried: %s", spec.search.max_seconds, ", ".join(skipped)
-            )
-        step("promote")
+        step("search")
+        engine = Engine(spec, ing, base, ctx, on_candidate=lambda o: step(f"built {o.candidate.label}"))
+        outcomes = engine.run()
+        if bar is not None and task is not None:
+            bar.update(task, total=len(outcomes) + 3, completed=len(outcomes) + 2, description="promote")
         target = base_benches[spec.target.name]
         promotion = promote(spec, ing, base, target, outcomes, ctx)
         step("done")

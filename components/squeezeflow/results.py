@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -63,6 +63,7 @@ class BaselineResult(_Result):
     logits: ArtifactRef = Field(description="Held-out logits (.npy), the gate's paired reference.")
     metric_name: str
     metric: float
+    val_metric: float = Field(description="The metric on the validation split (what the search may use).")
     measure: ModelMeasure
     parent_run_id: str
     model_id: str
@@ -81,6 +82,8 @@ class CandidateResult(_Result):
     run_id: str
     model_id: str | None = None
     seconds: float
+    val_metric: float | None = Field(default=None, description="The metric on the validation split.")
+    notes: dict[str, Any] = Field(default_factory=dict, description="What the passes reported.")
 
     @property
     def label(self) -> str:

@@ -137,12 +137,56 @@ class Recipe(_Strict):
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
+Importance = Literal["magnitude", "taylor", "lamp"]
+QuantizeChoice = Literal["none", "int8", "int8_accuracy_aware"]
+
+
+def _default_importance() -> list[Importance]:
+    return ["magnitude", "taylor"]
+
+
+def _default_quantize() -> list[QuantizeChoice]:
+    return ["none", "int8"]
+
+
+class SearchSpace(_Strict):
+    """What the multi-objective search may vary for PyTorch models (pruning, distillation, int8)."""
+
+    prune_ratio: tuple[float, float] = Field(
+        default=(0.3, 0.9), description="Range of channel pruning ratios."
+    )
+    importance: list[Importance] = Field(default_factory=_default_importance, min_length=1)
+    distill: list[bool] = Field(
+        default_factory=lambda: [False, True], description="Fine-tune with/without KD."
+    )
+    quantize: list[QuantizeChoice] = Field(
+        default_factory=_default_quantize, min_length=1, description="What follows pruning and fine-tuning."
+    )
+    finetune_epochs: int = Field(default=6, ge=1, le=500)
+    finetune_lr: float = Field(default=3e-3, gt=0, le=1)
+    lowrank: bool = Field(default=False, description="Also try low-rank factorisation of large layers.")
+
+    @field_validator("prune_ratio")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = v
+        if not 0.0 <= lo <= hi <= 0.95:
+            raise ValueError(f"need 0 <= low <= high <= 0.95, got {list(v)}")
+        return v
+
+
 class SearchSpec(_Strict):
     recipes: list[Recipe] | None = Field(
-        default=None, description="Explicit recipes to try; omitted: the engine's default recipes."
+        default=None,
+        description="Explicit recipes to try (in order); omitted: cheap int8 recipes first, then a "
+        "multi-objective search over `space` when the model is a PyTorch module.",
     )
-    max_trials: int = Field(default=8, ge=1, le=10_000)
-    max_seconds: float = Field(default=1800.0, gt=0)
+    space: SearchSpace = Field(default_factory=SearchSpace)
+    max_trials: int = Field(default=8, ge=1, le=10_000, description="Candidates built at most.")
+    max_seconds: float = Field(default=1800.0, gt=0, description="Wall-clock budget of the search.")
+    patience: int = Field(
+        default=4, ge=1, le=1000, description="Stop when the Pareto front is unchanged this long."
+    )
     seed: int = 0
 
 

@@ -54,6 +54,7 @@ BASELINE = BaselineResult(
     logits=ref("logits"),
     metric_name="top1_accuracy",
     metric=0.95,
+    val_metric=0.95,
     measure=ModelMeasure(size_bytes=1000, params=10, macs=10),
     parent_run_id="parent",
     model_id="m-base",

@@ -6,7 +6,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from squeezeflow.passes import ort_quantize as _ort_quantize  # noqa: F401  (registers passes)
+from squeezeflow.passes import finetune as _finetune  # noqa: F401  (registers passes)
+from squeezeflow.passes import lowrank as _lowrank  # noqa: F401
+from squeezeflow.passes import ort_quantize as _ort_quantize  # noqa: F401
+from squeezeflow.passes import prune as _prune  # noqa: F401
 from squeezeflow.passes.base import (
     ModelState,
     OptimizationPass,
@@ -41,6 +44,7 @@ def validate_steps(steps: list[Any]) -> None:
     """Check that every step names a registered pass with valid params, and that torch passes come
     before ONNX passes (a recipe cannot go back from ONNX to torch)."""
     seen_onnx = False
+    pending_recovery: str | None = None
     for i, step in enumerate(steps):
         try:
             cls = get_pass(step.name)
@@ -53,4 +57,15 @@ def validate_steps(steps: list[Any]) -> None:
             raise ValueError(f"step {i} ({step.name}): invalid params: {problems}") from None
         if cls.input_kind == "torch" and seen_onnx:
             raise ValueError(f"step {i} ({step.name}) works on torch models but comes after an ONNX pass")
+        if cls.name == "finetune":
+            pending_recovery = None
+        elif cls.needs_recovery:
+            pending_recovery = f"step {i} ({step.name})"
+        elif cls.input_kind == "onnx" and pending_recovery:
+            break
         seen_onnx = seen_onnx or cls.input_kind == "onnx"
+    if pending_recovery:
+        raise ValueError(
+            f"{pending_recovery} must be followed by a finetune step before export: "
+            "a pruned or factorised model is not worth evaluating without recovery training"
+        )

@@ -8,7 +8,7 @@ Passes know nothing about MLflow, stores or orchestrators.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -49,7 +49,9 @@ class PassContext:
     val_y: np.ndarray
     seed: int = 0
     deadline: float | None = None
-    export_onnx: Callable[[Any, Path], Path] | None = None
+    teacher: Any | None = None
+    baseline_val_metric: float | None = None
+    allowed_drop: float | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
     def calibration_batches(self, samples: int, batch_size: int = 32) -> Iterator[np.ndarray]:
@@ -67,6 +69,8 @@ class OptimizationPass(ABC):
     description: ClassVar[str]
     input_kind: ClassVar[ModelKind]
     Config: ClassVar[type[PassConfig]]
+    # True for passes that leave the model needing recovery training (pruning, factorisation).
+    needs_recovery: ClassVar[bool] = False
 
     @abstractmethod
     def run(self, model: ModelState, config: Any, ctx: PassContext) -> ModelState:

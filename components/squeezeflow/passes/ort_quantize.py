@@ -109,6 +109,40 @@ class _Reader:
         return None if batch is None else {self.input_name: batch}
 
 
+def _quantize_static(
+    pre: Path, out: Path, config: StaticInt8Config, ctx: PassContext, exclude: list[str]
+) -> Path:
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        quantize_static,
+    )
+
+    input_name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
+    reader = _Reader(input_name, ctx, config.calibration_samples)
+    CalibrationDataReader.register(_Reader)
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[config.calibration_method]
+    quantize_static(
+        str(pre),
+        str(out),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        per_channel=config.per_channel,
+        reduce_range=config.reduce_range,
+        activation_type=_qtype(config.activation_type),
+        weight_type=_qtype(config.weight_type),
+        calibrate_method=method,
+        nodes_to_exclude=[*config.nodes_to_exclude, *exclude] or None,
+    )
+    return out
+
+
 @register_pass
 class OrtStaticInt8(OptimizationPass):
     name = "ort_static_int8"
@@ -117,40 +151,105 @@ class OrtStaticInt8(OptimizationPass):
     Config = StaticInt8Config
 
     def run(self, model: ModelState, config: StaticInt8Config, ctx: PassContext) -> ModelState:
-        import onnx
-        from onnxruntime.quantization import (
-            CalibrationDataReader,
-            CalibrationMethod,
-            QuantFormat,
-            quantize_static,
-        )
-
         src = _require_onnx(model, self.name)
         pre = _preprocess(src, ctx.workdir / "static_pre.onnx")
-        out = ctx.workdir / "static_int8.onnx"
-        input_name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
-        reader = _Reader(input_name, ctx, config.calibration_samples)
-        CalibrationDataReader.register(_Reader)
-        method = {
-            "minmax": CalibrationMethod.MinMax,
-            "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile,
-        }[config.calibration_method]
         t0 = time.perf_counter()
         try:
-            quantize_static(
-                str(pre),
-                str(out),
-                reader,
-                quant_format=QuantFormat.QDQ,
-                per_channel=config.per_channel,
-                reduce_range=config.reduce_range,
-                activation_type=_qtype(config.activation_type),
-                weight_type=_qtype(config.weight_type),
-                calibrate_method=method,
-                nodes_to_exclude=config.nodes_to_exclude or None,
-            )
+            out = _quantize_static(pre, ctx.workdir / "static_int8.onnx", config, ctx, [])
         except Exception as err:
             raise PassError(self.name, f"{type(err).__name__}: {str(err)[:300]}") from None
         log.info("static int8 calibration took %.1fs", time.perf_counter() - t0)
         return ModelState(onnx_path=out)
+
+
+class AccuracyAwareInt8Config(StaticInt8Config):
+    max_fallback_nodes: int = Field(
+        default=8, ge=1, le=1000, description="At most this many nodes kept in float."
+    )
+    sensitivity_nodes: int = Field(
+        default=40,
+        ge=1,
+        le=1000,
+        description="Measure the sensitivity of at most this many nodes (largest first).",
+    )
+
+
+def _val_metric(path: Path, ctx: PassContext) -> float:
+    import numpy as np
+
+    from squeezeflow.models import predict_logits
+
+    logits = predict_logits(path, ctx.val_x, threads=2)
+    return float(np.mean(np.argmax(logits, axis=1) == ctx.val_y))
+
+
+def _weighted_nodes(path: Path) -> list[str]:
+    """Conv/Gemm/MatMul nodes, largest weights first (where int8 error and fallback cost matter most)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    sizes = {t.name: int(numpy_helper.to_array(t).size) for t in model.graph.initializer}
+    nodes = [
+        (max((sizes.get(i, 0) for i in n.input), default=0), n.name)
+        for n in model.graph.node
+        if n.op_type in ("Conv", "Gemm", "MatMul") and n.name
+    ]
+    return [name for _, name in sorted(nodes, reverse=True)]
+
+
+@register_pass
+class OrtAccuracyAwareInt8(OptimizationPass):
+    """Static int8; when the quantized model loses more validation accuracy than the tolerance
+    allows, measure each layer's sensitivity (accuracy regained by keeping it in float) and fall back
+    the most sensitive layers to float, one at a time, until it holds or the budget ends (the
+    strategy Intel Neural Compressor calls accuracy-aware tuning)."""
+
+    name = "ort_static_int8_accuracy_aware"
+    description = (
+        "Static QDQ int8 with per-layer sensitivity analysis and float fallback until accuracy holds."
+    )
+    input_kind = "onnx"
+    Config = AccuracyAwareInt8Config
+
+    def run(self, model: ModelState, config: AccuracyAwareInt8Config, ctx: PassContext) -> ModelState:
+        src = _require_onnx(model, self.name)
+        if ctx.baseline_val_metric is None or ctx.allowed_drop is None:
+            raise PassError(self.name, "needs the baseline's validation metric and the tolerance")
+        floor = ctx.baseline_val_metric - ctx.allowed_drop
+        pre = _preprocess(src, ctx.workdir / "aa_pre.onnx")
+        ref = _val_metric(src, ctx)
+        try:
+            out = _quantize_static(pre, ctx.workdir / "aa_int8.onnx", config, ctx, [])
+            acc = _val_metric(out, ctx)
+            log.info("int8 validation accuracy %.4f (float %.4f, floor %.4f)", acc, ref, floor)
+            history: list[dict[str, object]] = [{"excluded": [], "val_accuracy": acc}]
+            if acc >= floor:
+                ctx.notes["accuracy_aware"] = {"fallback_nodes": 0, "val_accuracy": acc}
+                return ModelState(onnx_path=out)
+            gains: list[tuple[float, str]] = []
+            for i, node in enumerate(_weighted_nodes(pre)[: config.sensitivity_nodes]):
+                trial = _quantize_static(pre, ctx.workdir / f"aa_sens_{i}.onnx", config, ctx, [node])
+                gains.append((_val_metric(trial, ctx) - acc, node))
+            excluded: list[str] = []
+            for gain, node in sorted(gains, reverse=True)[: config.max_fallback_nodes]:
+                excluded.append(node)
+                out = _quantize_static(
+                    pre, ctx.workdir / f"aa_fallback_{len(excluded)}.onnx", config, ctx, excluded
+                )
+                acc = _val_metric(out, ctx)
+                history.append({"excluded": list(excluded), "gain": gain, "val_accuracy": acc})
+                log.info("float fallback of %d nodes: validation accuracy %.4f", len(excluded), acc)
+                if acc >= floor:
+                    ctx.notes["accuracy_aware"] = {"fallback_nodes": len(excluded), "val_accuracy": acc}
+                    ctx.notes["accuracy_aware_history"] = history
+                    return ModelState(onnx_path=out)
+        except PassError:
+            raise
+        except Exception as err:
+            raise PassError(self.name, f"{type(err).__name__}: {str(err)[:300]}") from None
+        raise PassError(
+            self.name,
+            f"validation accuracy {acc:.4f} stays below {floor:.4f} after keeping {len(excluded)} "
+            f"of the most sensitive layers in float ({excluded})",
+        )

@@ -78,6 +78,8 @@ def baseline(spec: JobSpec, ingest: IngestResult, ctx: StageContext) -> Baseline
     logits = predict_logits(onnx_path, test.x, threads=threads)
     check_outputs(logits, ds.meta.num_classes, f"model {spec.model.uri}")
     metric = METRICS[spec.task.metric](test.y, logits)
+    val = ds.split("val")
+    val_metric = METRICS[spec.task.metric](val.y, predict_logits(onnx_path, val.x, threads=threads))
     measure = measure_onnx(onnx_path, ingest.dataset.input_shape)
     onnx_ref = ctx.store.put_file(onnx_path, suffix=".onnx")
     logits_ref = ctx.store.put_bytes(npy_bytes(logits.astype(np.float32)), suffix=".npy")
@@ -94,6 +96,7 @@ def baseline(spec: JobSpec, ingest: IngestResult, ctx: StageContext) -> Baseline
         parent,
         metrics={
             f"baseline.{spec.task.metric}": metric,
+            f"baseline.val_{spec.task.metric}": val_metric,
             "baseline.size_bytes": float(measure.size_bytes),
             "baseline.params": float(measure.params),
             "baseline.macs": float(measure.macs),
@@ -111,6 +114,7 @@ def baseline(spec: JobSpec, ingest: IngestResult, ctx: StageContext) -> Baseline
         logits=logits_ref,
         metric_name=spec.task.metric,
         metric=metric,
+        val_metric=val_metric,
         measure=measure,
         parent_run_id=parent,
         model_id=model_id,

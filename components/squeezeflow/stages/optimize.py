@@ -12,7 +12,8 @@ import time
 from typing import Any
 
 from squeezeflow.errors import InfrastructureError, ModelLoadError, PassError
-from squeezeflow.models import check_onnx, export_onnx, load_torch_model
+from squeezeflow.metrics import METRICS
+from squeezeflow.models import check_onnx, export_onnx, load_torch_model, predict_logits
 from squeezeflow.passes import ModelState, PassContext, get_pass
 from squeezeflow.results import BaselineResult, CandidateResult, IngestResult, content_key
 from squeezeflow.spec import JobSpec, Recipe
@@ -27,7 +28,13 @@ def candidate_key(job_key: str, recipe: Recipe) -> str:
 
 
 def _apply(
-    recipe: Recipe, spec: JobSpec, ingest: IngestResult, baseline: BaselineResult, ctx: StageContext, key: str
+    recipe: Recipe,
+    spec: JobSpec,
+    ingest: IngestResult,
+    baseline: BaselineResult,
+    ctx: StageContext,
+    key: str,
+    notes: dict[str, Any],
 ) -> ModelState:
     ds = ctx.dataset(spec.data.uri)
     work = ctx.scratch(f"candidate-{key}")
@@ -40,6 +47,12 @@ def _apply(
     else:
         state = ModelState(onnx_path=ctx.store.fetch(baseline.onnx, ctx.cache))
     train, val = ds.split("train"), ds.split("val")
+    teacher = None
+    if (
+        any(s.name == "finetune" and s.params.get("distill") for s in recipe.steps)
+        and spec.model.format != "onnx"
+    ):
+        teacher = load_torch_model(spec.model, ctx.store.fetch(ingest.model_source, ctx.cache))
     for i, step in enumerate(recipe.steps):
         cls = get_pass(step.name)
         step_dir = work / f"{i:02d}-{step.name}"
@@ -58,6 +71,10 @@ def _apply(
             val_x=val.x,
             val_y=val.y,
             seed=spec.search.seed,
+            teacher=teacher,
+            baseline_val_metric=baseline.val_metric,
+            allowed_drop=spec.tolerance.allowed_drop(baseline.metric),
+            notes=notes,
         )
         state = cls().run(state, cls.Config.model_validate(step.params), pctx)
     if state.kind == "torch":
@@ -65,6 +82,15 @@ def _apply(
             onnx_path=export_onnx(state.torch_module, ingest.dataset.input_shape, work / "final.onnx")
         )
     return state
+
+
+def _note_metrics(notes: dict[str, Any]) -> dict[str, float]:
+    """Numbers the passes reported (MACs before/after pruning, fine-tuning accuracy...) as metrics."""
+    out: dict[str, float] = {}
+    for group, values in notes.items():
+        if isinstance(values, dict):
+            out.update({f"{group}.{k}": float(v) for k, v in values.items() if isinstance(v, int | float)})
+    return out
 
 
 def optimize(
@@ -94,8 +120,9 @@ def optimize(
 
     t0 = time.perf_counter()
     error: str | None = None
+    notes: dict[str, Any] = {}
     try:
-        state = _apply(recipe, spec, ingest, baseline, ctx, key)
+        state = _apply(recipe, spec, ingest, baseline, ctx, key, notes)
         assert state.onnx_path is not None
         check_onnx(state.onnx_path, f"candidate {recipe.label}")
     except InfrastructureError:
@@ -124,12 +151,17 @@ def optimize(
             error=error,
             run_id=run_id,
             seconds=seconds,
+            notes=notes,
         )
         ctx.store.write_record("optimize", key, result)
         return result
 
     assert state.onnx_path is not None
     measure = measure_onnx(state.onnx_path, ingest.dataset.input_shape)
+    val = ctx.dataset(spec.data.uri).split("val")
+    val_metric = METRICS[spec.task.metric](
+        val.y, predict_logits(state.onnx_path, val.x, threads=spec.target.intra_op_threads)
+    )
     onnx_ref = ctx.store.put_file(state.onnx_path, suffix=".onnx")
     ds = ctx.dataset(spec.data.uri)
     model_id = ctx.tracker.log_onnx_model(
@@ -151,6 +183,8 @@ def optimize(
             "params": float(measure.params),
             "macs": float(measure.macs),
             "size_ratio": baseline.measure.size_bytes / measure.size_bytes,
+            f"val_{spec.task.metric}": val_metric,
+            **_note_metrics(notes),
         },
         tags={"squeezeflow.status": "built", "squeezeflow.sha256": onnx_ref.sha256},
         model_id=model_id,
@@ -166,6 +200,8 @@ def optimize(
         run_id=run_id,
         model_id=model_id,
         seconds=seconds,
+        val_metric=val_metric,
+        notes=notes,
     )
     ctx.store.write_record("optimize", key, result)
     return result

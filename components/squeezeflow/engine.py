@@ -1,0 +1,237 @@
+"""The optimization engine: which recipes to build, in what order, and when to stop.
+
+Cheap candidates come first (ONNX Runtime int8 variants: seconds each). Then, for PyTorch models,
+a multi-objective search (Optuna's TPE sampler, seeded) over pruning ratio, importance criterion,
+distillation and post-training quantization, minimising the validation-metric drop, the measured
+p50 latency on the target profile and the model size. The search stops at the trial or time budget,
+when the next trial would not fit in the time left, or when the Pareto front has not moved for
+``patience`` trials. Every candidate is built, gated and benchmarked as it comes, so whatever the
+search has found is kept and tracked even when the budget runs out.
+
+Each candidate is a serialisable :class:`Recipe`: an orchestrator can plan recipes here and run
+each one in its own task with the same stage functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from squeezeflow.recipes import default_recipes
+from squeezeflow.results import BaselineResult, BenchmarkResult, CandidateOutcome, IngestResult
+from squeezeflow.spec import JobSpec, PassStep, Recipe, SearchSpace
+from squeezeflow.stages import StageContext, benchmark, gate, optimize
+
+log = logging.getLogger(__name__)
+
+Objectives = tuple[float, float, float]
+
+
+def recipe_from_params(params: dict[str, Any], space: SearchSpace) -> Recipe:
+    """The recipe a search trial's parameters describe."""
+    steps = []
+    label = []
+    if params.get("lowrank_ratio"):
+        steps.append(PassStep(name="lowrank_svd", params={"rank_ratio": params["lowrank_ratio"]}))
+        label.append(f"lowrank{params['lowrank_ratio']:.2f}")
+    ratio = round(float(params["prune_ratio"]), 2)
+    if ratio > 0:
+        steps.append(
+            PassStep(name="structured_prune", params={"ratio": ratio, "importance": params["importance"]})
+        )
+        label.append(f"prune{int(ratio * 100)}-{params['importance']}")
+    steps.append(
+        PassStep(
+            name="finetune",
+            params={
+                "epochs": space.finetune_epochs,
+                "lr": space.finetune_lr,
+                "distill": bool(params["distill"]),
+            },
+        )
+    )
+    label.append("kd" if params["distill"] else "ft")
+    if params["quantize"] == "int8":
+        steps.append(
+            PassStep(name="ort_static_int8", params={"activation_type": "quint8", "weight_type": "qint8"})
+        )
+        label.append("int8")
+    elif params["quantize"] == "int8_accuracy_aware":
+        steps.append(PassStep(name="ort_static_int8_accuracy_aware"))
+        label.append("int8aa")
+    return Recipe(name="-".join(label), steps=steps)
+
+
+def objectives(outcome: CandidateOutcome, baseline: BaselineResult, profile: str) -> Objectives | None:
+    """(validation-metric drop, p50 ms on the target profile, size in bytes): all minimised."""
+    c = outcome.candidate
+    bench = next((b for b in outcome.benchmarks if b.profile == profile), None)
+    if c.status != "ok" or c.val_metric is None or bench is None or c.measure is None:
+        return None
+    return (baseline.val_metric - c.val_metric, bench.p50_ms, float(c.measure.size_bytes))
+
+
+def pareto_front(points: dict[str, Objectives]) -> set[str]:
+    """Keys of the points no other point dominates."""
+
+    def dominates(a: Objectives, b: Objectives) -> bool:
+        return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
+
+    return {k for k, v in points.items() if not any(dominates(w, v) for j, w in points.items() if j != k)}
+
+
+class Engine:
+    """Builds, gates and benchmarks candidates for one job, within the spec's search budget."""
+
+    def __init__(
+        self,
+        spec: JobSpec,
+        ingest: IngestResult,
+        baseline: BaselineResult,
+        ctx: StageContext,
+        on_candidate: Callable[[CandidateOutcome], None] | None = None,
+    ) -> None:
+        self.spec, self.ingest, self.baseline, self.ctx = spec, ingest, baseline, ctx
+        self.on_candidate = on_candidate
+        self.outcomes: list[CandidateOutcome] = []
+        self.skipped: list[str] = []
+        self.t0 = time.monotonic()
+        self._durations: list[float] = []
+
+    # -- budget -------------------------------------------------------------------------------------
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def _can_start(self, label: str, expensive: bool) -> bool:
+        s = self.spec.search
+        if len(self.outcomes) >= s.max_trials:
+            self.skipped.append(f"{label} (trial budget)")
+            return False
+        remaining = s.max_seconds - self.elapsed
+        expected = max(self._durations) if expensive and self._durations else 0.0
+        if remaining <= 0 or expected > remaining:
+            self.skipped.append(f"{label} (time budget: {remaining:.0f}s left)")
+            return False
+        return True
+
+    # -- one candidate ------------------------------------------------------------------------------
+    def evaluate(self, recipe: Recipe) -> CandidateOutcome:
+        """optimize -> gate -> benchmark on every profile, for one recipe."""
+        t = time.monotonic()
+        shape = self.ingest.dataset.input_shape
+        cand = optimize(self.spec, self.ingest, self.baseline, recipe, self.ctx)
+        verdict = gate(self.spec, self.ingest, self.baseline, cand, self.ctx)
+        benches: list[BenchmarkResult] = []
+        if cand.status == "ok" and cand.onnx is not None:
+            benches = [
+                benchmark(cand.onnx, shape, p, self.ctx, run_id=cand.run_id, model_id=cand.model_id)
+                for p in self.spec.devices
+            ]
+            self.ctx.tracker.finish(cand.run_id)
+        outcome = CandidateOutcome(candidate=cand, gate=verdict, benchmarks=benches)
+        self.outcomes.append(outcome)
+        self._durations.append(time.monotonic() - t)
+        if self.on_candidate is not None:
+            self.on_candidate(outcome)
+        return outcome
+
+    # -- the search ---------------------------------------------------------------------------------
+    def run(self) -> list[CandidateOutcome]:
+        """Build candidates until the budget ends. A job that already searched replays the recipes it
+        tried (every stage result is recorded), so a retry never grows or changes the candidate set."""
+        recorded = self.ctx.store.read_record("search", self.ingest.job_key)
+        if recorded is not None:
+            for r in recorded["recipes"]:
+                self.evaluate(Recipe.model_validate(r))
+            return self.outcomes
+        self._search()
+        self.ctx.store.write_record(
+            "search",
+            self.ingest.job_key,
+            {
+                "recipes": [o.candidate.recipe.model_dump(mode="json") for o in self.outcomes],
+                "skipped": self.skipped,
+            },
+        )
+        return self.outcomes
+
+    def _search(self) -> None:
+        s = self.spec.search
+        if s.recipes:
+            for recipe in s.recipes:
+                if self._can_start(recipe.label, expensive=False):
+                    self.evaluate(recipe)
+            return
+        for recipe in default_recipes():
+            if self._can_start(recipe.label, expensive=False):
+                self.evaluate(recipe)
+        if self.spec.model.format == "state_dict":
+            self._search_torch()
+        else:
+            log.info(
+                "model format %s: structured search needs a PyTorch module; int8 recipes only",
+                self.spec.model.format,
+            )
+        if self.skipped:
+            log.warning("not tried: %s", "; ".join(self.skipped))
+
+    def _search_torch(self) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        s, space = self.spec.search, self.spec.search.space
+        sampler = optuna.samplers.TPESampler(seed=s.seed, multivariate=True, n_startup_trials=3)
+        study = optuna.create_study(directions=["minimize", "minimize", "minimize"], sampler=sampler)
+        # A known-sensible first trial: moderate pruning, plain fine-tuning, then int8.
+        study.enqueue_trial(
+            {
+                "prune_ratio": sum(space.prune_ratio) / 2,
+                "importance": space.importance[0],
+                "distill": space.distill[0],
+                "quantize": space.quantize[-1],
+            }
+        )
+        profile = self.spec.target.name
+        seen: dict[str, Objectives | None] = {}
+        front: set[str] = set()
+        unchanged = 0
+        while True:
+            trial = study.ask()
+            params: dict[str, Any] = {
+                "prune_ratio": trial.suggest_float("prune_ratio", *space.prune_ratio, step=0.05),
+                "importance": trial.suggest_categorical("importance", space.importance),
+                "distill": trial.suggest_categorical("distill", space.distill),
+                "quantize": trial.suggest_categorical("quantize", space.quantize),
+            }
+            if space.lowrank:
+                params["lowrank_ratio"] = trial.suggest_categorical("lowrank_ratio", [0.0, 0.25, 0.5])
+            recipe = recipe_from_params(params, space)
+            key = recipe.key()
+            if key in seen:  # the sampler proposed a recipe already built: tell it the known result
+                values = seen[key]
+                study.tell(
+                    trial,
+                    list(values) if values else None,
+                    state=None if values else optuna.trial.TrialState.FAIL,
+                )
+                continue
+            if not self._can_start(recipe.label, expensive=True):
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                break
+            outcome = self.evaluate(recipe)
+            values = objectives(outcome, self.baseline, profile)
+            seen[key] = values
+            if values is None:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                study.tell(trial, list(values))
+            points = {k: v for k, v in seen.items() if v is not None}
+            new_front = pareto_front(points)
+            unchanged = unchanged + 1 if new_front == front else 0
+            front = new_front
+            if unchanged >= s.patience:
+                log.info("Pareto front unchanged for %d trials: stopping the search", unchanged)
+                break

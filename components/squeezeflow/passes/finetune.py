@@ -1,0 +1,82 @@
+"""Recovery fine-tuning on the train split, early-stopped on the validation split, optionally
+distilling from the baseline (soft-target KL plus hard labels)."""
+
+from __future__ import annotations
+
+import logging
+
+from pydantic import Field
+
+from squeezeflow.errors import PassError
+from squeezeflow.passes.base import ModelState, OptimizationPass, PassConfig, PassContext, register_pass
+
+log = logging.getLogger(__name__)
+
+
+class FinetuneConfig(PassConfig):
+    epochs: int = Field(
+        default=6, ge=1, le=500, description="Maximum epochs (early stopping may end sooner)."
+    )
+    lr: float = Field(
+        default=3e-3, gt=0, le=1.0, description="Peak learning rate (AdamW, one-cycle schedule)."
+    )
+    batch_size: int = Field(default=128, ge=1, le=8192)
+    distill: bool = Field(
+        default=False, description="Distil from the baseline model (knowledge distillation)."
+    )
+    temperature: float = Field(default=4.0, gt=0, le=50, description="Distillation temperature.")
+    alpha: float = Field(default=0.5, ge=0, le=1, description="Weight of the distillation term.")
+    patience: int = Field(
+        default=2, ge=1, le=100, description="Epochs without validation gain before stopping."
+    )
+    max_seconds: float = Field(default=600.0, gt=0, description="Time budget for this fine-tuning.")
+    augment: bool = Field(default=True, description="Random small translations (image inputs only).")
+
+
+@register_pass
+class Finetune(OptimizationPass):
+    name = "finetune"
+    description = "Recovery fine-tuning, optionally with knowledge distillation from the baseline."
+    input_kind = "torch"
+    Config = FinetuneConfig
+
+    def run(self, model: ModelState, config: FinetuneConfig, ctx: PassContext) -> ModelState:
+        from squeezeflow.training import finetune
+
+        if model.torch_module is None:
+            raise PassError(self.name, "needs a PyTorch model")
+        if config.distill and ctx.teacher is None:
+            raise PassError(self.name, "distill=true needs the baseline as a PyTorch module")
+        report = finetune(
+            model.torch_module,
+            ctx.train_x,
+            ctx.train_y,
+            ctx.val_x,
+            ctx.val_y,
+            epochs=config.epochs,
+            lr=config.lr,
+            batch_size=config.batch_size,
+            teacher=ctx.teacher if config.distill else None,
+            temperature=config.temperature,
+            alpha=config.alpha,
+            patience=config.patience,
+            max_seconds=config.max_seconds,
+            augment=config.augment,
+            seed=ctx.seed,
+        )
+        ctx.notes["finetune"] = {
+            "epochs_run": report.epochs_run,
+            "best_epoch": report.best_epoch,
+            "val_accuracy_before": report.initial_val_accuracy,
+            "val_accuracy_after": report.best_val_accuracy,
+            "seconds": report.seconds,
+            "stopped": report.stopped,
+        }
+        log.info(
+            "fine-tuned %d epochs (%s): val accuracy %.4f -> %.4f",
+            report.epochs_run,
+            report.stopped,
+            report.initial_val_accuracy,
+            report.best_val_accuracy,
+        )
+        return model

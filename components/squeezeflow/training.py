@@ -1,0 +1,140 @@
+"""Recovery fine-tuning with optional knowledge distillation, on in-memory arrays.
+
+Used by the torch passes (pruning, low-rank factorisation). The loss is cross-entropy on the hard
+labels, optionally blended with the temperature-scaled KL divergence to a teacher's soft targets
+(Hinton et al., 2015). The best-validation weights are kept; training stops early when validation
+accuracy stops improving, or when the time budget ends.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneReport:
+    epochs_run: int
+    best_epoch: int
+    best_val_accuracy: float
+    initial_val_accuracy: float
+    seconds: float
+    stopped: str
+    history: list[float] = field(default_factory=list)
+
+
+def accuracy(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float:
+    import torch
+
+    model.eval()
+    correct = 0
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            logits = model(torch.from_numpy(x[i : i + batch_size]))
+            correct += int((logits.argmax(1).numpy() == y[i : i + batch_size]).sum())
+    return correct / max(1, len(x))
+
+
+def _shift(xb: Any, gen: Any, max_shift: int = 2) -> Any:
+    """Random translation by up to ``max_shift`` pixels (images only)."""
+    import torch
+
+    _, _, h, w = xb.shape
+    padded = torch.nn.functional.pad(xb, (max_shift,) * 4)
+    dy, dx = torch.randint(0, 2 * max_shift + 1, (2,), generator=gen).tolist()
+    return padded[:, :, dy : dy + h, dx : dx + w]
+
+
+def finetune(
+    model: Any,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int = 128,
+    weight_decay: float = 5e-4,
+    teacher: Any | None = None,
+    temperature: float = 4.0,
+    alpha: float = 0.5,
+    patience: int = 2,
+    max_seconds: float | None = None,
+    augment: bool = True,
+    seed: int = 0,
+    progress_label: str = "fine-tune",
+) -> FinetuneReport:
+    """Fine-tune ``model`` in place; returns what happened. ``alpha`` weighs the distillation term."""
+    import torch
+    import torch.nn.functional as F
+    from rich.progress import Progress
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    xt, yt = torch.from_numpy(train_x), torch.from_numpy(train_y)
+    steps_per_epoch = max(1, (len(xt) + batch_size - 1) // batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15, anneal_strategy="cos"
+    )
+    images = augment and xt.ndim == 4 and xt.shape[-1] >= 16
+    if teacher is not None:
+        teacher.eval()
+    t0 = time.monotonic()
+    initial = accuracy(model, val_x, val_y)
+    best, best_epoch, best_state = initial, 0, copy.deepcopy(model.state_dict())
+    history: list[float] = []
+    stopped = "epochs"
+    with Progress(transient=True) as bar:
+        task = bar.add_task(progress_label, total=epochs * steps_per_epoch)
+        for epoch in range(1, epochs + 1):
+            model.train()
+            order = torch.randperm(len(xt), generator=gen)
+            for i in range(0, len(xt), batch_size):
+                idx = order[i : i + batch_size]
+                xb, yb = xt[idx], yt[idx]
+                if images:
+                    xb = _shift(xb, gen)
+                logits = model(xb)
+                loss = F.cross_entropy(logits, yb)
+                if teacher is not None and alpha > 0:
+                    with torch.no_grad():
+                        soft = F.softmax(teacher(xb) / temperature, dim=1)
+                    kd = F.kl_div(F.log_softmax(logits / temperature, dim=1), soft, reduction="batchmean")
+                    loss = (1 - alpha) * loss + alpha * temperature * temperature * kd
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                bar.advance(task)
+            acc = accuracy(model, val_x, val_y)
+            history.append(acc)
+            log.info("%s epoch %d/%d: val accuracy %.4f", progress_label, epoch, epochs, acc)
+            if acc > best:
+                best, best_epoch, best_state = acc, epoch, copy.deepcopy(model.state_dict())
+            # The one-cycle schedule peaks early; judge a plateau only once the rate is annealing.
+            if epoch > epochs // 2 and epoch - best_epoch >= patience and best_epoch > 0:
+                stopped = "early stop"
+                break
+            if max_seconds is not None and time.monotonic() - t0 > max_seconds:
+                stopped = "time budget"
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    return FinetuneReport(
+        epochs_run=len(history),
+        best_epoch=best_epoch,
+        best_val_accuracy=best,
+        initial_val_accuracy=initial,
+        seconds=time.monotonic() - t0,
+        stopped=stopped,
+        history=history,
+    )

@@ -1,0 +1,117 @@
+"""The engine's building blocks: recipes from search parameters, recipe rules, the Pareto front,
+and the torch passes on real modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from squeezeflow.engine import pareto_front, recipe_from_params
+from squeezeflow.errors import PassError, SpecError
+from squeezeflow.passes import ModelState, PassContext, get_pass
+from squeezeflow.spec import SearchSpace, parse_spec
+from squeezeflow.zoo.cnn import small_resnet
+
+
+def ctx_for(tmp: Path, n: int = 64, classes: int = 10) -> PassContext:
+    rng = np.random.default_rng(0)
+    x = rng.random((n, 1, 28, 28), dtype=np.float32)
+    y = np.arange(n) % classes
+    return PassContext(workdir=tmp, input_shape=[1, 28, 28], train_x=x, train_y=y, val_x=x, val_y=y)
+
+
+def spec_with(steps: list[dict]) -> None:
+    parse_spec(
+        {
+            "name": "j",
+            "model": {"format": "onnx", "uri": "/m"},
+            "data": {"uri": "/d"},
+            "registry": {"model_name": "m"},
+            "search": {"recipes": [{"steps": steps}]},
+        }
+    )
+
+
+def test_pareto_front_keeps_only_non_dominated_points() -> None:
+    points = {"a": (0.0, 1.0, 10.0), "b": (0.01, 0.5, 10.0), "c": (0.02, 0.6, 12.0), "d": (0.0, 1.0, 10.0)}
+    assert pareto_front(points) == {"a", "b", "d"}
+
+
+def test_search_parameters_become_a_valid_ordered_recipe() -> None:
+    space = SearchSpace()
+    recipe = recipe_from_params(
+        {"prune_ratio": 0.6, "importance": "taylor", "distill": True, "quantize": "int8"}, space
+    )
+    assert [s.name for s in recipe.steps] == ["structured_prune", "finetune", "ort_static_int8"]
+    assert recipe.steps[1].params["distill"] is True
+    assert recipe.label == "prune60-taylor-kd-int8"
+
+
+def test_pruning_without_recovery_training_is_refused() -> None:
+    with pytest.raises(SpecError, match="must be followed by a finetune step"):
+        spec_with([{"name": "structured_prune"}, {"name": "ort_static_int8"}])
+
+
+def test_torch_pass_after_an_onnx_pass_is_refused() -> None:
+    with pytest.raises(SpecError, match="comes after an ONNX pass"):
+        spec_with([{"name": "ort_static_int8"}, {"name": "finetune"}])
+
+
+def test_search_space_refuses_an_inverted_ratio_range() -> None:
+    with pytest.raises(ValueError, match="low <= high"):
+        SearchSpace(prune_ratio=(0.8, 0.2))
+
+
+def test_structured_pruning_shrinks_a_residual_network_and_keeps_it_runnable(tmp_path: Path) -> None:
+    model = small_resnet().eval()
+    before = sum(p.numel() for p in model.parameters())
+    cls = get_pass("structured_prune")
+    ctx = ctx_for(tmp_path)
+    out = cls().run(ModelState(torch_module=model), cls.Config(ratio=0.5), ctx)
+    after = sum(p.numel() for p in out.torch_module.parameters())
+    assert after < 0.4 * before
+    assert out.torch_module(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    assert ctx.notes["prune"]["macs_after"] < ctx.notes["prune"]["macs_before"]
+
+
+def test_taylor_importance_uses_gradients_and_prunes(tmp_path: Path) -> None:
+    cls = get_pass("structured_prune")
+    out = cls().run(
+        ModelState(torch_module=small_resnet()), cls.Config(ratio=0.3, importance="taylor"), ctx_for(tmp_path)
+    )
+    assert out.torch_module(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+
+
+def test_low_rank_factorisation_is_exact_for_a_low_rank_layer(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)
+    )
+    with torch.no_grad():
+        net[1].weight.copy_(torch.randn(256, 8) @ torch.randn(8, 784) / 30)
+    x = torch.rand(4, 1, 28, 28)
+    expected = net(x)
+    cls = get_pass("lowrank_svd")
+    ctx = ctx_for(tmp_path)
+    out = cls().run(ModelState(torch_module=net), cls.Config(rank_ratio=0.05), ctx).torch_module
+    assert isinstance(out[1], torch.nn.Sequential)  # factorised
+    assert isinstance(out[3], torch.nn.Linear)  # the classifier is left alone
+    torch.testing.assert_close(out(x), expected, rtol=1e-3, atol=1e-4)
+    assert ctx.notes["lowrank"]["layers_factorised"] == 1
+
+
+def test_low_rank_says_so_when_no_layer_gains(tmp_path: Path) -> None:
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    cls = get_pass("lowrank_svd")
+    with pytest.raises(PassError, match="no layer"):
+        cls().run(ModelState(torch_module=net), cls.Config(), ctx_for(tmp_path))
+
+
+def test_pruning_a_torchscript_module_fails_with_the_pass_named(tmp_path: Path) -> None:
+    scripted = torch.jit.script(small_resnet().eval())
+    cls = get_pass("structured_prune")
+    with pytest.raises(PassError, match=r"structured_prune.*nn\.Module"):
+        cls().run(ModelState(torch_module=scripted), cls.Config(), ctx_for(tmp_path))
