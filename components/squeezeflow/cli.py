@@ -239,7 +239,7 @@ def list_passes() -> None:
         props = p["params"].get("properties", {})
         params = "\n".join(f"{k} ({v.get('default', '')})" for k, v in props.items())
         t.add_row(p["name"], p["input"], params, p["description"])
-    Console().print(t)
+    Console(width=None if sys.stdout.isatty() else 160).print(t)
 
 
 def main() -> None:

@@ -118,45 +118,28 @@ def export_onnx(model: Any, input_shape: list[int], out_path: Path, opset: int =
 
     example = (torch.zeros(2, *input_shape),)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any]
+    if isinstance(model, torch.jit.ScriptModule):
+        # TorchScript cannot go through torch.export; the TorchScript-based exporter handles it.
+        kwargs = {"dynamo": False, "dynamic_axes": {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}}
+    elif isinstance(model, torch.export.ExportedProgram):
+        kwargs = {"external_data": False, "verbose": False}  # its dynamic batch is already in the program
+    else:
+        model = model.eval()
+        dynamic = {_first_forward_arg(model): {0: torch.export.Dim("batch")}}
+        kwargs = {"external_data": False, "verbose": False, "dynamic_shapes": dynamic}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if isinstance(model, torch.jit.ScriptModule):
-                # TorchScript cannot go through torch.export; the TorchScript-based exporter handles it.
-                torch.onnx.export(
-                    model,
-                    example,
-                    str(out_path),
-                    input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME],
-                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                    opset_version=opset,
-                    dynamo=False,
-                )
-            elif isinstance(model, torch.export.ExportedProgram):
-                torch.onnx.export(
-                    model,
-                    example,
-                    str(out_path),
-                    input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME],
-                    opset_version=opset,
-                    external_data=False,
-                    verbose=False,
-                )
-            else:
-                arg = _first_forward_arg(model)
-                torch.onnx.export(
-                    model.eval(),
-                    example,
-                    str(out_path),
-                    input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME],
-                    dynamic_shapes={arg: {0: torch.export.Dim("batch")}},
-                    opset_version=opset,
-                    external_data=False,
-                    verbose=False,
-                )
+            torch.onnx.export(
+                model,
+                example,
+                str(out_path),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                opset_version=opset,
+                **kwargs,
+            )
     except Exception as err:
         raise ModelLoadError(f"export to ONNX failed: {type(err).__name__}: {str(err)[:400]}") from None
     return out_path

@@ -102,7 +102,15 @@ class Tracker:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
             return str(exp.experiment_id)
-        return str(self.client.create_experiment(name))
+        return str(self.client.create_experiment(name, artifact_location=self._local_artifact_location(name)))
+
+    def _local_artifact_location(self, name: str) -> str | None:
+        """For an embedded SQLite store, keep MLflow's artifacts beside the database (MLflow's own
+        default is ./mlruns in whatever directory the process happens to run in)."""
+        if not self.tracking_uri.startswith("sqlite:///"):
+            return None
+        db = Path(self.tracking_uri[len("sqlite:///") :])
+        return (db.parent / "mlartifacts" / name).resolve().as_uri()
 
     def _find_run(self, filter_string: str) -> Any | None:
         runs = self.client.search_runs(

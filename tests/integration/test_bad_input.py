@@ -441,7 +441,12 @@ def test_bad_input_exits_2_with_a_message_that_names_the_problem(
         assert out.error.startswith("error (SpecError): invalid job spec"), out.stderr
         assert not db.exists(), "a spec error must stop the job before it touches MLflow"
     else:
-        assert MlflowClient(tracking_uri=f"sqlite:///{db}").search_registered_models() == []
+        assert (
+            MlflowClient(
+                tracking_uri=f"sqlite:///{db}", registry_uri=f"sqlite:///{db}"
+            ).search_registered_models()
+            == []
+        )
     assert not (out.dir / "pwned").exists(), "a pickle payload was executed"
     if case.gx_report is not None:
         found = re.search(r"\(report: (\S+)\)", out.error)

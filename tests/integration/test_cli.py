@@ -115,7 +115,13 @@ def test_dead_s3_endpoint_is_an_infrastructure_failure_exit_3(tmp_path: Path, ti
     assert "error (InfrastructureError): S3 download of s3://bucket/x/dataset.json failed" in err, err
     assert endpoint in err, err
     assert elapsed < 90, f"took {elapsed:.0f}s to give up on a dead endpoint"
-    assert MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").search_registered_models() == []
+    assert (
+        MlflowClient(
+            tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+            registry_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        ).search_registered_models()
+        == []
+    )
 
 
 def test_stage_commands_chain_like_an_orchestrator(
@@ -213,7 +219,7 @@ def test_stage_commands_chain_like_an_orchestrator(
     # the tiny model's int8 candidate keeps its accuracy but is slower than the float baseline
     assert verdict.passed, verdict.reason
     assert "slower than the baseline" in promotion.reason, promotion.reason
-    assert MlflowClient(tracking_uri=tracking).search_registered_models() == []
+    assert MlflowClient(tracking_uri=tracking, registry_uri=tracking).search_registered_models() == []
 
 
 def test_passes_command_lists_registered_passes() -> None:
@@ -258,7 +264,14 @@ def test_spec_validate_prints_defaults(tmp_path: Path) -> None:
         }
     ]
     assert doc["target_device"] is None and doc["objective"] == "latency"
-    assert doc["search"] == {"recipes": None, "max_trials": 8, "max_seconds": 1800.0, "seed": 0}
+    search = doc["search"]
+    assert (search["recipes"], search["max_trials"], search["max_seconds"], search["seed"]) == (
+        None,
+        8,
+        1800.0,
+        0,
+    )
+    assert search["space"]["prune_ratio"] == [0.3, 0.9] and search["patience"] == 4
     assert doc["registry"] == {"model_name": "minimal-model", "alias": "champion"}
     # what it prints is itself a valid, complete spec
     assert JobSpec.model_validate(doc).name == "minimal"

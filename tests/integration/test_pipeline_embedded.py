@@ -32,10 +32,10 @@ def settings_for(tmp: Path) -> Settings:
 
 @pytest.fixture(scope="module")
 def promoted_job(
-    tmp_path_factory: pytest.TempPathFactory, small_model: Path, animal_mnist: Path
+    tmp_path_factory: pytest.TempPathFactory, wide_model: Path, animal_mnist: Path
 ) -> tuple[JobResult, Settings]:
     tmp = tmp_path_factory.mktemp("embedded")
-    spec = parse_spec(job_doc(small_model, animal_mnist, name="embedded-small"))
+    spec = parse_spec(job_doc(wide_model, animal_mnist, name="embedded-small"))
     settings = settings_for(tmp)
     return run_job(spec, settings, progress=False), settings
 
@@ -104,13 +104,13 @@ def test_registered_model_loads_with_pyfunc_and_predicts_like_the_benchmarked_ar
 
 
 def test_rerun_creates_no_duplicate_runs_candidates_or_versions(
-    promoted_job: tuple[JobResult, Settings], small_model: Path, animal_mnist: Path
+    promoted_job: tuple[JobResult, Settings], wide_model: Path, animal_mnist: Path
 ) -> None:
     first, settings = promoted_job
     client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     runs_before = len(client.search_runs([first.experiment_id]))
     again = run_job(
-        parse_spec(job_doc(small_model, animal_mnist, name="embedded-small")), settings, progress=False
+        parse_spec(job_doc(wide_model, animal_mnist, name="embedded-small")), settings, progress=False
     )
     assert again.job_key == first.job_key
     assert again.promotion.version == first.promotion.version
@@ -147,5 +147,17 @@ def test_candidate_slower_than_the_baseline_is_never_promoted(
     assert not result.promotion.promoted and result.promotion.version is None
     assert any("slower than the baseline" in r.note for r in result.candidates)
     assert "Nothing promoted" in proc.stdout
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
-    assert client.search_registered_models() == []
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    assert mlflow.MlflowClient(tracking_uri=db, registry_uri=db).search_registered_models() == []
+
+
+def test_embedded_store_keeps_mlflow_artifacts_beside_its_database(
+    promoted_job: tuple[JobResult, Settings],
+) -> None:
+    """MLflow's default artifact root for a SQLite store is ./mlruns in the current directory; the
+    embedded default must not scatter model files into whatever directory the user ran it from."""
+    result, settings = promoted_job
+    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    source = client.get_model_version_by_alias(result.promotion.model_name, "champion").source
+    db_dir = Path(settings.tracking_uri.removeprefix("sqlite:///")).parent
+    assert str(db_dir / "mlartifacts") in source, source

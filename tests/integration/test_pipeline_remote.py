@@ -25,19 +25,19 @@ def upload_inputs(endpoint: S3Endpoint, bucket: str, model: Path, data: Path) ->
     s3 = endpoint.client()
     for f in sorted(data.iterdir()):
         s3.upload_file(str(f), bucket, f"datasets/animal-mnist/{f.name}")
-    s3.upload_file(str(model), bucket, "models/small_resnet.pt")
-    return f"s3://{bucket}/models/small_resnet.pt", f"s3://{bucket}/datasets/animal-mnist/"
+    s3.upload_file(str(model), bucket, f"models/{model.name}")
+    return f"s3://{bucket}/models/{model.name}", f"s3://{bucket}/datasets/animal-mnist/"
 
 
 def test_job_reads_from_s3_writes_to_s3_and_promotes_in_the_mlflow_server(
     s3_env: S3Endpoint,
     s3_bucket: str,
     mlflow_server: MlflowServer,
-    small_model: Path,
+    wide_model: Path,
     animal_mnist: Path,
     tmp_path: Path,
 ) -> None:
-    model_uri, data_uri = upload_inputs(s3_env, s3_bucket, small_model, animal_mnist)
+    model_uri, data_uri = upload_inputs(s3_env, s3_bucket, wide_model, animal_mnist)
     name = f"remote-{s3_env.name}-{s3_bucket[-8:]}"
     spec = parse_spec(job_doc(model_uri, data_uri, name=name))
     settings = Settings(

@@ -77,6 +77,18 @@ class OptimizationPass(ABC):
         """Return the optimized model. Raise ``PassError`` naming the layer when the model is unsupported."""
 
 
+def require_module(model: ModelState, pass_name: str) -> Any:
+    """The model as a trainable ``nn.Module``, or a PassError naming the pass."""
+    import torch
+
+    from squeezeflow.errors import PassError
+
+    module = model.torch_module
+    if not isinstance(module, torch.nn.Module) or isinstance(module, torch.jit.ScriptModule):
+        raise PassError(pass_name, "needs a PyTorch nn.Module (format state_dict with a factory)")
+    return module
+
+
 _REGISTRY: dict[str, type[OptimizationPass]] = {}
 
 

@@ -11,7 +11,14 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from squeezeflow.errors import PassError
-from squeezeflow.passes.base import ModelState, OptimizationPass, PassConfig, PassContext, register_pass
+from squeezeflow.passes.base import (
+    ModelState,
+    OptimizationPass,
+    PassConfig,
+    PassContext,
+    register_pass,
+    require_module,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +49,9 @@ class LowRankFactorize(OptimizationPass):
     Config = LowRankConfig
 
     def run(self, model: ModelState, config: LowRankConfig, ctx: PassContext) -> ModelState:
-        import torch
         from torch import nn
 
-        module = model.torch_module
-        if not isinstance(module, nn.Module) or isinstance(module, torch.jit.ScriptModule):
-            raise PassError(self.name, "needs a PyTorch nn.Module (format state_dict with a factory)")
+        module = require_module(model, self.name)
         num_classes = int(ctx.train_y.max()) + 1
         replaced = 0
         for parent in list(module.modules()):

@@ -10,7 +10,14 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from squeezeflow.errors import PassError
-from squeezeflow.passes.base import ModelState, OptimizationPass, PassConfig, PassContext, register_pass
+from squeezeflow.passes.base import (
+    ModelState,
+    OptimizationPass,
+    PassConfig,
+    PassContext,
+    register_pass,
+    require_module,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +58,7 @@ class StructuredPrune(OptimizationPass):
         import torch.nn.functional as F
         import torch_pruning as tp
 
-        module = model.torch_module
-        if not isinstance(module, torch.nn.Module) or isinstance(module, torch.jit.ScriptModule):
-            raise PassError(self.name, "needs a PyTorch nn.Module (format state_dict with a factory)")
+        module = require_module(model, self.name)
         num_classes = int(ctx.train_y.max()) + 1
         example = torch.from_numpy(ctx.train_x[:2])
         importance = {

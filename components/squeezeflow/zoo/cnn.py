@@ -13,7 +13,16 @@ from typing import Final
 import torch
 from torch import nn
 
-__all__ = ["FACTORIES", "BasicBlock", "ResNet", "TinyCNN", "resnet18_style", "small_resnet", "tiny_cnn"]
+__all__ = [
+    "FACTORIES",
+    "BasicBlock",
+    "ResNet",
+    "TinyCNN",
+    "resnet18_style",
+    "small_resnet",
+    "tiny_cnn",
+    "wide_resnet",
+]
 
 
 class BasicBlock(nn.Module):
@@ -132,6 +141,12 @@ def small_resnet(num_classes: int = 10, in_channels: int = 1, width: int = 16) -
     return ResNet((width, 2 * width, 4 * width), (1, 1, 1), num_classes=num_classes, in_channels=in_channels)
 
 
+def wide_resnet(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """``small_resnet`` at width 48 (about 0.7M parameters): compute-bound enough that int8 pays off
+    by a wide margin on a CPU, which the pipeline tests rely on to check promotion."""
+    return small_resnet(num_classes=num_classes, in_channels=in_channels, width=48)
+
+
 def resnet18_style(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     """A ResNet-18-style CNN adapted to 28x28 inputs: 3x3 stem, no max-pool, 4 stages of 2 basic blocks.
 
@@ -149,4 +164,5 @@ FACTORIES: Final[dict[str, Callable[..., nn.Module]]] = {
     "small_resnet": small_resnet,
     "resnet18_style": resnet18_style,
     "tiny_cnn": tiny_cnn,
+    "wide_resnet": wide_resnet,
 }

@@ -64,6 +64,7 @@ _RECIPES: Final[dict[str, _Recipe]] = {
     "tiny_cnn": _Recipe(epochs=8, lr=1e-2, batch_size=64, augment=False),
     "small_resnet": _Recipe(epochs=20, lr=3e-3, batch_size=128, augment=True),
     "resnet18_style": _Recipe(epochs=10, lr=1e-3, batch_size=128, augment=True),
+    "wide_resnet": _Recipe(epochs=8, lr=3e-3, batch_size=128, augment=True),
 }
 DEFAULT_EPOCHS: Final[dict[str, int]] = {name: r.epochs for name, r in _RECIPES.items()}
 
