@@ -121,6 +121,8 @@ class BenchmarkResult(_Result):
     mean_ms: float
     throughput_per_s: float
     iterations: int
+    rounds: int = Field(default=1, description="Measurement rounds run until their medians agreed.")
+    cv_p50: float = Field(default=0.0, description="Coefficient of variation of the round medians.")
     batch_size: int
     size_bytes: int
 

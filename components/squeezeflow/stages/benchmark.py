@@ -80,6 +80,7 @@ def benchmark(
                 f"{p}.p95_ms": result.p95_ms,
                 f"{p}.p99_ms": result.p99_ms,
                 f"{p}.throughput_per_s": result.throughput_per_s,
+                f"{p}.cv_p50": result.cv_p50,
             },
             model_id=model_id,
         )
