@@ -106,6 +106,9 @@ class GateResult(_Result):
     allowed_drop: float
     n: int
     agreement: float | None
+    drop_upper: float | None = Field(default=None, description="Upper confidence bound of the drop.")
+    confidence: float | None = None
+    samples_needed: int | None = Field(default=None, description="Held-out samples a pass would need.")
     evidence: ArtifactRef | None = None
 
 

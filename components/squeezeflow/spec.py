@@ -88,6 +88,15 @@ class Tolerance(_Strict):
         "relative: max_drop as a fraction of the baseline metric.",
     )
     max_drop: float = Field(default=0.01, ge=0.0, lt=1.0)
+    method: Literal["bootstrap", "point"] = Field(
+        default="bootstrap",
+        description="bootstrap: gate on the upper confidence bound of the drop (paired bootstrap over the "
+        "held-out predictions); point: gate on the measured drop alone.",
+    )
+    confidence: float = Field(
+        default=0.95, ge=0.5, le=0.999, description="One-sided confidence of the bound."
+    )
+    bootstrap_samples: int = Field(default=2000, ge=200, le=100_000)
 
     def allowed_drop(self, baseline_metric: float) -> float:
         return self.max_drop if self.mode == "absolute" else self.max_drop * baseline_metric

@@ -97,3 +97,25 @@ def test_gate_passes_an_unchanged_model_and_fails_one_whose_drop_exceeds_the_tol
     assert not verdict.passed
     assert verdict.drop is not None and verdict.drop > spec.tolerance.max_drop
     assert "exceeds the allowed" in verdict.reason and verdict.n == 1500
+
+
+def test_gate_refuses_when_the_held_out_split_is_too_small_for_the_tolerance(
+    ctx: StageContext, tiny_model: Path, animal_mnist: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    import numpy as np
+
+    small = tmp_path / "small-test-split"
+    shutil.copytree(animal_mnist, small)
+    with np.load(animal_mnist / "test.npz") as z:
+        np.savez(small / "test.npz", x=z["x"][:60], y=z["y"][:60])
+    spec = parse_spec(job_doc(tiny_model, small, name="stages"))
+    ing = ingest(spec, ctx)
+    base = baseline(spec, ing, ctx)
+    run_id = ctx.tracker.candidate_run(ing.parent_run_id, "small-n", "small-n", {})
+    same = _candidate(ctx, ing.job_key, ctx.store.fetch(base.onnx, ctx.cache), "same-small", run_id)
+    verdict = gate(spec, ing, base, same, ctx)
+    assert not verdict.passed
+    assert "only n=60 samples" in verdict.reason and "at least 100 samples are needed" in verdict.reason
+    assert verdict.samples_needed == 100

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 
 import numpy as np
 
-from squeezeflow.metrics import METRICS
+from squeezeflow.gate_stats import paired_bootstrap_drop, samples_needed
+from squeezeflow.metrics import METRICS, per_sample_correct
 from squeezeflow.models import predict_logits
 from squeezeflow.results import BaselineResult, CandidateResult, GateResult, IngestResult, content_key
 from squeezeflow.spec import JobSpec
@@ -60,6 +62,8 @@ def gate(
     path = ctx.store.fetch(candidate.onnx, ctx.cache)
     logits = predict_logits(path, test.x, threads=spec.target.intra_op_threads)
     base_logits = load_npy(ctx.store.fetch(baseline.logits, ctx.cache))
+    estimate = None
+    needed = None
     try:
         check_outputs(logits, ds.meta.num_classes, f"candidate {candidate.label}")
     except Exception as err:
@@ -68,12 +72,42 @@ def gate(
         metric = METRICS[baseline.metric_name](test.y, logits)
         drop = baseline.metric - metric
         agreement = float(np.mean(np.argmax(logits, 1) == np.argmax(base_logits, 1)))
-        passed = drop <= allowed + 1e-12
-        verdict = "within" if passed else "exceeds"
-        reason = (
-            f"{baseline.metric_name} {metric:.4f} vs baseline {baseline.metric:.4f}: drop {drop:+.4f} "
-            f"{verdict} the allowed {allowed:.4f} ({spec.tolerance.mode}) on n={len(test)}"
+        tol = spec.tolerance
+        estimate = paired_bootstrap_drop(
+            per_sample_correct(test.y, base_logits),
+            per_sample_correct(test.y, logits),
+            confidence=tol.confidence,
+            samples=tol.bootstrap_samples,
+            seed=spec.search.seed,
         )
+        bound = estimate.upper if tol.method == "bootstrap" else drop
+        n = len(test)
+        if tol.method == "bootstrap" and 1.0 / n > allowed:
+            passed = False
+            needed = math.ceil(1.0 / allowed) if allowed > 0 else None
+            reason = (
+                f"the held-out split has only n={n} samples: one sample moves {baseline.metric_name} by "
+                f"{1.0 / n:.4f}, more than the allowed drop {allowed:.4f}"
+                + (f"; at least {needed} samples are needed" if needed else "")
+            )
+        else:
+            passed = bound <= allowed + 1e-12
+            what = (
+                f"upper {tol.confidence:.0%} bound of the drop {bound:+.4f}"
+                if tol.method == "bootstrap"
+                else f"drop {bound:+.4f}"
+            )
+            reason = (
+                f"{baseline.metric_name} {metric:.4f} vs baseline {baseline.metric:.4f} (drop {drop:+.4f}); "
+                f"{what} {'within' if passed else 'exceeds'} the allowed {allowed:.4f} ({tol.mode}) on n={n}"
+            )
+            if not passed and tol.method == "bootstrap" and drop <= allowed:
+                needed = samples_needed(estimate, allowed)
+                reason += (
+                    f": the measured drop is within tolerance but n={n} held-out samples cannot show it at "
+                    f"{tol.confidence:.0%} confidence"
+                    + (f"; about {needed} would be needed" if needed else "")
+                )
     evidence = {
         "candidate": candidate.label,
         "candidate_key": candidate.key,
@@ -88,6 +122,12 @@ def gate(
         "tolerance": spec.tolerance.model_dump(),
         "n": len(test),
         "top1_agreement": agreement,
+        "method": spec.tolerance.method,
+        "confidence": spec.tolerance.confidence,
+        "drop_lower": estimate.lower if estimate else None,
+        "drop_upper": estimate.upper if estimate else None,
+        "discordant_samples": estimate.discordant if estimate else None,
+        "samples_needed": needed,
         "passed": passed,
         "reason": reason,
         "runtime": f"onnxruntime CPUExecutionProvider, {spec.target.intra_op_threads} threads",
@@ -95,6 +135,8 @@ def gate(
     evidence_ref = ctx.store.put_bytes(json.dumps(evidence, indent=2).encode(), suffix=".json")
     ctx.tracker.log_text(candidate.run_id, json.dumps(evidence, indent=2), "gate/evidence.json")
     metrics = {"gate.n": float(len(test)), "gate.allowed_drop": allowed}
+    if estimate is not None:
+        metrics.update({"gate.drop_upper": estimate.upper, "gate.drop_lower": estimate.lower})
     if metric is not None and drop is not None and agreement is not None:
         metrics.update(
             {baseline.metric_name: metric, f"{baseline.metric_name}_drop": drop, "top1_agreement": agreement}
@@ -115,6 +157,9 @@ def gate(
         drop=drop,
         n=len(test),
         agreement=agreement,
+        drop_upper=estimate.upper if estimate else None,
+        confidence=spec.tolerance.confidence,
+        samples_needed=needed,
         evidence=evidence_ref,
     )
     ctx.store.write_record("gate", key, result)

@@ -150,6 +150,8 @@ def promote(
                     "baseline": g.baseline_metric,
                     "candidate": g.candidate_metric,
                     "drop": g.drop,
+                    "drop_upper": g.drop_upper,
+                    "confidence": g.confidence,
                     "allowed_drop": g.allowed_drop,
                     "n": g.n,
                 }

@@ -16,8 +16,11 @@ from torch import nn
 __all__ = [
     "FACTORIES",
     "BasicBlock",
+    "CompactCNN",
+    "DepthwiseSeparable",
     "ResNet",
     "TinyCNN",
+    "compact_cnn",
     "resnet18_style",
     "small_resnet",
     "tiny_cnn",
@@ -132,6 +135,59 @@ class TinyCNN(nn.Module):
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
 
 
+class DepthwiseSeparable(nn.Module):
+    """MobileNet-style block: 3x3 depthwise conv + BatchNorm + ReLU, then 1x1 pointwise conv + BatchNorm + ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(
+            in_channels, in_channels, 3, stride=stride, padding=1, groups=in_channels, bias=False
+        )
+        self.bn1 = nn.BatchNorm2d(in_channels)
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the block."""
+        x = self.relu(self.bn1(self.depthwise(x)))
+        return self.relu(self.bn2(self.pointwise(x)))
+
+
+class CompactCNN(nn.Module):
+    """A compact CNN of depthwise-separable blocks (MobileNet-v1 style) for 28x28 inputs.
+
+    3x3 stem at ``width`` channels, then six depthwise-separable blocks widening to ``16 * width``,
+    resolution 28 -> 14 -> 7 -> 4, global average pool, linear (about 0.27M parameters at width 32).
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32) -> None:
+        super().__init__()
+        if num_classes < 1 or in_channels < 1 or width < 1:
+            raise ValueError("num_classes, in_channels and width must be positive")
+        w = width
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, w, 3, padding=1, bias=False),
+            nn.BatchNorm2d(w),
+            nn.ReLU(inplace=True),
+        )
+        plan = [(w, 2 * w, 1), (2 * w, 4 * w, 2), (4 * w, 4 * w, 1), (4 * w, 8 * w, 2), (8 * w, 8 * w, 1)]
+        plan.append((8 * w, 16 * w, 2))
+        self.blocks = nn.Sequential(*(DepthwiseSeparable(i, o, s) for i, o, s in plan))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16 * w, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return logits for a batch ``x`` of shape ``(N, C, H, W)``."""
+        return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+
+
 def small_resnet(num_classes: int = 10, in_channels: int = 1, width: int = 16) -> nn.Module:
     """A small ResNet for 28x28 inputs: stem, 3 stages of one basic block (width, 2*width, 4*width).
 
@@ -160,9 +216,15 @@ def tiny_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     return TinyCNN(num_classes=num_classes, in_channels=in_channels)
 
 
+def compact_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """A compact depthwise-separable CNN (about 0.27M parameters, about 15M MACs per 28x28 image)."""
+    return CompactCNN(num_classes=num_classes, in_channels=in_channels)
+
+
 FACTORIES: Final[dict[str, Callable[..., nn.Module]]] = {
     "small_resnet": small_resnet,
     "resnet18_style": resnet18_style,
     "tiny_cnn": tiny_cnn,
     "wide_resnet": wide_resnet,
+    "compact_cnn": compact_cnn,
 }

@@ -65,6 +65,7 @@ _RECIPES: Final[dict[str, _Recipe]] = {
     "small_resnet": _Recipe(epochs=20, lr=3e-3, batch_size=128, augment=True),
     "resnet18_style": _Recipe(epochs=10, lr=1e-3, batch_size=128, augment=True),
     "wide_resnet": _Recipe(epochs=8, lr=3e-3, batch_size=128, augment=True),
+    "compact_cnn": _Recipe(epochs=20, lr=3e-3, batch_size=128, augment=True),
 }
 DEFAULT_EPOCHS: Final[dict[str, int]] = {name: r.epochs for name, r in _RECIPES.items()}
 
@@ -338,7 +339,8 @@ def train_reference_model(
     If both already exist for the same model, epochs and seed, nothing is retrained.
 
     Args:
-        name: ``small_resnet``, ``tiny_cnn`` or ``resnet18_style``.
+        name: a zoo model (``small_resnet``, ``tiny_cnn``, ``resnet18_style``, ``wide_resnet``,
+            ``compact_cnn``).
         dataset_dir: a ``squeezeflow.npz/v1`` dataset directory.
         out_path: where to save the state dict (e.g. ``model.pt``).
         epochs: number of epochs; ``None`` for the model's default (:data:`DEFAULT_EPOCHS`).
