@@ -136,7 +136,8 @@ class TinyCNN(nn.Module):
 
 
 class DepthwiseSeparable(nn.Module):
-    """MobileNet-style block: 3x3 depthwise conv + BatchNorm + ReLU, then 1x1 pointwise conv + BatchNorm + ReLU."""
+    """MobileNet-style block: 3x3 depthwise conv + BatchNorm + ReLU, then 1x1 pointwise conv + BatchNorm
+    + ReLU."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__()
