@@ -252,7 +252,13 @@ def test_spec_validate_prints_defaults(tmp_path: Path) -> None:
     assert doc["data"] == {"uri": str((tmp_path / "data").resolve()), "format": "npz"}
     assert doc["model"]["factory_kwargs"] == {}
     assert doc["task"] == {"kind": "classification", "metric": "top1_accuracy"}
-    assert doc["tolerance"] == {"mode": "absolute", "max_drop": 0.01}
+    assert doc["tolerance"] == {
+        "mode": "absolute",
+        "max_drop": 0.01,
+        "method": "bootstrap",
+        "confidence": 0.95,
+        "bootstrap_samples": 2000,
+    }
     assert doc["devices"] == [
         {
             "name": "local-cpu",
