@@ -8,8 +8,13 @@ STAMP := $(VENV)/.squeezeflow-installed
 # torch is pinned for the setup commands (a CPU build); the package itself declares a range.
 TORCH_PIN := torch==2.13.0
 DEMO_DIR := .squeezeflow/demo
+# bench: peer tools (NNCF, Intel Neural Compressor) live in their own venv, never in the product's.
+PEERS_VENV := bench/.venv-peers
+PEERS_PIP := $(PEERS_VENV)/bin/python -m pip --disable-pip-version-check
+PEERS_STAMP := $(PEERS_VENV)/.peers-installed
+BENCH_ARGS ?=
 
-.PHONY: venv demo test lint typecheck unit integration clean
+.PHONY: venv demo test lint typecheck unit integration clean bench
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or set PYTHON=...)"; exit 2; }
@@ -39,3 +44,17 @@ test: lint typecheck
 
 clean:
 	rm -rf $(VENV) .squeezeflow .pytest_cache .mypy_cache .ruff_cache
+
+$(PEERS_STAMP): bench/requirements-peers.txt
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or set PYTHON=...)"; exit 2; }
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_PIP) install -q --upgrade pip 2>&1 | grep -v 'is ignored' || true
+	set -o pipefail; $(PEERS_PIP) install -q $(TORCH_PIN) 2>&1 | { grep -v 'is ignored' || true; }
+	set -o pipefail; $(PEERS_PIP) install -q -r bench/requirements-peers.txt $(TORCH_PIN) 2>&1 | { grep -v 'is ignored' || true; }
+	touch $(PEERS_STAMP)
+
+# The benchmark against peer tools (bench/README.md). A peer venv that cannot be set up does not stop
+# it: those peers' rows carry the error. Pass options with BENCH_ARGS="--quick --models compact".
+bench: $(STAMP)
+	-$(MAKE) --no-print-directory $(PEERS_STAMP)
+	$(PY) bench/run.py $(BENCH_ARGS)
