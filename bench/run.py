@@ -80,10 +80,10 @@ class Mode:
 FULL = Mode(
     name="full",
     sf_max_trials=10,
-    sf_max_seconds={"resnet18": 600.0, "compact": 300.0},
+    sf_max_seconds={"resnet18": 480.0, "compact": 240.0},
     sf_finetune_epochs=6,
     sf_patience=3,
-    tp_epochs=5,
+    tp_epochs=4,
     nncf_max_iter=None,
     inc_max_trials=100,
     warmup=50,
