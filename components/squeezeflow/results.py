@@ -184,3 +184,9 @@ class JobResult(_Result):
     parent_run_id: str
     experiment_id: str
     seconds: float
+    report_html: str | None = Field(
+        default=None, description="URI of the job's self-contained HTML report in the artifact store."
+    )
+    report_markdown: str | None = Field(
+        default=None, description="URI of the job's Markdown report in the artifact store."
+    )

@@ -85,3 +85,5 @@ def print_summary(result: JobResult, console: Console | None = None) -> None:
     if result.tracking_uri.startswith("sqlite:"):
         console.print(f"  browse it with: mlflow ui --backend-store-uri {result.tracking_uri}")
     console.print(f"Artifacts: {result.artifacts}    wall time {result.seconds:.1f}s")
+    if result.report_html:
+        console.print(f"Report: {result.report_html}", markup=False, highlight=False, soft_wrap=True)

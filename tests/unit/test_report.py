@@ -1,0 +1,368 @@
+"""The job report: verdict, candidate table, escaping, plots and links, rendered from hand-built results."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from squeezeflow.errors import InfrastructureError
+from squeezeflow.report import (
+    accuracy_speedup_points,
+    candidate_views,
+    pareto_front,
+    publish_report,
+    render_report,
+    report_figures,
+    size_latency_points,
+)
+from squeezeflow.results import (
+    CandidateOutcome,
+    CandidateResult,
+    CandidateRow,
+    GateResult,
+    JobResult,
+    PromotionResult,
+)
+from squeezeflow.spec import Recipe
+from squeezeflow.store import LocalStore
+
+BASE_SIZE = 1_000_000
+BASE_P50 = 2.0
+
+
+def row(label: str, key: str, **kw: object) -> CandidateRow:
+    fields: dict[str, object] = {
+        "label": label,
+        "candidate_key": key,
+        "status": "ok",
+        "error": None,
+        "metric": 0.92,
+        "delta": -0.002,
+        "size_bytes": 260_000,
+        "p50_ms": 1.0,
+        "p95_ms": 1.2,
+        "gate": "pass",
+        "eligible": True,
+        "note": "eligible",
+        "run_id": f"run-{key}",
+        "model_id": f"m-{key}",
+    }
+    fields.update(kw)
+    return CandidateRow.model_validate(fields)
+
+
+def promotion(promoted: bool, key: str | None = None, label: str | None = None) -> PromotionResult:
+    return PromotionResult(
+        key="p1",
+        promoted=promoted,
+        reason="promoted the fastest eligible candidate"
+        if promoted
+        else "no candidate passed the accuracy gate",
+        candidate_key=key,
+        candidate_label=label,
+        model_name="animal-cnn",
+        alias="champion",
+        version="3" if promoted else None,
+        previous_version="2" if promoted else None,
+    )
+
+
+def job(
+    rows: list[CandidateRow], promo: PromotionResult, tracking_uri: str = "sqlite:////tmp/m.db"
+) -> JobResult:
+    return JobResult(
+        job="animal-cnn-compress",
+        job_key="jk123",
+        metric_name="top1_accuracy",
+        baseline_metric=0.922,
+        baseline_size_bytes=BASE_SIZE,
+        baseline_p50_ms=BASE_P50,
+        baseline_p95_ms=2.4,
+        target_profile="local-cpu",
+        candidates=rows,
+        promotion=promo,
+        tracking_uri=tracking_uri,
+        artifacts="/tmp/artifacts",
+        parent_run_id="parent-run",
+        experiment_id="7",
+        seconds=42.0,
+    )
+
+
+def outcome(r: CandidateRow, passed: bool, drop_upper: float | None) -> CandidateOutcome:
+    cand = CandidateResult(
+        key=r.candidate_key,
+        job_key="jk123",
+        recipe=Recipe(name="int8-static", steps=[{"name": "ort_static_int8", "params": {}}]),
+        recipe_key="rk",
+        status="failed" if r.status == "failed" else "ok",
+        error=r.error,
+        run_id=r.run_id,
+        seconds=1.0,
+    )
+    gate = GateResult(
+        key=f"g-{r.candidate_key}",
+        candidate_key=r.candidate_key,
+        candidate_sha256=None,
+        baseline_sha256="b",
+        dataset_sha256="d",
+        passed=passed,
+        reason="within tolerance" if passed else "exceeds the allowed drop",
+        metric_name="top1_accuracy",
+        baseline_metric=0.922,
+        candidate_metric=r.metric,
+        drop=None if r.delta is None else -r.delta,
+        allowed_drop=0.01,
+        n=1500,
+        agreement=0.99,
+        drop_upper=drop_upper,
+        confidence=0.95,
+    )
+    return CandidateOutcome(candidate=cand, gate=gate)
+
+
+@pytest.fixture
+def promoted() -> tuple[JobResult, list[CandidateOutcome]]:
+    rows = [
+        row("int8-static", "k1", note="promoted"),
+        row(
+            "int8-dynamic",
+            "k2",
+            metric=0.90,
+            delta=-0.022,
+            gate="fail",
+            eligible=False,
+            note="failed the gate",
+            size_bytes=300_000,
+            p50_ms=1.6,
+        ),
+        row(
+            "prune-50",
+            "k3",
+            status="failed",
+            error="pass 'prune': unsupported layer Conv3d",
+            metric=None,
+            delta=None,
+            size_bytes=None,
+            p50_ms=None,
+            p95_ms=None,
+            gate="fail",
+            eligible=False,
+            note="not built",
+        ),
+    ]
+    result = job(rows, promotion(True, "k1", "int8-static"))
+    outs = [outcome(rows[0], True, 0.0042), outcome(rows[1], False, 0.031), outcome(rows[2], False, None)]
+    return result, outs
+
+
+def test_promoted_candidate_and_verdict_sentence_appear(
+    promoted: tuple[JobResult, list[CandidateOutcome]],
+) -> None:
+    result, outs = promoted
+    html, md = render_report(result, outs)
+    sentence = (
+        "Promoted int8-static as version 3 of registered model animal-cnn with alias @champion "
+        "(replacing version 2): 2.00× faster on local-cpu, 3.8× smaller, "
+        "top1_accuracy -0.20 pt vs the baseline."
+    )
+    assert sentence in html
+    verdict = re.search(r'<p class="verdict promoted" id="verdict">(.*?)</p>', html)
+    assert verdict is not None and verdict.group(1) == sentence
+    assert re.search(r'<tr class="promoted" data-candidate="k1">.*?int8-static', html)
+    assert "int8-static \\*\\*(promoted)\\*\\*" not in md  # label markup is escaped, the badge is not
+    assert "int8-static **(promoted)**" in md
+    assert "animal-cnn-compress" in html and "Compression report: animal-cnn-compress" in md
+    # the baseline: metric, size, p50/p95 on the target profile
+    assert "0.9220" in html and "1.00 MB" in html and "2.000 ms / 2.400 ms" in html
+
+
+def test_gate_verdict_shows_the_drops_upper_bound_when_outcomes_are_given(
+    promoted: tuple[JobResult, list[CandidateOutcome]],
+) -> None:
+    result, outs = promoted
+    html, md = render_report(result, outs)
+    assert "drop ≤ 0.42 pt (95% upper bound); allowed 1.00 pt" in html
+    assert "drop ≤ 3.10 pt (95% upper bound)" in md
+    bare_html, _ = render_report(result)
+    assert "upper bound" not in bare_html
+    assert "-0.20 pt" in bare_html and "2.00×" in bare_html and "0.26×" in bare_html
+
+
+def test_user_text_is_escaped_in_html_and_markdown() -> None:
+    evil = '<script>alert("x")</script>'
+    rows = [
+        row(evil, "k1"),
+        row(
+            "b|ad_name*",
+            "k2",
+            status="failed",
+            error="boom <img src=x onerror=alert(1)>\nline two",
+            metric=None,
+            delta=None,
+            size_bytes=None,
+            p50_ms=None,
+            gate="fail",
+            eligible=False,
+        ),
+    ]
+    result = job(rows, promotion(True, "k1", evil))
+    html, md = render_report(result)
+    assert "<script" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
+    assert "boom &lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<script" not in md and "<img" not in md
+    assert "b\\|ad\\_name\\*" in md  # a pipe in a label cannot split the Markdown table
+
+
+def test_failed_candidate_shows_its_error_and_is_not_plotted(
+    promoted: tuple[JobResult, list[CandidateOutcome]],
+) -> None:
+    result, outs = promoted
+    html, md = render_report(result, outs)
+    assert "failed: pass &#x27;prune&#x27;: unsupported layer Conv3d" in html
+    assert "failed: pass 'prune': unsupported layer Conv3d" in md
+    views = candidate_views(result, outs)
+    for points in (accuracy_speedup_points(result, views), size_latency_points(result, views)):
+        assert [p.label for p in points] == ["int8-static", "int8-dynamic"]
+    figs = report_figures(result, views)
+    assert [f[0] for f in figs] == ["plot-accuracy-speedup", "plot-size-latency"]
+    for _, _, fig, _ in figs:
+        texts = [t.get_text() for t in fig.axes[0].texts]
+        assert "prune-50" not in texts and "int8-static" in texts and "int8-dynamic" in texts
+    assert html.count('src="data:image/png;base64,') == 2
+    assert "Not plotted (failed or not measured): prune-50." in html
+
+
+def test_no_promotion_states_the_reason() -> None:
+    rows = [row("int8-dynamic", "k2", metric=0.90, delta=-0.022, gate="fail", eligible=False, note="x")]
+    result = job(rows, promotion(False))
+    html, md = render_report(result)
+    sentence = "Nothing was promoted: no candidate passed the accuracy gate."
+    assert f'<p class="verdict none" id="verdict">{sentence}</p>' in html
+    assert f"**{sentence}**" in md
+    assert 'class="promoted"' not in html
+
+
+def test_only_mlflow_links_leave_the_page(promoted: tuple[JobResult, list[CandidateOutcome]]) -> None:
+    result, outs = promoted
+    html, _ = render_report(result, outs)
+    assert not re.search(r"https?://", html, re.I)  # sqlite tracking: no links at all
+    assert all(v.startswith("data:image/png;base64,") for v in re.findall(r'src="([^"]*)"', html))
+
+    remote = result.model_copy(update={"tracking_uri": "http://mlflow.example:5000/"})
+    html, md = render_report(remote, outs)
+    experiment = "http://mlflow.example:5000/#/experiments/7"
+    allowed = {experiment} | {
+        f"{experiment}/runs/{run}" for run in ("parent-run", "run-k1", "run-k2", "run-k3")
+    }
+    # every URL in the page, in attributes or text, is on the MLflow server; the links are its pages
+    refs = re.findall(r"https?://[^\s\"'<>)]+", html.replace("&#x27;", "'").replace("&quot;", '"'), re.I)
+    refs = [r.rstrip(".,;") for r in refs]
+    assert refs and all(r.startswith("http://mlflow.example:5000/") for r in refs)
+    assert set(re.findall(r'href="([^"]*)"', html)) == allowed
+    assert (
+        "[int8\\-static]" not in md
+        and "[int8-static](<http://mlflow.example:5000/#/experiments/7/runs/run-k1>)" in md
+    )
+    assert not re.search(r"<(link|script)\b", html, re.I)
+
+
+def test_markdown_table_has_one_row_per_candidate(promoted: tuple[JobResult, list[CandidateOutcome]]) -> None:
+    result, outs = promoted
+    _, md = render_report(result, outs)
+    table = md.split("## Candidates", 1)[1].split("\n\n")[1].splitlines()
+    assert table[0].startswith("| Candidate |") and set(table[1]) <= set("|-:")
+    body = table[2:]
+    assert len(body) == len(result.candidates) == 3
+    assert all(r.count(" | ") == table[0].count(" | ") for r in body)
+    assert [r.split(" | ")[0] for r in body] == [
+        "| int8-static **(promoted)**",
+        "| int8-dynamic",
+        "| prune-50",
+    ]
+
+
+def test_a_rounded_zero_delta_has_no_sign() -> None:
+    result = job([row("int8", "k1", delta=-1e-9)], promotion(False))
+    html, md = render_report(result)
+    assert "-0.00" not in html and "-0.00" not in md and "0.00 pt" in md
+
+
+def test_pareto_front() -> None:
+    pts = [(1.0, 0.9), (2.0, 0.8), (1.5, 0.7), (0.5, 0.95)]
+    assert pareto_front(pts, (True, True)) == [3, 0, 1]
+    assert pareto_front(pts, (False, False)) == [3, 0, 2]  # (2.0, 0.8) is beaten by (1.5, 0.7)
+
+
+def test_publish_stores_both_documents(
+    tmp_path: Path, promoted: tuple[JobResult, list[CandidateOutcome]]
+) -> None:
+    result, outs = promoted
+    store = LocalStore(tmp_path / "store")
+    html_ref, md_ref = publish_report(result, outs, store, tmp_path / "work")
+    assert html_ref.uri.endswith(".html") and md_ref.uri.endswith(".md")
+    html, md = render_report(result, outs)
+    assert store.read_bytes(html_ref, tmp_path / "cache").decode() == html
+    assert store.read_bytes(md_ref, tmp_path / "cache").decode() == md
+    assert publish_report(result, outs, store, tmp_path / "work") == (html_ref, md_ref)  # deterministic
+
+
+def test_publish_turns_store_write_failures_into_infrastructure_errors(
+    tmp_path: Path, promoted: tuple[JobResult, list[CandidateOutcome]]
+) -> None:
+    result, outs = promoted
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    with pytest.raises(InfrastructureError, match="cannot store the job report"):
+        publish_report(result, outs, LocalStore(tmp_path / "store"), blocker)
+
+
+def _job_result_args(tmp_path: Path, store: object) -> list[object]:
+    """`pipeline.job_result`'s arguments for a job with no candidates: only the fields it reads."""
+    ns = SimpleNamespace
+    return [
+        ns(name="empty-job", target=ns(name="local-cpu")),
+        ns(tracking_uri="sqlite:////tmp/m.db"),
+        ns(store=store, workdir=tmp_path / "work", tracker=ns(experiment_id="7")),
+        ns(job_key="jk", parent_run_id="parent"),
+        ns(metric_name="top1_accuracy", metric=0.9, measure=ns(size_bytes=1000)),
+        ns(p50_ms=1.0, p95_ms=1.1),
+        [],
+        promotion(False),
+        1.0,
+    ]
+
+
+def test_job_result_links_the_published_report(tmp_path: Path) -> None:
+    from squeezeflow.pipeline import job_result
+
+    result = job_result(*_job_result_args(tmp_path, LocalStore(tmp_path / "store")))  # type: ignore[arg-type]
+    assert result.report_html and result.report_html.endswith(".html")
+    assert result.report_markdown and Path(result.report_markdown).read_text().startswith("# Compression")
+
+
+def test_job_result_survives_a_rendering_bug_but_not_a_store_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from squeezeflow import report
+    from squeezeflow.pipeline import job_result
+
+    def broken(*_: object) -> tuple[str, str]:
+        raise ValueError("a rendering bug")
+
+    monkeypatch.setattr(report, "render_report", broken)
+    result = job_result(*_job_result_args(tmp_path, LocalStore(tmp_path / "store")))  # type: ignore[arg-type]
+    assert result.report_html is None and result.report_markdown is None
+    assert "could not render the job report" in caplog.text
+    monkeypatch.undo()
+
+    class DownStore(LocalStore):
+        def _put_file(self, key: str, src: Path) -> str:
+            raise InfrastructureError("S3 upload failed: 503")
+
+    with pytest.raises(InfrastructureError, match="503"):
+        job_result(*_job_result_args(tmp_path, DownStore(tmp_path / "down")))  # type: ignore[arg-type]
