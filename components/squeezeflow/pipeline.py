@@ -12,7 +12,15 @@ from contextlib import nullcontext
 from typing import Any
 
 from squeezeflow.engine import Engine
-from squeezeflow.results import CandidateRow, JobResult
+from squeezeflow.results import (
+    BaselineResult,
+    BenchmarkResult,
+    CandidateOutcome,
+    CandidateRow,
+    IngestResult,
+    JobResult,
+    PromotionResult,
+)
 from squeezeflow.spec import JobSpec
 from squeezeflow.stages import Settings, StageContext, baseline, benchmark, ingest, promote
 from squeezeflow.stages.promote import eligibility, target_benchmark
@@ -64,6 +72,21 @@ def run_job(spec: JobSpec, settings: Settings, progress: bool = True) -> JobResu
         promotion = promote(spec, ing, base, target, outcomes, ctx)
         step("done")
 
+    return job_result(spec, settings, ctx, ing, base, target, outcomes, promotion, time.monotonic() - t0)
+
+
+def job_result(
+    spec: JobSpec,
+    settings: Settings,
+    ctx: StageContext,
+    ing: IngestResult,
+    base: BaselineResult,
+    target: BenchmarkResult,
+    outcomes: list[CandidateOutcome],
+    promotion: PromotionResult,
+    seconds: float,
+) -> JobResult:
+    """The job's result: one summary row per candidate, the promotion and where everything is tracked."""
     rows = []
     for o in outcomes:
         ok, why = eligibility(o, base, target, ing)
@@ -87,7 +110,7 @@ def run_job(spec: JobSpec, settings: Settings, progress: bool = True) -> JobResu
                 model_id=c.model_id,
             )
         )
-    return JobResult(
+    result = JobResult(
         job=spec.name,
         job_key=ing.job_key,
         metric_name=base.metric_name,
@@ -102,5 +125,19 @@ def run_job(spec: JobSpec, settings: Settings, progress: bool = True) -> JobResu
         artifacts=ctx.store.root,
         parent_run_id=ing.parent_run_id,
         experiment_id=ctx.tracker.experiment_id,
-        seconds=time.monotonic() - t0,
+        seconds=seconds,
     )
+    # The report is a view of the result: a rendering bug must not lose the job, so it is logged and
+    # the report fields stay empty. Failing to store it is an infrastructure error like any other
+    # store write, and propagates (the orchestrator retries the task).
+    from squeezeflow.errors import InfrastructureError
+    from squeezeflow.report import publish_report
+
+    try:
+        html_ref, md_ref = publish_report(result, outcomes, ctx.store, ctx.workdir)
+    except InfrastructureError:
+        raise
+    except Exception:
+        log.warning("could not render the job report for %s; continuing without it", spec.name, exc_info=True)
+        return result
+    return result.model_copy(update={"report_html": html_ref.uri, "report_markdown": md_ref.uri})

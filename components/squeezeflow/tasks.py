@@ -1,0 +1,268 @@
+"""The stages as orchestrator tasks: JSON in, JSON out.
+
+Airflow operators and Kubeflow components are thin wrappers over these functions. Everything they pass
+between tasks is a small JSON document (a spec, a stage record, a recipe) that refers to artifacts by
+URI and content hash, never the artifacts themselves, so it fits in an XCom or a KFP parameter.
+
+The chain for one job::
+
+    spec = resolve_spec(source, overrides)          # validated, defaults filled in, paths absolute
+    ing = ingest_task(spec, settings)
+    base = baseline_task(spec, settings, ing)
+    base_bench = baseline_benchmark_task(spec, settings, ing, base)
+    for recipe in plan_task(spec):                  # fan out: one mapped task / ParallelFor iteration each
+        c = optimize_task(spec, settings, ing, base, recipe)
+        c = gate_task(spec, settings, ing, base, c)
+        c = benchmark_task(spec, settings, ing, c)  # skipped work for candidates that failed the gate
+    summary = promote_task(spec, settings, ing, base, base_bench, [c, ...])
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from squeezeflow.errors import InvalidInputError, SpecError
+from squeezeflow.results import (
+    BaselineResult,
+    BenchmarkResult,
+    CandidateOutcome,
+    CandidateResult,
+    GateResult,
+    IngestResult,
+)
+from squeezeflow.spec import JobSpec, Recipe, load_spec, parse_spec
+from squeezeflow.stages import Settings, StageContext
+
+log = logging.getLogger(__name__)
+
+Doc = dict[str, Any]
+
+
+def _merge(base: Doc, overrides: Mapping[str, Any]) -> Doc:
+    """Deep-merge ``overrides`` into a copy of ``base``; a ``None`` override leaves the value alone and
+    lists are replaced whole."""
+    out = copy.deepcopy(base)
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _read_spec_document(source: str | Path) -> tuple[Doc, Path | None, str]:
+    s = str(source)
+    if s.startswith("s3://"):
+        from squeezeflow.s3 import s3_call, s3_client
+        from squeezeflow.store import parse_s3_uri
+
+        bucket, key = parse_s3_uri(s)
+        client = s3_client()
+        body = s3_call(f"read of {s}", client.get_object, Bucket=bucket, Key=key)["Body"].read()
+        try:
+            data = yaml.safe_load(body)
+        except yaml.YAMLError as err:
+            raise SpecError(f"job spec {s} is not valid YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise SpecError(f"invalid job spec {s}: the top level must be a mapping")
+        return data, None, s
+    path = Path(s)
+    load_spec(path)  # the file alone must be a valid spec: its errors name the file's fields
+    return yaml.safe_load(path.read_text()), path.resolve().parent, s
+
+
+def resolve_spec(source: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Doc:
+    """A job spec ready to pass between tasks: validated, defaults filled in, local paths absolute.
+
+    ``source`` is a spec file, an ``s3://`` URI of one, or an already-parsed document (relative paths
+    then resolve against the working directory). ``overrides`` is deep-merged first (what a UI form or a
+    DAG run's params change), so an invalid override is reported against the spec field it names.
+    """
+    base_dir: Path | None
+    if isinstance(source, Mapping):
+        doc, base_dir, name = dict(source), Path.cwd(), "<spec>"
+    else:
+        doc, base_dir, name = _read_spec_document(source)
+    if overrides:
+        doc = _merge(doc, overrides)
+        name = f"{name} (with overrides {sorted(k for k, v in overrides.items() if v is not None)})"
+    job = parse_spec(doc, source=name, base_dir=base_dir)
+    return job.model_dump(mode="json", by_alias=True)
+
+
+def job_of(spec: Mapping[str, Any] | JobSpec) -> JobSpec:
+    return spec if isinstance(spec, JobSpec) else parse_spec(dict(spec), source="<resolved spec>")
+
+
+def open_context(spec: JobSpec, settings: Settings) -> StageContext:
+    return StageContext.open(settings, spec.name)
+
+
+def _dump(model: Any) -> Doc:
+    return dict(model.model_dump(mode="json"))
+
+
+def ingest_task(spec: Mapping[str, Any], settings: Settings) -> Doc:
+    from squeezeflow.stages import ingest
+
+    job = job_of(spec)
+    return _dump(ingest(job, open_context(job, settings)))
+
+
+def baseline_task(spec: Mapping[str, Any], settings: Settings, ingest: Mapping[str, Any]) -> Doc:
+    from squeezeflow.stages import baseline
+
+    job = job_of(spec)
+    return _dump(baseline(job, IngestResult.model_validate(ingest), open_context(job, settings)))
+
+
+def baseline_benchmark_task(
+    spec: Mapping[str, Any], settings: Settings, ingest: Mapping[str, Any], baseline: Mapping[str, Any]
+) -> Doc:
+    """The baseline measured on every device profile, keyed by profile name."""
+    from squeezeflow.stages import benchmark
+
+    job = job_of(spec)
+    ctx = open_context(job, settings)
+    ing = IngestResult.model_validate(ingest)
+    base = BaselineResult.model_validate(baseline)
+    return {
+        p.name: _dump(
+            benchmark(
+                base.onnx, ing.dataset.input_shape, p, ctx, run_id=base.parent_run_id, model_id=base.model_id
+            )
+        )
+        for p in job.devices
+    }
+
+
+def plan_task(spec: Mapping[str, Any]) -> list[Doc]:
+    """The recipes to fan out over, one per mapped task. Orchestrators run the planned list; the adaptive
+    Optuna search (``squeezeflow run``) needs one process that sees every result as it arrives."""
+    from squeezeflow.recipes import plan_recipes
+
+    return [r.model_dump(mode="json") for r in plan_recipes(job_of(spec))]
+
+
+def optimize_task(
+    spec: Mapping[str, Any],
+    settings: Settings,
+    ingest: Mapping[str, Any],
+    baseline: Mapping[str, Any],
+    recipe: Mapping[str, Any],
+) -> Doc:
+    """Build one candidate. Returns ``{"candidate": ...}``, the start of a candidate outcome."""
+    from squeezeflow.stages import optimize
+
+    job = job_of(spec)
+    try:
+        r = Recipe.model_validate(dict(recipe))
+    except Exception as err:
+        raise InvalidInputError(f"invalid recipe {dict(recipe)!r}: {err}") from None
+    cand = optimize(
+        job,
+        IngestResult.model_validate(ingest),
+        BaselineResult.model_validate(baseline),
+        r,
+        open_context(job, settings),
+    )
+    return {"candidate": _dump(cand)}
+
+
+def gate_task(
+    spec: Mapping[str, Any],
+    settings: Settings,
+    ingest: Mapping[str, Any],
+    baseline: Mapping[str, Any],
+    outcome: Mapping[str, Any],
+) -> Doc:
+    """Score one candidate against the accuracy gate. Adds ``"gate"`` to the outcome."""
+    from squeezeflow.stages import gate
+
+    job = job_of(spec)
+    cand = CandidateResult.model_validate(outcome["candidate"])
+    verdict = gate(
+        job,
+        IngestResult.model_validate(ingest),
+        BaselineResult.model_validate(baseline),
+        cand,
+        open_context(job, settings),
+    )
+    return {**dict(outcome), "gate": _dump(verdict)}
+
+
+def benchmark_task(
+    spec: Mapping[str, Any], settings: Settings, ingest: Mapping[str, Any], outcome: Mapping[str, Any]
+) -> Doc:
+    """Measure one candidate on every device profile, only when it passed the gate (a candidate that
+    failed cannot be promoted, so timing it would spend device time on nothing). Finishes the
+    candidate's MLflow run either way. Returns the complete outcome."""
+    from squeezeflow.stages import benchmark
+
+    job = job_of(spec)
+    ctx = open_context(job, settings)
+    cand = CandidateResult.model_validate(outcome["candidate"])
+    verdict = GateResult.model_validate(outcome["gate"])
+    benches: list[BenchmarkResult] = []
+    if verdict.passed and cand.status == "ok" and cand.onnx is not None:
+        shape = IngestResult.model_validate(ingest).dataset.input_shape
+        benches = [
+            benchmark(cand.onnx, shape, p, ctx, run_id=cand.run_id, model_id=cand.model_id)
+            for p in job.devices
+        ]
+    ctx.tracker.finish(cand.run_id)
+    return _dump(CandidateOutcome(candidate=cand, gate=verdict, benchmarks=benches))
+
+
+def any_passed(outcomes: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether any candidate passed the accuracy gate (what short-circuits promotion)."""
+    return any(bool(o.get("gate", {}).get("passed")) for o in outcomes)
+
+
+def gate_verdict(outcomes: Sequence[Mapping[str, Any]]) -> str:
+    """One line for a person: how many candidates passed the gate, and the closest miss."""
+    gates = [GateResult.model_validate(o["gate"]) for o in outcomes if o.get("gate")]
+    passed = [g for g in gates if g.passed]
+    if passed:
+        return f"{len(passed)} of {len(gates)} candidates passed the accuracy gate"
+    if not gates:
+        return "no candidate reached the accuracy gate"
+    reasons = "; ".join(sorted({g.reason for g in gates})[:3])
+    return f"none of {len(gates)} candidates passed the accuracy gate: {reasons}"
+
+
+def promote_task(
+    spec: Mapping[str, Any],
+    settings: Settings,
+    ingest: Mapping[str, Any],
+    baseline: Mapping[str, Any],
+    baseline_benchmarks: Mapping[str, Any],
+    outcomes: Sequence[Mapping[str, Any]],
+    started: float | None = None,
+) -> Doc:
+    """Promote the best eligible candidate and return the job's result (the summary table's rows, the
+    promotion, and links to the MLflow runs)."""
+    from squeezeflow.pipeline import job_result
+    from squeezeflow.stages import promote
+
+    job = job_of(spec)
+    ctx = open_context(job, settings)
+    ing = IngestResult.model_validate(ingest)
+    base = BaselineResult.model_validate(baseline)
+    if job.target.name not in baseline_benchmarks:
+        raise InvalidInputError(f"no baseline benchmark for the target profile {job.target.name!r}")
+    target = BenchmarkResult.model_validate(baseline_benchmarks[job.target.name])
+    outs = [CandidateOutcome.model_validate(dict(o)) for o in outcomes]
+    promotion = promote(job, ing, base, target, outs, ctx)
+    seconds = 0.0 if started is None else max(0.0, time.time() - started)
+    result = job_result(job, settings, ctx, ing, base, target, outs, promotion, seconds)
+    return _dump(result)
