@@ -8,6 +8,7 @@ when the binaries are missing (a developer machine without the packages).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -108,15 +109,22 @@ class PostgresServer:
             str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.log), "-w", "start"
         )
         _wait_port(self.port, time.monotonic() + START_TIMEOUT_S, None, self.log)
-        self._run(str(self.bindir / "createdb"), "-h", LOOPBACK, "-p", str(self.port), "-U", self.user, self.database)
+        self._run(
+            str(self.bindir / "createdb"),
+            "-h",
+            LOOPBACK,
+            "-p",
+            str(self.port),
+            "-U",
+            self.user,
+            self.database,
+        )
         return self
 
     def stop(self) -> None:
         if self.data.exists():
-            try:
+            with contextlib.suppress(ServerStartError):
                 self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
-            except ServerStartError:
-                pass
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -134,7 +142,17 @@ class RedisServer:
         return f"redis://{LOOPBACK}:{self.port}/0"
 
     def start(self) -> RedisServer:
-        argv = ["redis-server", "--port", str(self.port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no"]
+        argv = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            LOOPBACK,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
         argv += ["--dir", str(self.dir), "--logfile", str(self.log)]
         self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         _wait_port(self.port, time.monotonic() + START_TIMEOUT_S, self._proc, self.log)

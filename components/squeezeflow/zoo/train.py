@@ -438,3 +438,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def retrain(spec: dict[str, Any], output_dir: str, epochs: int = 1) -> str:
+    """A retraining entry point for the retrain-and-compress DAG (``squeezeflow.zoo.train:retrain``):
+    trains the spec's zoo model afresh on the spec's (local) dataset and returns the new state_dict's
+    path. Your own entry point has the same signature: ``fn(spec: dict, output_dir: str) -> str``, the
+    returned file being a model in the spec's ``model.format`` (extra keyword arguments come from the
+    DAG's ``entrypoint_kwargs``)."""
+    model = spec.get("model", {})
+    factory = str(model.get("factory") or "")
+    module, _, name = factory.partition(":")
+    if module != FACTORY_MODULE or name not in FACTORIES:
+        raise ValueError(f"retrain only knows the zoo models ({FACTORY_MODULE}:...), not {factory!r}")
+    data_uri = str(spec.get("data", {}).get("uri", ""))
+    if data_uri.startswith("s3://"):
+        raise ValueError("retrain needs a local dataset directory")
+    out = Path(output_dir) / f"{name}-retrained-e{epochs}.pt"
+    return str(train_reference_model(name, Path(data_uri), out, epochs=epochs, progress=False))

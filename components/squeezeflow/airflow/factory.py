@@ -1,0 +1,314 @@
+"""DAGs from job specs.
+
+`compress_dag` builds the compression DAG for one job spec::
+
+    resolve_spec -> ingest -> baseline -> baseline_benchmark -> plan
+      -> optimize[recipe]  (mapped: one task instance per recipe)
+      -> gate[candidate]   (mapped)
+      -> gate_check        (short-circuits the rest when no candidate passed)
+      -> benchmark[candidate] (mapped) -> promote
+
+`dags_from_folder` turns every ``*.yaml`` job spec in a folder into one such DAG (the platform-team
+template: one spec per model). A spec that does not validate produces no DAG and a warning naming the
+file and the field, which Airflow shows as an import warning of the factory's DAG file; the other specs'
+DAGs are unaffected.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import DAG, Asset, Param
+
+from squeezeflow.airflow.hooks import DEFAULT_AWS_CONN_ID, DEFAULT_MLFLOW_CONN_ID
+from squeezeflow.airflow.operators import (
+    SqueezeflowBaselineBenchmarkOperator,
+    SqueezeflowBaselineOperator,
+    SqueezeflowBenchmarkOperator,
+    SqueezeflowGateCheckOperator,
+    SqueezeflowGateOperator,
+    SqueezeflowIngestOperator,
+    SqueezeflowOptimizeOperator,
+    SqueezeflowPlanOperator,
+    SqueezeflowPromoteOperator,
+    SqueezeflowResolveSpecOperator,
+)
+from squeezeflow.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+START = datetime(2026, 1, 1)
+
+
+class SpecImportWarning(UserWarning):
+    """A job spec in a DAG folder did not validate; no DAG was made from it."""
+
+
+def baseline_asset(job_name: str) -> Asset:
+    """The asset a new baseline of ``job_name`` is announced on (its events carry ``model_uri``)."""
+    return Asset(name=f"squeezeflow-baseline-{job_name}", uri=f"squeezeflow://baselines/{job_name}")
+
+
+def dag_id_for(job_name: str, prefix: str = "squeezeflow_compress_") -> str:
+    return prefix + re.sub(r"[^A-Za-z0-9_]", "_", job_name)
+
+
+def run_params(spec: Mapping[str, Any]) -> dict[str, Param]:
+    """The typed params a person fills in when triggering from the UI; defaults come from the spec, and
+    the job spec validates the result (an invalid value fails `resolve_spec`, naming the field)."""
+    tol = spec.get("tolerance", {})
+    return {
+        "model_uri": Param(
+            spec.get("model", {}).get("uri", ""),
+            type="string",
+            title="Model URI",
+            description="The trained baseline (local path on the workers or s3://bucket/key).",
+        ),
+        "max_drop": Param(
+            tol.get("max_drop", 0.01),
+            type="number",
+            minimum=0,
+            maximum=1,
+            title="Maximum accuracy drop",
+            description="Absolute (0.01 = one point) or relative, per tolerance mode.",
+        ),
+        "tolerance_mode": Param(
+            tol.get("mode", "absolute"), enum=["absolute", "relative"], title="Tolerance mode"
+        ),
+        "devices": Param(
+            spec.get("devices"),
+            type=["null", "array"],
+            title="Device profiles",
+            description="Replace the spec's device profiles (objects; see `squeezeflow spec schema`).",
+        ),
+        "target_device": Param(
+            spec.get("target_device"), type=["null", "string"], title="Target device profile name"
+        ),
+        "max_trials": Param(
+            spec.get("search", {}).get("max_trials", 8), type="integer", minimum=1, title="Candidates at most"
+        ),
+    }
+
+
+def add_compress_tasks(
+    dag: DAG,
+    spec_source: str,
+    *,
+    mlflow_conn_id: str | None = DEFAULT_MLFLOW_CONN_ID,
+    aws_conn_id: str | None = DEFAULT_AWS_CONN_ID,
+    artifacts: str | None = None,
+    workdir: str | None = None,
+    overrides: Any = None,
+    upstream: Any = None,
+) -> SqueezeflowPromoteOperator:
+    """Add the compression tasks to ``dag``; returns the promote task."""
+    common: dict[str, Any] = {
+        "mlflow_conn_id": mlflow_conn_id,
+        "aws_conn_id": aws_conn_id,
+        "artifacts": artifacts,
+        "workdir": workdir,
+    }
+    with dag:
+        spec = SqueezeflowResolveSpecOperator(
+            task_id="resolve_spec", spec_source=spec_source, overrides=overrides, aws_conn_id=aws_conn_id
+        )
+        if upstream is not None:
+            upstream >> spec
+        ingest = SqueezeflowIngestOperator(task_id="ingest", spec=spec.output, **common)
+        base = SqueezeflowBaselineOperator(
+            task_id="baseline", spec=spec.output, ingest=ingest.output, **common
+        )
+        base_bench = SqueezeflowBaselineBenchmarkOperator(
+            task_id="baseline_benchmark",
+            spec=spec.output,
+            ingest=ingest.output,
+            baseline=base.output,
+            **common,
+        )
+        plan = SqueezeflowPlanOperator(task_id="plan", spec=spec.output)
+        built = SqueezeflowOptimizeOperator.partial(
+            task_id="optimize", spec=spec.output, ingest=ingest.output, baseline=base.output, **common
+        ).expand(recipe=plan.output)
+        gated = SqueezeflowGateOperator.partial(
+            task_id="gate", spec=spec.output, ingest=ingest.output, baseline=base.output, **common
+        ).expand(outcome=built.output)
+        check = SqueezeflowGateCheckOperator(task_id="gate_check", outcomes=gated.output)
+        measured = SqueezeflowBenchmarkOperator.partial(
+            task_id="benchmark", spec=spec.output, ingest=ingest.output, **common
+        ).expand(outcome=gated.output)
+        check >> measured
+        base_bench >> plan
+        promote = SqueezeflowPromoteOperator(
+            task_id="promote",
+            spec=spec.output,
+            ingest=ingest.output,
+            baseline=base.output,
+            baseline_benchmarks=base_bench.output,
+            outcomes=measured.output,
+            **common,
+        )
+    return promote
+
+
+DAG_DOC = """
+#### squeezeflow compression
+
+Compresses the job's baseline model: candidates are built in parallel (one mapped `optimize` task per
+recipe), each is scored by the accuracy **gate** on held-out data, the ones that pass are **benchmarked**
+on the spec's device profiles, and the best eligible one (passed the gate, faster and smaller on the
+target profile) is **promoted** in the MLflow registry.
+
+* If no candidate passes the gate, `gate_check` skips benchmarking and promotion: the run succeeds,
+  nothing is promoted, and every candidate stays tracked in MLflow.
+* The promote task's XCom `summary` holds the candidate table; its *MLflow run* and *Registered model*
+  buttons open the run and the promoted version.
+"""
+
+
+def _dag(
+    doc: Mapping[str, Any], dag_id: str, schedule: Any, tags: list[str] | None, retries: int, doc_md: str
+) -> DAG:
+    return DAG(
+        dag_id=dag_id,
+        description=f"Compress {doc['name']} ({doc['model']['format']}) and promote it to "
+        f"{doc['registry']['model_name']}@{doc['registry']['alias']}",
+        schedule=schedule,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        tags=["squeezeflow", *(tags or [])],
+        params=run_params(doc),
+        doc_md=doc_md,
+        default_args={
+            "retries": retries,
+            "retry_delay": timedelta(seconds=30),
+            "retry_exponential_backoff": True,
+        },
+    )
+
+
+def _spec_doc(spec_source: str | Path, spec: Mapping[str, Any] | None) -> dict[str, Any]:
+    from squeezeflow import tasks
+
+    return dict(spec) if spec is not None else tasks.resolve_spec(spec_source)
+
+
+def compress_dag(
+    spec_source: str | Path,
+    *,
+    dag_id: str | None = None,
+    spec: Mapping[str, Any] | None = None,
+    schedule: Any = None,
+    tags: list[str] | None = None,
+    mlflow_conn_id: str | None = DEFAULT_MLFLOW_CONN_ID,
+    aws_conn_id: str | None = DEFAULT_AWS_CONN_ID,
+    artifacts: str | None = None,
+    workdir: str | None = None,
+    retries: int = 2,
+) -> DAG:
+    """The compression DAG for the spec at ``spec_source``. The spec is read and validated now, at parse
+    time (pass ``spec`` to reuse an already resolved document), and again at run time by `resolve_spec`,
+    so an edited spec file takes effect on the next run."""
+    doc = _spec_doc(spec_source, spec)
+    dag = _dag(doc, dag_id or dag_id_for(doc["name"]), schedule, tags, retries, DAG_DOC)
+    add_compress_tasks(
+        dag,
+        str(spec_source),
+        mlflow_conn_id=mlflow_conn_id,
+        aws_conn_id=aws_conn_id,
+        artifacts=artifacts,
+        workdir=workdir,
+    )
+    return dag
+
+
+RETRAIN_DOC = (
+    """
+#### squeezeflow retrain and compress
+
+`retrain` calls the training entry point (`module:callable`, `fn(spec, output_dir, **kwargs) -> path`),
+stores the new model in the artifact store and announces it on the job's baseline asset (event extra
+`model_uri`); the compression tasks then run on the new model.
+"""
+    + DAG_DOC
+)
+
+
+def retrain_and_compress_dag(
+    spec_source: str | Path,
+    *,
+    entrypoint: str,
+    entrypoint_kwargs: dict[str, Any] | None = None,
+    dag_id: str = "squeezeflow_retrain_and_compress",
+    spec: Mapping[str, Any] | None = None,
+    schedule: Any = "@weekly",
+    tags: list[str] | None = None,
+    mlflow_conn_id: str | None = DEFAULT_MLFLOW_CONN_ID,
+    aws_conn_id: str | None = DEFAULT_AWS_CONN_ID,
+    artifacts: str | None = None,
+    workdir: str | None = None,
+    retries: int = 2,
+) -> DAG:
+    """Scheduled retraining with the user's entry point, then the compression tasks on the new model."""
+    from squeezeflow.airflow.operators import SqueezeflowRetrainOperator
+
+    doc = _spec_doc(spec_source, spec)
+    dag = _dag(doc, dag_id, schedule, ["retrain", *(tags or [])], retries, RETRAIN_DOC)
+    with dag:
+        retrain = SqueezeflowRetrainOperator(
+            task_id="retrain",
+            spec=doc,
+            entrypoint=entrypoint,
+            entrypoint_kwargs=entrypoint_kwargs,
+            outlets=[baseline_asset(doc["name"])],
+            mlflow_conn_id=mlflow_conn_id,
+            aws_conn_id=aws_conn_id,
+            artifacts=artifacts,
+            workdir=workdir,
+        )
+    add_compress_tasks(
+        dag,
+        str(spec_source),
+        mlflow_conn_id=mlflow_conn_id,
+        aws_conn_id=aws_conn_id,
+        artifacts=artifacts,
+        workdir=workdir,
+        overrides={"model": {"uri": retrain.output}},
+        upstream=retrain,
+    )
+    return dag
+
+
+def dags_from_folder(folder: str | Path, **kwargs: Any) -> dict[str, DAG]:
+    """One compression DAG per ``*.yaml``/``*.yml`` job spec in ``folder`` (not recursive).
+
+    Returns them keyed by DAG id, for the caller to put in its module globals. A spec that does not
+    validate (or two specs with the same job name) makes no DAG; a `SpecImportWarning` names the file
+    and the problem, and the remaining DAGs are built as usual.
+    """
+    from squeezeflow import tasks
+
+    out: dict[str, DAG] = {}
+    for path in sorted([*Path(folder).glob("*.yaml"), *Path(folder).glob("*.yml")]):
+        try:
+            doc = tasks.resolve_spec(path)
+        except InvalidInputError as err:
+            warnings.warn(SpecImportWarning(f"{path.name}: no DAG made: {err}"), stacklevel=2)
+            continue
+        dag_id = dag_id_for(doc["name"])
+        if dag_id in out:
+            warnings.warn(
+                SpecImportWarning(
+                    f"{path.name}: no DAG made: job name {doc['name']!r} is used by another spec"
+                ),
+                stacklevel=2,
+            )
+            continue
+        out[dag_id] = compress_dag(path, spec=doc, dag_id=dag_id, tags=["template"], **kwargs)
+    return out

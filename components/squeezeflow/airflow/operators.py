@@ -1,0 +1,504 @@
+"""One operator per stage, thin over `squeezeflow.tasks`.
+
+Every operator takes the resolved job spec (a small JSON document) and the records of earlier stages,
+usually as ``XComArg``s, and returns its own record, so XCom carries URIs and hashes, never models or data.
+Candidates fan out with dynamic task mapping::
+
+    plan = SqueezeflowPlanOperator(task_id="plan", spec=spec.output)
+    built = SqueezeflowOptimizeOperator.partial(task_id="optimize", spec=..., ingest=..., baseline=...)
+        .expand(recipe=plan.output)
+
+Failures follow the CLI's exit codes: bad input (spec, model, data) fails the task without retries
+(`AirflowFailException`), an unreachable service raises and lets Airflow's retries work, and a
+candidate that fails its pass or the gate is a recorded outcome, not a task failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from airflow.providers.standard.operators.python import ShortCircuitOperator
+from airflow.sdk import BaseOperator, BaseOperatorLink, Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from squeezeflow import tasks
+from squeezeflow.airflow.hooks import DEFAULT_AWS_CONN_ID, DEFAULT_MLFLOW_CONN_ID, stage_settings
+from squeezeflow.errors import InvalidInputError
+from squeezeflow.stages import Settings
+
+log = logging.getLogger(__name__)
+
+# Keys a DAG run's params may set; each maps onto a job spec field (validated by the spec itself).
+PARAM_OVERRIDES: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "model_uri": lambda v: {"model": {"uri": v}},
+    "data_uri": lambda v: {"data": {"uri": v}},
+    "max_drop": lambda v: {"tolerance": {"max_drop": v}},
+    "tolerance_mode": lambda v: {"tolerance": {"mode": v}},
+    "devices": lambda v: {"devices": v},
+    "target_device": lambda v: {"target_device": v},
+    "max_trials": lambda v: {"search": {"max_trials": v}},
+    "alias": lambda v: {"registry": {"alias": v}},
+}
+
+
+def _merge(a: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def params_to_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Spec overrides from a DAG run's params; unset (None or empty) params change nothing."""
+    out: dict[str, Any] = {}
+    for name, to_spec in PARAM_OVERRIDES.items():
+        value = params.get(name)
+        if value is None or value == "" or value == []:
+            continue
+        out = _merge(out, to_spec(value))
+    return out
+
+
+def _url_join(base: str, fragment: str) -> str:
+    return f"{base.rstrip('/')}/{fragment}"
+
+
+class MlflowRunLink(BaseOperatorLink):
+    """The job's MLflow run (the parent of every candidate's run)."""
+
+    name = "MLflow run"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
+        return str(getattr(operator, "_squeezeflow_links", {}).get(self.name, ""))
+
+
+class RegisteredModelLink(BaseOperatorLink):
+    """The model version the job promoted, in the MLflow registry."""
+
+    name = "Registered model"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
+        return str(getattr(operator, "_squeezeflow_links", {}).get(self.name, ""))
+
+
+class SqueezeflowBaseOperator(BaseOperator):
+    """What every stage operator shares: connections, the artifact store, and error mapping.
+
+    :param spec: the resolved job spec (the output of `SqueezeflowResolveSpecOperator`).
+    :param mlflow_conn_id: MLflow connection (type ``mlflow``).
+    :param aws_conn_id: Amazon connection for ``s3://`` artifacts; None uses boto3's default chain.
+    :param artifacts: artifact store root (``s3://bucket/prefix`` or a directory shared by the workers);
+        defaults to the ``SQUEEZEFLOW_ARTIFACTS`` environment variable.
+    :param workdir: local scratch directory (a cache; the store is the source of truth).
+    """
+
+    template_fields: Sequence[str] = ("spec", "artifacts")
+    ui_color = "#e3f1ea"
+    operator_extra_links: tuple[BaseOperatorLink, ...] = (MlflowRunLink(),)
+
+    def __init__(
+        self,
+        *,
+        spec: Any,
+        mlflow_conn_id: str | None = DEFAULT_MLFLOW_CONN_ID,
+        aws_conn_id: str | None = DEFAULT_AWS_CONN_ID,
+        artifacts: str | None = None,
+        workdir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.spec = spec
+        self.mlflow_conn_id = mlflow_conn_id
+        self.aws_conn_id = aws_conn_id
+        self.artifacts = artifacts
+        self.workdir = workdir
+        self._squeezeflow_links: dict[str, str] = {}
+
+    def execute(self, context: Context) -> Any:
+        with stage_settings(self.mlflow_conn_id, self.aws_conn_id, self.artifacts, self.workdir) as settings:
+            try:
+                result = self.run_stage(settings, context)
+            except InvalidInputError as err:
+                # The input is wrong: retrying cannot help, so fail now and say why.
+                raise AirflowFailException(f"{type(err).__name__}: {err}") from err
+            self._remember_links(settings, result)
+            return result
+
+    def run_stage(self, settings: Settings, context: Context) -> Any:
+        raise NotImplementedError
+
+    def _remember_links(self, settings: Settings, result: Any) -> None:
+        uri = settings.tracking_uri
+        if not uri.startswith(("http://", "https://")) or not isinstance(result, dict):
+            return
+        record = result.get("candidate", result)
+        run_id = record.get("run_id") or record.get("parent_run_id")
+        exp = result.get("experiment_id")
+        if run_id and exp:
+            self._squeezeflow_links[MlflowRunLink.name] = _url_join(uri, f"#/experiments/{exp}/runs/{run_id}")
+        elif run_id:
+            self._squeezeflow_links[MlflowRunLink.name] = _url_join(uri, f"#/runs/{run_id}")
+
+
+class SqueezeflowResolveSpecOperator(BaseOperator):
+    """Load a job spec (a file on the worker or ``s3://``), apply the run's overrides, validate it, and
+    return it with defaults filled in. Invalid overrides fail here, naming the spec field.
+
+    :param spec_source: path or ``s3://`` URI of the YAML job spec.
+    :param overrides: spec fields to change (a nested mapping).
+    :param use_params: also take overrides from the DAG run's params (``model_uri``, ``max_drop``,
+        ``tolerance_mode``, ``devices``, ``target_device``, ``max_trials``, ``alias``, ``data_uri``) and
+        from the triggering asset event's ``model_uri`` extra.
+    """
+
+    template_fields: Sequence[str] = ("spec_source", "overrides")
+    ui_color = "#f4f1de"
+
+    def __init__(
+        self,
+        *,
+        spec_source: str,
+        overrides: dict[str, Any] | None = None,
+        use_params: bool = True,
+        aws_conn_id: str | None = DEFAULT_AWS_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.spec_source = spec_source
+        self.overrides = overrides
+        self.use_params = use_params
+        self.aws_conn_id = aws_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        # Later wins: the run's params, then a triggering asset event's model, then the DAG's wiring.
+        overrides: dict[str, Any] = {}
+        if self.use_params:
+            overrides = params_to_overrides(context.get("params") or {})
+            for events in (context.get("triggering_asset_events") or {}).values():
+                for event in events:
+                    extra = getattr(event, "extra", None) or {}
+                    if extra.get("model_uri"):
+                        overrides = _merge(overrides, {"model": {"uri": extra["model_uri"]}})
+        overrides = _merge(overrides, self.overrides or {})
+        from squeezeflow.airflow.hooks import _connection_exists, aws_environment, patched_environ
+
+        env = (
+            aws_environment(self.aws_conn_id)
+            if self.aws_conn_id and _connection_exists(self.aws_conn_id)
+            else {}
+        )
+        try:
+            with patched_environ(env):
+                spec = tasks.resolve_spec(self.spec_source, overrides or None)
+        except InvalidInputError as err:
+            raise AirflowFailException(str(err)) from err
+        log.info("job %s: model %s, tolerance %s", spec["name"], spec["model"]["uri"], spec["tolerance"])
+        return spec
+
+
+class SqueezeflowIngestOperator(SqueezeflowBaseOperator):
+    """Validate the dataset (structure and a Great Expectations suite) and record the inputs' hashes."""
+
+    def run_stage(self, settings: Settings, context: Context) -> dict[str, Any]:
+        return tasks.ingest_task(self.spec, settings)
+
+
+class SqueezeflowBaselineOperator(SqueezeflowBaseOperator):
+    """Export the baseline to ONNX and score it on the held-out split."""
+
+    template_fields: Sequence[str] = ("spec", "artifacts", "ingest")
+
+    def __init__(self, *, ingest: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ingest = ingest
+
+    def run_stage(self, settings: Settings, context: Context) -> dict[str, Any]:
+        return tasks.baseline_task(self.spec, settings, self.ingest)
+
+
+class SqueezeflowBaselineBenchmarkOperator(SqueezeflowBaseOperator):
+    """Measure the baseline on every device profile of the spec."""
+
+    template_fields: Sequence[str] = ("spec", "artifacts", "ingest", "baseline")
+
+    def __init__(self, *, ingest: Any, baseline: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ingest = ingest
+        self.baseline = baseline
+
+    def run_stage(self, settings: Settings, context: Context) -> dict[str, Any]:
+        return tasks.baseline_benchmark_task(self.spec, settings, self.ingest, self.baseline)
+
+
+class SqueezeflowPlanOperator(BaseOperator):
+    """The recipes to fan out over (the spec's list, or the default cheap-first list), capped by
+    ``search.max_trials``."""
+
+    template_fields: Sequence[str] = ("spec",)
+    ui_color = "#f4f1de"
+
+    def __init__(self, *, spec: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec = spec
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        recipes = tasks.plan_task(self.spec)
+        log.info("planned %d candidates: %s", len(recipes), ", ".join(r.get("name") or "?" for r in recipes))
+        return recipes
+
+
+def _label(recipe: Mapping[str, Any]) -> str:
+    name = recipe.get("name")
+    if name:
+        return str(name)
+    return "+".join(str(s.get("name")) for s in recipe.get("steps", [])) or "candidate"
+
+
+class SqueezeflowOptimizeOperator(SqueezeflowBaseOperator):
+    """Build one candidate from one recipe (map it over the plan with ``.expand(recipe=...)``)."""
+
+    template_fields: Sequence[str] = ("spec", "artifacts", "ingest", "baseline", "recipe")
+
+    def __init__(self, *, ingest: Any, baseline: Any, recipe: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("map_index_template", "{{ squeezeflow_candidate }}")
+        super().__init__(**kwargs)
+        self.ingest = ingest
+        self.baseline = baseline
+        self.recipe = recipe
+
+    def run_stage(self, settings: Settings, context: Context) -> dict[str, Any]:
+        context["squeezeflow_candidate"] = _label(self.recipe)  # type: ignore[typeddict-unknown-key]
+        out = tasks.optimize_task(self.spec, settings, self.ingest, self.baseline, self.recipe)
+        cand = out["candidate"]
+        if cand["status"] != "ok":
+            log.warning("candidate %s was not built: %s", cand["recipe"].get("name"), cand.get("error"))
+        return out
+
+
+def _candidate_label(outcome: Mapping[str, Any]) -> str:
+    return _label(outcome.get("candidate", {}).get("recipe", {}))
+
+
+class SqueezeflowGateOperator(SqueezeflowBaseOperator):
+    """Score one candidate against the accuracy gate (map it over the optimize task's output)."""
+
+    template_fields: Sequence[str] = ("spec", "artifacts", "ingest", "baseline", "outcome")
+
+    def __init__(self, *, ingest: Any, baseline: Any, outcome: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("map_index_template", "{{ squeezeflow_candidate }}")
+        super().__init__(**kwargs)
+        self.ingest = ingest
+        self.baseline = baseline
+        self.outcome = outcome
+
+    def run_stage(self, settings: Settings, context: Context) -> dict[str, Any]:
+        context["squeezeflow_candidate"] = _candidate_label(self.outcome)  # type: ignore[typeddict-unknown-key]
+        out = tasks.gate_task(self.spec, settings, self.ingest, self.baseline, self.outcome)
+        g = out["gate"]
+        log.info("gate %s: %s", "PASSED" if g["passed"] else "FAILED", g["reason"])
+        return out
+
+
+class SqueezeflowGateCheckOperator(ShortCircuitOperator):
+    """Short-circuits the rest of the run when no candidate passed the accuracy gate: benchmarking and
+    promotion are skipped (not failed), the verdict is logged and returned, and every candidate stays
+    tracked in MLflow."""
+
+    ui_color = "#fde2e4"
+
+    def __init__(self, *, outcomes: Any, **kwargs: Any) -> None:
+        super().__init__(python_callable=_gate_check, op_kwargs={"outcomes": outcomes}, **kwargs)
+
+
+def _gate_check(outcomes: Sequence[Mapping[str, Any]]) -> bool:
+    items = list(outcomes)
+    verdict = tasks.gate_verdict(items)
+    for o in items:
+        g = o.get("gate", {})
+        log.info(
+            "  %-40s %s  %s", _candidate_label(o), "pass" if g.get("passed") else "FAIL", g.get("reason")
+        )
+    log.info("%s", verdict)
+    if not tasks.any_passed(items):
+        log.warning("no candidate passed the accuracy gate: benchmarking and promotion are skipped")
+        return False
+    return True
+
+
+class SqueezeflowBenchmarkOperator(SqueezeflowBaseOperator):
+    """Measure one candidate on the spec's device profiles (only candidates that passed the gate are
+    timed; the others go through unchanged)."""
+
+    template_fields: Sequence[str] = ("spec", "artifacts", "ingest", "outcome")
+
+    def __init__(self, *, ingest: Any, outcome: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("map_index_template", "{{ squeezeflow_candidate }}")
+        super().__init__(**kwargs)
+        self.ingest = ingest
+        self.outcome = outcome
+
+    def run_stage(self, settings: Settings, context: Context) -> dict[str, Any]:
+        context["squeezeflow_candidate"] = _candidate_label(self.outcome)  # type: ignore[typeddict-unknown-key]
+        return tasks.benchmark_task(self.spec, settings, self.ingest, self.outcome)
+
+
+def summary_markdown(result: Mapping[str, Any]) -> str:
+    """The job's result as a Markdown table (for XCom, the task's log and the UI)."""
+    metric = result["metric_name"]
+    lines = [
+        f"### squeezeflow job `{result['job']}`",
+        "",
+        f"Baseline {metric} {result['baseline_metric']:.4f}, {result['baseline_size_bytes'] / 1e6:.2f} MB, "
+        f"p50 {result['baseline_p50_ms']:.3f} ms on `{result['target_profile']}`.",
+        "",
+        f"| candidate | {metric} | Δ pt | size MB | p50 ms | gate | eligible | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["candidates"]:
+
+        def num(v: Any, fmt: str) -> str:
+            return "–" if v is None else format(v, fmt)
+
+        size = None if r["size_bytes"] is None else r["size_bytes"] / 1e6
+        delta = None if r["delta"] is None else 100 * r["delta"]
+        note = str(r.get("error") or r.get("note") or "").replace("|", "/")[:120]
+        lines.append(
+            f"| {r['label']} | {num(r['metric'], '.4f')} | {num(delta, '+.2f')} | {num(size, '.3f')} | "
+            f"{num(r['p50_ms'], '.3f')} | {r['gate']} | {'yes' if r['eligible'] else 'no'} | {note} |"
+        )
+    p = result["promotion"]
+    lines.append("")
+    if p["promoted"]:
+        lines.append(
+            f"**Promoted** `{p['candidate_label']}` as `{p['model_name']}` version {p['version']} "
+            f"@{p['alias']}"
+            + (f" (previously version {p['previous_version']})" if p.get("previous_version") else "")
+        )
+    else:
+        lines.append(f"**Nothing promoted:** {p['reason']}")
+    return "\n".join(lines)
+
+
+class SqueezeflowPromoteOperator(SqueezeflowBaseOperator):
+    """Promote the best eligible candidate (passed the gate on matching evidence, faster and smaller
+    on the target profile) in the MLflow registry, and return the job's result. Pushes a Markdown
+    summary under the XCom key ``summary``."""
+
+    template_fields: Sequence[str] = (
+        "spec",
+        "artifacts",
+        "ingest",
+        "baseline",
+        "baseline_benchmarks",
+        "outcomes",
+    )
+    operator_extra_links = (MlflowRunLink(), RegisteredModelLink())
+    ui_color = "#cde7f0"
+
+    def __init__(
+        self, *, ingest: Any, baseline: Any, baseline_benchmarks: Any, outcomes: Any, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.ingest = ingest
+        self.baseline = baseline
+        self.baseline_benchmarks = baseline_benchmarks
+        self.outcomes = outcomes
+
+    def run_stage(self, settings: Settings, context: Context) -> dict[str, Any]:
+        started = None
+        dag_run = context.get("dag_run")
+        start_date = getattr(dag_run, "start_date", None)
+        if start_date is not None:
+            started = start_date.timestamp()
+        result = tasks.promote_task(
+            self.spec,
+            settings,
+            self.ingest,
+            self.baseline,
+            self.baseline_benchmarks,
+            list(self.outcomes or []),
+            started=started or time.time(),
+        )
+        md = summary_markdown(result)
+        for line in md.splitlines():
+            log.info("%s", line)
+        context["ti"].xcom_push(key="summary", value=md)
+        p = result["promotion"]
+        uri = settings.tracking_uri
+        if p["promoted"] and uri.startswith(("http://", "https://")):
+            self._squeezeflow_links[RegisteredModelLink.name] = _url_join(
+                uri, f"#/models/{p['model_name']}/versions/{p['version']}"
+            )
+        return result
+
+
+__all__ = [
+    "MlflowRunLink",
+    "RegisteredModelLink",
+    "SqueezeflowBaseOperator",
+    "SqueezeflowBaselineBenchmarkOperator",
+    "SqueezeflowBaselineOperator",
+    "SqueezeflowBenchmarkOperator",
+    "SqueezeflowGateCheckOperator",
+    "SqueezeflowGateOperator",
+    "SqueezeflowIngestOperator",
+    "SqueezeflowOptimizeOperator",
+    "SqueezeflowPlanOperator",
+    "SqueezeflowPromoteOperator",
+    "SqueezeflowResolveSpecOperator",
+    "SqueezeflowRetrainOperator",
+    "params_to_overrides",
+    "summary_markdown",
+]
+
+
+class SqueezeflowRetrainOperator(SqueezeflowBaseOperator):
+    """Retrain the baseline with the user's entry point, store the new model in the artifact store and
+    return its URI; announces it on the job's baseline asset (event extra ``model_uri``).
+
+    :param entrypoint: ``module:callable`` with the signature ``fn(spec: dict, output_dir: str, **kwargs)
+        -> str`` returning the new model file (in the spec's model format). It is DAG-author code, run
+        in the worker like any Python callable.
+    :param entrypoint_kwargs: keyword arguments for the entry point.
+    """
+
+    template_fields: Sequence[str] = ("spec", "artifacts", "entrypoint", "entrypoint_kwargs")
+    ui_color = "#fff3b0"
+
+    def __init__(
+        self, *, entrypoint: str, entrypoint_kwargs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.entrypoint = entrypoint
+        self.entrypoint_kwargs = entrypoint_kwargs or {}
+
+    def run_stage(self, settings: Settings, context: Context) -> str:
+        import importlib
+        from pathlib import Path
+
+        from squeezeflow.store import open_store
+
+        module, _, attr = str(self.entrypoint).partition(":")
+        if not module or not attr:
+            raise InvalidInputError(
+                f"entrypoint must look like 'package.module:callable', got {self.entrypoint!r}"
+            )
+        try:
+            fn = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as err:
+            raise InvalidInputError(
+                f"cannot import the training entry point {self.entrypoint!r}: {err}"
+            ) from err
+        out_dir = Path(settings.workdir) / "retrain" / str(context["run_id"]).replace(":", "_")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        produced = Path(fn(dict(self.spec), str(out_dir), **self.entrypoint_kwargs))
+        if not produced.is_file():
+            raise InvalidInputError(f"the entry point returned {produced}, which is not a file")
+        ref = open_store(settings.artifacts).put_file(produced, suffix=produced.suffix)
+        log.info("retrained model stored at %s (sha256 %s)", ref.uri, ref.sha256)
+        for asset in self.outlets or []:
+            context["outlet_events"][asset].extra = {"model_uri": ref.uri, "sha256": ref.sha256}
+        return ref.uri
