@@ -17,12 +17,14 @@ import typer
 from rich.console import Console
 
 from squeezeflow.errors import SqueezeflowError
+from squeezeflow.kfp.cli import kfp_app
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Automated model optimization with an accuracy gate."
 )
 spec_app = typer.Typer(no_args_is_help=True, help="Inspect and validate job specs.")
 app.add_typer(spec_app, name="spec")
+app.add_typer(kfp_app, name="kfp")
 err_console = Console(stderr=True)
 
 TrackingOpt = Annotated[

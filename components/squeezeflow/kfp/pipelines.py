@@ -1,0 +1,318 @@
+"""The Kubeflow pipelines: compress, and retrain-and-compress.
+
+::
+
+    ingest -> baseline -> baseline benchmark
+                       -> ParallelFor(recipe in plan): optimize -> gate -> benchmark
+                       -> gate verdict (Collected) -> If passed:  promote (registry alias, report)
+                                                      Else:       summarize (same step, nothing moves)
+
+Parameters the run form shows: ``spec`` (a job spec as JSON/YAML text, or an ``s3://`` URI of one) and
+the fields a person changes between runs (model and data URIs, allowed drop, registered model name ...).
+An empty string, a negative ``max_drop`` or ``max_trials`` 0 mean "as in the spec". ``stamp_defaults``
+makes a per-model pipeline whose form is prefilled from a spec (``squeezeflow kfp compile``).
+
+Deployment settings are not parameters: every task maps the environment that :meth:`Settings.resolve`
+reads from one Kubernetes secret (``secret_name``, a compile-time option), key name = variable name::
+
+    kubectl create secret generic squeezeflow \\
+      --from-literal=MLFLOW_TRACKING_URI=http://mlflow.mlflow:5000 \\
+      --from-literal=SQUEEZEFLOW_ARTIFACTS=s3://models/squeezeflow \\
+      --from-literal=AWS_ACCESS_KEY_ID=... --from-literal=AWS_SECRET_ACCESS_KEY=... \\
+      --from-literal=AWS_ENDPOINT_URL_S3=http://minio.minio:9000
+
+Caching is off for every task: the stages reuse their own content-addressed records, and promotion
+must see the registry as it is now.
+"""
+
+# No `from __future__ import annotations`: KFP reads the pipeline functions' annotations at runtime.
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: Environment variables mapped from the Kubernetes secret (key name = variable name).
+SECRET_ENV: tuple[str, ...] = (
+    "MLFLOW_TRACKING_URI",
+    "SQUEEZEFLOW_ARTIFACTS",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_ENDPOINT_URL_S3",
+)
+DEFAULT_SECRET = "squeezeflow"
+DEFAULT_PARALLELISM = 4
+
+
+@dataclass(frozen=True)
+class FormDefaults:
+    """What the run form shows before anyone edits it."""
+
+    spec: str = ""
+    job_name: str = ""
+    model_uri: str = ""
+    data_uri: str = ""
+    max_drop: float = -1.0
+    tolerance_mode: str = ""
+    objective: str = ""
+    max_trials: int = 0
+    model_name: str = ""
+    alias: str = ""
+
+    @classmethod
+    def from_spec(cls, doc: Mapping[str, Any]) -> "FormDefaults":
+        """Defaults stamped from a job spec document (as written, validated by the caller)."""
+        tol = doc.get("tolerance") or {}
+        reg = doc.get("registry") or {}
+        search = doc.get("search") or {}
+        return cls(
+            spec=json.dumps(dict(doc), sort_keys=True),
+            job_name=str(doc.get("name", "")),
+            model_uri=str((doc.get("model") or {}).get("uri", "")),
+            data_uri=str((doc.get("data") or {}).get("uri", "")),
+            max_drop=float(tol.get("max_drop", -1.0)),
+            tolerance_mode=str(tol.get("mode", "")),
+            objective=str(doc.get("objective", "")),
+            max_trials=int(search.get("max_trials", 0)),
+            model_name=str(reg.get("model_name", "")),
+            alias=str(reg.get("alias", "")),
+        )
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Compile-time options."""
+
+    secret_name: str | None = DEFAULT_SECRET
+    secret_env: Sequence[str] = field(default=SECRET_ENV)
+    parallelism: int = DEFAULT_PARALLELISM
+    benchmark_cpu: str | None = "2"
+    """CPU request and limit of the benchmark tasks (a profile's threads need cores of their own)."""
+
+
+def _configure(task: Any, opts: PipelineOptions, name: str, *, settings: bool = True) -> Any:
+    task.set_display_name(name)
+    task.set_caching_options(False)
+    if settings and opts.secret_name:
+        from kfp import kubernetes
+
+        kubernetes.use_secret_as_env(
+            task, secret_name=opts.secret_name, secret_key_to_env={k: k for k in opts.secret_env}
+        )
+    return task
+
+
+def _benchmark_resources(task: Any, opts: PipelineOptions) -> None:
+    if opts.benchmark_cpu:
+        task.set_cpu_request(opts.benchmark_cpu).set_cpu_limit(opts.benchmark_cpu)
+
+
+def _compression(ing: Any, opts: PipelineOptions) -> None:
+    """Everything after ingest; ``ing`` is the ingest task."""
+    from kfp import dsl
+
+    from squeezeflow.kfp import components as c
+
+    dataset = ing.outputs["dataset"]
+    base = _configure(c.baseline(dataset=dataset), opts, "baseline")
+    base_model = base.outputs["model"]
+    base_bench = _configure(
+        c.baseline_benchmark(dataset=dataset, baseline=base_model), opts, "baseline benchmark"
+    )
+    _benchmark_resources(base_bench, opts)
+    planned = _configure(c.plan(dataset=dataset), opts, "plan recipes", settings=False)
+
+    # Only the loop item, pipeline parameters and artifacts enter the loop body: kfp.local (2.17)
+    # replaces every task-output *parameter* passed into a ParallelFor with the loop item.
+    with dsl.ParallelFor(planned.output, parallelism=opts.parallelism) as recipe:
+        opt = _configure(c.optimize(dataset=dataset, baseline=base_model, recipe=recipe), opts, "optimize")
+        # The baseline is measured first, alone: never beside candidates on the same cores.
+        opt.after(base_bench)
+        gated = _configure(
+            c.gate(dataset=dataset, baseline=base_model, outcome=opt.outputs["Output"]), opts, "accuracy gate"
+        )
+        bench = _configure(c.benchmark(dataset=dataset, outcome=gated.outputs["Output"]), opts, "benchmark")
+        _benchmark_resources(bench, opts)
+
+    def promote(display: str) -> None:
+        task = c.promote(
+            dataset=dataset,
+            baseline=base_model,
+            baseline_benchmarks=base_bench.outputs["Output"],
+            outcomes=dsl.Collected(bench.outputs["Output"]),
+            started=ing.outputs["Output"],
+        )
+        _configure(task, opts, display)
+
+    verdict = _configure(
+        c.gate_verdict(outcomes=dsl.Collected(bench.outputs["Output"])), opts, "gate verdict", settings=False
+    )
+    with dsl.If(verdict.outputs["Output"] == True, name="a candidate passed"):  # noqa: E712 - a KFP condition
+        promote("promote")
+    with dsl.Else(name="nothing passed"):
+        promote("summarize (nothing passed the gate)")
+
+
+def build_compress(
+    defaults: FormDefaults | None = None,
+    opts: PipelineOptions | None = None,
+    name: str = "squeezeflow-compress",
+) -> Callable[..., Any]:
+    """The compress pipeline, with the run form's defaults and the compile-time options given."""
+    from kfp import dsl
+
+    from squeezeflow.kfp import components as c
+
+    d = defaults or FormDefaults()
+    o = opts or PipelineOptions()
+
+    @dsl.pipeline(
+        name=name,
+        description="Compress a trained model (int8 quantization, pruning, distillation), gate it on "
+        "accuracy, benchmark it and promote the best passing candidate in the MLflow registry.",
+    )
+    def compress(
+        spec: str = d.spec,
+        job_name: str = d.job_name,
+        model_uri: str = d.model_uri,
+        data_uri: str = d.data_uri,
+        max_drop: float = d.max_drop,
+        tolerance_mode: str = d.tolerance_mode,
+        objective: str = d.objective,
+        max_trials: int = d.max_trials,
+        model_name: str = d.model_name,
+        alias: str = d.alias,
+    ) -> None:
+        ing = c.ingest(
+            spec=spec,
+            job_name=job_name,
+            model_uri=model_uri,
+            data_uri=data_uri,
+            max_drop=max_drop,
+            tolerance_mode=tolerance_mode,
+            objective=objective,
+            max_trials=max_trials,
+            model_name=model_name,
+            alias=alias,
+        )
+        _compression(_configure(ing, o, "ingest"), o)
+
+    return compress
+
+
+def build_retrain_and_compress(
+    defaults: FormDefaults | None = None,
+    opts: PipelineOptions | None = None,
+    name: str = "squeezeflow-retrain-and-compress",
+    entrypoint: str = "",
+    train_kwargs: str = "{}",
+) -> Callable[..., Any]:
+    """Retrain (optional: skipped when ``train_entrypoint`` is empty), then the same compression."""
+    from kfp import dsl
+
+    from squeezeflow.kfp import components as c
+
+    d = defaults or FormDefaults()
+    o = opts or PipelineOptions()
+
+    @dsl.pipeline(
+        name=name,
+        description="Retrain a model with your training entry point (module:callable writing a state_dict), "
+        "then compress, gate, benchmark and promote it.",
+    )
+    def retrain_and_compress(
+        spec: str = d.spec,
+        train_entrypoint: str = entrypoint,
+        train_kwargs: str = train_kwargs,
+        job_name: str = d.job_name,
+        model_uri: str = d.model_uri,
+        data_uri: str = d.data_uri,
+        max_drop: float = d.max_drop,
+        tolerance_mode: str = d.tolerance_mode,
+        objective: str = d.objective,
+        max_trials: int = d.max_trials,
+        model_name: str = d.model_name,
+        alias: str = d.alias,
+    ) -> None:
+        trained = _configure(
+            c.retrain(
+                spec=spec,
+                entrypoint=train_entrypoint,
+                train_kwargs=train_kwargs,
+                job_name=job_name,
+                model_uri=model_uri,
+                data_uri=data_uri,
+            ),
+            o,
+            "retrain",
+        )
+        ing = c.ingest(
+            spec=spec,
+            job_name=job_name,
+            model_uri=trained.outputs["Output"],
+            data_uri=data_uri,
+            max_drop=max_drop,
+            tolerance_mode=tolerance_mode,
+            objective=objective,
+            max_trials=max_trials,
+            model_name=model_name,
+            alias=alias,
+        )
+        _compression(_configure(ing, o, "ingest"), o)
+
+    return retrain_and_compress
+
+
+def compile_pipeline(pipeline: Callable[..., Any], out: Path, image: str | None = None) -> Path:
+    """Compile ``pipeline`` to ``out`` (KFP IR YAML); ``image`` replaces the components' image."""
+    from kfp import compiler
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(pipeline, str(out))
+    if image:
+        from squeezeflow.kfp import IMAGE
+
+        docs = list(yaml.safe_load_all(out.read_text()))
+        for ex in docs[0]["deploymentSpec"]["executors"].values():
+            if ex.get("container", {}).get("image") == IMAGE:
+                ex["container"]["image"] = image
+        out.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return out
+
+
+def spec_document(path: Path) -> dict[str, Any]:
+    """A spec file's document as written, after validating it."""
+    from squeezeflow.spec import load_spec
+
+    load_spec(path)
+    doc = yaml.safe_load(path.read_text())
+    return dict(doc)
+
+
+def pipeline_name(job: str) -> str:
+    """A KFP pipeline name for a job: lower case, dashes."""
+    return "squeezeflow-" + "".join(ch if ch.isalnum() else "-" for ch in job.lower()).strip("-")
+
+
+def stamp(
+    spec_path: Path,
+    out: Path,
+    *,
+    retrain: bool = False,
+    entrypoint: str = "",
+    opts: PipelineOptions | None = None,
+    image: str | None = None,
+    name: str | None = None,
+) -> Path:
+    """A per-model pipeline: the run form prefilled from the spec at ``spec_path``."""
+    doc = spec_document(spec_path)
+    defaults = FormDefaults.from_spec(doc)
+    pname = name or pipeline_name(str(doc["name"]))
+    if retrain:
+        fn = build_retrain_and_compress(defaults, opts, name=pname, entrypoint=entrypoint)
+    else:
+        fn = build_compress(defaults, opts, name=pname)
+    return compile_pipeline(fn, out, image=image)

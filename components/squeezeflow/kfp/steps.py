@@ -1,0 +1,483 @@
+"""What each Kubeflow component does, between its KFP artifacts and :mod:`squeezeflow.tasks`.
+
+The components in :mod:`squeezeflow.kfp.components` are one call into this module, so the code that
+runs in a pod is plain, type-checked Python. Nothing here re-implements a stage: every step reads its
+inputs, calls the task function, and writes what KFP shows.
+
+**Handles.** An artifact this package writes (``Dataset``, ``Model``) is a small JSON file, a *handle*:
+the stage record, which points at the bytes in the artifact store (``SQUEEZEFLOW_ARTIFACTS``, a
+directory or ``s3://``) by URI and SHA-256. The dataset handle also carries the resolved job spec, so
+every later step takes the dataset artifact and knows the job. The artifact's ``metadata`` repeats the
+store URI, the hash and the headline numbers for the UI. Nothing large is copied into the pipeline root.
+
+Deployment settings (MLflow URI, artifact store, S3 credentials and endpoint) come from the pod's
+environment through :meth:`Settings.resolve`; in a cluster the pipeline maps them from a Kubernetes
+secret (see :mod:`squeezeflow.kfp.pipelines`).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from squeezeflow import tasks
+from squeezeflow.errors import InvalidInputError, SpecError
+from squeezeflow.stages import Settings
+
+log = logging.getLogger(__name__)
+
+HANDLE_FORMAT = "squeezeflow.kfp-handle/v1"
+Doc = dict[str, Any]
+
+
+# -- handles ------------------------------------------------------------------------------------------
+
+
+def write_handle(
+    artifact: Any, stage: str, record: Mapping[str, Any], spec: Mapping[str, Any] | None = None
+) -> None:
+    doc: Doc = {"format": HANDLE_FORMAT, "stage": stage, "record": dict(record)}
+    if spec is not None:
+        doc["spec"] = dict(spec)
+    path = Path(artifact.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True))
+
+
+def read_handle(artifact: Any, stage: str) -> Doc:
+    try:
+        doc = json.loads(Path(artifact.path).read_text())
+    except (OSError, ValueError) as err:
+        raise InvalidInputError(f"{artifact.path} is not a squeezeflow {stage} artifact: {err}") from None
+    if not isinstance(doc, dict) or doc.get("format") != HANDLE_FORMAT or doc.get("stage") != stage:
+        raise InvalidInputError(f"{artifact.path} is not a squeezeflow {stage} artifact")
+    return doc
+
+
+def job_of_dataset(dataset: Any) -> tuple[Doc, Doc]:
+    """The resolved job spec and the ingest record, from the dataset artifact."""
+    doc = read_handle(dataset, "ingest")
+    return doc["spec"], doc["record"]
+
+
+def _ref_metadata(artifact: Any, ref: Mapping[str, Any] | None, **extra: Any) -> None:
+    if ref:
+        artifact.metadata["store_uri"] = ref["uri"]
+        artifact.metadata["sha256"] = ref["sha256"]
+        artifact.metadata["size_bytes"] = int(ref["size"])
+    for k, v in extra.items():
+        if v is not None:
+            artifact.metadata[k] = v
+
+
+def _log_metrics(metrics: Any, values: Mapping[str, float | int | None]) -> None:
+    for k, v in values.items():
+        if v is not None:
+            metrics.log_metric(k, float(v))
+
+
+# -- the job spec from UI parameters --------------------------------------------------------------------
+
+
+def overrides_from_params(
+    *,
+    job_name: str = "",
+    model_uri: str = "",
+    data_uri: str = "",
+    max_drop: float = -1.0,
+    tolerance_mode: str = "",
+    objective: str = "",
+    max_trials: int = 0,
+    model_name: str = "",
+    alias: str = "",
+) -> Doc:
+    """The spec fields a run form changes. An empty string, a negative drop or zero trials: unchanged."""
+    doc: Doc = {}
+    if job_name:
+        doc["name"] = job_name
+    if model_uri:
+        doc["model"] = {"uri": model_uri}
+    if data_uri:
+        doc["data"] = {"uri": data_uri}
+    tol: Doc = {}
+    if max_drop >= 0:
+        tol["max_drop"] = max_drop
+    if tolerance_mode:
+        tol["mode"] = tolerance_mode
+    if tol:
+        doc["tolerance"] = tol
+    if objective:
+        doc["objective"] = objective
+    if max_trials > 0:
+        doc["search"] = {"max_trials": max_trials}
+    reg: Doc = {}
+    if model_name:
+        reg["model_name"] = model_name
+    if alias:
+        reg["alias"] = alias
+    if reg:
+        doc["registry"] = reg
+    return doc
+
+
+def resolve_spec_param(spec: str, overrides: Mapping[str, Any]) -> Doc:
+    """The ``spec`` pipeline parameter (JSON or YAML text, or an ``s3://`` URI of a spec file) with the
+    run form's overrides, validated."""
+    text = spec.strip()
+    if not text:
+        raise SpecError(
+            "the `spec` parameter is empty: paste a job spec (JSON or YAML) or an s3:// URI of one"
+        )
+    if text.startswith("s3://"):
+        return tasks.resolve_spec(text, overrides)
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpecError(f"the `spec` parameter is not valid JSON or YAML: {err}") from None
+    if not isinstance(doc, dict):
+        raise SpecError("the `spec` parameter must be a mapping (a job spec), or an s3:// URI of one")
+    return tasks.resolve_spec(doc, overrides)
+
+
+# -- steps --------------------------------------------------------------------------------------------
+
+
+def retrain(spec: str, overrides: Mapping[str, Any], entrypoint: str, train_kwargs: str, model: Any) -> str:
+    """Run the user's training entry point and put the new ``state_dict`` in the artifact store.
+
+    ``entrypoint`` is ``module:callable``, called as ``fn(data_dir=..., output_path=..., base_model_uri=...,
+    **train_kwargs)``; it must write a ``state_dict`` (``torch.save(model.state_dict(), output_path)``)
+    that the spec's ``model.factory`` builds. Returns the new model's store URI, or the ``model_uri``
+    override unchanged when ``entrypoint`` is empty (the step is skipped).
+    """
+    unchanged = str(overrides.get("model", {}).get("uri") or "")
+    if not entrypoint.strip():
+        log.info("no training entry point: compressing the model as it is")
+        write_handle(model, "retrain", {"skipped": True, "model_uri": unchanged})
+        return unchanged
+    try:
+        kwargs = json.loads(train_kwargs or "{}")
+    except ValueError as err:
+        raise InvalidInputError(f"train_kwargs is not JSON: {err}") from None
+    if not isinstance(kwargs, dict):
+        raise InvalidInputError("train_kwargs must be a JSON object")
+    doc = resolve_spec_param(spec, overrides)
+    record = tasks.retrain_task(doc, Settings.resolve(), entrypoint, kwargs)
+    write_handle(model, "retrain", record)
+    _ref_metadata(model, record["model"], format="state_dict", factory=doc["model"].get("factory"))
+    return str(record["model_uri"])
+
+
+def ingest(spec: str, overrides: Mapping[str, Any], dataset: Any) -> float:
+    """Resolve the spec, validate the data and fingerprint the model. Returns the job's start time."""
+    started = time.time()
+    resolved = resolve_spec_param(spec, overrides)
+    record = tasks.ingest_task(resolved, Settings.resolve())
+    write_handle(dataset, "ingest", record, spec=resolved)
+    info = record["dataset"]
+    _ref_metadata(
+        dataset,
+        None,
+        store_uri=info["uri"],
+        sha256=info["sha256"],
+        name=info["name"],
+        num_classes=info["num_classes"],
+        split_sizes=json.dumps(info["split_sizes"]),
+        validation_passed=bool(record["validation"]["success"]),
+        job=resolved["name"],
+        model_source=record["model_source"]["uri"],
+    )
+    return started
+
+
+def baseline(dataset: Any, model: Any, metrics: Any) -> None:
+    spec, ing = job_of_dataset(dataset)
+    record = tasks.baseline_task(spec, Settings.resolve(), ing)
+    write_handle(model, "baseline", record)
+    _ref_metadata(model, record["onnx"], format="onnx", metric_name=record["metric_name"], role="baseline")
+    m = record["measure"]
+    _log_metrics(
+        metrics,
+        {
+            record["metric_name"]: record["metric"],
+            f"val_{record['metric_name']}": record["val_metric"],
+            "size_bytes": m["size_bytes"],
+            "params": m["params"],
+            "macs": m["macs"],
+        },
+    )
+
+
+def _bench_metrics(metrics: Any, benches: Sequence[Mapping[str, Any]]) -> None:
+    for b in benches:
+        p = b["profile"]
+        _log_metrics(
+            metrics,
+            {
+                f"{p}.p50_ms": b["p50_ms"],
+                f"{p}.p95_ms": b["p95_ms"],
+                f"{p}.p99_ms": b["p99_ms"],
+                f"{p}.throughput_per_s": b["throughput_per_s"],
+            },
+        )
+
+
+def baseline_benchmark(dataset: Any, baseline_model: Any, metrics: Any) -> str:
+    """The baseline on every device profile; returns ``{profile: benchmark record}`` as JSON."""
+    spec, ing = job_of_dataset(dataset)
+    base = read_handle(baseline_model, "baseline")["record"]
+    out = tasks.baseline_benchmark_task(spec, Settings.resolve(), ing, base)
+    _bench_metrics(metrics, list(out.values()))
+    return json.dumps(out)
+
+
+def plan(dataset: Any) -> list[str]:
+    """The recipes to build, one ParallelFor iteration each, as JSON strings."""
+    spec, _ = job_of_dataset(dataset)
+    return [json.dumps(r, sort_keys=True) for r in tasks.plan_task(spec)]
+
+
+def optimize(dataset: Any, baseline_model: Any, recipe: str, candidate: Any) -> str:
+    spec, ing = job_of_dataset(dataset)
+    base = read_handle(baseline_model, "baseline")["record"]
+    try:
+        r = json.loads(recipe)
+    except ValueError as err:
+        raise InvalidInputError(f"recipe is not JSON: {err}") from None
+    outcome = tasks.optimize_task(spec, Settings.resolve(), ing, base, r)
+    cand = outcome["candidate"]
+    write_handle(candidate, "optimize", cand)
+    _ref_metadata(
+        candidate,
+        cand.get("onnx"),
+        format="onnx",
+        recipe=cand["recipe_key"][:12],
+        label=_label(cand),
+        status=cand["status"],
+        error=cand.get("error"),
+    )
+    return json.dumps(outcome)
+
+
+def _label(cand: Mapping[str, Any]) -> str:
+    r = cand["recipe"]
+    return str(r.get("name") or "+".join(s["name"] for s in r["steps"]))
+
+
+def _confusion(spec: Mapping[str, Any], settings: Settings, cand: Mapping[str, Any], out: Any) -> None:
+    """The candidate's confusion matrix on the held-out split, for the KFP UI (display only: the gate's
+    decision is the paired test in the gate stage)."""
+    import numpy as np
+
+    from squeezeflow.models import predict_logits
+    from squeezeflow.stages import StageContext
+    from squeezeflow.store import ArtifactRef
+
+    job = tasks.job_of(spec)
+    ctx = StageContext.open(settings, job.name)
+    ds = ctx.dataset(job.data.uri)
+    test = ds.split("test")
+    path = ctx.store.fetch(ArtifactRef.model_validate(cand["onnx"]), ctx.cache)
+    pred = np.argmax(predict_logits(path, test.x, threads=job.target.intra_op_threads), axis=1)
+    k = ds.meta.num_classes
+    matrix = np.zeros((k, k), dtype=int)
+    np.add.at(matrix, (np.asarray(test.y, dtype=int), pred), 1)
+    names = list(getattr(ds.meta, "class_names", None) or [str(i) for i in range(k)])
+    out.log_confusion_matrix(names, matrix.tolist())
+
+
+def gate(dataset: Any, baseline_model: Any, outcome: str, metrics: Any, confusion: Any) -> str:
+    spec, ing = job_of_dataset(dataset)
+    base = read_handle(baseline_model, "baseline")["record"]
+    settings = Settings.resolve()
+    gated = tasks.gate_task(spec, settings, ing, base, json.loads(outcome))
+    g = gated["gate"]
+    _log_metrics(
+        metrics,
+        {
+            "passed": 1.0 if g["passed"] else 0.0,
+            "baseline_metric": g["baseline_metric"],
+            "candidate_metric": g["candidate_metric"],
+            "drop": g["drop"],
+            "drop_upper": g.get("drop_upper"),
+            "allowed_drop": g["allowed_drop"],
+            "agreement": g["agreement"],
+            "n": g["n"],
+        },
+    )
+    cand = gated["candidate"]
+    if cand["status"] == "ok" and cand.get("onnx"):
+        try:
+            _confusion(spec, settings, cand, confusion)
+        except Exception as err:  # display only: never fail the gate for it
+            log.warning("no confusion matrix for %s: %s", _label(cand), err)
+    return json.dumps(gated)
+
+
+def benchmark(dataset: Any, outcome: str, metrics: Any) -> str:
+    spec, ing = job_of_dataset(dataset)
+    done = tasks.benchmark_task(spec, Settings.resolve(), ing, json.loads(outcome))
+    _bench_metrics(metrics, done["benchmarks"])
+    if not done["benchmarks"]:
+        metrics.log_metric("benchmarked", 0.0)
+    return json.dumps(done)
+
+
+def gate_verdict(outcomes: Sequence[str], summary: Any) -> bool:
+    """Whether any candidate passed (what the pipeline's ``dsl.If`` branches on), with a one-line verdict
+    and a table of the gate results as Markdown."""
+    docs = [json.loads(o) for o in outcomes]
+    line = tasks.gate_verdict(docs)
+    rows = ["| candidate | passed | metric | drop | reason |", "|---|---|---|---|---|"]
+    for d in docs:
+        g = d.get("gate", {})
+        metric = g.get("candidate_metric")
+        drop = g.get("drop")
+        reason = str(g.get("reason", "")).replace("|", "\\|")
+        rows.append(
+            f"| {_label(d['candidate'])} | {'yes' if g.get('passed') else 'no'} | "
+            f"{'' if metric is None else f'{metric:.4f}'} | "
+            f"{'' if drop is None else f'{drop:+.4f}'} | {reason} |"
+        )
+    Path(summary.path).write_text(f"# Accuracy gate\n\n{line}\n\n" + "\n".join(rows) + "\n")
+    log.info(line)
+    return tasks.any_passed(docs)
+
+
+def _read_uri(uri: str) -> str:
+    if uri.startswith("s3://"):
+        from squeezeflow.s3 import s3_call, s3_client
+        from squeezeflow.store import parse_s3_uri
+
+        bucket, key = parse_s3_uri(uri)
+        body = s3_call(f"read of {uri}", s3_client().get_object, Bucket=bucket, Key=key)["Body"].read()
+        return bytes(body).decode()
+    return Path(uri.removeprefix("file://")).read_text()
+
+
+def _fallback_markdown(result: Mapping[str, Any]) -> str:
+    p = result["promotion"]
+    head = (
+        f"# {result['job']}\n\n"
+        f"**{'Promoted' if p['promoted'] else 'Not promoted'}**: {p['reason']}\n\n"
+        f"Baseline {result['metric_name']} {result['baseline_metric']:.4f}, "
+        f"p50 {result['baseline_p50_ms']:.3f} ms on {result['target_profile']}.\n\n"
+        "| candidate | metric | delta | size (bytes) | p50 ms | gate | note |\n"
+        "|---|---|---|---|---|---|---|\n"
+    )
+
+    def cell(v: Any, fmt: str = "{}") -> str:
+        return "" if v is None else fmt.format(v).replace("|", "\\|")
+
+    rows = [
+        f"| {cell(r['label'])} | {cell(r['metric'], '{:.4f}')} | {cell(r['delta'], '{:+.4f}')} | "
+        f"{cell(r['size_bytes'])} | {cell(r['p50_ms'], '{:.3f}')} | {cell(r['gate'])} | {cell(r['note'])} |"
+        for r in result["candidates"]
+    ]
+    return head + "\n".join(rows) + "\n"
+
+
+def _write_reports(result: Mapping[str, Any], report_html: Any, report_markdown: Any) -> None:
+    """The job's report as KFP ``HTML`` and ``Markdown`` artifacts: the ones the pipeline wrote to the
+    artifact store when the result names them, else a summary table made here."""
+    md: str | None = None
+    page: str | None = None
+    for field in ("report_markdown", "report_html"):
+        uri = result.get(field)
+        if not uri:
+            continue
+        try:
+            text = _read_uri(str(uri))
+        except Exception as err:
+            log.warning("cannot read the %s at %s: %s", field, uri, err)
+            continue
+        if field == "report_markdown":
+            md = text
+        else:
+            page = text
+    md = md or _fallback_markdown(result)
+    if page is None:
+        title = html.escape(result["job"])
+        page = f"<!doctype html><meta charset='utf-8'><title>{title}</title><pre>{html.escape(md)}</pre>"
+    Path(report_markdown.path).write_text(md)
+    Path(report_html.path).write_text(page)
+
+
+def promote(
+    dataset: Any,
+    baseline_model: Any,
+    baseline_benchmarks: str,
+    outcomes: Sequence[str],
+    started: float,
+    promoted_model: Any,
+    metrics: Any,
+    report_html: Any,
+    report_markdown: Any,
+) -> str:
+    """Promote the best eligible candidate (or nothing); returns the job result as JSON."""
+    spec, ing = job_of_dataset(dataset)
+    base = read_handle(baseline_model, "baseline")["record"]
+    result = tasks.promote_task(
+        spec,
+        Settings.resolve(),
+        ing,
+        base,
+        json.loads(baseline_benchmarks),
+        [json.loads(o) for o in outcomes],
+        started=started or None,
+    )
+    p = result["promotion"]
+    write_handle(promoted_model, "promote", p)
+    promoted_ref = None
+    if p["promoted"]:
+        chosen = next(
+            (
+                json.loads(o)["candidate"]
+                for o in outcomes
+                if json.loads(o)["candidate"]["key"] == p["candidate_key"]
+            ),
+            None,
+        )
+        promoted_ref = chosen.get("onnx") if chosen else None
+    _ref_metadata(
+        promoted_model,
+        promoted_ref,
+        promoted=bool(p["promoted"]),
+        reason=p["reason"],
+        registered_model=p["model_name"],
+        alias=p["alias"],
+        version=p.get("version"),
+        candidate=p.get("candidate_label"),
+        tracking_uri=result.get("tracking_uri"),
+    )
+    _log_metrics(
+        metrics,
+        {
+            "promoted": 1.0 if p["promoted"] else 0.0,
+            "baseline_metric": result["baseline_metric"],
+            "baseline_p50_ms": result["baseline_p50_ms"],
+            "baseline_size_bytes": result["baseline_size_bytes"],
+            "candidates": len(result["candidates"]),
+            "seconds": result["seconds"],
+        },
+    )
+    row = next((r for r in result["candidates"] if r["candidate_key"] == p.get("candidate_key")), None)
+    if row is not None:
+        _log_metrics(
+            metrics,
+            {
+                "promoted_metric": row["metric"],
+                "promoted_p50_ms": row["p50_ms"],
+                "promoted_size_bytes": row["size_bytes"],
+            },
+        )
+    _write_reports(result, report_html, report_markdown)
+    log.info("%s: %s", "promoted" if p["promoted"] else "not promoted", p["reason"])
+    return json.dumps(result)
