@@ -1,0 +1,160 @@
+"""The chart's MLflow configuration, exercised for real.
+
+`helm template` renders the chart with the test's endpoints as values; the MLflow container's command,
+args and env are read out of the rendered Deployment, the secret references resolved the way the kubelet
+would (from stand-in Secrets holding the test's credentials), and that exact command line is started with
+a PostgreSQL backend (Debian's packages) and the S3 artifact store on the test's S3 endpoint (moto, and
+Ceph RGW when CI sets it up). A compress job then runs through it. The only change made to the rendered
+command line: it binds 127.0.0.1 instead of 0.0.0.0, and `mlflow` is the venv's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import psycopg2
+import pytest
+
+from squeezeflow.pipeline import run_job
+from squeezeflow.spec import parse_spec
+from squeezeflow.stages import Settings
+from tests.debian_services import PostgresServer, missing_postgres
+from tests.deploy.conftest import RenderFn, resolve_env
+from tests.reference import job_doc
+from tests.servers import LOOPBACK, MLFLOW_START_TIMEOUT_S, S3Endpoint, ServerProcess, free_port, venv_tool
+
+pytestmark = pytest.mark.integration
+
+DB_SECRET = "squeezeflow-mlflow-db"
+ENV_SECRET = "squeezeflow-env"
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    reason = missing_postgres()
+    if reason:
+        pytest.skip(reason)
+    server = PostgresServer(database="mlflow").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def mlflow_container(render: RenderFn, postgres: PostgresServer, bucket: str, region: str, port: int) -> Any:
+    rendering = render(
+        sets={
+            "mlflow.backendStore.host": LOOPBACK,
+            "mlflow.backendStore.port": postgres.port,
+            "mlflow.backendStore.database": postgres.database,
+            "mlflow.backendStore.sslmode": "disable",
+            "mlflow.artifacts.destination": f"s3://{bucket}/mlflow",
+            "mlflow.artifacts.region": region,
+            "mlflow.artifacts.addressingStyle": "path",
+            "mlflow.port": port,
+            "mlflow.workers": 1,
+            "mlflow.allowedHosts[0]": f"{LOOPBACK}:{port}",
+        }
+    )
+    deployment = rendering.get("Deployment", "-mlflow")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_compress_job_through_mlflow_started_as_the_chart_configures_it(
+    render: RenderFn,
+    postgres: PostgresServer,
+    s3_env: S3Endpoint,
+    s3_bucket: str,
+    tiny_model: Path,
+    animal_mnist: Path,
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    container = mlflow_container(render, postgres, s3_bucket, s3_env.region, port)
+
+    # What the kubelet would run: command + args, with the env the Secrets provide.
+    argv = [*container["command"], *container["args"]]
+    assert argv[:2] == ["mlflow", "server"]
+    host = argv.index("--host") + 1
+    assert argv[host] == "0.0.0.0"
+    argv[host] = LOOPBACK
+    argv[0] = venv_tool("mlflow")
+    secrets = {
+        DB_SECRET: {"username": postgres.user, "password": "unused-trust-auth"},
+        ENV_SECRET: {
+            "AWS_ACCESS_KEY_ID": s3_env.access_key,
+            "AWS_SECRET_ACCESS_KEY": s3_env.secret_key,
+            "AWS_ENDPOINT_URL_S3": s3_env.endpoint_url,
+        },
+    }
+    env = resolve_env(container["env"], secrets)
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == s3_env.endpoint_url
+    assert env["MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE"] == "path"
+    # Nothing of the test's own environment leaks in beyond what an image provides.
+    server_env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", **env}
+    server_env["HOME"] = server_env["MLFLOW_TMP_DIR"] = str(tmp_path / "home")
+    (tmp_path / "home").mkdir()
+    server_cwd = tmp_path / "cwd"
+    server_cwd.mkdir()
+
+    tracking_uri = f"http://{LOOPBACK}:{port}"
+    server = ServerProcess(
+        "mlflow server (chart configuration)",
+        argv,
+        f"{tracking_uri}/health",
+        tmp_path / "mlflow-server.log",
+        start_timeout_s=MLFLOW_START_TIMEOUT_S * 2,
+        env=server_env,
+        cwd=server_cwd,
+    )
+    with server:
+        s3 = s3_env.client()
+        for f in sorted(animal_mnist.iterdir()):
+            s3.upload_file(str(f), s3_bucket, f"datasets/animal-mnist/{f.name}")
+        s3.upload_file(str(tiny_model), s3_bucket, f"models/{tiny_model.name}")
+        name = f"chart-{s3_env.name}-{s3_bucket[-8:]}"
+        spec = parse_spec(
+            job_doc(
+                f"s3://{s3_bucket}/models/{tiny_model.name}",
+                f"s3://{s3_bucket}/datasets/animal-mnist/",
+                name=name,
+            )
+        )
+        settings = Settings(
+            artifacts=f"s3://{s3_bucket}/squeezeflow", tracking_uri=tracking_uri, workdir=tmp_path / "w"
+        )
+        result = run_job(spec, settings, progress=False)
+
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        runs = client.search_runs([result.experiment_id])
+        assert len(runs) == 3  # the job's run and one per recipe
+        # Run artifacts went through the server's proxy into the bucket, under the chart's destination.
+        evidence = [r for r in runs if r.info.run_id != result.parent_run_id]
+        assert evidence[0].info.artifact_uri.startswith("mlflow-artifacts:")
+        listed = client.list_artifacts(evidence[0].info.run_id, "gate")
+        assert [a.path for a in listed] == ["gate/evidence.json"]
+
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket, Prefix="mlflow/")
+        for o in page.get("Contents", [])
+    ]
+    assert any(k.endswith("/gate/evidence.json") for k in keys), keys
+    # The runs live in PostgreSQL, not in a SQLite file or ./mlruns next to the server.
+    with (
+        psycopg2.connect(
+            host=LOOPBACK, port=postgres.port, user=postgres.user, dbname=postgres.database
+        ) as db,
+        db.cursor() as cur,
+    ):
+        cur.execute("SELECT count(*) FROM runs WHERE experiment_id = %s", (int(result.experiment_id),))
+        row = cur.fetchone()
+    assert row is not None and row[0] == 3
+    assert not any(server_cwd.iterdir()), (
+        f"the server wrote into its working directory: {list(server_cwd.iterdir())}"
+    )
