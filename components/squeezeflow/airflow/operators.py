@@ -263,7 +263,6 @@ class SqueezeflowOptimizeOperator(SqueezeflowBaseOperator):
     template_fields: Sequence[str] = ("spec", "artifacts", "ingest", "baseline", "recipe")
 
     def __init__(self, *, ingest: Any, baseline: Any, recipe: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("map_index_template", "{{ squeezeflow_candidate }}")
         super().__init__(**kwargs)
         self.ingest = ingest
         self.baseline = baseline
@@ -288,7 +287,6 @@ class SqueezeflowGateOperator(SqueezeflowBaseOperator):
     template_fields: Sequence[str] = ("spec", "artifacts", "ingest", "baseline", "outcome")
 
     def __init__(self, *, ingest: Any, baseline: Any, outcome: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("map_index_template", "{{ squeezeflow_candidate }}")
         super().__init__(**kwargs)
         self.ingest = ingest
         self.baseline = baseline
@@ -335,7 +333,6 @@ class SqueezeflowBenchmarkOperator(SqueezeflowBaseOperator):
     template_fields: Sequence[str] = ("spec", "artifacts", "ingest", "outcome")
 
     def __init__(self, *, ingest: Any, outcome: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("map_index_template", "{{ squeezeflow_candidate }}")
         super().__init__(**kwargs)
         self.ingest = ingest
         self.outcome = outcome
@@ -457,48 +454,27 @@ __all__ = [
 
 class SqueezeflowRetrainOperator(SqueezeflowBaseOperator):
     """Retrain the baseline with the user's entry point, store the new model in the artifact store and
-    return its URI; announces it on the job's baseline asset (event extra ``model_uri``).
+    return its URI; announces it on the outlet assets (event extra ``model_uri``).
 
-    :param entrypoint: ``module:callable`` with the signature ``fn(spec: dict, output_dir: str, **kwargs)
-        -> str`` returning the new model file (in the spec's model format). It is DAG-author code, run
-        in the worker like any Python callable.
-    :param entrypoint_kwargs: keyword arguments for the entry point.
+    :param entrypoint: ``module:callable``, called as ``fn(data_dir=..., output_path=...,
+        base_model_uri=..., **train_kwargs)``; it writes a ``state_dict`` the spec's factory builds (see
+        `squeezeflow.zoo.train.train_zoo_model`). It is DAG-author code, run in the worker.
+    :param train_kwargs: keyword arguments for the entry point.
     """
 
-    template_fields: Sequence[str] = ("spec", "artifacts", "entrypoint", "entrypoint_kwargs")
+    template_fields: Sequence[str] = ("spec", "artifacts", "entrypoint", "train_kwargs")
     ui_color = "#fff3b0"
 
-    def __init__(
-        self, *, entrypoint: str, entrypoint_kwargs: dict[str, Any] | None = None, **kwargs: Any
-    ) -> None:
+    def __init__(self, *, entrypoint: str, train_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.entrypoint = entrypoint
-        self.entrypoint_kwargs = entrypoint_kwargs or {}
+        self.train_kwargs = train_kwargs or {}
 
     def run_stage(self, settings: Settings, context: Context) -> str:
-        import importlib
-        from pathlib import Path
-
-        from squeezeflow.store import open_store
-
-        module, _, attr = str(self.entrypoint).partition(":")
-        if not module or not attr:
-            raise InvalidInputError(
-                f"entrypoint must look like 'package.module:callable', got {self.entrypoint!r}"
-            )
-        try:
-            fn = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as err:
-            raise InvalidInputError(
-                f"cannot import the training entry point {self.entrypoint!r}: {err}"
-            ) from err
-        out_dir = Path(settings.workdir) / "retrain" / str(context["run_id"]).replace(":", "_")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        produced = Path(fn(dict(self.spec), str(out_dir), **self.entrypoint_kwargs))
-        if not produced.is_file():
-            raise InvalidInputError(f"the entry point returned {produced}, which is not a file")
-        ref = open_store(settings.artifacts).put_file(produced, suffix=produced.suffix)
-        log.info("retrained model stored at %s (sha256 %s)", ref.uri, ref.sha256)
+        record = tasks.retrain_task(self.spec, settings, str(self.entrypoint), dict(self.train_kwargs))
         for asset in self.outlets or []:
-            context["outlet_events"][asset].extra = {"model_uri": ref.uri, "sha256": ref.sha256}
-        return ref.uri
+            context["outlet_events"][asset].extra = {
+                "model_uri": record["model_uri"],
+                "sha256": record["model"]["sha256"],
+            }
+        return str(record["model_uri"])

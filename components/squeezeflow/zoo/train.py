@@ -440,19 +440,24 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-def retrain(spec: dict[str, Any], output_dir: str, epochs: int = 1) -> str:
-    """A retraining entry point for the retrain-and-compress DAG (``squeezeflow.zoo.train:retrain``):
-    trains the spec's zoo model afresh on the spec's (local) dataset and returns the new state_dict's
-    path. Your own entry point has the same signature: ``fn(spec: dict, output_dir: str) -> str``, the
-    returned file being a model in the spec's ``model.format`` (extra keyword arguments come from the
-    DAG's ``entrypoint_kwargs``)."""
-    model = spec.get("model", {})
-    factory = str(model.get("factory") or "")
-    module, _, name = factory.partition(":")
-    if module != FACTORY_MODULE or name not in FACTORIES:
-        raise ValueError(f"retrain only knows the zoo models ({FACTORY_MODULE}:...), not {factory!r}")
-    data_uri = str(spec.get("data", {}).get("uri", ""))
-    if data_uri.startswith("s3://"):
-        raise ValueError("retrain needs a local dataset directory")
-    out = Path(output_dir) / f"{name}-retrained-e{epochs}.pt"
-    return str(train_reference_model(name, Path(data_uri), out, epochs=epochs, progress=False))
+def train_zoo_model(
+    data_dir: str,
+    output_path: str,
+    base_model_uri: str | None = None,
+    model: str = "small_resnet",
+    epochs: int | None = None,
+    seed: int = 0,
+) -> None:
+    """A ready-made training entry point for retrain-and-compress (Airflow DAG and Kubeflow pipeline):
+    trains the zoo model ``model`` from scratch on ``data_dir`` (``base_model_uri`` is not used).
+
+    Any ``module:callable`` of this shape works as the entry point::
+
+        def train(data_dir: str, output_path: str, base_model_uri: str | None = None, **kwargs) -> None:
+            ...  # train on the squeezeflow.npz/v1 dataset in data_dir
+            torch.save(model.state_dict(), output_path)
+
+    ``base_model_uri`` is the spec's current model (for warm starts); the weights written must fit the
+    spec's ``model.factory``; ``kwargs`` come from the DAG's / pipeline's training kwargs.
+    """
+    train_reference_model(model, Path(data_dir), Path(output_path), epochs=epochs, seed=seed, progress=False)

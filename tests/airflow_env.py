@@ -1,0 +1,119 @@
+"""A throwaway Airflow installation for the tests: its own AIRFLOW_HOME, the repo's dags/ folder, and
+connections for a real MLflow server and S3 endpoint given as environment variables (the way a
+deployment passes them), never as DAG code."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tests.servers import S3Endpoint, venv_tool
+
+REPO = Path(__file__).resolve().parents[1]
+DAGS = REPO / "dags"
+
+# Variables of the test process that must not leak into Airflow's: the S3 credentials have to come
+# from the aws_default connection.
+_SCRUB = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+)
+
+
+def airflow_env(
+    home: Path,
+    *,
+    tracking_uri: str,
+    s3: S3Endpoint | None,
+    artifacts: str,
+    spec: Path | None = None,
+    jobs_dir: Path | None = None,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUB and not k.startswith("AIRFLOW")}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            "AIRFLOW_CONN_SQUEEZEFLOW_MLFLOW": json.dumps({"conn_type": "mlflow", "host": tracking_uri}),
+            "SQUEEZEFLOW_ARTIFACTS": artifacts,
+            "SQUEEZEFLOW_WORKDIR": str(home / "squeezeflow-work"),
+            "PATH": f"{Path(venv_tool('airflow')).parent}:{os.environ.get('PATH', '')}",
+        }
+    )
+    if s3 is not None:
+        env["AIRFLOW_CONN_AWS_DEFAULT"] = json.dumps(
+            {
+                "conn_type": "aws",
+                "login": s3.access_key,
+                "password": s3.secret_key,
+                "extra": {"endpoint_url": s3.endpoint_url, "region_name": s3.region},
+            }
+        )
+        env["AWS_DEFAULT_REGION"] = s3.region
+    if spec is not None:
+        env["SQUEEZEFLOW_SPEC"] = str(spec)
+    if jobs_dir is not None:
+        env["SQUEEZEFLOW_JOBS_DIR"] = str(jobs_dir)
+    env.update(extra or {})
+    home.mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def airflow(
+    env: dict[str, str], *args: str, timeout: float = 900, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``airflow`` CLI; on failure the assertion carries the output's tail."""
+    out = subprocess.run(
+        [venv_tool("airflow"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=env["AIRFLOW_HOME"],
+    )
+    if check and out.returncode != 0:
+        raise AssertionError(
+            f"airflow {' '.join(args)} exited {out.returncode}:\n{(out.stdout + out.stderr)[-6000:]}"
+        )
+    return out
+
+
+def task_instances(home: Path, dag_id: str) -> list[dict[str, Any]]:
+    """Task instances of ``dag_id`` from the metadata database (SQLite), latest run last."""
+    with sqlite3.connect(home / "airflow.db") as db:
+        db.row_factory = sqlite3.Row
+        rows = db.execute(
+            "SELECT task_id, map_index, state, rendered_map_index, hostname, run_id FROM task_instance "
+            "WHERE dag_id = ? ORDER BY run_id, task_id, map_index",
+            (dag_id,),
+        ).fetchall()
+    return [dict(r) for r in rows]
+
+
+def xcom_value(home: Path, dag_id: str, task_id: str, key: str = "return_value") -> Any:
+    with sqlite3.connect(home / "airflow.db") as db:
+        row = db.execute(
+            "SELECT value FROM xcom WHERE dag_id = ? AND task_id = ? AND key = ? "
+            "ORDER BY timestamp DESC LIMIT 1",
+            (dag_id, task_id, key),
+        ).fetchone()
+    if row is None:
+        return None
+    value = row[0]
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def worker_hostname() -> str:
+    """``[core] hostname_callable`` for the Celery test: two workers on one machine, told apart."""
+    return os.environ.get("SQUEEZEFLOW_TEST_WORKER") or os.uname().nodename

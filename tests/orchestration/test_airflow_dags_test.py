@@ -1,0 +1,115 @@
+"""`airflow dags test` runs the compression DAG from dags/ against a real MLflow server and S3 endpoint,
+with the connections given the way a deployment gives them (environment, not DAG code)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.airflow_env import airflow, airflow_env, task_instances, xcom_value
+from tests.reference import job_doc, write_spec
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+DAG_ID = "squeezeflow_compress_on_new_model"
+
+
+@pytest.fixture(scope="module")
+def dag_run(
+    tmp_path_factory: pytest.TempPathFactory,
+    mlflow_server: Any,
+    preferred_s3_endpoint: Any,
+    preferred_s3_bucket: str,
+    wide_model: Path,
+    animal_mnist: Path,
+) -> dict[str, Any]:
+    base = tmp_path_factory.mktemp("airflow-dags-test")
+    spec = write_spec(base / "job.yaml", job_doc(wide_model, animal_mnist, name="af-dags-test"))
+    env = airflow_env(
+        base / "home",
+        tracking_uri=mlflow_server.tracking_uri,
+        s3=preferred_s3_endpoint,
+        artifacts=f"s3://{preferred_s3_bucket}/dags-test",
+        spec=spec,
+    )
+    airflow(env, "db", "migrate")
+    t0 = time.monotonic()
+    out = airflow(env, "dags", "test", DAG_ID)
+    return {
+        "home": base / "home",
+        "env": env,
+        "spec": spec,
+        "seconds": time.monotonic() - t0,
+        "log": out.stdout,
+    }
+
+
+def test_compress_dag_fans_out_one_mapped_task_per_recipe(dag_run: dict[str, Any]) -> None:
+    tis = [t for t in task_instances(dag_run["home"], DAG_ID)]
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for t in tis:
+        by_task.setdefault(t["task_id"], []).append(t)
+    for stage in ("optimize", "gate", "benchmark"):
+        mapped = sorted(by_task[stage], key=lambda t: t["map_index"])
+        assert [t["map_index"] for t in mapped] == [0, 1], stage
+        assert [t["rendered_map_index"] for t in mapped] == ["int8-static-u8s8", "int8-dynamic"], stage
+        assert {t["state"] for t in mapped} == {"success"}, stage
+    for single in (
+        "resolve_spec",
+        "ingest",
+        "baseline",
+        "baseline_benchmark",
+        "plan",
+        "gate_check",
+        "promote",
+    ):
+        assert [t["state"] for t in by_task[single]] == ["success"], single
+
+
+def test_compress_dag_promotes_through_the_registry_and_reports(
+    dag_run: dict[str, Any], mlflow_server: Any
+) -> None:
+    result = xcom_value(dag_run["home"], DAG_ID, "promote")
+    assert result["promotion"]["promoted"] is True
+    assert result["promotion"]["candidate_label"] == "int8-static-u8s8"
+    assert result["artifacts"].startswith("s3://"), "artifacts went to the S3 connection's endpoint"
+    assert result["report_html"] and result["report_html"].startswith("s3://")
+    client = MlflowClient(mlflow_server.tracking_uri, registry_uri=mlflow_server.tracking_uri)
+    version = client.get_model_version_by_alias("af-dags-test-model", "champion")
+    assert version.version == result["promotion"]["version"]
+    assert version.tags["squeezeflow.candidate_key"] == result["promotion"]["candidate_key"]
+    summary = xcom_value(dag_run["home"], DAG_ID, "promote", key="summary")
+    assert "**Promoted** `int8-static-u8s8`" in summary
+    assert "| int8-dynamic |" in summary
+
+
+def test_no_credentials_in_xcom(dag_run: dict[str, Any]) -> None:
+    conn = json.loads(dag_run["env"]["AIRFLOW_CONN_AWS_DEFAULT"])
+    secret = conn["password"]
+    for task in ("resolve_spec", "ingest", "baseline", "promote"):
+        assert secret not in json.dumps(xcom_value(dag_run["home"], DAG_ID, task))
+
+
+def test_a_failed_gate_skips_benchmark_and_promotion_without_failing_the_run(
+    dag_run: dict[str, Any], mlflow_server: Any
+) -> None:
+    """A zero tolerance from the run's params: no candidate can pass; the run is not a crash."""
+    out = airflow(dag_run["env"], "dags", "test", DAG_ID, "--conf", json.dumps({"max_drop": 0.0}))
+    latest = max(t["run_id"] for t in task_instances(dag_run["home"], DAG_ID))
+    tis = {
+        (t["task_id"], t["map_index"]): t["state"]
+        for t in task_instances(dag_run["home"], DAG_ID)
+        if t["run_id"] == latest
+    }
+    assert tis[("gate", 0)] == "success" and tis[("gate", 1)] == "success"
+    assert tis[("gate_check", -1)] == "skipped" or tis[("gate_check", -1)] == "success"
+    assert tis[("promote", -1)] == "skipped"
+    assert all(state == "skipped" for (task, _), state in tis.items() if task == "benchmark")
+    assert "none of 2 candidates passed the accuracy gate" in out.stdout + out.stderr
+    client = MlflowClient(mlflow_server.tracking_uri, registry_uri=mlflow_server.tracking_uri)
+    assert len(client.search_model_versions("name='af-dags-test-model'")) == 1, "nothing new was registered"
