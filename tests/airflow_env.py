@@ -117,3 +117,47 @@ def xcom_value(home: Path, dag_id: str, task_id: str, key: str = "return_value")
 def worker_hostname() -> str:
     """``[core] hostname_callable`` for the Celery test: two workers on one machine, told apart."""
     return os.environ.get("SQUEEZEFLOW_TEST_WORKER") or os.uname().nodename
+
+
+DAG_ID = "squeezeflow_compress_on_new_model"
+
+
+class BackgroundProcess:
+    """A long-running Airflow component (scheduler, worker...) in its own process group, logging to a file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.name, self.argv, self.env, self.log = name, argv, env, log
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> BackgroundProcess:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as fh:
+            self._proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.env["AIRFLOW_HOME"],
+                start_new_session=True,
+            )
+        return self
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self) -> None:
+        import contextlib
+        import signal
+
+        if self._proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, signal.SIGTERM)
+        try:
+            self._proc.wait(20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait(10)
+        self._proc = None

@@ -132,7 +132,7 @@ def preferred_s3_endpoint(request: pytest.FixtureRequest) -> S3Endpoint:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def preferred_s3_bucket(preferred_s3_endpoint: S3Endpoint) -> Iterator[str]:
     client = preferred_s3_endpoint.client()
     name = new_bucket_name()

@@ -4,49 +4,19 @@ with the connections given the way a deployment gives them (environment, not DAG
 from __future__ import annotations
 
 import json
-import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.airflow_env import airflow, airflow_env, task_instances, xcom_value
-from tests.reference import job_doc, write_spec
+from tests.airflow_env import DAG_ID, airflow, task_instances, xcom_value
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
-DAG_ID = "squeezeflow_compress_on_new_model"
-
 
 @pytest.fixture(scope="module")
-def dag_run(
-    tmp_path_factory: pytest.TempPathFactory,
-    mlflow_server: Any,
-    preferred_s3_endpoint: Any,
-    preferred_s3_bucket: str,
-    wide_model: Path,
-    animal_mnist: Path,
-) -> dict[str, Any]:
-    base = tmp_path_factory.mktemp("airflow-dags-test")
-    spec = write_spec(base / "job.yaml", job_doc(wide_model, animal_mnist, name="af-dags-test"))
-    env = airflow_env(
-        base / "home",
-        tracking_uri=mlflow_server.tracking_uri,
-        s3=preferred_s3_endpoint,
-        artifacts=f"s3://{preferred_s3_bucket}/dags-test",
-        spec=spec,
-    )
-    airflow(env, "db", "migrate")
-    t0 = time.monotonic()
-    out = airflow(env, "dags", "test", DAG_ID)
-    return {
-        "home": base / "home",
-        "env": env,
-        "spec": spec,
-        "seconds": time.monotonic() - t0,
-        "log": out.stdout,
-    }
+def dag_run(single_worker_run: dict[str, Any]) -> dict[str, Any]:
+    return single_worker_run
 
 
 def test_compress_dag_fans_out_one_mapped_task_per_recipe(dag_run: dict[str, Any]) -> None:
