@@ -208,6 +208,32 @@ def stage(
         raise typer.Exit(1)
 
 
+@app.command()
+def agent(
+    profile: Annotated[
+        list[str] | None,
+        typer.Option("--profile", help="Device profile name to serve; repeat. Default: all."),
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+    artifacts: ArtifactsOpt = None,
+    workdir: WorkdirOpt = None,
+    once: Annotated[bool, typer.Option(help="Exit when no request is pending.")] = False,
+    poll: Annotated[float, typer.Option(help="Seconds between polls of the artifact store.")] = 5.0,
+    max_idle: Annotated[
+        float | None, typer.Option("--max-idle", help="Exit after this many seconds without a request.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Serve benchmark requests on this device (the profiles marked `remote: true` in job specs)."""
+    from squeezeflow.agent import serve
+    from squeezeflow.stages import Settings
+
+    _setup_logging(verbose)
+    settings = Settings.resolve(artifacts=artifacts, tracking_uri=tracking_uri, workdir=workdir)
+    n = serve(settings, set(profile or []), once=once, poll_s=poll, max_idle_s=max_idle)
+    err_console.print(f"measured {n} model(s)")
+
+
 @spec_app.command("schema")
 def spec_schema() -> None:
     """Print the job spec's JSON Schema."""

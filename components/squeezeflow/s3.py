@@ -4,7 +4,7 @@ and errors turned into messages a person can act on."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,20 +15,32 @@ T = TypeVar("T")
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 
 
-def s3_client() -> Any:
-    """An S3 client from the standard AWS environment. Path-style addressing when an endpoint is set
-    (MinIO, Ceph RGW, moto), bounded retries with backoff, short connect timeouts."""
+def s3_client(credentials: Mapping[str, str | None] | None = None) -> Any:
+    """An S3 client from the standard AWS environment, or from ``credentials`` (the same variable names:
+    ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_ENDPOINT_URL_S3``,
+    ``AWS_DEFAULT_REGION``) when given, which leaves the process environment alone. Path-style
+    addressing when an endpoint is set (MinIO, Ceph RGW, moto), bounded retries with backoff, short
+    connect timeouts."""
     import boto3
     from botocore.config import Config
 
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    src: Mapping[str, str | None] = os.environ if credentials is None else credentials
+    endpoint = src.get("AWS_ENDPOINT_URL_S3") or src.get("AWS_ENDPOINT_URL")
     cfg = Config(
         retries={"max_attempts": int(os.environ.get("SQUEEZEFLOW_S3_MAX_ATTEMPTS", "5")), "mode": "standard"},
         connect_timeout=float(os.environ.get("SQUEEZEFLOW_S3_CONNECT_TIMEOUT", "5")),
         read_timeout=60,
         s3={"addressing_style": "path" if endpoint else "auto"},
     )
-    return boto3.session.Session().client("s3", endpoint_url=endpoint or None, config=cfg)
+    if credentials is None:
+        return boto3.session.Session().client("s3", endpoint_url=endpoint or None, config=cfg)
+    session = boto3.session.Session(
+        aws_access_key_id=src.get("AWS_ACCESS_KEY_ID") or None,
+        aws_secret_access_key=src.get("AWS_SECRET_ACCESS_KEY") or None,
+        aws_session_token=src.get("AWS_SESSION_TOKEN") or None,
+        region_name=src.get("AWS_DEFAULT_REGION") or None,
+    )
+    return session.client("s3", endpoint_url=endpoint or None, config=cfg)
 
 
 def _error_code(err: Exception) -> str:

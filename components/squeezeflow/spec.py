@@ -116,6 +116,19 @@ class DeviceProfile(_Strict):
     batch_size: int = Field(default=1, ge=1, le=4096)
     warmup: int = Field(default=20, ge=0, le=10_000)
     iterations: int = Field(default=300, ge=10, le=1_000_000)
+    remote: bool = Field(
+        default=False,
+        description="Measured on the device itself by `squeezeflow agent --profile NAME`, which takes "
+        "requests from the artifact store; the pipeline waits for the result (in Airflow, deferred: no "
+        "worker slot held).",
+    )
+    remote_timeout_s: float = Field(
+        default=3600.0, gt=0, le=7 * 86400, description="How long to wait for a remote device's result."
+    )
+
+    def measurement_json(self) -> str:
+        """What determines a measurement (not where it is taken or how long one waits for it)."""
+        return self.model_dump_json(exclude={"remote", "remote_timeout_s"})
 
 
 class PassStep(_Strict):

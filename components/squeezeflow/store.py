@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -226,13 +227,13 @@ class LocalStore(ArtifactStore):
 class S3Store(ArtifactStore):
     """An ``s3://bucket/prefix`` store. A PUT is atomic in S3, so no partial object is ever visible."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, credentials: Mapping[str, str | None] | None = None) -> None:
         from squeezeflow.s3 import s3_client
 
         self.bucket, prefix = parse_s3_uri(uri)
         self.prefix = prefix.strip("/")
         self.root = f"s3://{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")
-        self.client = s3_client()
+        self.client = s3_client(credentials)
 
     def _k(self, key: str) -> str:
         key = _safe_relative_key(key)
@@ -289,11 +290,12 @@ class S3Store(ArtifactStore):
         return sorted(k[cut:] for k in keys)
 
 
-def open_store(uri: str | Path) -> ArtifactStore:
-    """The store at ``uri``: ``s3://bucket/prefix`` or a local directory."""
+def open_store(uri: str | Path, credentials: Mapping[str, str | None] | None = None) -> ArtifactStore:
+    """The store at ``uri``: ``s3://bucket/prefix`` or a local directory. ``credentials`` (AWS variable
+    names) replace the environment's for an S3 store."""
     s = str(uri)
     if s.startswith("s3://"):
-        return S3Store(s)
+        return S3Store(s, credentials)
     if "://" in s:
         raise InvalidInputError(f"unsupported artifact store URI {s!r}: use a local directory or s3://")
     try:

@@ -167,24 +167,57 @@ def baseline_task(spec: Mapping[str, Any], settings: Settings, ingest: Mapping[s
     return _dump(baseline(job, IngestResult.model_validate(ingest), open_context(job, settings)))
 
 
-def baseline_benchmark_task(
-    spec: Mapping[str, Any], settings: Settings, ingest: Mapping[str, Any], baseline: Mapping[str, Any]
-) -> Doc:
-    """The baseline measured on every device profile, keyed by profile name."""
+def _measure(
+    job: JobSpec,
+    ctx: StageContext,
+    ref: Any,
+    shape: list[int],
+    run_id: str | None,
+    model_id: str | None,
+    defer_remote: bool,
+) -> tuple[dict[str, Doc], dict[str, str]]:
+    """Measure on every profile: local ones now; remote ones, when ``defer_remote``, only requested (their
+    record keys are returned as pending, for the caller to wait on without blocking)."""
     from squeezeflow.stages import benchmark
+    from squeezeflow.stages.benchmark import RESULT_STAGE, submit_remote
 
+    done: dict[str, Doc] = {}
+    pending: dict[str, str] = {}
+    for p in job.devices:
+        if p.remote and defer_remote:
+            key = submit_remote(ref, shape, p, ctx, job.name, run_id, model_id)
+            recorded = ctx.store.read_record(RESULT_STAGE, key)
+            if recorded is None:
+                pending[p.name] = key
+            else:
+                done[p.name] = recorded
+        else:
+            done[p.name] = _dump(benchmark(ref, shape, p, ctx, run_id=run_id, model_id=model_id))
+    return done, pending
+
+
+def baseline_benchmark_task(
+    spec: Mapping[str, Any],
+    settings: Settings,
+    ingest: Mapping[str, Any],
+    baseline: Mapping[str, Any],
+    defer_remote: bool = False,
+) -> Doc:
+    """The baseline measured on every device profile, keyed by profile name. With ``defer_remote``,
+    remote profiles still being measured are listed under ``"_pending"`` (profile -> record key)."""
     job = job_of(spec)
-    ctx = open_context(job, settings)
     ing = IngestResult.model_validate(ingest)
     base = BaselineResult.model_validate(baseline)
-    return {
-        p.name: _dump(
-            benchmark(
-                base.onnx, ing.dataset.input_shape, p, ctx, run_id=base.parent_run_id, model_id=base.model_id
-            )
-        )
-        for p in job.devices
-    }
+    done, pending = _measure(
+        job,
+        open_context(job, settings),
+        base.onnx,
+        ing.dataset.input_shape,
+        base.parent_run_id,
+        base.model_id,
+        defer_remote,
+    )
+    return {**done, "_pending": pending} if pending else done
 
 
 def plan_task(spec: Mapping[str, Any]) -> list[Doc]:
@@ -243,13 +276,16 @@ def gate_task(
 
 
 def benchmark_task(
-    spec: Mapping[str, Any], settings: Settings, ingest: Mapping[str, Any], outcome: Mapping[str, Any]
+    spec: Mapping[str, Any],
+    settings: Settings,
+    ingest: Mapping[str, Any],
+    outcome: Mapping[str, Any],
+    defer_remote: bool = False,
 ) -> Doc:
     """Measure one candidate on every device profile, only when it passed the gate (a candidate that
     failed cannot be promoted, so timing it would spend device time on nothing). Finishes the
-    candidate's MLflow run either way. Returns the complete outcome."""
-    from squeezeflow.stages import benchmark
-
+    candidate's MLflow run. Returns the complete outcome; with ``defer_remote`` and remote profiles still
+    being measured, returns ``{"_pending": {profile: record key}}`` instead (call again once they exist)."""
     job = job_of(spec)
     ctx = open_context(job, settings)
     cand = CandidateResult.model_validate(outcome["candidate"])
@@ -257,10 +293,10 @@ def benchmark_task(
     benches: list[BenchmarkResult] = []
     if verdict.passed and cand.status == "ok" and cand.onnx is not None:
         shape = IngestResult.model_validate(ingest).dataset.input_shape
-        benches = [
-            benchmark(cand.onnx, shape, p, ctx, run_id=cand.run_id, model_id=cand.model_id)
-            for p in job.devices
-        ]
+        done, pending = _measure(job, ctx, cand.onnx, shape, cand.run_id, cand.model_id, defer_remote)
+        if pending:
+            return {"_pending": pending}
+        benches = [BenchmarkResult.model_validate(done[p.name]) for p in job.devices]
     ctx.tracker.finish(cand.run_id)
     return _dump(CandidateOutcome(candidate=cand, gate=verdict, benchmarks=benches))
 

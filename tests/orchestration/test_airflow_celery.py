@@ -63,7 +63,7 @@ def celery_run(
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg.url(),
             "AIRFLOW__CELERY__BROKER_URL": redis.url,
-            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + pg.url("postgresql"),
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + pg.url(),
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
             "AIRFLOW__API_AUTH__JWT_SECRET": "squeezeflow-celery-test-secret",

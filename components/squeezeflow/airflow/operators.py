@@ -16,13 +16,15 @@ candidate that fails its pass or the gate is a recorded outcome, not a task fail
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import BaseOperator, BaseOperatorLink, Context
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from squeezeflow import tasks
 from squeezeflow.airflow.hooks import DEFAULT_AWS_CONN_ID, DEFAULT_MLFLOW_CONN_ID, stage_settings
@@ -130,6 +132,41 @@ class SqueezeflowBaseOperator(BaseOperator):
     def run_stage(self, settings: Settings, context: Context) -> Any:
         raise NotImplementedError
 
+    def _defer_if_pending(self, settings: Settings, result: Any) -> None:
+        """Hand the wait for remote device measurements to the triggerer (no worker slot is held); the
+        task resumes in `execute_complete`, which finds every measurement recorded. The triggerer polls
+        the store every ``$SQUEEZEFLOW_AGENT_POLL_S`` seconds (default 10)."""
+        pending = result.get("_pending") if isinstance(result, dict) else None
+        if not pending:
+            return
+        from squeezeflow.airflow.triggers import StoreRecordTrigger
+
+        timeout = max(
+            (float(d.get("remote_timeout_s", 3600)) for d in self.spec.get("devices", []) if d.get("remote")),
+            default=3600.0,
+        )
+        log.info("waiting (deferred) for device agents: %s", ", ".join(sorted(pending)))
+        self.defer(
+            trigger=StoreRecordTrigger(
+                artifacts=settings.artifacts,
+                stage="benchmark",
+                keys=sorted(pending.values()),
+                aws_conn_id=self.aws_conn_id,
+                poll_interval_s=float(os.environ.get("SQUEEZEFLOW_AGENT_POLL_S", "10")),
+                timeout_s=timeout,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=timeout + 60),
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        if event and event.get("status") == "timeout":
+            raise AirflowException(
+                f"device agents did not answer in time; still missing: {event.get('missing')} "
+                "(is `squeezeflow agent` running for the remote profiles?)"
+            )
+        return self.execute(context)
+
     def _remember_links(self, settings: Settings, result: Any) -> None:
         uri = settings.tracking_uri
         if not uri.startswith(("http://", "https://")) or not isinstance(result, dict):
@@ -230,7 +267,11 @@ class SqueezeflowBaselineBenchmarkOperator(SqueezeflowBaseOperator):
         self.baseline = baseline
 
     def run_stage(self, settings: Settings, context: Context) -> dict[str, Any]:
-        return tasks.baseline_benchmark_task(self.spec, settings, self.ingest, self.baseline)
+        result = tasks.baseline_benchmark_task(
+            self.spec, settings, self.ingest, self.baseline, defer_remote=True
+        )
+        self._defer_if_pending(settings, result)
+        return result
 
 
 class SqueezeflowPlanOperator(BaseOperator):
@@ -339,7 +380,9 @@ class SqueezeflowBenchmarkOperator(SqueezeflowBaseOperator):
 
     def run_stage(self, settings: Settings, context: Context) -> dict[str, Any]:
         context["squeezeflow_candidate"] = _candidate_label(self.outcome)  # type: ignore[typeddict-unknown-key]
-        return tasks.benchmark_task(self.spec, settings, self.ingest, self.outcome)
+        result = tasks.benchmark_task(self.spec, settings, self.ingest, self.outcome, defer_remote=True)
+        self._defer_if_pending(settings, result)
+        return result
 
 
 def summary_markdown(result: Mapping[str, Any]) -> str:

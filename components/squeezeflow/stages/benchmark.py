@@ -7,6 +7,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 
 from squeezeflow.errors import InfrastructureError, ModelLoadError
 from squeezeflow.results import BenchmarkResult, content_key
@@ -17,6 +18,68 @@ from squeezeflow.store import ArtifactRef
 log = logging.getLogger(__name__)
 
 
+REQUEST_STAGE = "benchmark-request"
+RESULT_STAGE = "benchmark"
+
+
+def benchmark_key(model: ArtifactRef, input_shape: list[int], profile: DeviceProfile) -> str:
+    """The record key of a measurement: the same wherever it is taken (worker or remote agent)."""
+    return content_key("benchmark", model.sha256, profile.measurement_json(), json.dumps(input_shape))
+
+
+def submit_remote(
+    model: ArtifactRef,
+    input_shape: list[int],
+    profile: DeviceProfile,
+    ctx: StageContext,
+    experiment: str,
+    run_id: str | None = None,
+    model_id: str | None = None,
+) -> str:
+    """Ask the agent serving ``profile`` to measure ``model``: writes a request record; returns the key
+    under which the result record (stage ``benchmark``) will appear."""
+    key = benchmark_key(model, input_shape, profile)
+    if ctx.store.read_record(RESULT_STAGE, key) is None and ctx.store.read_record(REQUEST_STAGE, key) is None:
+        ctx.store.write_record(
+            REQUEST_STAGE,
+            key,
+            {
+                "key": key,
+                "model": model.model_dump(mode="json"),
+                "input_shape": input_shape,
+                "profile": profile.model_dump(mode="json"),
+                "experiment": experiment,
+                "run_id": run_id,
+                "model_id": model_id,
+                "submitted": time.time(),
+            },
+        )
+        log.info(
+            "benchmark of %s on %s requested from its device agent",
+            model.uri.rsplit("/", 1)[-1],
+            profile.name,
+        )
+    return key
+
+
+def wait_for_result(
+    ctx: StageContext, key: str, profile: DeviceProfile, poll_s: float = 2.0
+) -> BenchmarkResult:
+    """Block until the remote result record appears (used outside Airflow, which defers instead)."""
+    deadline = time.monotonic() + profile.remote_timeout_s
+    while True:
+        recorded = ctx.store.read_record(RESULT_STAGE, key)
+        if recorded is not None:
+            return BenchmarkResult.model_validate(recorded)
+        if time.monotonic() > deadline:
+            raise InfrastructureError(
+                f"no result from the device agent for profile {profile.name!r} "
+                f"after {profile.remote_timeout_s:.0f} s "
+                f"(is `squeezeflow agent --profile {profile.name}` running against this artifact store?)"
+            )
+        time.sleep(poll_s)
+
+
 def benchmark(
     model: ArtifactRef,
     input_shape: list[int],
@@ -25,12 +88,19 @@ def benchmark(
     run_id: str | None = None,
     model_id: str | None = None,
     timeout_s: float = 600.0,
+    on_this_machine: bool = False,
 ) -> BenchmarkResult:
-    """Measure ``model`` on ``profile``. Idempotent per (model bytes, profile); metrics go to ``run_id``."""
-    key = content_key("benchmark", model.sha256, profile.model_dump_json(), json.dumps(input_shape))
+    """Measure ``model`` on ``profile``. Idempotent per (model bytes, profile); metrics go to ``run_id``.
+
+    A ``remote`` profile is measured by its device agent: the request is submitted and this call waits
+    for the result, unless ``on_this_machine`` (what the agent itself passes)."""
+    key = benchmark_key(model, input_shape, profile)
     recorded = ctx.store.read_record("benchmark", key)
     if recorded is not None:
         return BenchmarkResult.model_validate(recorded)
+    if profile.remote and not on_this_machine:
+        submit_remote(model, input_shape, profile, ctx, ctx.tracker.experiment_name, run_id, model_id)
+        return wait_for_result(ctx, key, profile)
 
     path = ctx.store.fetch(model, ctx.cache)
     request = {

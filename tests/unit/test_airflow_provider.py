@@ -1,0 +1,168 @@
+"""The Airflow provider without a running Airflow: its registration, connections, params, DAG factory,
+the repo's DAG folder (a DagBag import test) and the deferrable trigger."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import warnings
+from importlib import import_module
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from squeezeflow import tasks
+from squeezeflow.errors import SpecError
+from tests.reference import job_doc
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _import(path: str) -> Any:
+    module, _, attr = path.rpartition(".")
+    return getattr(import_module(module), attr)
+
+
+def test_provider_is_registered_through_its_entry_point_and_every_class_imports() -> None:
+    (ep,) = [e for e in entry_points(group="apache_airflow_provider") if e.value.startswith("squeezeflow")]
+    info = ep.load()()
+    assert info["package-name"] == "squeezeflow"
+    (conn,) = info["connection-types"]
+    assert conn["connection-type"] == "mlflow"
+    hook = _import(conn["hook-class-name"])
+    assert hook.conn_type == "mlflow" and hook.default_conn_name == "squeezeflow_mlflow"
+    for link in info["extra-links"]:
+        assert _import(link).name
+    for group in ("hooks", "operators", "triggers"):
+        for entry in info[group]:
+            for module in entry["python-modules"]:
+                import_module(module)
+
+
+@pytest.mark.parametrize(
+    ("conn", "uri"),
+    [
+        ({"conn_type": "mlflow", "host": "https://mlflow.example.com/"}, "https://mlflow.example.com"),
+        ({"conn_type": "mlflow", "host": "mlflow.svc", "port": 5000}, "http://mlflow.svc:5000"),
+        (
+            {
+                "conn_type": "mlflow",
+                "host": "mlflow.svc",
+                "port": 443,
+                "extra": {"scheme": "https", "path": "ml"},
+            },
+            "https://mlflow.svc:443/ml",
+        ),
+    ],
+)
+def test_mlflow_connection_gives_the_tracking_uri(
+    conn: dict[str, Any], uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from squeezeflow.airflow.hooks import MlflowHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_TEST_MLFLOW", json.dumps(conn))
+    assert MlflowHook("test_mlflow").tracking_uri() == uri
+
+
+def test_mlflow_credentials_go_to_the_environment_only_for_the_stage_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from squeezeflow.airflow.hooks import stage_settings
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_TEST_MLFLOW",
+        json.dumps({"conn_type": "mlflow", "host": "http://m:5000", "login": "u", "password": "s3cret"}),
+    )
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    with stage_settings("test_mlflow", None, artifacts="/tmp/x", workdir="/tmp/w") as settings:
+        import os
+
+        assert settings.tracking_uri == "http://m:5000"
+        assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "s3cret"
+    assert "MLFLOW_TRACKING_PASSWORD" not in os.environ
+
+
+def test_run_params_become_spec_overrides_and_bad_values_name_the_field(tmp_path: Path) -> None:
+    from squeezeflow.airflow.operators import params_to_overrides
+
+    over = params_to_overrides(
+        {"max_drop": 0.02, "model_uri": "s3://b/m.pt", "devices": None, "target_device": ""}
+    )
+    assert over == {"tolerance": {"max_drop": 0.02}, "model": {"uri": "s3://b/m.pt"}}
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(job_doc("m.pt", tmp_path)))
+    assert tasks.resolve_spec(spec, over)["tolerance"]["max_drop"] == 0.02
+    with pytest.raises(SpecError, match=r"tolerance\.max_drop"):
+        tasks.resolve_spec(spec, params_to_overrides({"max_drop": 2}))
+
+
+def test_factory_makes_one_dag_per_good_spec_and_warns_about_a_bad_one(tmp_path: Path) -> None:
+    from squeezeflow.airflow.factory import SpecImportWarning, dags_from_folder
+
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(job_doc("a.pt", tmp_path, name="model-a")))
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(job_doc("b.pt", tmp_path, name="model-b")))
+    bad = job_doc("c.pt", tmp_path, name="model-c")
+    bad["tolerance"]["max_drop"] = -1
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(bad))
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump(job_doc("d.pt", tmp_path, name="model-a")))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dags = dags_from_folder(tmp_path)
+    assert sorted(dags) == ["squeezeflow_compress_model_a", "squeezeflow_compress_model_b"]
+    messages = [str(w.message) for w in caught if issubclass(w.category, SpecImportWarning)]
+    assert any(m.startswith("c.yaml") and "tolerance.max_drop" in m for m in messages), messages
+    assert any(m.startswith("d.yaml") and "used by another spec" in m for m in messages), messages
+
+
+def test_the_dags_folder_imports_without_errors() -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    assert {"squeezeflow_compress_on_new_model", "squeezeflow_retrain_and_compress"} <= set(bag.dag_ids)
+    compress = bag.dags.get("squeezeflow_compress_on_new_model")
+    assert compress is not None
+    mapped = {t.task_id for t in compress.tasks if t.is_mapped}  # type: ignore[attr-defined]
+    assert mapped == {"optimize", "gate", "benchmark"}
+    assert type(compress.timetable).__name__ == "AssetTriggeredTimetable"
+    assert {"model_uri", "max_drop", "tolerance_mode", "devices", "target_device"} <= set(compress.params)
+    retrain = bag.dags.get("squeezeflow_retrain_and_compress")
+    assert retrain is not None
+    assert "retrain" in retrain.get_task("resolve_spec").upstream_task_ids
+    assert [o.uri for o in retrain.get_task("retrain").outlets] == [
+        "squeezeflow://baselines/animal-mnist-small-resnet"
+    ]
+
+
+def test_store_record_trigger_fires_when_the_record_appears_and_times_out_otherwise(tmp_path: Path) -> None:
+    from squeezeflow.airflow.triggers import StoreRecordTrigger
+    from squeezeflow.store import open_store
+
+    store = open_store(tmp_path / "store")
+    trigger = StoreRecordTrigger(
+        str(tmp_path / "store"), "benchmark", ["k1"], poll_interval_s=0.05, timeout_s=30
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "squeezeflow.airflow.triggers.StoreRecordTrigger"
+    revived = StoreRecordTrigger(**kwargs)
+
+    async def first_event(t: StoreRecordTrigger, after: float = 0.0) -> Any:
+        async def write_later() -> None:
+            await asyncio.sleep(after)
+            store.write_record("benchmark", "k1", {"p50_ms": 1.0})
+
+        if after:
+            task = asyncio.create_task(write_later())
+        async for event in t.run():
+            if after:
+                await task
+            return event.payload
+
+    assert asyncio.run(first_event(revived, after=0.2)) == {"status": "done", "keys": ["k1"]}
+    late = StoreRecordTrigger(
+        str(tmp_path / "store"), "benchmark", ["k2"], poll_interval_s=0.05, timeout_s=0.1
+    )
+    assert asyncio.run(first_event(late))["status"] == "timeout"
