@@ -166,3 +166,45 @@ def test_store_record_trigger_fires_when_the_record_appears_and_times_out_otherw
         str(tmp_path / "store"), "benchmark", ["k2"], poll_interval_s=0.05, timeout_s=0.1
     )
     assert asyncio.run(first_event(late))["status"] == "timeout"
+
+
+def test_pod_mode_runs_every_stage_in_the_project_image_with_settings_from_a_secret(
+    tmp_path: Path, animal_mnist: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.sdk import DAG
+
+    from squeezeflow.airflow.factory import add_compress_tasks
+    from squeezeflow.airflow.pods import PodSettings, ingest_in_pod, plan_in_pod, resolve_spec_in_pod
+
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(job_doc(tiny_model, animal_mnist, name="pod-mode")))
+    pods = PodSettings(image="registry.example/squeezeflow:1", benchmark_node_selector={"bench": "true"})
+    dag = DAG("pod_mode")
+    add_compress_tasks(dag, str(spec), pods=pods)
+    kpo = {t.task_id: t for t in dag.tasks if t.task_id != "gate_check"}
+    assert set(kpo) == {"resolve_spec", "ingest", "baseline", "baseline_benchmark", "plan"} | {
+        "optimize",
+        "gate",
+        "benchmark",
+        "promote",
+    }
+    for t in kpo.values():
+        op = t if not t.is_mapped else None  # type: ignore[attr-defined]
+        partial = getattr(t, "partial_kwargs", {}) if op is None else vars(op)
+        image = partial.get("image") if op is None else op.image  # type: ignore[attr-defined]
+        assert image == "registry.example/squeezeflow:1", t.task_id
+        env_from = partial.get("env_from") if op is None else op.env_from  # type: ignore[attr-defined]
+        assert env_from[0].secret_ref.name == "squeezeflow-env", t.task_id
+    assert issubclass(kpo["ingest"].__class__, KubernetesPodOperator)
+    assert kpo["benchmark"].partial_kwargs["node_selector"] == {"bench": "true"}  # type: ignore[attr-defined]
+    assert {t.task_id for t in dag.tasks if t.is_mapped} == {"optimize", "gate", "benchmark"}  # type: ignore[attr-defined]
+
+    # What a pod runs, run here with the environment the secret would give it.
+    monkeypatch.setenv("SQUEEZEFLOW_ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("SQUEEZEFLOW_WORKDIR", str(tmp_path / "work"))
+    doc = resolve_spec_in_pod(str(spec))
+    ing = ingest_in_pod(doc)
+    assert ing["validation"]["success"] is True
+    assert [r["name"] for r in plan_in_pod(doc)] == ["int8-static-u8s8", "int8-dynamic"]

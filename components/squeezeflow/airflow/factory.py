@@ -108,8 +108,15 @@ def add_compress_tasks(
     workdir: str | None = None,
     overrides: Any = None,
     upstream: Any = None,
-) -> SqueezeflowPromoteOperator:
-    """Add the compression tasks to ``dag``; returns the promote task."""
+    pods: Any = None,
+) -> Any:
+    """Add the compression tasks to ``dag``; returns the promote task. With ``pods``
+    (`squeezeflow.airflow.pods.PodSettings`) every stage runs in its own pod with the project's image
+    and reads its settings from a Kubernetes secret instead of Airflow connections."""
+    if pods is not None:
+        from squeezeflow.airflow.pods import add_pod_tasks
+
+        return add_pod_tasks(dag, spec_source, pods, overrides=overrides, upstream=upstream)
     common: dict[str, Any] = {
         "mlflow_conn_id": mlflow_conn_id,
         "aws_conn_id": aws_conn_id,
@@ -227,6 +234,7 @@ def compress_dag(
     artifacts: str | None = None,
     workdir: str | None = None,
     retries: int = 2,
+    pods: Any = None,
 ) -> DAG:
     """The compression DAG for the spec at ``spec_source``. The spec is read and validated now, at parse
     time (pass ``spec`` to reuse an already resolved document), and again at run time by `resolve_spec`,
@@ -240,6 +248,7 @@ def compress_dag(
         aws_conn_id=aws_conn_id,
         artifacts=artifacts,
         workdir=workdir,
+        pods=pods,
     )
     return dag
 

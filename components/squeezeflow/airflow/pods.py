@@ -1,0 +1,165 @@
+"""Pod mode: every stage in its own Kubernetes pod, running the project's image.
+
+For platform teams that keep Airflow's own environment lean (no torch, no onnxruntime on the workers):
+`add_compress_tasks(..., pods=PodSettings(...))` builds the same DAG shape with ``@task.kubernetes``
+tasks (the cncf.kubernetes provider's KubernetesPodOperator under the hood). Each pod reads its settings
+from the environment, filled from one Kubernetes secret (``MLFLOW_TRACKING_URI``, ``SQUEEZEFLOW_ARTIFACTS``,
+``AWS_*``; the chart's ``squeezeflow-env`` secret), so no credential passes through Airflow. Benchmark pods
+can be pinned to benchmark nodes with their own node selector.
+
+The functions below are shipped to the pod as source (the decorator runs them there), so each one
+imports what it needs inside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PodSettings:
+    """Where and how the stage pods run."""
+
+    image: str = "ghcr.io/squeezeflow/squeezeflow:0.1.0"
+    namespace: str | None = None
+    secret: str = "squeezeflow-env"
+    service_account: str | None = "squeezeflow-runner"
+    node_selector: dict[str, str] = field(default_factory=dict)
+    benchmark_node_selector: dict[str, str] = field(default_factory=dict)
+    cpu: str = "2"
+    memory: str = "4Gi"
+
+    def operator_kwargs(self, benchmark: bool = False) -> dict[str, Any]:
+        from kubernetes.client import models as k8s
+
+        resources = k8s.V1ResourceRequirements(
+            requests={"cpu": self.cpu, "memory": self.memory}, limits={"cpu": self.cpu, "memory": self.memory}
+        )
+        kwargs: dict[str, Any] = {
+            "image": self.image,
+            "env_from": [k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=self.secret))],
+            "node_selector": dict(self.benchmark_node_selector if benchmark else self.node_selector),
+            "container_resources": resources,
+            "do_xcom_push": True,
+            "get_logs": True,
+            "on_finish_action": "delete_pod",
+        }
+        if self.namespace:
+            kwargs["namespace"] = self.namespace
+        if self.service_account:
+            kwargs["service_account_name"] = self.service_account
+        return kwargs
+
+
+def resolve_spec_in_pod(spec_source: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    from squeezeflow import tasks
+
+    return tasks.resolve_spec(spec_source, overrides)
+
+
+def ingest_in_pod(spec: dict[str, Any]) -> dict[str, Any]:
+    from squeezeflow import tasks
+    from squeezeflow.stages import Settings
+
+    return tasks.ingest_task(spec, Settings.resolve())
+
+
+def baseline_in_pod(spec: dict[str, Any], ingest: dict[str, Any]) -> dict[str, Any]:
+    from squeezeflow import tasks
+    from squeezeflow.stages import Settings
+
+    return tasks.baseline_task(spec, Settings.resolve(), ingest)
+
+
+def baseline_benchmark_in_pod(
+    spec: dict[str, Any], ingest: dict[str, Any], baseline: dict[str, Any]
+) -> dict[str, Any]:
+    from squeezeflow import tasks
+    from squeezeflow.stages import Settings
+
+    return tasks.baseline_benchmark_task(spec, Settings.resolve(), ingest, baseline)
+
+
+def plan_in_pod(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    from squeezeflow import tasks
+
+    return tasks.plan_task(spec)
+
+
+def optimize_in_pod(
+    spec: dict[str, Any], ingest: dict[str, Any], baseline: dict[str, Any], recipe: dict[str, Any]
+) -> dict[str, Any]:
+    from squeezeflow import tasks
+    from squeezeflow.stages import Settings
+
+    return tasks.optimize_task(spec, Settings.resolve(), ingest, baseline, recipe)
+
+
+def gate_in_pod(
+    spec: dict[str, Any], ingest: dict[str, Any], baseline: dict[str, Any], outcome: dict[str, Any]
+) -> dict[str, Any]:
+    from squeezeflow import tasks
+    from squeezeflow.stages import Settings
+
+    return tasks.gate_task(spec, Settings.resolve(), ingest, baseline, outcome)
+
+
+def benchmark_in_pod(spec: dict[str, Any], ingest: dict[str, Any], outcome: dict[str, Any]) -> dict[str, Any]:
+    from squeezeflow import tasks
+    from squeezeflow.stages import Settings
+
+    return tasks.benchmark_task(spec, Settings.resolve(), ingest, outcome)
+
+
+def promote_in_pod(
+    spec: dict[str, Any],
+    ingest: dict[str, Any],
+    baseline: dict[str, Any],
+    baseline_benchmarks: dict[str, Any],
+    outcomes: list[dict[str, Any]],
+) -> dict[str, Any]:
+    from squeezeflow import tasks
+    from squeezeflow.stages import Settings
+
+    return tasks.promote_task(spec, Settings.resolve(), ingest, baseline, baseline_benchmarks, list(outcomes))
+
+
+def add_pod_tasks(
+    dag: Any, spec_source: str, pods: PodSettings, overrides: Any = None, upstream: Any = None
+) -> Any:
+    """The compression tasks of `factory.add_compress_tasks`, each stage in its own pod."""
+    from airflow.sdk import task
+
+    from squeezeflow.airflow.factory import CANDIDATE_LABEL
+    from squeezeflow.airflow.operators import SqueezeflowGateCheckOperator
+
+    def pod(fn: Any, task_id: str, benchmark: bool = False, mapped: bool = False) -> Any:
+        kwargs: dict[str, Any] = {"task_id": task_id, **pods.operator_kwargs(benchmark)}
+        if mapped:
+            kwargs["map_index_template"] = CANDIDATE_LABEL
+        return task.kubernetes(**kwargs)(fn)
+
+    with dag:
+        spec = pod(resolve_spec_in_pod, "resolve_spec")(spec_source, overrides)
+        if upstream is not None:
+            upstream >> spec
+        ing = pod(ingest_in_pod, "ingest")(spec)
+        base = pod(baseline_in_pod, "baseline")(spec, ing)
+        base_bench = pod(baseline_benchmark_in_pod, "baseline_benchmark", benchmark=True)(spec, ing, base)
+        plan = pod(plan_in_pod, "plan")(spec)
+        base_bench >> plan
+        built = pod(optimize_in_pod, "optimize", mapped=True).partial(spec=spec, ingest=ing, baseline=base)
+        built = built.expand(recipe=plan)
+        gated = (
+            pod(gate_in_pod, "gate", mapped=True)
+            .partial(spec=spec, ingest=ing, baseline=base)
+            .expand(outcome=built)
+        )
+        check = SqueezeflowGateCheckOperator(task_id="gate_check", outcomes=gated)
+        measured = pod(benchmark_in_pod, "benchmark", benchmark=True, mapped=True).partial(
+            spec=spec, ingest=ing
+        )
+        measured = measured.expand(outcome=gated)
+        check >> measured
+        return pod(promote_in_pod, "promote")(spec, ing, base, base_bench, measured)
