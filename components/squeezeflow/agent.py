@@ -15,6 +15,7 @@ import logging
 import time
 from typing import Any
 
+from squeezeflow.errors import InfrastructureError
 from squeezeflow.results import BenchmarkResult
 from squeezeflow.spec import DeviceProfile
 from squeezeflow.stages import Settings, StageContext
@@ -28,7 +29,7 @@ def pending_requests(settings: Settings, profiles: set[str]) -> list[dict[str, A
     """Requests for ``profiles`` (all profiles when empty) that have no result yet, oldest first."""
     store = open_store(settings.artifacts)
     out = []
-    for key in store.list_keys(f"records/{REQUEST_STAGE}/"):
+    for key in store.list_keys(f"records/{REQUEST_STAGE}"):
         name = key.rsplit("/", 1)[-1].removesuffix(".json")
         req = store.read_record(REQUEST_STAGE, name)
         if req is None or (profiles and req.get("profile", {}).get("name") not in profiles):
@@ -65,7 +66,11 @@ def serve(
     done = 0
     idle_since = time.monotonic()
     while True:
-        reqs = pending_requests(settings, profiles)
+        try:
+            reqs = pending_requests(settings, profiles)
+        except InfrastructureError as err:  # the store is unreachable for now: keep serving
+            log.warning("cannot list requests (%s); retrying in %.0f s", err, poll_s)
+            reqs = []
         for req in reqs:
             try:
                 r = serve_one(settings, req)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +61,26 @@ def test_remote_profile_is_measured_by_the_agent_while_the_task_is_deferred(
         )
     try:
         airflow(env, "db", "migrate")
-        out = airflow(env, "dags", "test", DAG_ID)
+        dag_test = subprocess.Popen(
+            [venv_tool("airflow"), "dags", "test", DAG_ID],
+            env=env,
+            cwd=env["AIRFLOW_HOME"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 900
+        while dag_test.poll() is None:
+            if agent.poll() is not None or time.monotonic() > deadline:
+                dag_test.kill()
+                pytest.fail(f"the agent stopped (or the run hung):\n{log_tail(agent_log)}")
+            time.sleep(2)
+        output = dag_test.stdout.read() if dag_test.stdout else ""
+        assert dag_test.returncode == 0, output[-6000:]
     finally:
         agent.terminate()
         agent.wait(30)
-    log = out.stdout + out.stderr
+    log = output
     assert "running trigger in line" in log, "the benchmark tasks deferred to a trigger"
     states = {(t["task_id"], t["map_index"]): t["state"] for t in task_instances(tmp_path / "home", DAG_ID)}
     assert states[("baseline_benchmark", -1)] == "success"
