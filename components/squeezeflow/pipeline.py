@@ -140,4 +140,7 @@ def job_result(
     except Exception:
         log.warning("could not render the job report for %s; continuing without it", spec.name, exc_info=True)
         return result
+    # Also on the job's MLflow run, where the MLflow UI shows it (artifacts tab, report/report.html).
+    html = ctx.store.fetch(html_ref, ctx.cache).read_text(encoding="utf-8")
+    ctx.tracker.log_text(ing.parent_run_id, html, "report/report.html")
     return result.model_copy(update={"report_html": html_ref.uri, "report_markdown": md_ref.uri})

@@ -95,6 +95,12 @@ class ArtifactStore(ABC):
     @abstractmethod
     def key_of(self, uri: str) -> str: ...
 
+    def mark(self, ref: ArtifactRef, status: str) -> None:  # noqa: B027 - optional capability
+        """Record an artifact's fate where the store supports it (S3: the object tag
+        ``squeezeflow-status``, which a bucket lifecycle rule may use to expire failed candidates).
+        Objects are content-addressed, so one object can be several candidates: the status only ever
+        moves up (failed < passed < promoted) and a promoted model is never marked failed."""
+
     # -- objects ----------------------------------------------------------------------------------
     def put_file(self, path: Path, suffix: str = "") -> ArtifactRef:
         """Store a file under its content hash; storing the same bytes again is a no-op."""
@@ -281,6 +287,23 @@ class S3Store(ArtifactStore):
 
         return s3_exists(self.client, self.bucket, self._k(key))
 
+    def mark(self, ref: ArtifactRef, status: str) -> None:
+        from squeezeflow.s3 import s3_call
+
+        key = self._k(self.key_of(ref.uri))
+        current = s3_call(f"tags of {ref.uri}", self.client.get_object_tagging, Bucket=self.bucket, Key=key)
+        tags = {t["Key"]: t["Value"] for t in current.get("TagSet", [])}
+        if STATUS_RANK.get(tags.get(STATUS_TAG, ""), -1) >= STATUS_RANK[status]:
+            return
+        tags[STATUS_TAG] = status
+        s3_call(
+            f"tagging of {ref.uri}",
+            self.client.put_object_tagging,
+            Bucket=self.bucket,
+            Key=key,
+            Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in sorted(tags.items())]},
+        )
+
     def list_keys(self, prefix: str) -> list[str]:
         from squeezeflow.s3 import s3_list
 
@@ -288,6 +311,10 @@ class S3Store(ArtifactStore):
         keys = s3_list(self.client, self.bucket, full)
         cut = len(self.prefix) + 1 if self.prefix else 0
         return sorted(k[cut:] for k in keys)
+
+
+STATUS_TAG = "squeezeflow-status"
+STATUS_RANK = {"failed": 0, "passed": 1, "promoted": 2}
 
 
 def open_store(uri: str | Path, credentials: Mapping[str, str | None] | None = None) -> ArtifactStore:

@@ -92,3 +92,26 @@ def test_job_reads_from_s3_writes_to_s3_and_promotes_in_the_mlflow_server(
     assert again.promotion.version == p.version
     assert len(client.search_runs([result.experiment_id])) == runs_before
     assert len(client.search_model_versions(f"name = '{p.model_name}'")) == 1
+
+
+def test_artifact_status_tags_only_move_up_so_a_promoted_model_never_expires(
+    s3_env: S3Endpoint, s3_bucket: str, tmp_path: Path
+) -> None:
+    from squeezeflow.store import STATUS_TAG, open_store
+
+    store = open_store(f"s3://{s3_bucket}/squeezeflow")
+    f = tmp_path / "m.onnx"
+    f.write_bytes(b"candidate bytes shared by two candidates")
+    ref = store.put_file(f, suffix=".onnx")
+
+    def status() -> str:
+        key = f"squeezeflow/{store.key_of(ref.uri)}"
+        tags = s3_env.client().get_object_tagging(Bucket=s3_bucket, Key=key)["TagSet"]
+        return {t["Key"]: t["Value"] for t in tags}[STATUS_TAG]
+
+    store.mark(ref, "failed")
+    assert status() == "failed"
+    store.mark(ref, "promoted")
+    assert status() == "promoted"
+    store.mark(ref, "failed")  # the same bytes failing another job's gate later
+    assert status() == "promoted"

@@ -53,6 +53,11 @@ def test_compress_dag_promotes_through_the_registry_and_reports(
     version = client.get_model_version_by_alias("af-dags-test-model", "champion")
     assert version.version == result["promotion"]["version"]
     assert version.tags["squeezeflow.candidate_key"] == result["promotion"]["candidate_key"]
+    assert [a.path for a in client.list_artifacts(result["parent_run_id"], "report")] == [
+        "report/report.html"
+    ]
+    links = xcom_value(dag_run["home"], DAG_ID, "promote", key="_link_JobReportLink")
+    assert links.endswith(f"/runs/{result['parent_run_id']}/artifacts")
     summary = xcom_value(dag_run["home"], DAG_ID, "promote", key="summary")
     assert "**Promoted** `int8-static-u8s8`" in summary
     assert "| int8-dynamic |" in summary

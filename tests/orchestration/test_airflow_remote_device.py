@@ -61,21 +61,22 @@ def test_remote_profile_is_measured_by_the_agent_while_the_task_is_deferred(
         )
     try:
         airflow(env, "db", "migrate")
-        dag_test = subprocess.Popen(
-            [venv_tool("airflow"), "dags", "test", DAG_ID],
-            env=env,
-            cwd=env["AIRFLOW_HOME"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        dag_log = tmp_path / "dags-test.log"
+        with dag_log.open("wb") as out:  # a file, not a pipe: a full pipe would stall the run
+            dag_test = subprocess.Popen(
+                [venv_tool("airflow"), "dags", "test", DAG_ID],
+                env=env,
+                cwd=env["AIRFLOW_HOME"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 900
         while dag_test.poll() is None:
             if agent.poll() is not None or time.monotonic() > deadline:
                 dag_test.kill()
                 pytest.fail(f"the agent stopped (or the run hung):\n{log_tail(agent_log)}")
             time.sleep(2)
-        output = dag_test.stdout.read() if dag_test.stdout else ""
+        output = dag_log.read_text(errors="replace")
         assert dag_test.returncode == 0, output[-6000:]
     finally:
         agent.terminate()

@@ -86,6 +86,15 @@ class RegisteredModelLink(BaseOperatorLink):
         return str(getattr(operator, "_squeezeflow_links", {}).get(self.name, ""))
 
 
+class JobReportLink(BaseOperatorLink):
+    """The job's HTML report, as an artifact of the job's MLflow run."""
+
+    name = "Job report"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
+        return str(getattr(operator, "_squeezeflow_links", {}).get(self.name, ""))
+
+
 class SqueezeflowBaseOperator(BaseOperator):
     """What every stage operator shares: connections, the artifact store, and error mapping.
 
@@ -435,7 +444,7 @@ class SqueezeflowPromoteOperator(SqueezeflowBaseOperator):
         "baseline_benchmarks",
         "outcomes",
     )
-    operator_extra_links = (MlflowRunLink(), RegisteredModelLink())
+    operator_extra_links = (MlflowRunLink(), RegisteredModelLink(), JobReportLink())
     ui_color = "#cde7f0"
 
     def __init__(
@@ -468,6 +477,10 @@ class SqueezeflowPromoteOperator(SqueezeflowBaseOperator):
         context["ti"].xcom_push(key="summary", value=md)
         p = result["promotion"]
         uri = settings.tracking_uri
+        if result.get("report_html") and uri.startswith(("http://", "https://")):
+            self._squeezeflow_links[JobReportLink.name] = _url_join(
+                uri, f"#/experiments/{result['experiment_id']}/runs/{result['parent_run_id']}/artifacts"
+            )
         if p["promoted"] and uri.startswith(("http://", "https://")):
             self._squeezeflow_links[RegisteredModelLink.name] = _url_join(
                 uri, f"#/models/{p['model_name']}/versions/{p['version']}"
@@ -476,6 +489,7 @@ class SqueezeflowPromoteOperator(SqueezeflowBaseOperator):
 
 
 __all__ = [
+    "JobReportLink",
     "MlflowRunLink",
     "RegisteredModelLink",
     "SqueezeflowBaseOperator",

@@ -32,5 +32,6 @@ def get_provider_info() -> dict[str, Any]:
         "extra-links": [
             "squeezeflow.airflow.operators.MlflowRunLink",
             "squeezeflow.airflow.operators.RegisteredModelLink",
+            "squeezeflow.airflow.operators.JobReportLink",
         ],
     }

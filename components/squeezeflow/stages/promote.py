@@ -176,6 +176,8 @@ def promote(
         )
         version = ctx.tracker.register(c.model_id, name, c.run_id, tags, description)
     v = str(version.version)
+    if c.onnx is not None:
+        ctx.store.mark(c.onnx, "promoted")  # before the alias moves: never expire what serves
     ctx.tracker.set_alias(name, alias, v)
     ctx.tracker.log(c.run_id, tags={"squeezeflow.promoted": f"{name}/{v}@{alias}"})
     ctx.tracker.log(
