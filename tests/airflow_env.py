@@ -14,6 +14,7 @@ from typing import Any
 from tests.servers import S3Endpoint, venv_tool
 
 REPO = Path(__file__).resolve().parents[1]
+MLFLOW_SECRET = "sfw-Secret-5c9e1f"
 DAGS = REPO / "dags"
 
 # Variables of the test process that must not leak into Airflow's: the S3 credentials have to come
@@ -45,7 +46,10 @@ def airflow_env(
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-            "AIRFLOW_CONN_SQUEEZEFLOW_MLFLOW": json.dumps({"conn_type": "mlflow", "host": tracking_uri}),
+            # The test server does not check credentials; they are here to prove they leak nowhere.
+            "AIRFLOW_CONN_SQUEEZEFLOW_MLFLOW": json.dumps(
+                {"conn_type": "mlflow", "host": tracking_uri, "login": "sfw-user", "password": MLFLOW_SECRET}
+            ),
             "SQUEEZEFLOW_ARTIFACTS": artifacts,
             "SQUEEZEFLOW_WORKDIR": str(home / "squeezeflow-work"),
             "PATH": f"{Path(venv_tool('airflow')).parent}:{os.environ.get('PATH', '')}",

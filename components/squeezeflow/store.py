@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -35,6 +36,9 @@ class ArtifactRef(BaseModel):
     uri: str
     sha256: str
     size: int
+
+
+log = logging.getLogger(__name__)
 
 
 def sha256_file(path: Path) -> str:
@@ -94,6 +98,10 @@ class ArtifactStore(ABC):
 
     @abstractmethod
     def key_of(self, uri: str) -> str: ...
+
+    def has(self, ref: ArtifactRef) -> bool:
+        """Whether the artifact's object is still there (a lifecycle rule may have expired it)."""
+        return self._exists(self.key_of(ref.uri))
 
     def mark(self, ref: ArtifactRef, status: str) -> None:  # noqa: B027 - optional capability
         """Record an artifact's fate where the store supports it (S3: the object tag
@@ -288,6 +296,12 @@ class S3Store(ArtifactStore):
         return s3_exists(self.client, self.bucket, self._k(key))
 
     def mark(self, ref: ArtifactRef, status: str) -> None:
+        try:
+            self._mark(ref, status)
+        except Exception as err:  # housekeeping: a store without tagging must not fail the job
+            log.warning("could not tag %s as %s (%s); lifecycle rules will not see it", ref.uri, status, err)
+
+    def _mark(self, ref: ArtifactRef, status: str) -> None:
         from squeezeflow.s3 import s3_call
 
         key = self._k(self.key_of(ref.uri))

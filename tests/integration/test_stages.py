@@ -119,3 +119,22 @@ def test_gate_refuses_when_the_held_out_split_is_too_small_for_the_tolerance(
     assert not verdict.passed
     assert "only n=60 samples" in verdict.reason and "at least 100 samples are needed" in verdict.reason
     assert verdict.samples_needed == 100
+
+
+def test_a_candidate_whose_model_expired_from_the_store_is_rebuilt_not_reused(
+    ctx: StageContext, tiny_model: Path, animal_mnist: Path
+) -> None:
+    """A bucket lifecycle rule may expire failed candidates' models; their optimize records stay."""
+    from squeezeflow.stages import optimize
+
+    spec = parse_spec(job_doc(tiny_model, animal_mnist, name="expired-candidate"))
+    ing = ingest(spec, ctx)
+    base = baseline(spec, ing, ctx)
+    recipe = Recipe(name="int8-dynamic", steps=[PassStep(name="ort_dynamic_int8")])
+    first = optimize(spec, ing, base, recipe, ctx)
+    assert first.onnx is not None
+    Path(first.onnx.uri).unlink()  # what the lifecycle rule does
+    assert not ctx.store.has(first.onnx)
+    again = optimize(spec, ing, base, recipe, ctx)
+    assert again.onnx is not None and ctx.store.has(again.onnx)
+    assert gate(spec, ing, base, again, ctx).candidate_metric is not None

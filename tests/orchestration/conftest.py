@@ -40,5 +40,5 @@ def single_worker_run(
         "env": env,
         "spec": spec,
         "seconds": time.monotonic() - t0,
-        "log": out.stdout,
+        "log": out.stdout + out.stderr,
     }

@@ -63,11 +63,23 @@ def test_compress_dag_promotes_through_the_registry_and_reports(
     assert "| int8-dynamic |" in summary
 
 
-def test_no_credentials_in_xcom(dag_run: dict[str, Any]) -> None:
-    conn = json.loads(dag_run["env"]["AIRFLOW_CONN_AWS_DEFAULT"])
-    secret = conn["password"]
-    for task in ("resolve_spec", "ingest", "baseline", "promote"):
-        assert secret not in json.dumps(xcom_value(dag_run["home"], DAG_ID, task))
+def test_no_credentials_in_xcom_logs_or_mlflow(dag_run: dict[str, Any], mlflow_server: Any) -> None:
+    from tests.airflow_env import MLFLOW_SECRET
+
+    secrets = [MLFLOW_SECRET, json.loads(dag_run["env"]["AIRFLOW_CONN_AWS_DEFAULT"])["password"]]
+    result = xcom_value(dag_run["home"], DAG_ID, "promote")
+    client = MlflowClient(mlflow_server.tracking_uri, registry_uri=mlflow_server.tracking_uri)
+    runs = client.search_runs([result["experiment_id"]])
+    tracked = json.dumps([[r.data.params, r.data.tags] for r in runs])
+    logs = "\n".join(
+        p.read_text(errors="replace") for p in (dag_run["home"] / "logs").rglob("*") if p.is_file()
+    )
+    for secret in secrets[:1] + [s for s in secrets[1:] if len(s) >= 8]:  # moto's "testing" is a plain word
+        for task in ("resolve_spec", "ingest", "baseline", "promote"):
+            assert secret not in json.dumps(xcom_value(dag_run["home"], DAG_ID, task)), task
+        assert secret not in dag_run["log"], "the run's output"
+        assert secret not in logs, "task logs"
+        assert secret not in tracked, "MLflow params and tags"
 
 
 def test_a_failed_gate_skips_benchmark_and_promotion_without_failing_the_run(

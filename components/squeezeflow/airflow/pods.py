@@ -22,11 +22,18 @@ class PodSettings:
     """Where and how the stage pods run."""
 
     image: str = "ghcr.io/squeezeflow/squeezeflow:0.1.0"
-    namespace: str | None = None
+    namespace: str | None = "squeezeflow"
+    """Where the chart put the runner's service account and the ``squeezeflow-env`` secret (Airflow's
+    Kubernetes connection needs RBAC to create pods there)."""
     secret: str = "squeezeflow-env"
     service_account: str | None = "squeezeflow-runner"
     node_selector: dict[str, str] = field(default_factory=dict)
     benchmark_node_selector: dict[str, str] = field(default_factory=dict)
+    benchmark_tolerations: list[dict[str, str]] = field(default_factory=list)
+    """Tolerations of the benchmark pods, for tainted benchmark nodes (``{"key", "operator", "value",
+    "effect"}``)."""
+    labels: dict[str, str] = field(default_factory=lambda: {"squeezeflow.io/mlflow-client": "true"})
+    """Pod labels; the default is the one the chart's MLflow NetworkPolicy admits."""
     cpu: str = "2"
     memory: str = "4Gi"
 
@@ -40,6 +47,8 @@ class PodSettings:
             "image": self.image,
             "env_from": [k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=self.secret))],
             "node_selector": dict(self.benchmark_node_selector if benchmark else self.node_selector),
+            "labels": dict(self.labels),
+            "tolerations": [k8s.V1Toleration(**t) for t in self.benchmark_tolerations] if benchmark else [],
             "container_resources": resources,
             "do_xcom_push": True,
             "get_logs": True,

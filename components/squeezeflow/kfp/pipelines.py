@@ -35,15 +35,25 @@ from typing import Any
 
 import yaml
 
-#: Environment variables mapped from the Kubernetes secret (key name = variable name).
-SECRET_ENV: tuple[str, ...] = (
-    "MLFLOW_TRACKING_URI",
-    "SQUEEZEFLOW_ARTIFACTS",
+#: Environment variables mapped from the Kubernetes secret (key name = variable name). The first two
+#: must be in the secret; the others are optional (IRSA / workload identity needs no keys, AWS no
+#: endpoint, an MLflow without authentication no credentials).
+REQUIRED_SECRET_ENV: tuple[str, ...] = ("MLFLOW_TRACKING_URI", "SQUEEZEFLOW_ARTIFACTS")
+OPTIONAL_SECRET_ENV: tuple[str, ...] = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
     "AWS_ENDPOINT_URL_S3",
+    "AWS_DEFAULT_REGION",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
 )
-DEFAULT_SECRET = "squeezeflow"
+SECRET_ENV: tuple[str, ...] = REQUIRED_SECRET_ENV + OPTIONAL_SECRET_ENV
+#: The chart's secret (charts/squeezeflow values `envSecret.name`).
+DEFAULT_SECRET = "squeezeflow-env"
+#: The label the chart's MLflow NetworkPolicy admits (values `mlflow.networkPolicy.clientLabel`).
+MLFLOW_CLIENT_LABEL = ("squeezeflow.io/mlflow-client", "true")
 DEFAULT_PARALLELISM = 4
 
 
@@ -99,9 +109,20 @@ def _configure(task: Any, opts: PipelineOptions, name: str, *, settings: bool = 
     if settings and opts.secret_name:
         from kfp import kubernetes
 
-        kubernetes.use_secret_as_env(
-            task, secret_name=opts.secret_name, secret_key_to_env={k: k for k in opts.secret_env}
-        )
+        required = [k for k in opts.secret_env if k in REQUIRED_SECRET_ENV]
+        optional = [k for k in opts.secret_env if k not in REQUIRED_SECRET_ENV]
+        if required:
+            kubernetes.use_secret_as_env(
+                task, secret_name=opts.secret_name, secret_key_to_env={k: k for k in required}
+            )
+        if optional:
+            kubernetes.use_secret_as_env(
+                task, secret_name=opts.secret_name, secret_key_to_env={k: k for k in optional}, optional=True
+            )
+    if settings:
+        from kfp import kubernetes
+
+        kubernetes.add_pod_label(task, *MLFLOW_CLIENT_LABEL)
     return task
 
 

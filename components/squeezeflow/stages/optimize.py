@@ -100,7 +100,11 @@ def optimize(
     key = candidate_key(ingest.job_key, recipe)
     recorded = ctx.store.read_record("optimize", key)
     if recorded is not None:
-        return CandidateResult.model_validate(recorded)
+        cached = CandidateResult.model_validate(recorded)
+        if cached.onnx is None or ctx.store.has(cached.onnx):
+            return cached
+        # The bucket's lifecycle rule expired this (failed) candidate's model: build it again.
+        log.info("candidate %s: its recorded model %s is gone; rebuilding", recipe.label, cached.onnx.uri)
 
     run_id = ctx.tracker.candidate_run(
         ingest.parent_run_id,
