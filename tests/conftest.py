@@ -89,9 +89,8 @@ def s3_endpoint(request: pytest.FixtureRequest) -> S3Endpoint:
     return endpoint
 
 
-@pytest.fixture
-def s3_env(
-    s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+def _aws_env(
+    endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[S3Endpoint]:
     for name in _AWS_VARS_TO_CLEAR:
         monkeypatch.delenv(name, raising=False)
@@ -99,19 +98,47 @@ def s3_env(
     config_dir = tmp_path_factory.mktemp("aws-config")
     config_file = config_dir / "config"
     config_file.write_text(
-        f"[default]\nregion = {s3_endpoint.region}\ns3 =\n    addressing_style = path\n", encoding="utf-8"
+        f"[default]\nregion = {endpoint.region}\ns3 =\n    addressing_style = path\n", encoding="utf-8"
     )
     monkeypatch.setenv("AWS_CONFIG_FILE", str(config_file))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(config_dir / "credentials"))
-    for name, value in s3_endpoint.env().items():
+    for name, value in endpoint.env().items():
         monkeypatch.setenv(name, value)
     # boto3's default session caches the credentials it resolved first, so a `boto3.client("s3")` made
     # under another endpoint's environment would keep signing with that endpoint's keys.
     boto3.DEFAULT_SESSION = None
     try:
-        yield s3_endpoint
+        yield endpoint
     finally:
         boto3.DEFAULT_SESSION = None
+
+
+@pytest.fixture
+def s3_env(
+    s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[S3Endpoint]:
+    yield from _aws_env(s3_endpoint, monkeypatch, tmp_path_factory)
+
+
+@pytest.fixture
+def one_s3_env(
+    preferred_s3_endpoint: S3Endpoint,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[S3Endpoint]:
+    """`s3_env` for expensive tests that run once: on Ceph when CI started it, else on moto."""
+    yield from _aws_env(preferred_s3_endpoint, monkeypatch, tmp_path_factory)
+
+
+@pytest.fixture
+def one_s3_bucket(one_s3_env: S3Endpoint) -> Iterator[str]:
+    client = one_s3_env.client()
+    name = new_bucket_name()
+    create_bucket(client, name, one_s3_env.region)
+    try:
+        yield name
+    finally:
+        empty_and_delete_bucket(client, name)
 
 
 @pytest.fixture

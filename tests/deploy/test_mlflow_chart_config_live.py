@@ -68,14 +68,14 @@ def mlflow_container(render: RenderFn, postgres: PostgresServer, bucket: str, re
 def test_compress_job_through_mlflow_started_as_the_chart_configures_it(
     render: RenderFn,
     postgres: PostgresServer,
-    s3_env: S3Endpoint,
-    s3_bucket: str,
+    one_s3_env: S3Endpoint,
+    one_s3_bucket: str,
     tiny_model: Path,
     animal_mnist: Path,
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    container = mlflow_container(render, postgres, s3_bucket, s3_env.region, port)
+    container = mlflow_container(render, postgres, one_s3_bucket, one_s3_env.region, port)
 
     # What the kubelet would run: command + args, with the env the Secrets provide.
     argv = [*container["command"], *container["args"]]
@@ -87,13 +87,13 @@ def test_compress_job_through_mlflow_started_as_the_chart_configures_it(
     secrets = {
         DB_SECRET: {"username": postgres.user, "password": "unused-trust-auth"},
         ENV_SECRET: {
-            "AWS_ACCESS_KEY_ID": s3_env.access_key,
-            "AWS_SECRET_ACCESS_KEY": s3_env.secret_key,
-            "AWS_ENDPOINT_URL_S3": s3_env.endpoint_url,
+            "AWS_ACCESS_KEY_ID": one_s3_env.access_key,
+            "AWS_SECRET_ACCESS_KEY": one_s3_env.secret_key,
+            "AWS_ENDPOINT_URL_S3": one_s3_env.endpoint_url,
         },
     }
     env = resolve_env(container["env"], secrets)
-    assert env["MLFLOW_S3_ENDPOINT_URL"] == s3_env.endpoint_url
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == one_s3_env.endpoint_url
     assert env["MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE"] == "path"
     # Nothing of the test's own environment leaks in beyond what an image provides.
     server_env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", **env}
@@ -113,20 +113,20 @@ def test_compress_job_through_mlflow_started_as_the_chart_configures_it(
         cwd=server_cwd,
     )
     with server:
-        s3 = s3_env.client()
+        s3 = one_s3_env.client()
         for f in sorted(animal_mnist.iterdir()):
-            s3.upload_file(str(f), s3_bucket, f"datasets/animal-mnist/{f.name}")
-        s3.upload_file(str(tiny_model), s3_bucket, f"models/{tiny_model.name}")
-        name = f"chart-{s3_env.name}-{s3_bucket[-8:]}"
+            s3.upload_file(str(f), one_s3_bucket, f"datasets/animal-mnist/{f.name}")
+        s3.upload_file(str(tiny_model), one_s3_bucket, f"models/{tiny_model.name}")
+        name = f"chart-{one_s3_env.name}-{one_s3_bucket[-8:]}"
         spec = parse_spec(
             job_doc(
-                f"s3://{s3_bucket}/models/{tiny_model.name}",
-                f"s3://{s3_bucket}/datasets/animal-mnist/",
+                f"s3://{one_s3_bucket}/models/{tiny_model.name}",
+                f"s3://{one_s3_bucket}/datasets/animal-mnist/",
                 name=name,
             )
         )
         settings = Settings(
-            artifacts=f"s3://{s3_bucket}/squeezeflow", tracking_uri=tracking_uri, workdir=tmp_path / "w"
+            artifacts=f"s3://{one_s3_bucket}/squeezeflow", tracking_uri=tracking_uri, workdir=tmp_path / "w"
         )
         result = run_job(spec, settings, progress=False)
 
@@ -141,7 +141,7 @@ def test_compress_job_through_mlflow_started_as_the_chart_configures_it(
 
     keys = [
         o["Key"]
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket, Prefix="mlflow/")
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=one_s3_bucket, Prefix="mlflow/")
         for o in page.get("Contents", [])
     ]
     assert any(k.endswith("/gate/evidence.json") for k in keys), keys

@@ -269,6 +269,8 @@ def test_spec_validate_prints_defaults(tmp_path: Path) -> None:
             "batch_size": 1,
             "warmup": 20,
             "iterations": 300,
+            "remote": False,
+            "remote_timeout_s": 3600.0,
         }
     ]
     assert doc["target_device"] is None and doc["objective"] == "latency"

@@ -42,8 +42,8 @@ def upload_inputs(endpoint: S3Endpoint, bucket: str, model: Path, data: Path) ->
 
 @pytest.fixture
 def kfp_env(
-    s3_env: S3Endpoint,
-    s3_bucket: str,
+    one_s3_env: S3Endpoint,
+    one_s3_bucket: str,
     mlflow_server: MlflowServer,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -52,7 +52,7 @@ def kfp_env(
     local runner; and its pipeline root."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.tracking_uri)
     monkeypatch.delenv("SQUEEZEFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("SQUEEZEFLOW_ARTIFACTS", f"s3://{s3_bucket}/squeezeflow")
+    monkeypatch.setenv("SQUEEZEFLOW_ARTIFACTS", f"s3://{one_s3_bucket}/squeezeflow")
     monkeypatch.setenv("SQUEEZEFLOW_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("SQUEEZEFLOW_WORKDIR", str(tmp_path / "work"))
     root = tmp_path / "kfp-root"
@@ -78,14 +78,14 @@ def _handle(path: Path) -> dict[str, Any]:
 @pytest.mark.timeout(600)
 def test_compress_pipeline_promotes_through_kfp_local(
     kfp_env: Path,
-    s3_env: S3Endpoint,
-    s3_bucket: str,
+    one_s3_env: S3Endpoint,
+    one_s3_bucket: str,
     mlflow_server: MlflowServer,
     wide_model: Path,
     animal_mnist: Path,
 ) -> None:
-    model_uri, data_uri = upload_inputs(s3_env, s3_bucket, wide_model, animal_mnist)
-    name = f"kfp-{s3_env.name}-{s3_bucket[-8:]}"
+    model_uri, data_uri = upload_inputs(one_s3_env, one_s3_bucket, wide_model, animal_mnist)
+    name = f"kfp-{one_s3_env.name}-{one_s3_bucket[-8:]}"
     doc = job_doc(model_uri, data_uri, name=name)
     # The spec goes in as the UI would send it (JSON text), with one form field overridden.
     doc["registry"]["model_name"] = "overridden-below"
@@ -103,7 +103,7 @@ def test_compress_pipeline_promotes_through_kfp_local(
     sha = mv.tags["squeezeflow.candidate_sha256"]
     s3_keys = {
         o["Key"]
-        for page in s3_env.client().get_paginator("list_objects_v2").paginate(Bucket=s3_bucket)
+        for page in one_s3_env.client().get_paginator("list_objects_v2").paginate(Bucket=one_s3_bucket)
         for o in page.get("Contents", [])
     }
     assert f"squeezeflow/objects/{sha[:2]}/{sha}.onnx" in s3_keys
@@ -138,8 +138,8 @@ def test_compress_pipeline_promotes_through_kfp_local(
 @pytest.mark.timeout(600)
 def test_retrain_and_compress_retrains_then_reports_without_promoting(
     kfp_env: Path,
-    s3_env: S3Endpoint,
-    s3_bucket: str,
+    one_s3_env: S3Endpoint,
+    one_s3_bucket: str,
     mlflow_server: MlflowServer,
     tiny_model: Path,
     animal_mnist: Path,
@@ -147,8 +147,8 @@ def test_retrain_and_compress_retrains_then_reports_without_promoting(
     """The retrain step writes new weights to the store and the compression uses them. The run form sets
     max_drop 0, which no candidate can pass on a finite held-out split, so the pipeline's Else branch
     summarizes the job, writes the report and promotes nothing."""
-    model_uri, data_uri = upload_inputs(s3_env, s3_bucket, tiny_model, animal_mnist)
-    name = f"kfp-retrain-{s3_bucket[-8:]}"
+    model_uri, data_uri = upload_inputs(one_s3_env, one_s3_bucket, tiny_model, animal_mnist)
+    name = f"kfp-retrain-{one_s3_bucket[-8:]}"
     doc = job_doc(model_uri, data_uri, name=name)
     doc["search"]["recipes"] = doc["search"]["recipes"][1:]  # one recipe is enough here
     pipeline = kfp_components.load_component_from_file(str(RETRAIN_YAML))
@@ -161,7 +161,7 @@ def test_retrain_and_compress_retrains_then_reports_without_promoting(
 
     (retrain_dir,) = _task_dirs(kfp_env, "retrain")
     new_uri = _output(retrain_dir)
-    assert new_uri.startswith(f"s3://{s3_bucket}/squeezeflow/objects/") and new_uri.endswith(".pt")
+    assert new_uri.startswith(f"s3://{one_s3_bucket}/squeezeflow/objects/") and new_uri.endswith(".pt")
     (ingest_dir,) = _task_dirs(kfp_env, "ingest")
     ing = _handle(ingest_dir / "dataset")
     assert ing["spec"]["model"]["uri"] == new_uri

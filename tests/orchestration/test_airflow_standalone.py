@@ -1,10 +1,15 @@
 """End to end, the way a person uses it: `airflow standalone` (SQLite, a free loopback port) with the
 repo's dags/, a run triggered through Airflow's REST API with params as the UI's trigger form sends
-them, waited for, and the promoted version checked in the MLflow registry."""
+them, waited for, and the promoted version checked in the MLflow registry.
+
+The job's target device is remote: `squeezeflow agent`, a separate process standing in for the device,
+measures the models; the benchmark tasks defer, and Airflow's triggerer waits for its results."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -16,12 +21,13 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.airflow_env import DAG_ID, airflow_env
-from tests.reference import job_doc, write_spec
+from tests.reference import TEST_DEVICE, job_doc, write_spec
 from tests.servers import ServerProcess, free_port, log_tail, venv_tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
-RUN_TIMEOUT_S = 900
+RUN_TIMEOUT_S = 600
+EDGE = {"name": "edge-device", "remote": True, "intra_op_threads": 1, "warmup": 10, "iterations": 100}
 PASSWORD = "squeezeflow-e2e"
 
 
@@ -58,7 +64,11 @@ def standalone(
     animal_mnist: Path,
 ) -> Iterator[dict[str, Any]]:
     base = tmp_path_factory.mktemp("airflow-standalone")
-    spec = write_spec(base / "job.yaml", job_doc(wide_model, animal_mnist, name="af-standalone"))
+    doc = job_doc(wide_model, animal_mnist, name="af-standalone")
+    doc["devices"] = [TEST_DEVICE, EDGE]
+    doc["target_device"] = EDGE["name"]
+    spec = write_spec(base / "job.yaml", doc)
+    artifacts = f"s3://{preferred_s3_bucket}/standalone"
     port = free_port()
     passwords = base / "passwords.json"
     passwords.write_text(json.dumps({"admin": PASSWORD}))
@@ -66,9 +76,10 @@ def standalone(
         base / "home",
         tracking_uri=mlflow_server.tracking_uri,
         s3=preferred_s3_endpoint,
-        artifacts=f"s3://{preferred_s3_bucket}/standalone",
+        artifacts=artifacts,
         spec=spec,
         extra={
+            "SQUEEZEFLOW_AGENT_POLL_S": "1",
             "AIRFLOW__API__PORT": str(port),
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
@@ -85,16 +96,31 @@ def standalone(
         start_timeout_s=300,
         env=env,
     )
+    # The device: its own process and credentials (environment); it sees only the store and MLflow.
+    agent_env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    agent_env.update(preferred_s3_endpoint.env())
+    argv = [venv_tool("squeezeflow"), "agent", "--profile", EDGE["name"], "--artifacts", artifacts]
+    argv += ["--tracking-uri", mlflow_server.tracking_uri, "--workdir", str(base / "agent-work")]
+    argv += ["--poll", "1", "-v"]
+    agent_log = base / "agent.log"
+    with agent_log.open("wb") as fh:
+        device = subprocess.Popen(
+            argv, env=agent_env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
     t0 = time.monotonic()
     server.start()
     try:
         yield {
             "api": Api(f"http://127.0.0.1:{port}"),
             "log": base / "standalone.log",
+            "agent_log": agent_log,
+            "device": device,
             "started_in": time.monotonic() - t0,
         }
     finally:
         server.stop()
+        device.terminate()
+        device.wait(30)
 
 
 def test_a_run_triggered_through_the_rest_api_promotes_a_version(
@@ -120,6 +146,7 @@ def test_a_run_triggered_through_the_rest_api_promotes_a_version(
     run_id = run["dag_run_id"]
     state = run["state"]
     while state not in ("success", "failed") and time.monotonic() - t0 < RUN_TIMEOUT_S:
+        assert standalone["device"].poll() is None, f"the agent stopped:\n{log_tail(standalone['agent_log'])}"
         time.sleep(5)
         state = api.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
     seconds = time.monotonic() - t0
@@ -146,3 +173,12 @@ def test_a_run_triggered_through_the_rest_api_promotes_a_version(
     version = client.get_model_version_by_alias("af-standalone-model", "champion")
     assert version.version == result["promotion"]["version"]
     assert version.tags["squeezeflow.candidate_key"] == result["promotion"]["candidate_key"]
+
+    # The device's numbers decided it, and the waits ran in the triggerer, not in worker slots.
+    assert result["target_profile"] == EDGE["name"]
+    promoted = next(r for r in result["candidates"] if r["label"] == result["promotion"]["candidate_label"])
+    assert promoted["p50_ms"] < result["baseline_p50_ms"]
+    assert "bench.edge-device.p50_ms" in client.get_run(promoted["run_id"]).data.metrics
+    assert standalone["agent_log"].read_text().count("measured ") >= 2, "baseline and candidates"
+    # Deferred tasks resume only when their trigger fires, and here only the triggerer runs triggers.
+    assert "final_state=deferred" in standalone["log"].read_text(errors="replace"), "slots given back"

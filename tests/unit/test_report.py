@@ -322,13 +322,18 @@ def test_publish_turns_store_write_failures_into_infrastructure_errors(
 
 
 def _job_result_args(tmp_path: Path, store: object) -> list[object]:
-    """`pipeline.job_result`'s arguments for a job with no candidates: only the fields it reads."""
+    """`pipeline.job_result`'s arguments for a job with no candidates: the stage records are stand-ins
+    with only the fields it reads; the store and the MLflow tracker (SQLite) are real."""
+    from squeezeflow.tracking import Tracker
+
     ns = SimpleNamespace
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "empty-job")
+    parent = tracker.job_run("jk", "empty-job", {})
     return [
         ns(name="empty-job", target=ns(name="local-cpu")),
-        ns(tracking_uri="sqlite:////tmp/m.db"),
-        ns(store=store, workdir=tmp_path / "work", tracker=ns(experiment_id="7")),
-        ns(job_key="jk", parent_run_id="parent"),
+        ns(tracking_uri=tracker.tracking_uri),
+        ns(store=store, workdir=tmp_path / "work", cache=tmp_path / "cache", tracker=tracker),
+        ns(job_key="jk", parent_run_id=parent),
         ns(metric_name="top1_accuracy", metric=0.9, measure=ns(size_bytes=1000)),
         ns(p50_ms=1.0, p95_ms=1.1),
         [],
@@ -340,9 +345,13 @@ def _job_result_args(tmp_path: Path, store: object) -> list[object]:
 def test_job_result_links_the_published_report(tmp_path: Path) -> None:
     from squeezeflow.pipeline import job_result
 
-    result = job_result(*_job_result_args(tmp_path, LocalStore(tmp_path / "store")))  # type: ignore[arg-type]
+    args = _job_result_args(tmp_path, LocalStore(tmp_path / "store"))
+    result = job_result(*args)  # type: ignore[arg-type]
     assert result.report_html and result.report_html.endswith(".html")
     assert result.report_markdown and Path(result.report_markdown).read_text().startswith("# Compression")
+    tracker = args[2].tracker  # type: ignore[attr-defined]
+    logged = tracker.client.list_artifacts(result.parent_run_id, "report")
+    assert [a.path for a in logged] == ["report/report.html"], "the MLflow UI shows it on the job's run"
 
 
 def test_job_result_survives_a_rendering_bug_but_not_a_store_failure(

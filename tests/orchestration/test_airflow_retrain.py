@@ -1,0 +1,52 @@
+"""The scheduled retrain-and-compress DAG: the user's training entry point runs, its model is stored and
+announced on the job's baseline asset, and the compression runs on that model, not the spec's."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.airflow_env import airflow, airflow_env, task_instances, xcom_value
+from tests.reference import job_doc, write_spec
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+DAG = "squeezeflow_retrain_and_compress"
+
+
+def test_retrain_stores_and_announces_a_new_model_and_compresses_it(
+    tmp_path: Path, mlflow_server: Any, tiny_model: Path, animal_mnist: Path
+) -> None:
+    doc = job_doc(tiny_model, animal_mnist, name="af-retrain")
+    doc["search"]["recipes"] = doc["search"]["recipes"][1:]  # one candidate is enough here
+    spec = write_spec(tmp_path / "job.yaml", doc)
+    env = airflow_env(
+        tmp_path / "home",
+        tracking_uri=mlflow_server.tracking_uri,
+        s3=None,
+        artifacts=str(tmp_path / "artifacts"),
+        spec=spec,
+        extra={"SQUEEZEFLOW_TRAIN_KWARGS": json.dumps({"model": "tiny_cnn", "epochs": 1})},
+    )
+    airflow(env, "db", "migrate")
+    airflow(env, "dags", "test", DAG)
+
+    states = {
+        t["task_id"]: t["state"] for t in task_instances(tmp_path / "home", DAG) if t["map_index"] == -1
+    }
+    assert states["retrain"] == "success" and states["promote"] == "success"
+    new_model = xcom_value(tmp_path / "home", DAG, "retrain")
+    assert new_model.startswith(str(tmp_path / "artifacts")) and new_model.endswith(".pt")
+    resolved = xcom_value(tmp_path / "home", DAG, "resolve_spec")
+    assert resolved["model"]["uri"] == new_model, "the compression ran on the retrained model"
+    with sqlite3.connect(tmp_path / "home" / "airflow.db") as db:
+        events = db.execute(
+            "SELECT a.uri, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id"
+        ).fetchall()
+    assert [(uri, json.loads(extra)["model_uri"]) for uri, extra in events] == [
+        ("squeezeflow://baselines/af-retrain", new_model)
+    ]
