@@ -109,6 +109,8 @@ class GateResult(_Result):
     drop_upper: float | None = Field(default=None, description="Upper confidence bound of the drop.")
     confidence: float | None = None
     samples_needed: int | None = Field(default=None, description="Held-out samples a pass would need.")
+    worst_class: int | None = Field(default=None, description="The class whose recall dropped most.")
+    worst_class_recall_drop: float | None = Field(default=None, description="That class's recall drop.")
     evidence: ArtifactRef | None = None
 
 

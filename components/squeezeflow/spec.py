@@ -97,6 +97,14 @@ class Tolerance(_Strict):
         default=0.95, ge=0.5, le=0.999, description="One-sided confidence of the bound."
     )
     bootstrap_samples: int = Field(default=2000, ge=200, le=100_000)
+    max_class_recall_drop: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Secondary guard: fail a candidate when the recall of any single class on the held-out "
+        "split drops by more than this (absolute), even if the primary metric holds. None: the worst "
+        "class's drop is reported, not enforced.",
+    )
 
     def allowed_drop(self, baseline_metric: float) -> float:
         return self.max_drop if self.mode == "absolute" else self.max_drop * baseline_metric

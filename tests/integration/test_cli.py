@@ -258,6 +258,7 @@ def test_spec_validate_prints_defaults(tmp_path: Path) -> None:
         "method": "bootstrap",
         "confidence": 0.95,
         "bootstrap_samples": 2000,
+        "max_class_recall_drop": None,
     }
     assert doc["devices"] == [
         {

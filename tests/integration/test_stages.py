@@ -138,3 +138,44 @@ def test_a_candidate_whose_model_expired_from_the_store_is_rebuilt_not_reused(
     again = optimize(spec, ing, base, recipe, ctx)
     assert again.onnx is not None and ctx.store.has(again.onnx)
     assert gate(spec, ing, base, again, ctx).candidate_metric is not None
+
+
+class _BlindToOneClass(torch.nn.Module):
+    """The baseline, except that it never predicts class ``k`` (its logit is pushed far down)."""
+
+    def __init__(self, inner: torch.nn.Module, k: int) -> None:
+        super().__init__()
+        self.inner, self.k = inner, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x)
+        penalty = torch.zeros(out.shape[1])
+        penalty[self.k] = 1000.0
+        return out - penalty
+
+
+def test_the_per_class_recall_guard_fails_a_candidate_that_keeps_accuracy_but_drops_a_class(
+    ctx: StageContext, tiny_model: Path, animal_mnist: Path, tmp_path: Path
+) -> None:
+    """Losing one class of ten costs about 9 points overall: a loose primary tolerance lets it through,
+    the per-class guard does not."""
+    doc = job_doc(tiny_model, animal_mnist, name="class-guard")
+    doc["tolerance"] = {"mode": "absolute", "max_drop": 0.2, "method": "point"}
+    loose = parse_spec(doc)
+    guarded = parse_spec({**doc, "tolerance": {**doc["tolerance"], "max_class_recall_drop": 0.05}})
+    ing = ingest(loose, ctx)
+    base = baseline(loose, ing, ctx)
+    run_id = ctx.tracker.candidate_run(ing.parent_run_id, "class-guard", "class-guard", {})
+    blind = _BlindToOneClass(tiny_module(tiny_model), k=3).eval()
+    cand = _candidate(
+        ctx, ing.job_key, export_onnx(blind, [1, 28, 28], tmp_path / "blind.onnx"), "blind", run_id
+    )
+
+    reported = gate(loose, ing, base, cand, ctx)
+    assert reported.passed, reported.reason
+    assert reported.worst_class == 3 and reported.worst_class_recall_drop is not None
+    assert reported.worst_class_recall_drop > 0.8
+
+    enforced = gate(guarded, ingest(guarded, ctx), baseline(guarded, ingest(guarded, ctx), ctx), cand, ctx)
+    assert not enforced.passed
+    assert "class 3 loses" in enforced.reason

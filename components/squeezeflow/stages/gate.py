@@ -20,6 +20,18 @@ from squeezeflow.stages.context import StageContext
 log = logging.getLogger(__name__)
 
 
+def worst_class_recall_drop(y: np.ndarray, base_logits: np.ndarray, logits: np.ndarray) -> tuple[int, float]:
+    """The class whose recall (on the held-out split) the candidate lowers most, and by how much."""
+    base_pred, pred = np.argmax(base_logits, 1), np.argmax(logits, 1)
+    worst, worst_drop = 0, -1.0
+    for c in np.unique(y):
+        mask = y == c
+        d = float(np.mean(base_pred[mask] == c) - np.mean(pred[mask] == c))
+        if d > worst_drop:
+            worst, worst_drop = int(c), d
+    return worst, worst_drop
+
+
 def gate(
     spec: JobSpec,
     ingest: IngestResult,
@@ -64,6 +76,7 @@ def gate(
     base_logits = load_npy(ctx.store.fetch(baseline.logits, ctx.cache))
     estimate = None
     needed = None
+    worst: tuple[int, float] | None = None
     try:
         check_outputs(logits, ds.meta.num_classes, f"candidate {candidate.label}")
     except Exception as err:
@@ -108,6 +121,15 @@ def gate(
                     f"{tol.confidence:.0%} confidence"
                     + (f"; about {needed} would be needed" if needed else "")
                 )
+    if metric is not None:
+        worst = worst_class_recall_drop(test.y, base_logits, logits)
+        limit = spec.tolerance.max_class_recall_drop
+        if limit is not None and worst[1] > limit + 1e-12 and passed:
+            passed = False
+            reason += (
+                f"; but class {worst[0]} loses {worst[1]:.4f} of its recall, more than the allowed "
+                f"{limit:.4f} per class"
+            )
     evidence = {
         "candidate": candidate.label,
         "candidate_key": candidate.key,
@@ -128,6 +150,8 @@ def gate(
         "drop_upper": estimate.upper if estimate else None,
         "discordant_samples": estimate.discordant if estimate else None,
         "samples_needed": needed,
+        "worst_class": worst[0] if worst else None,
+        "worst_class_recall_drop": worst[1] if worst else None,
         "passed": passed,
         "reason": reason,
         "runtime": f"onnxruntime CPUExecutionProvider, {spec.target.intra_op_threads} threads",
@@ -135,6 +159,8 @@ def gate(
     evidence_ref = ctx.store.put_bytes(json.dumps(evidence, indent=2).encode(), suffix=".json")
     ctx.tracker.log_text(candidate.run_id, json.dumps(evidence, indent=2), "gate/evidence.json")
     metrics = {"gate.n": float(len(test)), "gate.allowed_drop": allowed}
+    if worst is not None:
+        metrics["gate.worst_class_recall_drop"] = worst[1]
     if estimate is not None:
         metrics.update({"gate.drop_upper": estimate.upper, "gate.drop_lower": estimate.lower})
     if metric is not None and drop is not None and agreement is not None:
@@ -160,6 +186,8 @@ def gate(
         drop_upper=estimate.upper if estimate else None,
         confidence=spec.tolerance.confidence,
         samples_needed=needed,
+        worst_class=worst[0] if worst else None,
+        worst_class_recall_drop=worst[1] if worst else None,
         evidence=evidence_ref,
     )
     if candidate.onnx.sha256 != baseline.onnx.sha256:
