@@ -45,15 +45,15 @@ log = logging.getLogger(__name__)
 Doc = dict[str, Any]
 
 
-def _merge(base: Doc, overrides: Mapping[str, Any]) -> Doc:
+def merge_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> Doc:
     """Deep-merge ``overrides`` into a copy of ``base``; a ``None`` override leaves the value alone and
     lists are replaced whole."""
-    out = copy.deepcopy(base)
+    out = dict(copy.deepcopy(base))
     for k, v in overrides.items():
         if v is None:
             continue
         if isinstance(v, Mapping) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
+            out[k] = merge_overrides(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
     return out
@@ -93,7 +93,7 @@ def resolve_spec(source: str | Path | Mapping[str, Any], overrides: Mapping[str,
     else:
         doc, base_dir, name = _read_spec_document(source)
     if overrides:
-        doc = _merge(doc, overrides)
+        doc = merge_overrides(doc, overrides)
         name = f"{name} (with overrides {sorted(k for k, v in overrides.items() if v is not None)})"
     job = parse_spec(doc, source=name, base_dir=base_dir)
     return job.model_dump(mode="json", by_alias=True)

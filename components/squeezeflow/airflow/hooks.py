@@ -97,9 +97,10 @@ class MlflowHook(BaseHook):
 
 
 def aws_environment(aws_conn_id: str | None) -> dict[str, str | None]:
-    """AWS variables boto3 reads, from an Amazon provider connection; empty when there is none (then
-    boto3's default chain applies: IRSA, instance profile, the worker's environment)."""
-    if not aws_conn_id:
+    """AWS variables boto3 reads, from an Amazon provider connection; empty when no id is given or the
+    connection does not exist (then boto3's default chain applies: IRSA, instance profile, the worker's
+    environment)."""
+    if not aws_conn_id or not _connection_exists(aws_conn_id):
         return {}
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
@@ -139,8 +140,7 @@ def stage_settings(
     ``SQUEEZEFLOW_ARTIFACTS``, the AWS chain), so a worker configured by env alone works too.
     """
     env: dict[str, str | None] = {}
-    if aws_conn_id and _connection_exists(aws_conn_id):
-        env.update(aws_environment(aws_conn_id))
+    env.update(aws_environment(aws_conn_id))
     if mlflow_conn_id and _connection_exists(mlflow_conn_id):
         env.update(MlflowHook(mlflow_conn_id).environment())
     art = artifacts or os.environ.get(ARTIFACTS_ENV)

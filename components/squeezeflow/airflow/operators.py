@@ -46,13 +46,6 @@ PARAM_OVERRIDES: dict[str, Callable[[Any], dict[str, Any]]] = {
 }
 
 
-def _merge(a: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def params_to_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
     """Spec overrides from a DAG run's params; unset (None or empty) params change nothing."""
     out: dict[str, Any] = {}
@@ -60,7 +53,7 @@ def params_to_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
         value = params.get(name)
         if value is None or value == "" or value == []:
             continue
-        out = _merge(out, to_spec(value))
+        out = tasks.merge_overrides(out, to_spec(value))
     return out
 
 
@@ -139,7 +132,8 @@ class SqueezeflowBaseOperator(BaseOperator):
             return result
 
     def run_stage(self, settings: Settings, context: Context) -> Any:
-        raise NotImplementedError
+        """The stage call; every concrete operator below defines it."""
+        raise NotImplementedError(f"{type(self).__name__} does not define run_stage")
 
     def _defer_if_pending(self, settings: Settings, result: Any) -> None:
         """Hand the wait for remote device measurements to the triggerer (no worker slot is held); the
@@ -227,17 +221,12 @@ class SqueezeflowResolveSpecOperator(BaseOperator):
                 for event in events:
                     extra = getattr(event, "extra", None) or {}
                     if extra.get("model_uri"):
-                        overrides = _merge(overrides, {"model": {"uri": extra["model_uri"]}})
-        overrides = _merge(overrides, self.overrides or {})
-        from squeezeflow.airflow.hooks import _connection_exists, aws_environment, patched_environ
+                        overrides = tasks.merge_overrides(overrides, {"model": {"uri": extra["model_uri"]}})
+        overrides = tasks.merge_overrides(overrides, self.overrides or {})
+        from squeezeflow.airflow.hooks import aws_environment, patched_environ
 
-        env = (
-            aws_environment(self.aws_conn_id)
-            if self.aws_conn_id and _connection_exists(self.aws_conn_id)
-            else {}
-        )
         try:
-            with patched_environ(env):
+            with patched_environ(aws_environment(self.aws_conn_id)):
                 spec = tasks.resolve_spec(self.spec_source, overrides or None)
         except InvalidInputError as err:
             raise AirflowFailException(str(err)) from err

@@ -59,12 +59,13 @@ class StoreRecordTrigger(BaseTrigger):
         )
 
     def _missing(self) -> list[str]:
-        from squeezeflow.airflow.hooks import _connection_exists, aws_environment
+        from squeezeflow.airflow.hooks import aws_environment
         from squeezeflow.store import open_store
 
         creds = None
-        if self.artifacts.startswith("s3://") and self.aws_conn_id and _connection_exists(self.aws_conn_id):
-            creds = aws_environment(self.aws_conn_id)  # explicit: the triggerer's environment is shared
+        if self.artifacts.startswith("s3://"):
+            # explicit credentials: the triggerer's environment is shared by every trigger
+            creds = aws_environment(self.aws_conn_id) or None
         store = open_store(self.artifacts, creds)
         return [k for k in self.keys if store.read_record(self.stage, k) is None]
 
