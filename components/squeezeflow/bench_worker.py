@@ -1,69 +1,324 @@
-"""Benchmark worker: measures one ONNX model in its own process (so one model's arenas, caches and
-threads never skew another's numbers). Reads a JSON request from argv, prints a JSON result.
+"""Benchmark worker: measures one model in its own process (so one model's arenas, caches and threads
+never skew another's numbers). Reads a JSON request from argv, prints a JSON result.
 
     python -m squeezeflow.bench_worker '{"model": "m.onnx", "input_shape": [1, 28, 28], ...}'
+
+Request keys: ``model`` (a local path), ``input_shape`` (one sample, no batch dimension),
+``intra_op_threads``, ``inter_op_threads``, ``batch_size``, ``warmup``, ``iterations``; optional:
+``profile`` (its name, for messages), ``runtime`` (``onnxruntime`` or ``pytorch_eager``),
+``execution_provider`` (default ``CPUExecutionProvider``), ``extra_batch_sizes``, ``torch_source`` (the
+``ModelSource`` that loads a PyTorch ``model``, for ``pytorch_eager``), ``pin_cpus``, ``target_cv``,
+``max_rounds``.
+
+A profile this machine cannot measure (an execution provider its ONNX Runtime lacks, or one that
+ONNX Runtime did not put first in the session) is refused: in-process, ``measure`` raises
+`DeviceUnavailableError`; as a program, the worker prints ``{"error": "device_unavailable",
+"message": ...}`` and exits with `EXIT_DEVICE_UNAVAILABLE`. It never measures on another provider.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import resource
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from squeezeflow.errors import DeviceUnavailableError
 
-def measure(req: dict[str, Any]) -> dict[str, Any]:
-    threads = int(req["intra_op_threads"])
-    if req.get("pin_cpus", True) and hasattr(os, "sched_setaffinity"):
-        cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) >= threads:
-            os.sched_setaffinity(0, cpus[:threads])
-    from squeezeflow.models import session
+EXIT_DEVICE_UNAVAILABLE = 3
 
-    sess = session(req["model"], intra_op_threads=threads, inter_op_threads=int(req["inter_op_threads"]))
-    name = sess.get_inputs()[0].name
-    rng = np.random.default_rng(0)
-    x = rng.random((int(req["batch_size"]), *req["input_shape"]), dtype=np.float32)
-    feed = {name: x}
-    for _ in range(int(req["warmup"])):
-        sess.run(None, feed)
-    # Measure in rounds until the round medians agree (coefficient of variation under the target),
-    # so a burst of load from another process shows up as instability instead of a wrong number.
-    n = int(req["iterations"])
-    target_cv = float(req.get("target_cv", 0.05))
-    max_rounds = int(req.get("max_rounds", 5))
+
+# -- memory -------------------------------------------------------------------------------------------
+def rss_mb() -> float | None:
+    """This process's resident set size now, in MB (10^6 bytes); None where /proc is missing."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MB (10^6 bytes).
+
+    On Linux this is ``VmHWM`` from /proc/self/status, not ``ru_maxrss``: Linux carries ``ru_maxrss``
+    over ``fork`` and ``execve``, so a worker started by a process holding 400 MB would report at
+    least 400 MB whatever it loaded. Elsewhere ``ru_maxrss`` (KiB on Linux, bytes on macOS)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e6  # reported in kB (KiB)
+    except (OSError, ValueError, IndexError):
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6
+
+
+# -- timing -------------------------------------------------------------------------------------------
+def timed_rounds(
+    run: Callable[[], Any], iterations: int, target_cv: float, max_rounds: int
+) -> tuple[np.ndarray, int, float]:
+    """Time ``run`` in rounds of ``iterations`` until the round medians agree (their coefficient of
+    variation at most ``target_cv``, at least two rounds) or ``max_rounds`` is reached, so a burst of
+    load from another process shows up as instability instead of a wrong number. Returns every time in
+    ms, the number of rounds and the CV of the round medians."""
     rounds: list[np.ndarray] = []
     while True:
-        times = np.empty(n, dtype=np.float64)
-        for i in range(n):
+        times = np.empty(iterations, dtype=np.float64)
+        for i in range(iterations):
             t0 = time.perf_counter_ns()
-            sess.run(None, feed)
+            run()
             times[i] = (time.perf_counter_ns() - t0) / 1e6
         rounds.append(times)
         medians = np.array([np.median(r) for r in rounds])
         cv = float(medians.std() / medians.mean()) if len(rounds) > 1 else float("inf")
         if (len(rounds) >= 2 and cv <= target_cv) or len(rounds) >= max_rounds:
-            break
-    all_times = np.concatenate(rounds)
-    p50, p90, p95, p99 = np.percentile(all_times, [50, 90, 95, 99])
+            return np.concatenate(rounds), len(rounds), cv
+
+
+def _summary(times: np.ndarray, batch: int) -> dict[str, float]:
+    p50, p90, p95, p99 = np.percentile(times, [50, 90, 95, 99])
     return {
         "p50_ms": float(p50),
         "p90_ms": float(p90),
         "p95_ms": float(p95),
         "p99_ms": float(p99),
-        "mean_ms": float(all_times.mean()),
-        "throughput_per_s": float(int(req["batch_size"]) * 1000.0 / all_times.mean()),
-        "iterations": len(all_times),
-        "rounds": len(rounds),
+        "mean_ms": float(times.mean()),
+        "throughput_per_s": float(batch * 1000.0 / times.mean()),
+    }
+
+
+# -- runtimes -----------------------------------------------------------------------------------------
+def check_provider(profile: str, provider: str, available: list[str]) -> None:
+    """Refuse a provider this ONNX Runtime build does not have."""
+    if provider not in available:
+        import onnxruntime as ort
+
+        raise DeviceUnavailableError(
+            f"device profile {profile!r} needs ONNX Runtime's {provider}, which this machine's ONNX Runtime "
+            f"{ort.__version__} does not provide (available here: {', '.join(available)}). squeezeflow does "
+            f"not measure it on another provider instead. Measure the profile on the device (`remote: true` "
+            f"and `squeezeflow agent --profile {profile}` there) or install an ONNX Runtime build with "
+            f"{provider}."
+        )
+
+
+def _onnx_runner(req: dict[str, Any], profile: str) -> tuple[Callable[[int], Callable[[], Any]], Any]:
+    """The ONNX Runtime session on the requested provider, and a factory of one-batch runs."""
+    import onnxruntime as ort
+
+    from squeezeflow.models import session
+
+    provider = str(req.get("execution_provider") or "CPUExecutionProvider")
+    check_provider(profile, provider, ort.get_available_providers())
+    sess = session(
+        Path(req["model"]),
+        intra_op_threads=int(req["intra_op_threads"]),
+        inter_op_threads=int(req["inter_op_threads"]),
+        provider=provider,
+    )
+    used = sess.get_providers()
+    if not used or used[0] != provider:  # e.g. CUDA present but its libraries failed to load
+        raise DeviceUnavailableError(
+            f"device profile {profile!r} needs ONNX Runtime's {provider}, but the session ONNX Runtime "
+            f"created runs on {used} (the provider failed to initialise on this machine); squeezeflow does "
+            "not measure it on another provider instead"
+        )
+    first = sess.get_inputs()[0]
+    shape = list(req["input_shape"])
+    integer = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}.get(first.type)
+
+    def runner(batch: int) -> Callable[[], Any]:
+        # Integer inputs are token ids: id 0 is valid in any vocabulary; floats are uniform in [0, 1).
+        x = (
+            np.zeros((batch, *shape), dtype=integer)
+            if integer is not None
+            else np.random.default_rng(0).random((batch, *shape), dtype=np.float32)
+        )
+        feed = {first.name: x}
+        return lambda: sess.run(None, feed)
+
+    return runner, sess
+
+
+def _torch_runner(req: dict[str, Any]) -> tuple[Callable[[int], Callable[[], Any]], Any]:
+    """The baseline's original PyTorch module in eager mode, and a factory of one-batch runs."""
+    import torch
+
+    from squeezeflow.models import load_torch_model
+    from squeezeflow.spec import ModelSource
+
+    model = load_torch_model(ModelSource.model_validate(req["torch_source"]), Path(req["model"]))
+    if isinstance(model, torch.export.ExportedProgram):
+        model = model.module()
+    shape = list(req["input_shape"])
+
+    def runner(batch: int) -> Callable[[], Any]:
+        x = torch.from_numpy(np.random.default_rng(0).random((batch, *shape), dtype=np.float32))
+
+        def run() -> Any:
+            with torch.inference_mode():
+                return model(x)
+
+        return run
+
+    return runner, model
+
+
+def torch_cost(module: Any, input_shape: list[int]) -> dict[str, int | None]:
+    """Parameters, weight bytes and Conv/Linear MACs of a PyTorch module for one sample, with forward
+    hooks (the same operations `squeezeflow.onnx_cost` counts in the exported graph). MACs are None for
+    modules hooks cannot see into (TorchScript, exported programs)."""
+    import torch
+
+    params = sum(int(p.numel()) for p in module.parameters())
+    weight_bytes = sum(int(t.numel() * t.element_size()) for t in [*module.parameters(), *module.buffers()])
+    macs = 0
+
+    def hook(m: Any, _inputs: Any, out: Any) -> None:
+        nonlocal macs
+        per_output = (
+            m.in_features
+            if isinstance(m, torch.nn.Linear)
+            else (m.in_channels // m.groups) * int(np.prod(m.kernel_size))
+        )
+        macs += int(out.numel()) * int(per_output)
+
+    if isinstance(module, torch.jit.ScriptModule):
+        return {"params": params, "weight_bytes": weight_bytes, "macs": None}
+    layers = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, layers)]
+    if not handles:  # e.g. an exported program's graph module: its layers are graph ops, not modules
+        return {"params": params, "weight_bytes": weight_bytes, "macs": None}
+    try:
+        with torch.inference_mode():
+            module(torch.zeros(1, *input_shape))
+    finally:
+        for h in handles:
+            h.remove()
+    return {"params": params, "weight_bytes": weight_bytes, "macs": macs}
+
+
+# -- the measurement ----------------------------------------------------------------------------------
+def measure(req: dict[str, Any]) -> dict[str, Any]:
+    """Measure one model as ``req`` says (see the module docstring) and return the numbers."""
+    threads = int(req["intra_op_threads"])
+    profile = str(req.get("profile") or "(unnamed)")
+    runtime = str(req.get("runtime") or "onnxruntime")
+    if req.get("pin_cpus", True) and hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) >= threads:
+            os.sched_setaffinity(0, cpus[:threads])
+    batch = int(req["batch_size"])
+    n, warmup = int(req["iterations"]), int(req["warmup"])
+    target_cv, max_rounds = float(req.get("target_cv", 0.05)), int(req.get("max_rounds", 5))
+
+    # The libraries are imported before the baseline RSS is read: the increase is the model's
+    # (weights, session, arenas, buffers), not the interpreter's or the runtime's.
+    import squeezeflow.models  # noqa: F401
+
+    if runtime == "pytorch_eager":
+        import torch
+
+        torch.set_num_threads(threads)
+        # Raises once set in this process (only when called in-process, as tests do).
+        with contextlib.suppress(RuntimeError):
+            torch.set_num_interop_threads(int(req["inter_op_threads"]))
+        rss_before = rss_mb()
+        make_run, model = _torch_runner(req)
+    else:
+        import onnxruntime  # noqa: F401
+
+        rss_before = rss_mb()
+        make_run, model = _onnx_runner(req, profile)
+
+    run = make_run(batch)
+    for _ in range(warmup):
+        run()
+    times, rounds, cv = timed_rounds(run, n, target_cv, max_rounds)
+    peak = peak_rss_mb()  # before other batch sizes, which may need more memory than `batch_size`
+    result: dict[str, Any] = {
+        **_summary(times, batch),
+        "iterations": len(times),
+        "rounds": rounds,
         "cv_p50": cv,
+        "runtime": runtime,
+        "execution_provider": str(req.get("execution_provider") or "CPUExecutionProvider"),
+        "input_shape": list(req["input_shape"]),
+        "peak_rss_mb": peak,
+        "peak_rss_increase_mb": None if rss_before is None else max(0.0, peak - rss_before),
+    }
+    per_batch = [
+        {
+            "batch_size": batch,
+            "p50_ms": result["p50_ms"],
+            "p95_ms": result["p95_ms"],
+            "throughput_per_s": result["throughput_per_s"],
+            "cv_p50": cv,
+            "rounds": rounds,
+        }
+    ]
+    for extra in [int(b) for b in req.get("extra_batch_sizes", [])]:
+        run = make_run(extra)
+        for _ in range(warmup):
+            run()
+        t, r, c = timed_rounds(run, n, target_cv, max_rounds)
+        s = _summary(t, extra)
+        per_batch.append(
+            {
+                "batch_size": extra,
+                "p50_ms": s["p50_ms"],
+                "p95_ms": s["p95_ms"],
+                "throughput_per_s": s["throughput_per_s"],
+                "cv_p50": c,
+                "rounds": r,
+            }
+        )
+    result["per_batch"] = per_batch
+    result.update(_cost(req, runtime, model, batch))
+    return result
+
+
+def _cost(req: dict[str, Any], runtime: str, model: Any, batch: int) -> dict[str, Any]:
+    """Parameters, MACs and the energy estimate (after the timing, so counting never adds to the
+    measured peak memory)."""
+    from squeezeflow.energy import estimate_energy
+
+    shape = list(req["input_shape"])
+    if runtime == "pytorch_eager":
+        c = torch_cost(model, shape)
+        params, macs, int8, wbytes = c["params"], c["macs"], 0, c["weight_bytes"]
+    else:
+        from squeezeflow.onnx_cost import onnx_cost
+
+        oc = onnx_cost(req["model"], shape)
+        params, macs, int8, wbytes = oc.params, oc.macs, oc.int8_macs, oc.weight_bytes
+    energy = None
+    if macs is not None and wbytes is not None:
+        energy = estimate_energy(macs - int8, int8, wbytes, batch_size=batch).total_mj
+    return {
+        "params": params,
+        "macs": macs,
+        "int8_macs": int8,
+        "weight_bytes": wbytes,
+        "energy_mj_est": energy,
     }
 
 
 def main() -> None:
-    print(json.dumps(measure(json.loads(sys.argv[1]))))
+    try:
+        result = measure(json.loads(sys.argv[1]))
+    except DeviceUnavailableError as err:
+        print(json.dumps({"error": "device_unavailable", "message": str(err)}))
+        sys.exit(EXIT_DEVICE_UNAVAILABLE)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from squeezeflow.recipes import default_recipes
 from squeezeflow.results import BaselineResult, BenchmarkResult, CandidateOutcome, IngestResult
 from squeezeflow.spec import JobSpec, PassStep, Recipe, SearchSpace
 from squeezeflow.stages import StageContext, benchmark, gate, optimize
+from squeezeflow.stages.benchmark import candidate_profiles, note_reference_skip
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +129,9 @@ class Engine:
         if cand.status == "ok" and cand.onnx is not None:
             benches = [
                 benchmark(cand.onnx, shape, p, self.ctx, run_id=cand.run_id, model_id=cand.model_id)
-                for p in self.spec.devices
+                for p in candidate_profiles(self.spec.devices)
             ]
+            note_reference_skip(self.ctx, self.spec.devices, cand.run_id)
             self.ctx.tracker.finish(cand.run_id)
         outcome = CandidateOutcome(candidate=cand, gate=verdict, benchmarks=benches)
         self.outcomes.append(outcome)
@@ -185,15 +187,19 @@ class Engine:
         s, space = self.spec.search, self.spec.search.space
         sampler = optuna.samplers.TPESampler(seed=s.seed, multivariate=True, n_startup_trials=3)
         study = optuna.create_study(directions=["minimize", "minimize", "minimize"], sampler=sampler)
-        # A known-sensible first trial: moderate pruning, plain fine-tuning, then int8.
-        study.enqueue_trial(
-            {
-                "prune_ratio": sum(space.prune_ratio) / 2,
-                "importance": space.importance[0],
-                "distill": space.distill[0],
-                "quantize": space.quantize[-1],
-            }
-        )
+        # Two known-sensible first trials that bracket the front: the strongest pruning first (the
+        # smallest model is also the cheapest to fine-tune, and the one that can reach large size and
+        # latency gains), then moderate pruning; both fine-tuned plainly, then int8.
+        lo, hi = space.prune_ratio
+        for ratio in dict.fromkeys([round(hi - 0.05 if hi - lo >= 0.1 else hi, 2), round((lo + hi) / 2, 2)]):
+            study.enqueue_trial(
+                {
+                    "prune_ratio": ratio,
+                    "importance": space.importance[0],
+                    "distill": space.distill[0],
+                    "quantize": space.quantize[-1],
+                }
+            )
         profile = self.spec.target.name
         seen: dict[str, Objectives | None] = {}
         front: set[str] = set()

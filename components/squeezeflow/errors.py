@@ -34,6 +34,13 @@ class DataValidationError(InvalidInputError):
         self.report_uri = report_uri
 
 
+class DeviceUnavailableError(InvalidInputError):
+    """A device profile cannot be measured on this machine (for example its ONNX Runtime execution
+    provider is not in this ONNX Runtime build). Exit code 2: the profile, not the service, is what to
+    change: mark it ``remote: true`` and measure it on the device, or install the runtime it needs.
+    squeezeflow never measures such a profile on another provider instead."""
+
+
 class IntegrityError(InvalidInputError):
     """An artifact's bytes do not match the content hash they were recorded with."""
 

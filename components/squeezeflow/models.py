@@ -170,8 +170,15 @@ def check_onnx(path: Path, what: str) -> Any:
     return model
 
 
-def session(path: Path, intra_op_threads: int = 2, inter_op_threads: int = 1) -> Any:
-    """An ONNX Runtime CPU session with explicit thread counts."""
+def session(
+    path: Path,
+    intra_op_threads: int = 2,
+    inter_op_threads: int = 1,
+    provider: str = "CPUExecutionProvider",
+) -> Any:
+    """An ONNX Runtime session on ``provider`` (ONNX Runtime adds its CPU provider for the nodes
+    ``provider`` cannot run) with explicit thread counts. Callers that must not run elsewhere check
+    ``get_providers()`` of the result."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -181,14 +188,20 @@ def session(path: Path, intra_op_threads: int = 2, inter_op_threads: int = 1) ->
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), sess_options=so, providers=[provider])
     except Exception as err:
         raise ModelLoadError(f"ONNX Runtime cannot load {path.name}: {str(err)[:300]}") from None
 
 
-def predict_logits(path: Path, x: np.ndarray, batch_size: int = 256, threads: int = 2) -> np.ndarray:
+def predict_logits(
+    path: Path,
+    x: np.ndarray,
+    batch_size: int = 256,
+    threads: int = 2,
+    provider: str = "CPUExecutionProvider",
+) -> np.ndarray:
     """Run the ONNX model over ``x`` in batches and return its first output."""
-    sess = session(path, intra_op_threads=threads)
+    sess = session(path, intra_op_threads=threads, provider=provider)
     name = sess.get_inputs()[0].name
     outs = [sess.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
     return np.concatenate(outs, axis=0)
@@ -203,38 +216,8 @@ def count_params(path: Path) -> int:
 
 
 def count_macs(path: Path, input_shape: list[int]) -> int:
-    """Multiply-accumulates for one sample, from ONNX shape inference over Conv/Gemm/MatMul nodes
-    (float and integer variants). Written here because no maintained library counts MACs on
-    quantized ONNX graphs; torch-level counters cannot see what ships."""
-    import onnx
+    """Multiply-accumulates for one sample (float and 8-bit integer together); the counting rules are
+    in `squeezeflow.onnx_cost`."""
+    from squeezeflow.onnx_cost import onnx_cost
 
-    model = onnx.load(str(path))
-    inp = model.graph.input[0]
-    dims = inp.type.tensor_type.shape.dim
-    for d, v in zip(dims, [1, *input_shape], strict=False):
-        d.ClearField("dim_param")
-        d.dim_value = v
-    try:
-        model = onnx.shape_inference.infer_shapes(model)
-    except Exception as err:  # shape inference is best effort for exotic graphs
-        log.warning("shape inference failed, MACs unknown: %s", err)
-        return 0
-    shapes: dict[str, list[int]] = {}
-    for vi in [*model.graph.value_info, *model.graph.output, *model.graph.input]:
-        shapes[vi.name] = [d.dim_value for d in vi.type.tensor_type.shape.dim]
-    for t in model.graph.initializer:
-        shapes[t.name] = list(t.dims)
-    macs = 0
-    for node in model.graph.node:
-        op = node.op_type
-        if op in ("Conv", "ConvInteger", "QLinearConv"):
-            w = node.input[3] if op == "QLinearConv" else node.input[1]
-            out, wshape = shapes.get(node.output[0]), shapes.get(w)
-            if out and wshape and all(out) and all(wshape):
-                macs += int(np.prod(out)) * int(np.prod(wshape[1:]))
-        elif op in ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"):
-            a = shapes.get(node.input[0])
-            out = shapes.get(node.output[0])
-            if a and out and all(a) and all(out):
-                macs += int(np.prod(out)) * int(a[-1])
-    return macs
+    return onnx_cost(path, input_shape).macs

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from contextlib import nullcontext
 from typing import Any
 
@@ -17,12 +18,14 @@ from squeezeflow.results import (
     BenchmarkResult,
     CandidateOutcome,
     CandidateRow,
+    DeviceRow,
     IngestResult,
     JobResult,
     PromotionResult,
 )
 from squeezeflow.spec import JobSpec
-from squeezeflow.stages import Settings, StageContext, baseline, benchmark, ingest, promote
+from squeezeflow.stages import Settings, StageContext, baseline, ingest, promote
+from squeezeflow.stages.benchmark import budget_violations, check_measurable_here, measure_baseline
 from squeezeflow.stages.promote import eligibility, target_benchmark
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,7 @@ def run_job(spec: JobSpec, settings: Settings, progress: bool = True) -> JobResu
     """Run every stage of ``spec`` and return the job's result. Re-running the same job reuses every
     recorded stage result: no duplicate runs, candidates or model versions."""
     t0 = time.monotonic()
+    check_measurable_here(spec.devices)  # a profile this machine cannot measure fails before any work
     ctx = StageContext.open(settings, spec.name)
     with _progress(progress) as bar:
         task = bar.add_task("ingest", total=spec.search.max_trials + 3) if bar else None
@@ -58,11 +62,7 @@ def run_job(spec: JobSpec, settings: Settings, progress: bool = True) -> JobResu
         ing = ingest(spec, ctx)
         step("baseline")
         base = baseline(spec, ing, ctx)
-        shape = ing.dataset.input_shape
-        base_benches = {
-            p.name: benchmark(base.onnx, shape, p, ctx, run_id=base.parent_run_id, model_id=base.model_id)
-            for p in spec.devices
-        }
+        base_benches = {p.name: measure_baseline(spec, ing, base, p, ctx) for p in spec.devices}
         step("search")
         engine = Engine(spec, ing, base, ctx, on_candidate=lambda o: step(f"built {o.candidate.label}"))
         outcomes = engine.run()
@@ -72,7 +72,37 @@ def run_job(spec: JobSpec, settings: Settings, progress: bool = True) -> JobResu
         promotion = promote(spec, ing, base, target, outcomes, ctx)
         step("done")
 
-    return job_result(spec, settings, ctx, ing, base, target, outcomes, promotion, time.monotonic() - t0)
+    return job_result(
+        spec, settings, ctx, ing, base, target, outcomes, promotion, time.monotonic() - t0, base_benches
+    )
+
+
+def device_rows(
+    baseline_benchmarks: Mapping[str, BenchmarkResult], outcomes: list[CandidateOutcome]
+) -> list[DeviceRow]:
+    """The baseline, then each measured candidate, on each profile (in the order measured, which is the
+    spec's), with the budgets each measurement breaks."""
+    rows = [
+        DeviceRow(
+            model="baseline",
+            profile=b.profile,
+            benchmark=b,
+            budget_violations=budget_violations(b.budgets, b),
+        )
+        for b in baseline_benchmarks.values()
+    ]
+    for o in outcomes:
+        rows += [
+            DeviceRow(
+                model=o.candidate.label,
+                candidate_key=o.candidate.key,
+                profile=b.profile,
+                benchmark=b,
+                budget_violations=budget_violations(b.budgets, b),
+            )
+            for b in o.benchmarks
+        ]
+    return rows
 
 
 def job_result(
@@ -85,8 +115,11 @@ def job_result(
     outcomes: list[CandidateOutcome],
     promotion: PromotionResult,
     seconds: float,
+    baseline_benchmarks: Mapping[str, BenchmarkResult] | None = None,
 ) -> JobResult:
-    """The job's result: one summary row per candidate, the promotion and where everything is tracked."""
+    """The job's result: one summary row per candidate, the device table (the baseline on every profile
+    in ``baseline_benchmarks``, and every measured candidate), the promotion and where everything is
+    tracked."""
     rows = []
     for o in outcomes:
         ok, why = eligibility(o, base, target, ing)
@@ -126,6 +159,7 @@ def job_result(
         parent_run_id=ing.parent_run_id,
         experiment_id=ctx.tracker.experiment_id,
         seconds=seconds,
+        devices=device_rows(baseline_benchmarks or {}, outcomes),
     )
     # The report is a view of the result: a rendering bug must not lose the job, so it is logged and
     # the report fields stay empty. Failing to store it is an infrastructure error like any other

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from squeezeflow.errors import InfrastructureError
-from squeezeflow.results import CandidateOutcome, CandidateRow, GateResult, JobResult
+from squeezeflow.results import (
+    BenchmarkResult,
+    CandidateOutcome,
+    CandidateRow,
+    DeviceRow,
+    GateResult,
+    JobResult,
+)
 from squeezeflow.store import ArtifactRef, ArtifactStore
 
 if TYPE_CHECKING:
@@ -146,6 +153,9 @@ def _gate_detail(g: GateResult | None) -> str:
     parts.append(f"allowed {g.allowed_drop * 100:.2f} pt")
     if g.samples_needed:
         parts.append(f"~{g.samples_needed} samples needed")
+    for check in g.guards:
+        if check.limit is not None or not check.passed:
+            parts.append(("✓ " if check.passed else "✗ ") + check.detail)
     return "; ".join(parts)
 
 
@@ -351,6 +361,132 @@ def _png_base64(fig: Figure) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+# -- device table -----------------------------------------------------------------------------------
+DEVICE_HEADS = [
+    "Model",
+    "Profile",
+    "Runtime",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "Throughput /s",
+    "CV p50",
+    "Other batches",
+    "Peak memory",
+    "MACs (int8)",
+    "Energy mJ (est.)",
+    "Budgets",
+]
+
+
+_DEVICE_CLASSES = {
+    h: "num" for h in ("p50 ms", "p95 ms", "p99 ms", "Throughput /s", "CV p50", "Energy mJ (est.)")
+}
+_DEVICE_CLASSES["Budgets"] = "note"
+
+
+def _runtime(b: BenchmarkResult) -> str:
+    if b.runtime == "onnxruntime":
+        return "ORT " + b.execution_provider.removesuffix("ExecutionProvider")
+    return b.runtime.replace("_", " ")
+
+
+def _macs(b: BenchmarkResult) -> str:
+    if b.macs is None:
+        return "-"
+    share = f" ({(b.int8_macs or 0) / b.macs:.0%})" if b.macs else ""
+    return f"{b.macs / 1e6:.2f}M{share}"
+
+
+def _peak(b: BenchmarkResult) -> str:
+    if b.peak_rss_mb is None:
+        return "-"
+    extra = "" if b.peak_rss_increase_mb is None else f"+{b.peak_rss_increase_mb:.1f} MB model, "
+    return f"{extra}{b.peak_rss_mb:.0f} MB process"
+
+
+def _budget_status(row: DeviceRow) -> str:
+    if row.benchmark.budgets.is_empty():
+        return "none set"
+    if not row.budget_violations:
+        return "within"
+    note = " (not enforced on the baseline)" if row.candidate_key is None else ""
+    return "over: " + "; ".join(row.budget_violations) + note
+
+
+def device_cells(row: DeviceRow) -> list[str]:
+    """One device-table row as plain text cells, in ``DEVICE_HEADS`` order."""
+    b = row.benchmark
+    others = ", ".join(
+        f"b{x.batch_size}: {x.p50_ms:.3f} ms, {x.throughput_per_s:.0f}/s"
+        for x in b.per_batch
+        if x.batch_size != b.batch_size
+    )
+    return [
+        row.model,
+        f"{row.profile} (batch {b.batch_size})",
+        _runtime(b),
+        _ms(b.p50_ms),
+        _ms(b.p95_ms),
+        _ms(b.p99_ms),
+        f"{b.throughput_per_s:.0f}",
+        f"{b.cv_p50:.2%}",
+        others or "-",
+        _peak(b),
+        _macs(b),
+        "-" if b.energy_mj_est is None else f"{b.energy_mj_est:.4f}",
+        _budget_status(row),
+    ]
+
+
+DEVICE_NOTE = (
+    "Each model measured in its own process with the profile's threads pinned, in rounds until the round "
+    "medians agree (CV p50: their coefficient of variation). Peak memory: what the model added to the "
+    "benchmark process (the budget's quantity) and the process's peak. MACs per sample from the ONNX graph "
+    "(share in 8-bit integer arithmetic). Energy: an estimate per sample from the 45 nm per-operation "
+    "figures of Horowitz (ISSCC 2014) for the MACs and one DRAM read of the weights per batch, not a "
+    "measurement. "
+    "Budgets block promotion of candidates only; pytorch_eager profiles measure only the baseline."
+)
+
+
+def _devices_html(result: JobResult) -> list[str]:
+    if not result.devices:
+        return []
+    out = [
+        "<section><h2>Devices</h2>",
+        '<div class="table-wrap"><table id="devices"><thead><tr>',
+        "".join(f"<th>{_e(h)}</th>" for h in DEVICE_HEADS),
+        "</tr></thead><tbody>",
+    ]
+    for row in result.devices:
+        cells = device_cells(row)
+        cls = ' class="failed"' if row.budget_violations else ""
+        out.append(
+            f"<tr{cls}>"
+            + "".join(
+                f'<td class="{_DEVICE_CLASSES.get(h, "")}">{_e(c)}</td>'
+                for h, c in zip(DEVICE_HEADS, cells, strict=True)
+            )
+            + "</tr>"
+        )
+    out += ["</tbody></table></div>", f'<p class="meta">{_e(DEVICE_NOTE)}</p></section>']
+    return out
+
+
+def _devices_markdown(result: JobResult) -> list[str]:
+    if not result.devices:
+        return []
+    lines = [
+        "## Devices",
+        "",
+        "| " + " | ".join(DEVICE_HEADS) + " |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---|---|---:|---|",
+    ]
+    lines += ["| " + " | ".join(_md(c) for c in device_cells(row)) + " |" for row in result.devices]
+    return [*lines, "", _md(DEVICE_NOTE), ""]
+
+
 # -- HTML -------------------------------------------------------------------------------------------
 _CSS = """
 :root { --pass: #15803d; --fail: #dc2626; --muted: #6b7280; --line: #e5e7eb; }
@@ -474,6 +610,7 @@ def _render_html(result: JobResult, views: list[CandidateView], verdict: str) ->
         f'<p class="meta">Latency is measured on the target profile {_e(result.target_profile)}; '
         "speedup is the baseline's p50 over the candidate's. Δ is the candidate's metric minus the "
         "baseline's, in percentage points. Hover a gate verdict for the gate's full reasoning.</p></section>",
+        *_devices_html(result),
     ]
     figs = report_figures(result, views)
     out.append("<section><h2>Trade-offs</h2>")
@@ -571,6 +708,7 @@ def _render_markdown(result: JobResult, views: list[CandidateView], verdict: str
         "Δ is the candidate's metric minus the baseline's, in percentage points. The HTML report has the "
         "accuracy/speedup and size/latency plots.",
         "",
+        *_devices_markdown(result),
         "## Tracking",
         "",
         f"- MLflow: `{result.tracking_uri}` (experiment {_md(result.experiment_id)}, parent run "

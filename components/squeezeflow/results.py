@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from squeezeflow.spec import Recipe
+from squeezeflow.spec import DeviceBudgets, Recipe
 from squeezeflow.store import ArtifactRef
 
 
@@ -90,6 +90,16 @@ class CandidateResult(_Result):
         return self.recipe.label
 
 
+class GuardCheck(_Result):
+    """One secondary gate condition and its evidence."""
+
+    name: str = Field(description="class_recall, agreement, or robustness:<perturbation>.")
+    value: float = Field(description="What was measured (a drop, or an agreement fraction).")
+    limit: float | None = Field(description="The configured limit; None when only reported.")
+    passed: bool
+    detail: str
+
+
 class GateResult(_Result):
     stage: Literal["gate"] = "gate"
     key: str
@@ -111,10 +121,24 @@ class GateResult(_Result):
     samples_needed: int | None = Field(default=None, description="Held-out samples a pass would need.")
     worst_class: int | None = Field(default=None, description="The class whose recall dropped most.")
     worst_class_recall_drop: float | None = Field(default=None, description="That class's recall drop.")
+    guards: list[GuardCheck] = Field(default_factory=list, description="Secondary conditions checked.")
     evidence: ArtifactRef | None = None
 
 
+class BatchLatency(_Result):
+    """Latency and throughput of one batch size on a profile."""
+
+    batch_size: int
+    p50_ms: float
+    p95_ms: float
+    throughput_per_s: float = Field(description="Samples per second.")
+    cv_p50: float = Field(description="Coefficient of variation of the round medians.")
+    rounds: int
+
+
 class BenchmarkResult(_Result):
+    """One model measured on one device profile (latencies at the profile's ``batch_size``)."""
+
     stage: Literal["benchmark"] = "benchmark"
     key: str
     model_sha256: str
@@ -130,6 +154,42 @@ class BenchmarkResult(_Result):
     cv_p50: float = Field(default=0.0, description="Coefficient of variation of the round medians.")
     batch_size: int
     size_bytes: int
+    runtime: str = "onnxruntime"
+    execution_provider: str = "CPUExecutionProvider"
+    input_shape: list[int] | None = Field(default=None, description="One sample's shape as measured.")
+    per_batch: list[BatchLatency] = Field(
+        default_factory=list, description="Every batch size measured, `batch_size` first."
+    )
+    peak_rss_mb: float | None = Field(
+        default=None, description="Peak resident set size of the benchmark process (MB, 10^6 bytes)."
+    )
+    peak_rss_increase_mb: float | None = Field(
+        default=None, description="That peak minus the process's RSS just before the model was loaded."
+    )
+    params: int | None = Field(default=None, description="Weight and bias elements.")
+    macs: int | None = Field(default=None, description="Multiply-accumulates per sample.")
+    int8_macs: int | None = Field(default=None, description="Of which in 8-bit integer arithmetic.")
+    weight_bytes: int | None = Field(default=None, description="Bytes of weights read per inference.")
+    energy_mj_est: float | None = Field(
+        default=None,
+        description="Estimated energy per sample in millijoules, from the per-operation model in "
+        "`squeezeflow.energy` (an estimate, not a measurement).",
+    )
+    budgets: DeviceBudgets = Field(
+        default_factory=DeviceBudgets,
+        description="The profile's budgets in the job that asked for this result (not part of its key).",
+    )
+
+
+class DeviceRow(_Result):
+    """One model on one device profile, for the report's device table: the measurement and the budgets
+    it breaks (enforced for candidates, shown for the baseline)."""
+
+    model: str = Field(description="'baseline' or the candidate's label.")
+    candidate_key: str | None = None
+    profile: str
+    benchmark: BenchmarkResult
+    budget_violations: list[str] = Field(default_factory=list)
 
 
 class CandidateOutcome(_Result):
@@ -151,6 +211,15 @@ class PromotionResult(_Result):
     alias: str
     version: str | None = None
     previous_version: str | None = None
+    lost_to: str | None = Field(
+        default=None,
+        description="When the best eligible candidate was registered but did not beat the version "
+        "holding the alias: that version (the alias did not move).",
+    )
+    contender_key: str | None = Field(default=None, description="The candidate that lost the alias.")
+    contender_version: str | None = Field(
+        default=None, description="The version it was registered as (not aliased)."
+    )
 
 
 class CandidateRow(_Result):
@@ -191,4 +260,7 @@ class JobResult(_Result):
     )
     report_markdown: str | None = Field(
         default=None, description="URI of the job's Markdown report in the artifact store."
+    )
+    devices: list[DeviceRow] = Field(
+        default_factory=list, description="The baseline and every measured candidate on every profile."
     )

@@ -12,10 +12,18 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from squeezeflow.errors import SpecError
 
@@ -67,16 +75,51 @@ class DataSource(_Strict):
 
 class TaskSpec(_Strict):
     kind: Literal["classification"] = "classification"
-    metric: str = Field(default="top1_accuracy", description="Primary metric, by registered name.")
+    metric: str = Field(
+        default="top1_accuracy",
+        description="Primary metric, higher is better: top1_accuracy, top5_accuracy, macro_f1, or your own "
+        "as 'package.module:callable' taking (labels, logits) and returning a float.",
+    )
 
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, v: str) -> str:
-        from squeezeflow.metrics import METRICS
+        from squeezeflow.metrics import resolve_metric
 
-        if v not in METRICS:
-            raise ValueError(f"unknown metric {v!r}; allowed: {sorted(METRICS)}")
+        try:
+            resolve_metric(v)
+        except SpecError as err:
+            raise ValueError(str(err)) from None
         return v
+
+
+Perturbation = Literal["gaussian_noise", "blur", "brightness", "token_dropout"]
+
+
+class RobustnessCheck(_Strict):
+    """Secondary guard: the candidate must keep the primary metric on perturbed held-out inputs too,
+    so a model that is only accurate on clean data does not pass. Baseline and candidate see the
+    same perturbed samples; the guard fails when, for any perturbation, the candidate's metric falls
+    more than ``max_drop`` (absolute) below the baseline's on that perturbation."""
+
+    perturbations: list[Perturbation] | None = Field(
+        default=None,
+        min_length=1,
+        description="Omitted: gaussian_noise, blur and brightness for float (image) inputs; token_dropout "
+        "for integer (token id) inputs.",
+    )
+    severity: float = Field(
+        default=0.1,
+        gt=0.0,
+        le=1.0,
+        description="Strength: noise std and brightness shift as a fraction of the input range, blur sigma "
+        "in pixels x 10, the fraction of tokens dropped.",
+    )
+    max_drop: float = Field(default=0.02, ge=0.0, lt=1.0)
+    samples: int = Field(
+        default=1000, ge=50, le=1_000_000, description="Held-out samples perturbed (the first N, seeded)."
+    )
+    pad_token_id: int = Field(default=0, ge=0, description="What token_dropout writes in place of a token.")
 
 
 class Tolerance(_Strict):
@@ -105,25 +148,163 @@ class Tolerance(_Strict):
         "split drops by more than this (absolute), even if the primary metric holds. None: the worst "
         "class's drop is reported, not enforced.",
     )
+    min_agreement: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Secondary guard: fail a candidate whose top-1 predictions agree with the baseline's on "
+        "less than this fraction of the held-out samples (a model can keep its accuracy while changing "
+        "which samples it gets right). None: agreement is reported, not enforced.",
+    )
+    robustness: RobustnessCheck | None = Field(
+        default=None, description="Secondary guard on perturbed held-out inputs. None: not checked."
+    )
+    min_device_agreement: float = Field(
+        default=0.99,
+        ge=0.0,
+        le=1.0,
+        description="For profiles with `evaluate_on_device`: the fraction of held-out samples on which the "
+        "device's top-1 answers must equal this machine's for the candidate to pass.",
+    )
 
     def allowed_drop(self, baseline_metric: float) -> float:
         return self.max_drop if self.mode == "absolute" else self.max_drop * baseline_metric
 
 
-class DeviceProfile(_Strict):
-    """A target device: how a model is run and measured there."""
+ExecutionProvider = Literal[
+    "CPUExecutionProvider",
+    "CUDAExecutionProvider",
+    "TensorrtExecutionProvider",
+    "OpenVINOExecutionProvider",
+    "CoreMLExecutionProvider",
+    "DmlExecutionProvider",
+    "ROCMExecutionProvider",
+    "MIGraphXExecutionProvider",
+    "QNNExecutionProvider",
+    "XnnpackExecutionProvider",
+    "NnapiExecutionProvider",
+    "DnnlExecutionProvider",
+    "ACLExecutionProvider",
+    "ArmNNExecutionProvider",
+    "CANNExecutionProvider",
+    "VitisAIExecutionProvider",
+    "RknpuExecutionProvider",
+    "WebGpuExecutionProvider",
+]
+"""ONNX Runtime execution providers a profile may name (ONNX Runtime's own spelling). Whether one can be
+measured is decided where the measurement runs, never by falling back to another provider."""
 
-    name: str = Field(pattern=_NAME)
-    runtime: Literal["onnxruntime"] = "onnxruntime"
-    execution_provider: Literal["CPUExecutionProvider"] = Field(
+_BatchSize = Annotated[int, Field(ge=1, le=4096)]
+_Dim = Annotated[int, Field(ge=1, le=1_000_000)]
+
+
+class DeviceBudgets(_Strict):
+    """Limits a candidate must meet on a device profile to be promoted. They are checked against the
+    candidate's measurement on that profile; the baseline's status is reported, never enforced."""
+
+    max_p95_ms: float | None = Field(default=None, gt=0, description="p95 latency at `batch_size`, in ms.")
+    max_size_mb: float | None = Field(default=None, gt=0, description="Model file size in MB (10^6 bytes).")
+    max_peak_memory_mb: float | None = Field(
+        default=None,
+        gt=0,
+        description="Peak memory the model adds to the benchmark process, in MB (10^6 bytes): the process's "
+        "peak resident set size minus its resident set size just before the model was loaded (so the "
+        "Python interpreter and the runtime's own libraries do not count).",
+    )
+
+    def is_empty(self) -> bool:
+        return self.max_p95_ms is None and self.max_size_mb is None and self.max_peak_memory_mb is None
+
+
+def _library_dir() -> Any:
+    from importlib.resources import files
+
+    return files("squeezeflow") / "profiles"
+
+
+def _profile_documents() -> dict[str, dict[str, Any]]:
+    """The shipped device profiles as raw documents, by name (read once per process)."""
+    global _PROFILE_DOCS
+    if _PROFILE_DOCS is None:
+        docs: dict[str, dict[str, Any]] = {}
+        for entry in sorted(_library_dir().iterdir(), key=lambda e: e.name):
+            if entry.name.endswith((".yaml", ".yml")):
+                doc = yaml.safe_load(entry.read_text(encoding="utf-8"))
+                stem = entry.name.rsplit(".", 1)[0]
+                if not isinstance(doc, dict) or doc.get("name") != stem:
+                    raise RuntimeError(f"device profile library file {entry.name}: `name` must be {stem!r}")
+                docs[stem] = doc
+        _PROFILE_DOCS = docs
+    return _PROFILE_DOCS
+
+
+_PROFILE_DOCS: dict[str, dict[str, Any]] | None = None
+
+
+def profile_library() -> dict[str, DeviceProfile]:
+    """The device profiles shipped with squeezeflow (``squeezeflow/profiles/*.yaml``), by name. A spec
+    uses one as ``devices: [x86-edge-2t]`` or, with fields changed, ``{profile: x86-edge-2t, ...}``."""
+    return {name: DeviceProfile.model_validate(doc) for name, doc in _profile_documents().items()}
+
+
+def _device_entry(value: Any) -> Any:
+    """A bare string in ``devices`` names a library profile."""
+    return {"profile": value} if isinstance(value, str) else value
+
+
+class DeviceProfile(_Strict):
+    """A target device: how a model is run and measured there, and the budgets a candidate must meet.
+
+    ``profile: NAME`` starts from the shipped library profile of that name; every other field given
+    overrides the library's value (``budgets`` field by field), and ``name`` defaults to the library's.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        # `name` may come from the library profile, so the schema must not demand it.
+        json_schema_extra=lambda schema: schema.__setitem__(
+            "required", [r for r in schema.get("required", []) if r != "name"]
+        ),
+    )
+
+    profile: str | None = Field(
+        default=None,
+        description="Start from this shipped device profile (`squeezeflow profiles` lists them); the other "
+        "fields given here override it.",
+    )
+    name: str = Field(pattern=_NAME, description="Unique within the job; required unless `profile` is given.")
+    runtime: Literal["onnxruntime", "pytorch_eager"] = Field(
+        default="onnxruntime",
+        description="onnxruntime: the shipped ONNX models, on `execution_provider`. pytorch_eager: a "
+        "reference that measures the baseline's original PyTorch module on the CPU; candidates are not "
+        "measured on it, and it cannot be the target device.",
+    )
+    execution_provider: ExecutionProvider = Field(
         default="CPUExecutionProvider",
-        description="ONNX Runtime execution provider. Only providers that can be measured here are allowed.",
+        description="ONNX Runtime execution provider. A profile whose provider this machine's ONNX Runtime "
+        "lacks fails when measured (never falls back to the CPU): mark it `remote: true` and run its agent "
+        "on the device.",
     )
     intra_op_threads: int = Field(default=2, ge=1, le=256)
     inter_op_threads: int = Field(default=1, ge=1, le=64)
-    batch_size: int = Field(default=1, ge=1, le=4096)
+    batch_size: int = Field(default=1, ge=1, le=4096, description="The batch the objective and budgets use.")
+    extra_batch_sizes: list[_BatchSize] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Also measured (p50 and throughput per batch size); they do not affect promotion.",
+    )
+    input_shape: list[_Dim] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=8,
+        description="Shape of one sample (no batch dimension) to measure with, instead of the dataset's.",
+    )
     warmup: int = Field(default=20, ge=0, le=10_000)
     iterations: int = Field(default=300, ge=10, le=1_000_000)
+    budgets: DeviceBudgets = Field(
+        default_factory=DeviceBudgets, description="Limits a candidate must meet here to be promoted."
+    )
     remote: bool = Field(
         default=False,
         description="Measured on the device itself by `squeezeflow agent --profile NAME`, which takes "
@@ -133,10 +314,79 @@ class DeviceProfile(_Strict):
     remote_timeout_s: float = Field(
         default=3600.0, gt=0, le=7 * 86400, description="How long to wait for a remote device's result."
     )
+    evaluate_on_device: bool = Field(
+        default=False,
+        description="Remote profiles only: the device agent also scores each candidate on the held-out split "
+        "with this profile's runtime, and the gate compares the device's predictions with this machine's "
+        "(`tolerance.min_device_agreement`), so a model that only holds in one runtime does not pass.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_library(cls, data: Any) -> Any:
+        data = _device_entry(data)
+        if not isinstance(data, dict) or not isinstance(data.get("profile"), str):
+            return data
+        base = _profile_documents().get(data["profile"])
+        if base is None:  # reported on the `profile` field by its validator
+            return {"name": data["profile"], **data}
+        merged = {**base, **data}
+        if isinstance(base.get("budgets"), dict) and isinstance(data.get("budgets"), dict):
+            merged["budgets"] = {**base["budgets"], **data["budgets"]}
+        return merged
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, v: str | None) -> str | None:
+        if v is not None and v not in _profile_documents():
+            raise ValueError(
+                f"no shipped device profile named {v!r}; available: {sorted(_profile_documents())}"
+            )
+        return v
+
+    @field_validator("extra_batch_sizes")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"batch sizes must be distinct, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeviceProfile:
+        if self.batch_size in self.extra_batch_sizes:
+            raise ValueError(
+                f"extra_batch_sizes {self.extra_batch_sizes} repeats batch_size {self.batch_size}, "
+                "which is always measured"
+            )
+        if self.evaluate_on_device and not (self.remote and self.runtime == "onnxruntime"):
+            raise ValueError(
+                "evaluate_on_device needs a remote ONNX Runtime profile (`remote: true`): it is the device "
+                "agent that scores the candidates there"
+            )
+        if self.runtime == "pytorch_eager" and self.execution_provider != "CPUExecutionProvider":
+            raise ValueError(
+                f"execution_provider {self.execution_provider!r} is an ONNX Runtime setting; "
+                "runtime 'pytorch_eager' runs on the CPU (use CPUExecutionProvider)"
+            )
+        return self
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        """Every batch size measured, the objective's first."""
+        return [self.batch_size, *self.extra_batch_sizes]
 
     def measurement_json(self) -> str:
-        """What determines a measurement (not where it is taken or how long one waits for it)."""
-        return self.model_dump_json(exclude={"remote", "remote_timeout_s"})
+        """What determines a measurement (not where it is taken, how long one waits for it, which library
+        profile it started from, or the budgets it is judged by)."""
+        return self.model_dump_json(
+            exclude={"profile", "budgets", "remote", "remote_timeout_s", "evaluate_on_device"}
+        )
+
+
+DeviceEntry = Annotated[
+    DeviceProfile, BeforeValidator(_device_entry, json_schema_input_type=str | DeviceProfile)
+]
+"""One item of ``devices``: a profile mapping, or the name of a shipped profile."""
 
 
 class PassStep(_Strict):
@@ -241,10 +491,15 @@ class JobSpec(_Strict):
     data: DataSource
     task: TaskSpec = Field(default_factory=TaskSpec)
     tolerance: Tolerance = Field(default_factory=Tolerance)
-    devices: list[DeviceProfile] = Field(
-        default_factory=lambda: [DeviceProfile(name="local-cpu")], min_length=1
+    devices: list[DeviceEntry] = Field(
+        default_factory=lambda: [DeviceProfile(name="local-cpu")],
+        min_length=1,
+        description="Device profiles: each a mapping, or the name of a shipped profile.",
     )
-    target_device: str | None = Field(default=None, description="Profile the objective is measured on.")
+    target_device: str | None = Field(
+        default=None,
+        description="Profile the objective is measured on (default: the first); not a pytorch_eager one.",
+    )
     objective: Literal["latency", "size"] = Field(
         default="latency", description="What the best passing candidate minimises on the target device."
     )
@@ -260,6 +515,18 @@ class JobSpec(_Strict):
             raise ValueError(f"device profile names must be unique, got {names}")
         if self.target_device is not None and self.target_device not in names:
             raise ValueError(f"target_device {self.target_device!r} is not one of the devices {names}")
+        if self.target.runtime == "pytorch_eager":
+            chosen = "target_device" if self.target_device else "target_device (default: the first device)"
+            raise ValueError(
+                f"{chosen} is {self.target.name!r}, a pytorch_eager reference profile: candidates ship as "
+                "ONNX and cannot be measured there; name an onnxruntime profile as target_device"
+            )
+        for i, d in enumerate(self.devices):
+            if d.runtime == "pytorch_eager" and self.model.format == "onnx":
+                raise ValueError(
+                    f"devices.{i} ({d.name!r}) has runtime 'pytorch_eager', which measures the original "
+                    "PyTorch module, but model.format is 'onnx': there is none; use runtime 'onnxruntime'"
+                )
         return self
 
     @property

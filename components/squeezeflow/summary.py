@@ -65,10 +65,28 @@ def summary_table(result: JobResult) -> Table:
     return t
 
 
+def device_table(result: JobResult) -> Table:
+    """The baseline and each measured candidate on every device profile, with budget status."""
+    from squeezeflow.report import DEVICE_HEADS, device_cells
+
+    t = Table(title="device profiles (energy: per-operation estimate, not measured)")
+    shown = ("Model", "Profile", "p50 ms", "p95 ms", "CV p50", "Peak memory", "Energy mJ (est.)", "Budgets")
+    for col in shown:
+        t.add_column(
+            col, justify="left" if col in ("Model", "Profile", "Peak memory", "Budgets") else "right"
+        )
+    for row in result.devices:
+        cells = dict(zip(DEVICE_HEADS, device_cells(row), strict=True))
+        t.add_row(*(cells[c] for c in shown), style="red" if row.budget_violations else None)
+    return t
+
+
 def print_summary(result: JobResult, console: Console | None = None) -> None:
     # Wide enough for the table when output is captured (CI logs, Airflow task logs).
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     console.print(summary_table(result))
+    if result.devices:
+        console.print(device_table(result))
     p = result.promotion
     if p.promoted:
         console.print(

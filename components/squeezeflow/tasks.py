@@ -175,24 +175,49 @@ def _measure(
     run_id: str | None,
     model_id: str | None,
     defer_remote: bool,
+    ingest: IngestResult | None = None,
 ) -> tuple[dict[str, Doc], dict[str, str]]:
     """Measure on every profile: local ones now; remote ones, when ``defer_remote``, only requested (their
-    record keys are returned as pending, for the caller to wait on without blocking)."""
+    record keys are returned as pending, for the caller to wait on without blocking). With ``ingest``,
+    ``ref`` is the baseline and pytorch_eager profiles measure its original PyTorch file; without, it is
+    a candidate and those profiles are left out (noted on ``run_id``)."""
+    from squeezeflow.errors import DeviceUnavailableError
     from squeezeflow.stages import benchmark
-    from squeezeflow.stages.benchmark import RESULT_STAGE, submit_remote
+    from squeezeflow.stages.benchmark import (
+        RESULT_STAGE,
+        agent_failure,
+        candidate_profiles,
+        note_reference_skip,
+        submit_remote,
+    )
 
     done: dict[str, Doc] = {}
     pending: dict[str, str] = {}
-    for p in job.devices:
+    if ingest is None:
+        profiles = candidate_profiles(job.devices)
+        note_reference_skip(ctx, job.devices, run_id)
+    else:
+        profiles = list(job.devices)
+    for p in profiles:
+        model, source = (
+            (ingest.model_source, job.model) if ingest and p.runtime == "pytorch_eager" else (ref, None)
+        )
         if p.remote and defer_remote:
-            key = submit_remote(ref, shape, p, ctx, job.name, run_id, model_id)
+            key = submit_remote(model, shape, p, ctx, job.name, run_id, model_id, source)
             recorded = ctx.store.read_record(RESULT_STAGE, key)
+            failure = agent_failure(ctx, key) if recorded is None else None
+            if failure is not None:
+                raise DeviceUnavailableError(f"the device agent for profile {p.name!r} reported: {failure}")
             if recorded is None:
                 pending[p.name] = key
             else:
-                done[p.name] = recorded
+                done[p.name] = _dump(
+                    BenchmarkResult.model_validate(recorded).model_copy(update={"budgets": p.budgets})
+                )
         else:
-            done[p.name] = _dump(benchmark(ref, shape, p, ctx, run_id=run_id, model_id=model_id))
+            done[p.name] = _dump(
+                benchmark(model, shape, p, ctx, run_id=run_id, model_id=model_id, torch_source=source)
+            )
     return done, pending
 
 
@@ -216,6 +241,7 @@ def baseline_benchmark_task(
         base.parent_run_id,
         base.model_id,
         defer_remote,
+        ingest=ing,
     )
     return {**done, "_pending": pending} if pending else done
 
@@ -259,19 +285,32 @@ def gate_task(
     ingest: Mapping[str, Any],
     baseline: Mapping[str, Any],
     outcome: Mapping[str, Any],
+    defer_remote: bool = False,
 ) -> Doc:
-    """Score one candidate against the accuracy gate. Adds ``"gate"`` to the outcome."""
+    """Score one candidate against the accuracy gate. Adds ``"gate"`` to the outcome.
+
+    With ``defer_remote``, held-out evaluations that device agents still owe (profiles with
+    ``evaluate_on_device``) are only requested: the result lists them under ``"_pending"`` (profile ->
+    record key, stage ``"_pending_stage"``) and no verdict is given until they are recorded."""
     from squeezeflow.stages import gate
+    from squeezeflow.stages.device_eval import FAILURE_STAGE, RESULT_STAGE, submit_evaluation
 
     job = job_of(spec)
     cand = CandidateResult.model_validate(outcome["candidate"])
-    verdict = gate(
-        job,
-        IngestResult.model_validate(ingest),
-        BaselineResult.model_validate(baseline),
-        cand,
-        open_context(job, settings),
-    )
+    ing = IngestResult.model_validate(ingest)
+    ctx = open_context(job, settings)
+    if defer_remote and cand.status == "ok" and cand.onnx is not None:
+        pending = {}
+        for p in job.devices:
+            if p.evaluate_on_device:
+                key = submit_evaluation(cand.onnx, job.data.uri, ing.dataset.sha256, p, ctx)
+                if ctx.store.read_record(RESULT_STAGE, key) is None and (
+                    ctx.store.read_record(FAILURE_STAGE, key) is None
+                ):
+                    pending[p.name] = key
+        if pending:
+            return {**dict(outcome), "_pending": pending, "_pending_stage": RESULT_STAGE}
+    verdict = gate(job, ing, BaselineResult.model_validate(baseline), cand, ctx)
     return {**dict(outcome), "gate": _dump(verdict)}
 
 
@@ -296,7 +335,7 @@ def benchmark_task(
         done, pending = _measure(job, ctx, cand.onnx, shape, cand.run_id, cand.model_id, defer_remote)
         if pending:
             return {"_pending": pending}
-        benches = [BenchmarkResult.model_validate(done[p.name]) for p in job.devices]
+        benches = [BenchmarkResult.model_validate(done[p.name]) for p in job.devices if p.name in done]
     ctx.tracker.finish(cand.run_id)
     return _dump(CandidateOutcome(candidate=cand, gate=verdict, benchmarks=benches))
 
@@ -342,5 +381,10 @@ def promote_task(
     outs = [CandidateOutcome.model_validate(dict(o)) for o in outcomes]
     promotion = promote(job, ing, base, target, outs, ctx)
     seconds = 0.0 if started is None else max(0.0, time.time() - started)
-    result = job_result(job, settings, ctx, ing, base, target, outs, promotion, seconds)
+    base_benches = {
+        name: BenchmarkResult.model_validate(doc)
+        for name, doc in baseline_benchmarks.items()
+        if not name.startswith("_")
+    }
+    result = job_result(job, settings, ctx, ing, base, target, outs, promotion, seconds, base_benches)
     return _dump(result)

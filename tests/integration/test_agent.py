@@ -4,12 +4,13 @@ outside Airflow waits for it (the CLI path), and the result is the record a loca
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from squeezeflow.agent import pending_requests, serve
-from squeezeflow.errors import InfrastructureError
+from squeezeflow.errors import DeviceUnavailableError, InfrastructureError
 from squeezeflow.models import export_onnx, load_torch_model
 from squeezeflow.spec import DeviceProfile, ModelSource
 from squeezeflow.stages import Settings, StageContext, benchmark
@@ -67,3 +68,31 @@ def test_without_an_agent_a_remote_measurement_fails_clearly_after_its_timeout(
     with pytest.raises(InfrastructureError, match="squeezeflow agent --profile edge"):
         benchmark(ref, [1, 28, 28], lonely, ctx)
     assert [r["profile"]["name"] for r in pending_requests(settings, set())] == ["edge"]
+
+
+def test_an_agent_that_cannot_run_the_profiles_provider_ends_the_wait_with_its_reason(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine's ONNX Runtime has CUDA: the refusal cannot be shown here")
+    settings = Settings.resolve(
+        artifacts=str(tmp_path / "store"),
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        workdir=tmp_path / "w",
+    )
+    ctx = StageContext.open(settings, "agent-test")
+    ref = _onnx_ref(tmp_path, tiny_model, ctx)
+    gpu = EDGE.model_copy(update={"name": "orin", "execution_provider": "CUDAExecutionProvider"})
+    served: list[int] = []
+    device = threading.Thread(
+        target=lambda: served.append(serve(settings, {"orin"}, poll_s=0.2, max_idle_s=5)), daemon=True
+    )
+    device.start()
+    started = time.monotonic()
+    with pytest.raises(DeviceUnavailableError, match=r"CUDAExecutionProvider.*available here"):
+        benchmark(ref, [1, 28, 28], gpu, ctx)  # long before its 120 s timeout
+    assert time.monotonic() - started < 60
+    device.join(60)
+    assert served == [0]  # refused once, not retried

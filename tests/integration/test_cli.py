@@ -259,6 +259,8 @@ def test_spec_validate_prints_defaults(tmp_path: Path) -> None:
         "confidence": 0.95,
         "bootstrap_samples": 2000,
         "max_class_recall_drop": None,
+        "min_agreement": None,
+        "robustness": None,
     }
     assert doc["devices"] == [
         {

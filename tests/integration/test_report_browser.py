@@ -15,6 +15,8 @@ import pytest
 from squeezeflow.report import render_report
 from squeezeflow.results import CandidateRow, JobResult, PromotionResult
 
+ARTIFACTS = Path(__file__).resolve().parents[2] / ".squeezeflow" / "test-artifacts"
+
 pytestmark = pytest.mark.integration
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -145,7 +147,9 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     html, _ = render_report(_result())
     page = tmp_path / "report.html"
     page.write_text(html, encoding="utf-8")
-    shot = Path(os.environ.get("SQUEEZEFLOW_REPORT_SHOT", tmp_path / "shot.png"))
+    # Kept as a test artifact (CI can upload .squeezeflow/test-artifacts/).
+    shot = Path(os.environ.get("SQUEEZEFLOW_REPORT_SHOT", ARTIFACTS / "report-screenshot.png"))
+    shot.parent.mkdir(parents=True, exist_ok=True)
 
     proc = _chromium(
         f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri(), profile=tmp_path / "p1"

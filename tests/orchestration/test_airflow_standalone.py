@@ -27,7 +27,14 @@ from tests.servers import ServerProcess, free_port, log_tail, venv_tool
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 RUN_TIMEOUT_S = 600
-EDGE = {"name": "edge-device", "remote": True, "intra_op_threads": 1, "warmup": 10, "iterations": 100}
+EDGE = {
+    "name": "edge-device",
+    "remote": True,
+    "evaluate_on_device": True,
+    "intra_op_threads": 1,
+    "warmup": 10,
+    "iterations": 100,
+}
 PASSWORD = "squeezeflow-e2e"
 
 
@@ -180,5 +187,8 @@ def test_a_run_triggered_through_the_rest_api_promotes_a_version(
     assert promoted["p50_ms"] < result["baseline_p50_ms"]
     assert "bench.edge-device.p50_ms" in client.get_run(promoted["run_id"]).data.metrics
     assert standalone["agent_log"].read_text().count("measured ") >= 2, "baseline and candidates"
+    # The gate waited (deferred) for the device's own held-out answers, and compared them.
+    assert standalone["agent_log"].read_text().count("evaluated ") >= 2, "one per candidate"
+    assert client.get_run(promoted["run_id"]).data.metrics["gate.device.edge-device"] == 1.0
     # Deferred tasks resume only when their trigger fires, and here only the triggerer runs triggers.
     assert "final_state=deferred" in standalone["log"].read_text(errors="replace"), "slots given back"

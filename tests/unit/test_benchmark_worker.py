@@ -1,4 +1,6 @@
-"""The benchmark worker measures in rounds until the round medians agree, and reports how well they did."""
+"""The benchmark worker measures in rounds until the round medians agree, and reports how well they did;
+it reports memory, MACs and an energy estimate, measures PyTorch eager references, and refuses a profile
+whose execution provider this machine cannot run."""
 
 from __future__ import annotations
 
@@ -6,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from squeezeflow.bench_worker import measure
+from squeezeflow.errors import DeviceUnavailableError
 
 
 def linear_model(path: Path) -> Path:
@@ -60,3 +64,156 @@ def test_worker_stops_after_max_rounds_when_medians_never_agree(tmp_path: Path) 
         "max_rounds": 3,
     }
     assert measure(req)["rounds"] == 3
+
+
+def request(model: Path, **over: object) -> dict:
+    req: dict = {
+        "model": str(model),
+        "profile": "edge",
+        "input_shape": [1, 4, 4],
+        "intra_op_threads": 1,
+        "inter_op_threads": 1,
+        "batch_size": 1,
+        "warmup": 2,
+        "iterations": 20,
+        "pin_cpus": False,
+    }
+    req.update(over)
+    return req
+
+
+def test_worker_reports_memory_macs_energy_and_every_batch_size(tmp_path: Path) -> None:
+    m = measure(request(linear_model(tmp_path / "m.onnx"), extra_batch_sizes=[8]))
+    assert [b["batch_size"] for b in m["per_batch"]] == [1, 8]
+    assert m["per_batch"][0]["p50_ms"] == m["p50_ms"]
+    assert all(b["p50_ms"] > 0 and b["throughput_per_s"] > 0 for b in m["per_batch"])
+    assert m["peak_rss_mb"] >= m["peak_rss_increase_mb"] >= 0
+    assert (m["macs"], m["int8_macs"], m["params"], m["weight_bytes"]) == (160, 0, 160, 640)
+    assert m["energy_mj_est"] == pytest.approx((160 * 4.6 + 640 * 162.5) * 1e-9)
+    assert (m["runtime"], m["execution_provider"]) == ("onnxruntime", "CPUExecutionProvider")
+
+
+def test_a_provider_missing_from_this_onnx_runtime_fails_clearly_through_the_worker_process(
+    tmp_path: Path,
+) -> None:
+    import onnxruntime as ort
+
+    from squeezeflow.stages.benchmark import run_worker
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine's ONNX Runtime has CUDA: the refusal cannot be shown here")
+    model = linear_model(tmp_path / "m.onnx")
+    assert run_worker(request(model), 1, "m on edge", 120)["p50_ms"] > 0  # the same model on the CPU
+    with pytest.raises(DeviceUnavailableError) as err:
+        run_worker(request(model, execution_provider="CUDAExecutionProvider"), 1, "m on edge", 120)
+    message = str(err.value)
+    assert "device profile 'edge' needs ONNX Runtime's CUDAExecutionProvider" in message
+    assert "available here: " in message and "CPUExecutionProvider" in message
+    assert "does not measure it on another provider" in message
+    assert err.value.exit_code == 2  # what the CLI exits with: the profile is the input to change
+
+
+def test_the_benchmark_stage_refuses_a_profile_it_cannot_measure_and_records_nothing(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from squeezeflow.spec import DeviceProfile
+    from squeezeflow.stages.benchmark import RESULT_STAGE, benchmark, benchmark_key
+    from squeezeflow.stages.context import StageContext
+    from squeezeflow.store import open_store
+
+    if "TensorrtExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine's ONNX Runtime has TensorRT")
+    store = open_store(str(tmp_path / "store"))
+    ref = store.put_file(linear_model(tmp_path / "m.onnx"), suffix=".onnx")
+    ctx = StageContext(store=store, tracker=None, workdir=tmp_path / "w")  # type: ignore[arg-type]
+    trt = DeviceProfile(name="orin-trt", execution_provider="TensorrtExecutionProvider", iterations=10)
+    with pytest.raises(
+        DeviceUnavailableError, match="'orin-trt' needs ONNX Runtime's TensorrtExecutionProvider"
+    ):
+        benchmark(ref, [1, 4, 4], trt, ctx)
+    assert store.read_record(RESULT_STAGE, benchmark_key(ref, [1, 4, 4], trt)) is None
+
+
+def test_a_session_that_onnx_runtime_put_on_another_provider_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A provider can be listed yet fail to initialise (missing CUDA libraries): ONNX Runtime then
+    # builds the session on the CPU. The worker checks what the session really runs on.
+    import onnxruntime as ort
+
+    import squeezeflow.models
+
+    class CpuSession:
+        def get_providers(self) -> list[str]:
+            return ["CPUExecutionProvider"]
+
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    monkeypatch.setattr(squeezeflow.models, "session", lambda *a, **k: CpuSession())
+    with pytest.raises(DeviceUnavailableError, match=r"runs on \['CPUExecutionProvider'\]"):
+        measure(request(linear_model(tmp_path / "m.onnx"), execution_provider="CUDAExecutionProvider"))
+
+
+def test_pytorch_eager_measures_the_original_module_in_its_own_process(tmp_path: Path) -> None:
+    import torch
+
+    from squeezeflow.stages.benchmark import run_worker
+    from squeezeflow.zoo.cnn import tiny_cnn
+
+    weights = tmp_path / "tiny.pt"
+    torch.save(tiny_cnn().state_dict(), weights)
+    source = {"format": "state_dict", "uri": str(weights), "factory": "squeezeflow.zoo.cnn:tiny_cnn"}
+    m = run_worker(
+        request(weights, runtime="pytorch_eager", torch_source=source, input_shape=[1, 28, 28]),
+        1,
+        "tiny",
+        300,
+    )
+    assert m["runtime"] == "pytorch_eager" and m["p50_ms"] > 0
+    assert m["params"] == sum(p.numel() for p in tiny_cnn().parameters())
+    assert m["macs"] > 0 and m["int8_macs"] == 0 and m["energy_mj_est"] > 0
+
+
+def test_squeezeflow_run_refuses_a_local_profile_it_cannot_measure_before_any_work(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import onnxruntime as ort
+    import yaml
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine's ONNX Runtime has CUDA")
+    spec = tmp_path / "job.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "j",
+                "model": {"format": "onnx", "uri": "missing.onnx"},
+                "data": {"uri": "missing-data"},
+                "registry": {"model_name": "m"},
+                "devices": ["x86-edge-2t", {"profile": "jetson-orin-cuda", "remote": False}],
+            }
+        )
+    )
+    store = tmp_path / "store"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from squeezeflow.cli import main; main()",
+            "run",
+            str(spec),
+            "--artifacts",
+            str(store),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "SQUEEZEFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"},
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "DeviceUnavailableError" in proc.stderr and "'jetson-orin-cuda' needs" in proc.stderr
+    assert not store.exists()  # refused before ingest: the missing model and data were never read

@@ -136,9 +136,9 @@ class SqueezeflowBaseOperator(BaseOperator):
         raise NotImplementedError(f"{type(self).__name__} does not define run_stage")
 
     def _defer_if_pending(self, settings: Settings, result: Any) -> None:
-        """Hand the wait for remote device measurements to the triggerer (no worker slot is held); the
-        task resumes in `execute_complete`, which finds every measurement recorded. The triggerer polls
-        the store every ``$SQUEEZEFLOW_AGENT_POLL_S`` seconds (default 10)."""
+        """Hand the wait for remote device measurements (or on-device evaluations) to the triggerer (no
+        worker slot is held); the task resumes in `execute_complete`, which finds every record written.
+        The triggerer polls the store every ``$SQUEEZEFLOW_AGENT_POLL_S`` seconds (default 10)."""
         pending = result.get("_pending") if isinstance(result, dict) else None
         if not pending:
             return
@@ -152,7 +152,7 @@ class SqueezeflowBaseOperator(BaseOperator):
         self.defer(
             trigger=StoreRecordTrigger(
                 artifacts=settings.artifacts,
-                stage="benchmark",
+                stage=str(result.get("_pending_stage", "benchmark")),
                 keys=sorted(pending.values()),
                 aws_conn_id=self.aws_conn_id,
                 poll_interval_s=float(os.environ.get("SQUEEZEFLOW_AGENT_POLL_S", "10")),
@@ -333,7 +333,10 @@ class SqueezeflowGateOperator(SqueezeflowBaseOperator):
 
     def run_stage(self, settings: Settings, context: Context) -> dict[str, Any]:
         context["squeezeflow_candidate"] = _candidate_label(self.outcome)  # type: ignore[typeddict-unknown-key]
-        out = tasks.gate_task(self.spec, settings, self.ingest, self.baseline, self.outcome)
+        out = tasks.gate_task(
+            self.spec, settings, self.ingest, self.baseline, self.outcome, defer_remote=True
+        )
+        self._defer_if_pending(settings, out)
         g = out["gate"]
         log.info("gate %s: %s", "PASSED" if g["passed"] else "FAILED", g["reason"])
         return out

@@ -225,6 +225,9 @@ def _bench_metrics(metrics: Any, benches: Sequence[Mapping[str, Any]]) -> None:
                 f"{p}.p95_ms": b["p95_ms"],
                 f"{p}.p99_ms": b["p99_ms"],
                 f"{p}.throughput_per_s": b["throughput_per_s"],
+                f"{p}.cv_p50": b.get("cv_p50"),
+                f"{p}.peak_rss_increase_mb": b.get("peak_rss_increase_mb"),
+                f"{p}.energy_mj_est": b.get("energy_mj_est"),
             },
         )
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from squeezeflow.errors import ModelLoadError
-from squeezeflow.metrics import METRICS
+from squeezeflow.metrics import resolve_metric
 from squeezeflow.models import (
     check_onnx,
     count_macs,
@@ -77,9 +77,9 @@ def baseline(spec: JobSpec, ingest: IngestResult, ctx: StageContext) -> Baseline
     threads = spec.target.intra_op_threads
     logits = predict_logits(onnx_path, test.x, threads=threads)
     check_outputs(logits, ds.meta.num_classes, f"model {spec.model.uri}")
-    metric = METRICS[spec.task.metric](test.y, logits)
+    metric = resolve_metric(spec.task.metric)(test.y, logits)
     val = ds.split("val")
-    val_metric = METRICS[spec.task.metric](val.y, predict_logits(onnx_path, val.x, threads=threads))
+    val_metric = resolve_metric(spec.task.metric)(val.y, predict_logits(onnx_path, val.x, threads=threads))
     measure = measure_onnx(onnx_path, ingest.dataset.input_shape)
     onnx_ref = ctx.store.put_file(onnx_path, suffix=".onnx")
     logits_ref = ctx.store.put_bytes(npy_bytes(logits.astype(np.float32)), suffix=".npy")

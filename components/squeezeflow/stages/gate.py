@@ -6,16 +6,32 @@ from __future__ import annotations
 import json
 import logging
 import math
+from pathlib import Path
 
 import numpy as np
 
-from squeezeflow.gate_stats import paired_bootstrap_drop, samples_needed
-from squeezeflow.metrics import METRICS, per_sample_correct
+from squeezeflow.gate_stats import (
+    DropEstimate,
+    paired_bootstrap_drop,
+    paired_bootstrap_metric_drop,
+    samples_needed,
+)
+from squeezeflow.metrics import PER_SAMPLE, resolve_metric
 from squeezeflow.models import predict_logits
-from squeezeflow.results import BaselineResult, CandidateResult, GateResult, IngestResult, content_key
-from squeezeflow.spec import JobSpec
+from squeezeflow.perturb import default_perturbations, perturb
+from squeezeflow.results import (
+    BaselineResult,
+    CandidateResult,
+    GateResult,
+    GuardCheck,
+    IngestResult,
+    content_key,
+)
+from squeezeflow.spec import JobSpec, RobustnessCheck
 from squeezeflow.stages.baseline import check_outputs, load_npy
 from squeezeflow.stages.context import StageContext
+from squeezeflow.stages.device_eval import device_agreement, submit_evaluation, wait_for_evaluation
+from squeezeflow.store import ArtifactRef
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +48,155 @@ def worst_class_recall_drop(y: np.ndarray, base_logits: np.ndarray, logits: np.n
     return worst, worst_drop
 
 
+def drop_estimate(
+    metric_name: str, y: np.ndarray, base_logits: np.ndarray, logits: np.ndarray, spec: JobSpec
+) -> DropEstimate:
+    """The paired bootstrap of the primary metric's drop: resampling per-sample scores where the
+    metric is a mean over samples, recomputing the metric per resample otherwise."""
+    tol = spec.tolerance
+    per_sample = PER_SAMPLE.get(metric_name)
+    if per_sample is not None:
+        return paired_bootstrap_drop(
+            per_sample(y, base_logits),
+            per_sample(y, logits),
+            confidence=tol.confidence,
+            samples=tol.bootstrap_samples,
+            seed=spec.search.seed,
+        )
+    return paired_bootstrap_metric_drop(
+        resolve_metric(metric_name),
+        y,
+        base_logits,
+        logits,
+        confidence=tol.confidence,
+        samples=tol.bootstrap_samples,
+        seed=spec.search.seed,
+    )
+
+
+def secondary_guards(
+    spec: JobSpec,
+    baseline: BaselineResult,
+    x: np.ndarray,
+    y: np.ndarray,
+    base_logits: np.ndarray,
+    logits: np.ndarray,
+    agreement: float,
+    candidate_path: Path,
+    ctx: StageContext,
+) -> list[GuardCheck]:
+    """The gate's secondary conditions. Each is always measured and reported; it only decides when
+    the spec sets its limit."""
+    tol = spec.tolerance
+    checks: list[GuardCheck] = []
+    cls, cls_drop = worst_class_recall_drop(y, base_logits, logits)
+    limit = tol.max_class_recall_drop
+    ok = limit is None or cls_drop <= limit + 1e-12
+    checks.append(
+        GuardCheck(
+            name="class_recall",
+            value=cls_drop,
+            limit=limit,
+            passed=ok,
+            detail=f"class {cls} loses {cls_drop:.4f} of its recall"
+            + (f", more than the allowed {limit:.4f} per class" if not ok and limit is not None else ""),
+        )
+    )
+    floor = tol.min_agreement
+    ok = floor is None or agreement >= floor - 1e-12
+    checks.append(
+        GuardCheck(
+            name="agreement",
+            value=agreement,
+            limit=floor,
+            passed=ok,
+            detail=f"top-1 agreement with the baseline {agreement:.4f}"
+            + (f", below the required {floor:.4f}" if not ok and floor is not None else ""),
+        )
+    )
+    rob = tol.robustness
+    if rob is not None:
+        metric_fn = resolve_metric(baseline.metric_name)
+        xs, ys = x[: rob.samples], y[: rob.samples]
+        threads = spec.target.intra_op_threads
+        base_path = ctx.store.fetch(baseline.onnx, ctx.cache)
+        for i, kind in enumerate(rob.perturbations or default_perturbations(xs)):
+            xp = perturb(xs, kind, rob.severity, seed=spec.search.seed + i, pad_token_id=rob.pad_token_id)
+            base_m = metric_fn(
+                ys, _baseline_logits(base_path, baseline.onnx.sha256, xp, kind, rob, ctx, threads)
+            )
+            cand_m = metric_fn(ys, predict_logits(candidate_path, xp, threads=threads))
+            d = base_m - cand_m
+            ok = d <= rob.max_drop + 1e-12
+            checks.append(
+                GuardCheck(
+                    name=f"robustness:{kind}",
+                    value=d,
+                    limit=rob.max_drop,
+                    passed=ok,
+                    detail=f"under {kind} (severity {rob.severity:g}, n={len(ys)}) {baseline.metric_name} "
+                    f"{cand_m:.4f} vs baseline {base_m:.4f} (drop {d:+.4f})"
+                    + (f", more than the allowed {rob.max_drop:.4f}" if not ok else ""),
+                )
+            )
+    return checks
+
+
+def on_device_checks(
+    spec: JobSpec,
+    ingest: IngestResult,
+    baseline: BaselineResult,
+    model: ArtifactRef,
+    y: np.ndarray,
+    logits: np.ndarray,
+    ctx: StageContext,
+) -> list[GuardCheck]:
+    """For each remote profile with ``evaluate_on_device``: the device agent's held-out outputs for the
+    candidate, compared with this machine's. Waits for the agent (or fails clearly after the profile's
+    ``remote_timeout_s``): a candidate is never passed without the evidence the spec asked for."""
+    checks = []
+    floor = spec.tolerance.min_device_agreement
+    metric_fn = resolve_metric(baseline.metric_name)
+    for profile in spec.devices:
+        if not profile.evaluate_on_device:
+            continue
+        key = submit_evaluation(model, spec.data.uri, ingest.dataset.sha256, profile, ctx)
+        device = wait_for_evaluation(ctx, key, profile)
+        same, max_diff = device_agreement(logits, device)
+        device_metric = metric_fn(y, device) if device.shape == logits.shape else float("nan")
+        ok = same >= floor - 1e-12
+        checks.append(
+            GuardCheck(
+                name=f"device:{profile.name}",
+                value=same,
+                limit=floor,
+                passed=ok,
+                detail=f"on {profile.name} ({profile.execution_provider}) the top-1 answers equal this "
+                f"machine's on {same:.4f} of n={len(y)} samples ({baseline.metric_name} there "
+                f"{device_metric:.4f}, largest output difference {max_diff:.3g})"
+                + ("" if ok else f", below the required {floor:.4f}"),
+            )
+        )
+    return checks
+
+
+def _baseline_logits(
+    path: Path, sha256: str, xp: np.ndarray, kind: str, rob: RobustnessCheck, ctx: StageContext, threads: int
+) -> np.ndarray:
+    """The baseline's outputs on one perturbed set, computed once per process and baseline."""
+    key = content_key("robustness", sha256, kind, rob.model_dump_json(), str(xp.shape), str(xp.dtype))
+    cached = ctx.cache / "robustness" / f"{key}.npy"
+    if cached.is_file():
+        return load_npy(cached)
+    out = predict_logits(path, xp, threads=threads)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(".tmp")
+    with tmp.open("wb") as f:
+        np.save(f, out, allow_pickle=False)
+    tmp.replace(cached)
+    return out
+
+
 def gate(
     spec: JobSpec,
     ingest: IngestResult,
@@ -40,7 +205,19 @@ def gate(
     ctx: StageContext,
 ) -> GateResult:
     """Decide whether ``candidate`` keeps the primary metric within the spec's tolerance."""
-    key = content_key("gate", candidate.key, spec.tolerance.model_dump_json(), baseline.onnx.sha256)
+    # Everything the verdict depends on: the same candidate judged under another metric, baseline,
+    # dataset, tolerance or bootstrap seed is a different verdict.
+    key = content_key(
+        "gate",
+        candidate.key,
+        candidate.onnx.sha256 if candidate.onnx else "",
+        spec.tolerance.model_dump_json(),
+        baseline.key,
+        baseline.metric_name,
+        baseline.onnx.sha256,
+        ingest.dataset.sha256,
+        str(spec.search.seed),
+    )
     recorded = ctx.store.read_record("gate", key)
     if recorded is not None:
         return GateResult.model_validate(recorded)
@@ -72,30 +249,26 @@ def gate(
     ds = ctx.dataset(spec.data.uri)
     test = ds.split("test")
     path = ctx.store.fetch(candidate.onnx, ctx.cache)
-    logits = predict_logits(path, test.x, threads=spec.target.intra_op_threads)
+    threads = spec.target.intra_op_threads
+    logits = predict_logits(path, test.x, threads=threads)
     base_logits = load_npy(ctx.store.fetch(baseline.logits, ctx.cache))
-    estimate = None
+    tol = spec.tolerance
+    estimate: DropEstimate | None = None
     needed = None
-    worst: tuple[int, float] | None = None
+    guards: list[GuardCheck] = []
     try:
         check_outputs(logits, ds.meta.num_classes, f"candidate {candidate.label}")
     except Exception as err:
         metric, drop, agreement, passed, reason = None, None, None, False, str(err)
     else:
-        metric = METRICS[baseline.metric_name](test.y, logits)
+        metric_fn = resolve_metric(baseline.metric_name)
+        metric = metric_fn(test.y, logits)
         drop = baseline.metric - metric
         agreement = float(np.mean(np.argmax(logits, 1) == np.argmax(base_logits, 1)))
-        tol = spec.tolerance
-        estimate = paired_bootstrap_drop(
-            per_sample_correct(test.y, base_logits),
-            per_sample_correct(test.y, logits),
-            confidence=tol.confidence,
-            samples=tol.bootstrap_samples,
-            seed=spec.search.seed,
-        )
+        estimate = drop_estimate(baseline.metric_name, test.y, base_logits, logits, spec)
         bound = estimate.upper if tol.method == "bootstrap" else drop
         n = len(test)
-        if tol.method == "bootstrap" and 1.0 / n > allowed:
+        if tol.method == "bootstrap" and baseline.metric_name in PER_SAMPLE and 1.0 / n > allowed:
             passed = False
             needed = math.ceil(1.0 / allowed) if allowed > 0 else None
             reason = (
@@ -121,15 +294,13 @@ def gate(
                     f"{tol.confidence:.0%} confidence"
                     + (f"; about {needed} would be needed" if needed else "")
                 )
-    if metric is not None:
-        worst = worst_class_recall_drop(test.y, base_logits, logits)
-        limit = spec.tolerance.max_class_recall_drop
-        if limit is not None and worst[1] > limit + 1e-12 and passed:
+        guards = secondary_guards(spec, baseline, test.x, test.y, base_logits, logits, agreement, path, ctx)
+        guards += on_device_checks(spec, ingest, baseline, candidate.onnx, test.y, logits, ctx)
+        failed = [g for g in guards if not g.passed]
+        if failed and passed:
             passed = False
-            reason += (
-                f"; but class {worst[0]} loses {worst[1]:.4f} of its recall, more than the allowed "
-                f"{limit:.4f} per class"
-            )
+            reason += "; but " + "; ".join(g.detail for g in failed)
+    worst = worst_class_recall_drop(test.y, base_logits, logits) if metric is not None else None
     evidence = {
         "candidate": candidate.label,
         "candidate_key": candidate.key,
@@ -152,15 +323,16 @@ def gate(
         "samples_needed": needed,
         "worst_class": worst[0] if worst else None,
         "worst_class_recall_drop": worst[1] if worst else None,
+        "guards": [g.model_dump(mode="json") for g in guards],
         "passed": passed,
         "reason": reason,
-        "runtime": f"onnxruntime CPUExecutionProvider, {spec.target.intra_op_threads} threads",
+        "runtime": f"onnxruntime CPUExecutionProvider, {threads} threads",
     }
     evidence_ref = ctx.store.put_bytes(json.dumps(evidence, indent=2).encode(), suffix=".json")
     ctx.tracker.log_text(candidate.run_id, json.dumps(evidence, indent=2), "gate/evidence.json")
     metrics = {"gate.n": float(len(test)), "gate.allowed_drop": allowed}
-    if worst is not None:
-        metrics["gate.worst_class_recall_drop"] = worst[1]
+    for g in guards:
+        metrics[f"gate.{g.name.replace(':', '.')}"] = g.value
     if estimate is not None:
         metrics.update({"gate.drop_upper": estimate.upper, "gate.drop_lower": estimate.lower})
     if metric is not None and drop is not None and agreement is not None:
@@ -188,6 +360,7 @@ def gate(
         samples_needed=needed,
         worst_class=worst[0] if worst else None,
         worst_class_recall_drop=worst[1] if worst else None,
+        guards=guards,
         evidence=evidence_ref,
     )
     if candidate.onnx.sha256 != baseline.onnx.sha256:

@@ -13,6 +13,7 @@ import numpy as np
 
 from squeezeflow.data import SPLITS, Dataset
 from squeezeflow.errors import DataValidationError
+from squeezeflow.perturb import check_perturbations
 from squeezeflow.results import DatasetInfo, IngestResult, ValidationSummary, content_key
 from squeezeflow.s3 import download_uri
 from squeezeflow.spec import JobSpec
@@ -115,6 +116,9 @@ def ingest(spec: JobSpec, ctx: StageContext) -> IngestResult:
         log.info("ingest: inputs unchanged, using the recorded result %s", key)
         return IngestResult.model_validate(recorded)
 
+    if spec.tolerance.robustness is not None:
+        # A perturbation that cannot apply to these inputs is a spec error: say so before any work.
+        check_perturbations(ds.split("test").x[:2], spec.tolerance.robustness.perturbations)
     success, evaluated, failed, report = validate_with_gx(ds)
     scratch = ctx.scratch(f"ingest-{key}")
     report_path = scratch / "gx_validation.json"

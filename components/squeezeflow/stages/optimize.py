@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from squeezeflow.errors import InfrastructureError, ModelLoadError, PassError
-from squeezeflow.metrics import METRICS
+from squeezeflow.metrics import resolve_metric
 from squeezeflow.models import check_onnx, export_onnx, load_torch_model, predict_logits
 from squeezeflow.passes import ModelState, PassContext, get_pass
 from squeezeflow.results import BaselineResult, CandidateResult, IngestResult, content_key
@@ -163,7 +163,7 @@ def optimize(
     assert state.onnx_path is not None
     measure = measure_onnx(state.onnx_path, ingest.dataset.input_shape)
     val = ctx.dataset(spec.data.uri).split("val")
-    val_metric = METRICS[spec.task.metric](
+    val_metric = resolve_metric(spec.task.metric)(
         val.y, predict_logits(state.onnx_path, val.x, threads=spec.target.intra_op_threads)
     )
     onnx_ref = ctx.store.put_file(state.onnx_path, suffix=".onnx")
