@@ -171,17 +171,21 @@ def stage(
         profiles = [d for d in job.devices if profile is None or d.name == profile]
         if not profiles:
             raise InvalidInputError(f"no device profile named {profile!r} in the spec")
+        from squeezeflow.stages.benchmark import candidate_profiles, measure_baseline, note_reference_skip
+
         if candidate_json is not None:
             cand = CandidateResult.model_validate(need(candidate_json, "--candidate"))
             if cand.onnx is None:
                 raise InvalidInputError(f"candidate {cand.label} was not built; nothing to benchmark")
-            ref, run_id, model_id = cand.onnx, cand.run_id, cand.model_id
+            note_reference_skip(ctx, profiles, cand.run_id)
+            result = [
+                st.benchmark(
+                    cand.onnx, ing.dataset.input_shape, p, ctx, run_id=cand.run_id, model_id=cand.model_id
+                )
+                for p in candidate_profiles(profiles)
+            ]
         else:
-            ref, run_id, model_id = base.onnx, base.parent_run_id, base.model_id
-        result = [
-            st.benchmark(ref, ing.dataset.input_shape, p, ctx, run_id=run_id, model_id=model_id)
-            for p in profiles
-        ]
+            result = [measure_baseline(job, ing, base, p, ctx) for p in profiles]
     elif name == "promote":
         result = st.promote(
             job,
@@ -206,6 +210,32 @@ def stage(
         _write_json(out, payload)
     if name == "promote" and not result.promoted:
         raise typer.Exit(1)
+
+
+@app.command()
+def rollback(
+    model_name: Annotated[str, typer.Argument(help="Registered model name.")],
+    alias: Annotated[str, typer.Option("--alias", help="The alias to move back.")] = "champion",
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="Version to move the alias to (default: the one it held before)."),
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Move an alias back to the version it held before its last promotion (or to --to VERSION);
+    the move is recorded in the registered model's alias history."""
+    from squeezeflow.stages import Settings
+    from squeezeflow.tracking import Tracker
+
+    _setup_logging(verbose)
+    settings = Settings.resolve(tracking_uri=tracking_uri)
+    tracker = Tracker(settings.tracking_uri, experiment=None)
+    move = tracker.rollback_alias(model_name, alias, to)
+    typer.echo(
+        f"{model_name}@{alias}: version {move.from_version} -> version {move.to_version} "
+        "(recorded in the alias history)"
+    )
 
 
 @app.command()
@@ -267,6 +297,28 @@ def list_passes() -> None:
         props = p["params"].get("properties", {})
         params = "\n".join(f"{k} ({v.get('default', '')})" for k, v in props.items())
         t.add_row(p["name"], p["input"], params, p["description"])
+    Console(width=None if sys.stdout.isatty() else 160).print(t)
+
+
+@app.command("profiles")
+def list_profiles() -> None:
+    """List the shipped device profiles a spec can name (`devices: [NAME]` or `{profile: NAME, ...}`)."""
+    from rich.table import Table
+
+    from squeezeflow.spec import profile_library
+
+    t = Table(title="device profiles")
+    for col in ("profile", "runtime", "execution provider", "threads", "batch sizes", "remote"):
+        t.add_column(col)
+    for name, p in profile_library().items():
+        t.add_row(
+            name,
+            p.runtime,
+            p.execution_provider if p.runtime == "onnxruntime" else "-",
+            f"{p.intra_op_threads} intra / {p.inter_op_threads} inter",
+            ", ".join(str(b) for b in p.batch_sizes),
+            "yes" if p.remote else "no",
+        )
     Console(width=None if sys.stdout.isatty() else 160).print(t)
 
 

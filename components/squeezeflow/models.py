@@ -40,6 +40,7 @@ def load_torch_model(source: ModelSource, path: Path) -> Any:
     """The model as a torch ``nn.Module``, ``ScriptModule`` or ``ExportedProgram`` (eval mode)."""
     import torch
 
+    _check_archive_members(source.uri, path)
     try:
         if source.format == "state_dict":
             assert source.factory is not None
@@ -59,6 +60,42 @@ def load_torch_model(source: ModelSource, path: Path) -> Any:
             f"cannot load {source.format} model from {source.uri}: {type(err).__name__}: {str(err)[:300]}"
         ) from None
     raise ModelLoadError(f"{source.format} is not a PyTorch format")
+
+
+def _check_archive_members(uri: str, path: Path) -> None:
+    """Refuse a PyTorch zip archive (torch.save, TorchScript, torch.export) with a member whose name is
+    absolute or climbs out of the archive: no loader of ours should ever be handed such a name."""
+    import zipfile
+    from pathlib import PurePosixPath
+
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ModelLoadError(f"cannot read the archive {uri}: {err}") from None
+    for name in names:
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        if name.startswith(("/", "\\")) or ".." in parts:
+            raise ModelLoadError(
+                f"model {uri} is refused: its archive member {name!r} points outside the archive "
+                "(a path-traversal archive; re-save the model with torch.save / torch.export.save)"
+            )
+
+
+def check_input_shape(model: Any, input_shape: list[int], what: str) -> None:
+    """Refuse an ONNX model whose first input's fixed per-sample dimensions differ from the dataset's
+    sample shape (symbolic dimensions are accepted)."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    declared = [d.dim_value if d.HasField("dim_value") else None for d in dims][1:]
+    if len(declared) != len(input_shape) or any(
+        d is not None and d != s for d, s in zip(declared, input_shape, strict=False)
+    ):
+        shown = [d if d is not None else "?" for d in declared]
+        raise ModelLoadError(
+            f"{what} expects samples of shape {shown}, but the dataset's samples are {list(input_shape)}"
+        )
 
 
 def _weights_only_reason(message: str) -> str:

@@ -27,6 +27,7 @@ from squeezeflow.spec import JobSpec
 from squeezeflow.stages import Settings, StageContext, baseline, ingest, promote
 from squeezeflow.stages.benchmark import budget_violations, check_measurable_here, measure_baseline
 from squeezeflow.stages.promote import eligibility, target_benchmark
+from squeezeflow.tracking import redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def job_result(
         target_profile=spec.target.name,
         candidates=rows,
         promotion=promotion,
-        tracking_uri=settings.tracking_uri,
+        tracking_uri=redact_uri(settings.tracking_uri),
         artifacts=ctx.store.root,
         parent_run_id=ing.parent_run_id,
         experiment_id=ctx.tracker.experiment_id,

@@ -7,8 +7,13 @@ Kubeflow retries finds its earlier run, model or version instead of making a dup
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
+import random
+import secrets
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +32,36 @@ TAG_JOB = "squeezeflow.job_key"
 TAG_CANDIDATE = "squeezeflow.candidate_key"
 TAG_MODEL_ID = "squeezeflow.model_id"
 TAG_PARENT = "mlflow.parentRunId"
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with the password of its user-info (``scheme://user:password@host``, as in a database
+    URI) replaced by ``***``, for messages, logs and reports."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+        if parts.password is None:
+            return uri
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    except ValueError:
+        return uri
+
+
+def redact_password(text: str, uri: str) -> str:
+    """``text`` (an error from a client of ``uri``, which may quote the URL) without ``uri``'s password."""
+    from urllib.parse import quote, unquote, urlsplit
+
+    try:
+        password = urlsplit(uri).password
+    except ValueError:
+        return text
+    if not password:
+        return text
+    for form in {password, unquote(password), quote(password, safe="")}:
+        text = text.replace(form, "***")
+    return text
 
 
 def default_tracking_uri(workdir: Path) -> str:
@@ -55,7 +90,8 @@ class _Transient(Exception):
 class Tracker:
     """A thin layer over ``MlflowClient`` for one experiment (the job's name)."""
 
-    def __init__(self, tracking_uri: str, experiment: str, attempts: int = 3) -> None:
+    def __init__(self, tracking_uri: str, experiment: str | None, attempts: int = 3) -> None:
+        """``experiment``: the job's experiment, created when missing; None for registry-only work."""
         import mlflow
 
         # MLflow's own HTTP retries back off for minutes by default; bound them so that a dead server
@@ -64,12 +100,14 @@ class Tracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         self.tracking_uri = tracking_uri
-        self.experiment_name = experiment
+        self.experiment_name = experiment or ""
         self.attempts = attempts
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
         self.client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        self.experiment_id = self._call("open the experiment", self._experiment, experiment)
+        self.experiment_id = (
+            self._call("open the experiment", self._experiment, experiment) if experiment is not None else ""
+        )
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -92,9 +130,9 @@ class Tracker:
         try:
             return attempt()
         except _Transient as err:
+            where, detail = redact_uri(self.tracking_uri), redact_password(str(err), self.tracking_uri)
             raise InfrastructureError(
-                f"MLflow at {self.tracking_uri} is unreachable ({what}, {self.attempts} attempts): "
-                f"{str(err)[:200]}"
+                f"MLflow at {where} is unreachable ({what}, {self.attempts} attempts): {detail[:200]}"
             ) from None
 
     def _experiment(self, name: str) -> str:
@@ -203,6 +241,10 @@ class Tracker:
         known = self.run_tags(run_id).get(TAG_MODEL_ID)
         if known:
             return known
+        finished = self._adopt_or_drop_earlier_models(run_id, name, tags)
+        if finished is not None:
+            self.log(run_id, tags={TAG_MODEL_ID: finished})
+            return finished
 
         def do() -> str:
             from squeezeflow.models import predict_logits
@@ -225,6 +267,45 @@ class Tracker:
         model_id = self._call("log the candidate model", do)
         self.log(run_id, tags={TAG_MODEL_ID: model_id})
         return model_id
+
+    def _adopt_or_drop_earlier_models(self, run_id: str, name: str, tags: dict[str, str]) -> str | None:
+        """What an earlier attempt left of this run's model ``name`` when it stopped before tagging the
+        run (a killed worker): a finished model of the same bytes is returned for reuse; unfinished
+        ones are deleted, so that a retry leaves exactly one LoggedModel per candidate."""
+        from mlflow.entities import LoggedModelStatus
+
+        def do() -> str | None:
+            earlier = self.client.search_logged_models(
+                [self.experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{name}'"
+            )
+            keep = None
+            for m in earlier:
+                same_bytes = all(m.tags.get(k) == v for k, v in tags.items())
+                if keep is None and m.status == LoggedModelStatus.READY and same_bytes:
+                    keep = str(m.model_id)
+                else:
+                    log.info(
+                        "deleting LoggedModel %s of run %s left by an interrupted attempt", m.model_id, run_id
+                    )
+                    self.client.delete_logged_model(m.model_id)
+            return keep
+
+        return self._call("look for models of an interrupted attempt", do)
+
+    def logged_model_ready(self, model_id: str) -> bool:
+        """Whether the LoggedModel exists and finished logging (an interrupted log leaves it PENDING)."""
+        from mlflow.entities import LoggedModelStatus
+        from mlflow.exceptions import MlflowException
+
+        def do() -> bool:
+            try:
+                return bool(self.client.get_logged_model(model_id).status == LoggedModelStatus.READY)
+            except MlflowException as err:
+                if "RESOURCE_DOES_NOT_EXIST" in str(err.error_code):
+                    return False
+                raise
+
+        return self._call("read the logged model", do)
 
     # -- registry ---------------------------------------------------------------------------------
     def find_version(self, model_name: str, candidate_key: str) -> Any | None:
@@ -276,6 +357,205 @@ class Tracker:
                 raise
 
         return self._call("read the alias", do)
+
+    def model_version(self, model_name: str, version: str) -> Any:
+        return self._call("read a model version", self.client.get_model_version, model_name, version)
+
+    def set_version_tags(self, model_name: str, version: str, tags: dict[str, str]) -> None:
+        def do() -> None:
+            for k, v in tags.items():
+                self.client.set_model_version_tag(model_name, version, k, v)
+
+        self._call("tag the model version", do)
+
+    # -- promotion contests -----------------------------------------------------------------------
+    # MLflow has no conditional ("compare-and-set") alias update, so promotions to one alias take
+    # turns: a version registers with the tag ``squeezeflow.contest.<alias> = pending`` in the same
+    # call that creates it, and the registry numbers versions atomically, so the version number is a
+    # ticket. A contender waits until no lower-numbered version is still pending, then (in
+    # `squeezeflow.stages.promote.contest_alias`) compares itself with the holder and the contenders
+    # still waiting, sets the alias, re-reads it, and resolves its tag (won/lost). Pending versions
+    # whose contender stopped sending heartbeats (it was killed) stop blocking after ``stale_s``.
+
+    def contest_turn(
+        self, model_name: str, version: str, alias: str, stale_s: float, settle_s: float
+    ) -> list[Any]:
+        """Block until it is ``version``'s turn to decide ``alias``: at least ``settle_s`` after the call
+        (so that contenders registering at about the same time are all seen), and once every
+        lower-numbered version still contending has resolved or gone stale (no heartbeat for
+        ``stale_s``). Returns the other live contenders (their turns come after this one).
+
+        The heartbeat re-saves this version's description, which moves its server-side
+        ``last_updated_timestamp``, so staleness is judged on the registry's clock alone."""
+        key = contest_tag(alias)
+        mine = int(version)
+        started = time.monotonic()
+        last_beat = -1e9
+        server_now = _now_ms()
+        while True:
+            if time.monotonic() - last_beat > min(5.0, stale_s / 4):
+                mv = self.model_version(model_name, version)
+                beat = self._call(
+                    "send a promotion heartbeat",
+                    self.client.update_model_version,
+                    model_name,
+                    version,
+                    mv.description or "",
+                )
+                server_now = int(beat.last_updated_timestamp or _now_ms())
+                last_beat = time.monotonic()
+            pending = self._call(
+                "list pending promotions",
+                self.client.search_model_versions,
+                f"name = '{model_name}' and tags.`{key}` = 'pending'",
+            )
+            others = [p for p in pending if int(p.version) != mine]
+            live = [p for p in others if server_now - int(p.last_updated_timestamp or 0) <= stale_s * 1000]
+            stale = sorted(str(p.version) for p in others if p not in live)
+            ahead = [p for p in live if int(p.version) < mine]
+            if not ahead and time.monotonic() - started >= settle_s:
+                if stale:
+                    log.warning(
+                        "%s: versions %s are still marked as contending for @%s but their promotion "
+                        "stopped (no heartbeat for %.0f s); not waiting for them",
+                        model_name,
+                        ", ".join(stale),
+                        alias,
+                        stale_s,
+                    )
+                return live
+            time.sleep(0.1 + 0.2 * random.random())
+
+    def record_alias_move(
+        self, model_name: str, alias: str, from_version: str | None, to_version: str, kind: str, reason: str
+    ) -> AliasMove:
+        """Append one event to the alias's history: a registered-model tag of its own
+        (``squeezeflow.alias_history.<alias>.<ms>-<nonce>``), so concurrent writers never overwrite
+        each other's events. Events are ordered by the writing host's clock."""
+        move = AliasMove(
+            at_ms=_now_ms(),
+            kind=kind,
+            from_version=from_version,
+            to_version=to_version,
+            reason=reason[:1000],
+        )
+        key = f"{TAG_HISTORY}{alias}.{move.at_ms:013d}-{secrets.token_hex(3)}"
+        self._call(
+            "record the alias history",
+            self.client.set_registered_model_tag,
+            model_name,
+            key,
+            json.dumps(dataclasses.asdict(move), sort_keys=True),
+        )
+        return move
+
+    def alias_history(self, model_name: str, alias: str) -> list[AliasMove]:
+        """Every recorded move of ``alias``, oldest first."""
+        prefix = f"{TAG_HISTORY}{alias}."
+        tags = self._call("read the alias history", self.client.get_registered_model, model_name).tags
+        moves = []
+        for k in sorted(k for k in tags if k.startswith(prefix)):
+            try:
+                moves.append(AliasMove(**json.loads(tags[k])))
+            except (TypeError, ValueError):
+                log.warning("ignoring an unreadable alias history entry %s on %s", k, model_name)
+        return moves
+
+    def rollback_alias(self, model_name: str, alias: str, to_version: str | None = None) -> AliasMove:
+        """Move ``alias`` back to the version it pointed at before its last promotion (or to
+        ``to_version``), and record the move in the alias's history. The version moved away from is
+        tagged ``squeezeflow.rolled_back.<alias>`` and squeezeflow does not promote it again (unless it
+        is rolled back to with ``to_version``). A rollback does not take a turn in the promotion queue:
+        run it when no promotion to the alias is under way."""
+        from mlflow.exceptions import MlflowException
+
+        from squeezeflow.errors import InvalidInputError
+
+        def missing(err: MlflowException) -> bool:
+            return "RESOURCE_DOES_NOT_EXIST" in str(err.error_code)
+
+        try:
+            history = self.alias_history(model_name, alias)
+        except MlflowException as err:
+            if missing(err):
+                raise InvalidInputError(f"no registered model named {model_name!r}") from None
+            raise
+        current = self.alias_version(model_name, alias)
+        if current is None:
+            raise InvalidInputError(f"{model_name} has no alias @{alias}: nothing to roll back")
+        if to_version is None:
+            to_version = previous_holder(history, current)
+            if to_version is None:
+                recorded = history[-1].to_version if history else None
+                why = (
+                    "its history records no version before it"
+                    if recorded in (None, current)
+                    else f"its history last recorded version {recorded} there (the alias was moved "
+                    "outside squeezeflow)"
+                )
+                raise InvalidInputError(
+                    f"{model_name}@{alias} points at version {current} and {why}; "
+                    "name the version to go back to with --to VERSION"
+                )
+        else:
+            try:
+                self.model_version(model_name, to_version)
+            except MlflowException as err:
+                if missing(err) or "INVALID_PARAMETER_VALUE" in str(err.error_code):
+                    raise InvalidInputError(f"{model_name} has no version {to_version!r}") from None
+                raise
+        if to_version == current:
+            raise InvalidInputError(f"{model_name}@{alias} already points at version {current}")
+        self.set_alias(model_name, alias, to_version)
+        self.set_version_tags(model_name, current, {f"{TAG_ROLLED_BACK}{alias}": str(_now_ms())})
+        if f"{TAG_ROLLED_BACK}{alias}" in (self.model_version(model_name, to_version).tags or {}):
+            self._call(  # moved back there deliberately: it may be promoted again
+                "clear the rolled-back mark",
+                self.client.delete_model_version_tag,
+                model_name,
+                to_version,
+                f"{TAG_ROLLED_BACK}{alias}",
+            )
+        return self.record_alias_move(
+            model_name, alias, current, to_version, "rollback", f"rolled back from version {current}"
+        )
+
+
+TAG_CONTEST = "squeezeflow.contest."
+TAG_HISTORY = "squeezeflow.alias_history."
+TAG_ROLLED_BACK = "squeezeflow.rolled_back."
+
+
+def contest_tag(alias: str) -> str:
+    """The model-version tag that says where the version stands for ``alias``: pending, won or lost."""
+    return f"{TAG_CONTEST}{alias}"
+
+
+@dataclasses.dataclass(frozen=True)
+class AliasMove:
+    """One move of an alias, as recorded in the registered model's tags."""
+
+    at_ms: int
+    kind: str  # "promote" | "rollback"
+    from_version: str | None
+    to_version: str
+    reason: str
+
+
+def previous_holder(history: list[AliasMove], current: str) -> str | None:
+    """The version the alias held before ``current`` got it, replaying the history as a stack (a
+    promotion pushes, a rollback pops back to its target), so that rolling back twice goes back two
+    promotions. None when the history does not end at ``current`` or records nothing before it."""
+    stack: list[str] = []
+    for move in history:
+        if move.kind == "rollback" and move.to_version in stack:
+            del stack[len(stack) - stack[::-1].index(move.to_version) :]
+        else:
+            stack.append(move.to_version)
+    if not stack or stack[-1] != current:
+        return None
+    earlier = [v for v in stack[:-1] if v != current]
+    return earlier[-1] if earlier else None
 
 
 def _now_ms() -> int:

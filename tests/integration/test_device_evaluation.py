@@ -68,9 +68,7 @@ def test_the_gate_passes_only_with_the_devices_answers_and_reports_their_agreeme
     spec = _spec(tiny_model, animal_mnist, EDGE)
     ctx = StageContext.open(settings, "device-eval")
     ing, base, cand = _baseline_as_candidate(spec, ctx)
-    agent = threading.Thread(
-        target=serve, args=(settings, {"edge"}), kwargs={"poll_s": 0.2, "max_idle_s": 5}
-    )
+    agent = threading.Thread(target=serve, args=(settings, {"edge"}), kwargs={"poll_s": 0.2, "max_idle_s": 5})
     agent.start()
     verdict = gate(spec, ing, base, cand, ctx)
     agent.join(60)

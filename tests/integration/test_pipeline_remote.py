@@ -40,12 +40,22 @@ def test_job_reads_from_s3_writes_to_s3_and_promotes_in_the_mlflow_server(
     model_uri, data_uri = upload_inputs(s3_env, s3_bucket, wide_model, animal_mnist)
     name = f"remote-{s3_env.name}-{s3_bucket[-8:]}"
     spec = parse_spec(job_doc(model_uri, data_uri, name=name))
+    # Credentials in the tracking URI (as in a database URI) never reach the result or the report.
+    with_password = mlflow_server.tracking_uri.replace("://", "://squeeze:uri-pw-7f3a@", 1)
     settings = Settings(
         artifacts=f"s3://{s3_bucket}/squeezeflow",
-        tracking_uri=mlflow_server.tracking_uri,
+        tracking_uri=with_password,
         workdir=tmp_path / "w",
     )
     result = run_job(spec, settings, progress=False)
+    assert "uri-pw-7f3a" not in result.model_dump_json()
+    assert result.report_html is not None
+    report = (
+        s3_env.client()
+        .get_object(Bucket=s3_bucket, Key=result.report_html.removeprefix(f"s3://{s3_bucket}/"))["Body"]
+        .read()
+    )
+    assert b"uri-pw-7f3a" not in report and b"squeeze:***@" in report
 
     # candidates: one nested run each, under the job's run, on the server
     client = mlflow.MlflowClient(

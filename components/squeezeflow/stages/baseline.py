@@ -11,6 +11,7 @@ import numpy as np
 from squeezeflow.errors import ModelLoadError
 from squeezeflow.metrics import resolve_metric
 from squeezeflow.models import (
+    check_input_shape,
     check_onnx,
     count_macs,
     count_params,
@@ -55,7 +56,8 @@ def baseline_onnx_path(spec: JobSpec, ingest: IngestResult, ctx: StageContext) -
     """The baseline as ONNX: the user's ONNX file as is, or an export of the PyTorch model."""
     src = ctx.store.fetch(ingest.model_source, ctx.cache)
     if spec.model.format == "onnx":
-        check_onnx(src, f"model {spec.model.uri}")
+        model = check_onnx(src, f"model {spec.model.uri}")
+        check_input_shape(model, ingest.dataset.input_shape, f"model {spec.model.uri}")
         return src
     model = load_torch_model(spec.model, src)
     out = ctx.scratch(f"baseline-{ingest.job_key}") / "baseline.onnx"

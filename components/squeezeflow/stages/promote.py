@@ -3,14 +3,30 @@
 Eligible means: built, passed the gate on evidence recorded for this very candidate, baseline and
 dataset, and measured faster AND smaller than the baseline on the target profile. A candidate that
 is slower or larger is never promoted, whatever its other scores. Nothing eligible: nothing moves.
+A gate verdict counts only when it is exactly the gate record in the artifact store, for this job's
+tolerance.
+
+The best eligible candidate is registered, then contends for the alias: it takes the alias only when
+it beats the version holding it by the job's objective, on comparable measurements (`beats`).
+Contenders for one alias take turns (`contest_alias`), so two jobs promoting at once end with exactly
+one winner and the other recording that it lost. Every move of the alias is recorded in the
+registered model's history, which `squeezeflow rollback` uses to move it back.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from squeezeflow.errors import PromotionRefused
+from pydantic import BaseModel, ValidationError
+
+from squeezeflow.errors import InfrastructureError, InvalidInputError, PromotionRefused
 from squeezeflow.results import (
     BaselineResult,
     BenchmarkResult,
@@ -21,7 +37,7 @@ from squeezeflow.results import (
 )
 from squeezeflow.spec import JobSpec
 from squeezeflow.stages.context import StageContext
-from squeezeflow.tracking import TAG_CANDIDATE
+from squeezeflow.tracking import TAG_CANDIDATE, TAG_ROLLED_BACK, contest_tag
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +62,11 @@ def eligibility(
     bench = target_benchmark(outcome, baseline_bench.profile)
     if bench is None or bench.model_sha256 != c.onnx.sha256:
         return False, f"not benchmarked on the target profile {baseline_bench.profile}"
+    from squeezeflow.stages.benchmark import budget_violations
+
+    over = [v for b in outcome.benchmarks for v in budget_violations(b.budgets, b)]
+    if over:
+        return False, "over budget: " + "; ".join(over)
     if bench.p50_ms >= baseline_bench.p50_ms:
         return (
             False,
@@ -88,7 +109,10 @@ def promote(
     outcomes: list[CandidateOutcome],
     ctx: StageContext,
 ) -> PromotionResult:
-    """Register and alias the best eligible candidate. Idempotent: a retry finds the version it made."""
+    """Register the best eligible candidate and move the alias to it when it beats the version the
+    alias holds (see `contest_alias`). Only candidates and gate verdicts that match their records
+    in the artifact store count (`evidence_problem`). Idempotent: a retry finds the version it
+    registered and the contest it already decided."""
     name, alias = spec.registry.model_name, spec.registry.alias
     key = content_key(
         "promote",
@@ -102,12 +126,20 @@ def promote(
     if recorded is not None:
         return PromotionResult.model_validate(recorded)
 
-    best = choose(spec, outcomes, baseline, baseline_bench, ingest)
     parent = ingest.parent_run_id
     previous = ctx.tracker.alias_version(name, alias)
+    distrusted = {
+        o.candidate.key: why
+        for o in outcomes
+        if (why := evidence_problem(spec, o, baseline, ctx)) is not None
+    }
+    trusted = [o for o in outcomes if o.candidate.key not in distrusted]
+    best = choose(spec, trusted, baseline, baseline_bench, ingest)
     if best is None:
         reasons = "; ".join(
-            f"{o.candidate.label}: {eligibility(o, baseline, baseline_bench, ingest)[1]}" for o in outcomes
+            f"{o.candidate.label}: "
+            + (distrusted.get(o.candidate.key) or eligibility(o, baseline, baseline_bench, ingest)[1])
+            for o in outcomes
         )
         result = PromotionResult(
             key=key,
@@ -132,10 +164,12 @@ def promote(
     if not ok:  # defensive: choose() only returns eligible candidates
         raise PromotionRefused(f"refusing to promote {c.label}: {why}")
 
+    contest = contest_tag(alias)
     version = ctx.tracker.find_version(name, c.key)
     if version is None:
         tags = {
             TAG_CANDIDATE: c.key,
+            contest: "pending",
             "squeezeflow.job_key": ingest.job_key,
             "squeezeflow.recipe": json.dumps(c.recipe.model_dump(mode="json"))[:5000],
             "squeezeflow.candidate_sha256": c.onnx.sha256,
@@ -160,6 +194,7 @@ def promote(
             "squeezeflow.benchmark": json.dumps(
                 {
                     "profile": bench.profile,
+                    "profile_settings": profile_settings_digest(spec),
                     "p50_ms": bench.p50_ms,
                     "p95_ms": bench.p95_ms,
                     "p99_ms": bench.p99_ms,
@@ -176,9 +211,67 @@ def promote(
         )
         version = ctx.tracker.register(c.model_id, name, c.run_id, tags, description)
     v = str(version.version)
-    if c.onnx is not None:
-        ctx.store.mark(c.onnx, "promoted")  # before the alias moves: never expire what serves
-    ctx.tracker.set_alias(name, alias, v)
+    vtags = dict(version.tags or {})
+    if vtags.get(contest) in ("won", "lost") and vtags.get(f"{contest}.by") == key:
+        # A retry of this promotion after its contest was decided but before its record was written:
+        # report that decision, never contest again (the alias may have been rolled back since).
+        won = vtags[contest] == "won"
+        holder = vtags.get(f"{contest}.against") or None
+        why = vtags.get(f"{contest}.reason", "")
+    elif vtags.get(f"{TAG_ROLLED_BACK}{alias}"):
+        won, holder = False, ctx.tracker.alias_version(name, alias)
+        why = (
+            f"version {v} was rolled back from @{alias}, so squeezeflow does not promote it again "
+            f"(to do so deliberately: squeezeflow rollback {name} --alias {alias} --to {v})"
+        )
+    else:
+        if vtags.get(contest) != "pending":  # registered by another promotion: join the queue
+            ctx.tracker.set_version_tags(name, v, {contest: "pending"})
+
+        def before_the_alias_moves() -> None:
+            if c.onnx is not None:
+                ctx.store.mark(c.onnx, "promoted")  # never let a lifecycle rule expire what serves
+
+        won, holder, why = contest_alias(spec, ctx, v, vtags, before_the_alias_moves)
+        ctx.tracker.set_version_tags(
+            name,
+            v,
+            {
+                contest: "won" if won else "lost",
+                f"{contest}.against": holder or "",
+                f"{contest}.reason": why[:5000],
+                f"{contest}.by": key,
+            },
+        )
+
+    if not won:
+        reason = f"{c.label} (registered as version {v}) lost the promotion to @{alias}: {why}"
+        lost_to = f"{name}/{holder}" if holder else "none"
+        ctx.tracker.log(c.run_id, tags={"squeezeflow.promotion": f"lost ({lost_to})"})
+        ctx.tracker.log(
+            parent,
+            tags={
+                "squeezeflow.promotion": "lost",
+                "squeezeflow.promotion_reason": reason[:5000],
+                "squeezeflow.promotion_lost_to": lost_to,
+            },
+        )
+        ctx.tracker.finish(parent)
+        result = PromotionResult(
+            key=key,
+            promoted=False,
+            model_name=name,
+            alias=alias,
+            previous_version=ctx.tracker.alias_version(name, alias),
+            lost_to=holder,
+            contender_key=c.key,
+            contender_version=v,
+            reason=reason,
+        )
+        log.info(result.reason)
+        ctx.store.write_record("promote", key, result)
+        return result
+
     ctx.tracker.log(c.run_id, tags={"squeezeflow.promoted": f"{name}/{v}@{alias}"})
     ctx.tracker.log(
         parent, tags={"squeezeflow.promotion": f"{name}/{v}@{alias}", "squeezeflow.promoted_candidate": c.key}
@@ -192,9 +285,207 @@ def promote(
         model_name=name,
         alias=alias,
         version=v,
-        previous_version=previous,
-        reason=f"promoted {c.label} as {name} version {v} (@{alias})",
+        previous_version=holder,
+        reason=f"promoted {c.label} as {name} version {v} (@{alias}): {why}",
     )
     log.info(result.reason)
     ctx.store.write_record("promote", key, result)
     return result
+
+
+# -- trusting the evidence --------------------------------------------------------------------------
+
+
+def _record_problem(ctx: StageContext, stage: str, key: str, carried: BaseModel, what: str) -> str | None:
+    """Why ``carried`` (the outcome's ``what``) is not exactly the ``stage`` record under ``key``."""
+    try:
+        stored = ctx.store.read_record(stage, key)
+    except InvalidInputError as err:  # an unsafe key or an unreadable record
+        return f"its {stage} record cannot be read ({err})"
+    if stored is None:
+        return f"its {stage} record {stage}/{key} is missing from the artifact store {ctx.store.root}"
+    try:
+        same = type(carried).model_validate(stored).model_dump_json() == carried.model_dump_json()
+    except ValidationError:
+        same = False
+    return None if same else f"its {what} differs from the {stage} record {stage}/{key} in the artifact store"
+
+
+def evidence_problem(
+    spec: JobSpec, outcome: CandidateOutcome, baseline: BaselineResult, ctx: StageContext
+) -> str | None:
+    """Why the outcome cannot be trusted, or None. Outcomes travel through adapters (XCom, KFP
+    parameters, files), so promotion believes a candidate and its gate verdict only when they are
+    exactly the records the optimize and gate stages wrote to the artifact store (each written last,
+    after everything it points to), the verdict was judged against this job's tolerance, and the
+    candidate's MLflow model finished logging."""
+    c, g = outcome.candidate, outcome.gate
+    why = _record_problem(ctx, "gate", g.key, g, "gate verdict")
+    if why is not None:
+        return why
+    allowed = spec.tolerance.allowed_drop(baseline.metric)
+    if not math.isclose(g.allowed_drop, allowed, rel_tol=1e-9, abs_tol=1e-12):
+        return (
+            f"its gate verdict allowed a drop of {g.allowed_drop:.4f}, "
+            f"not this job's {allowed:.4f} (the gate ran with another tolerance)"
+        )
+    if c.status != "ok" or not g.passed:
+        return None  # eligibility() says why; nothing of it would be registered
+    why = _record_problem(ctx, "optimize", c.key, c, "candidate")
+    if why is not None:
+        return why
+    if c.model_id is None or not ctx.tracker.logged_model_ready(c.model_id):
+        return f"its MLflow model {c.model_id} did not finish logging"
+    return None
+
+
+# -- the contest for the alias ----------------------------------------------------------------------
+
+
+def profile_settings_digest(spec: JobSpec) -> str:
+    """What makes two measurements on the target profile comparable: its measurement settings."""
+    return hashlib.sha256(spec.target.measurement_json().encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A registered version's recorded measurement on its target profile, and the conditions under
+    which it was taken (two standings are ranked only when their conditions are equal)."""
+
+    conditions: dict[str, str]
+    p50_ms: float
+    size_bytes: float
+
+    def rank(self, objective: str) -> tuple[float, float]:
+        lat, size = self.p50_ms, self.size_bytes
+        return (lat, size) if objective == "latency" else (size, lat)
+
+
+def standing(tags: dict[str, str]) -> Standing | None:
+    """The standing recorded in a version's tags by `promote`, or None (registered by someone else)."""
+    try:
+        bench = json.loads(tags["squeezeflow.benchmark"])
+        gate = json.loads(tags["squeezeflow.gate"])
+        return Standing(
+            conditions={
+                "profile": str(bench["profile"]),
+                "profile settings": str(bench.get("profile_settings", "")),
+                "dataset": tags["squeezeflow.dataset_sha256"],
+                "baseline": tags["squeezeflow.baseline_onnx_sha256"],
+                "metric": str(gate["metric"]),
+            },
+            p50_ms=float(bench["p50_ms"]),
+            size_bytes=float(bench["size_bytes"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def beats(mine: Standing | None, theirs: Standing | None, holder: str, objective: str) -> tuple[bool, str]:
+    """Whether our version should take the alias from version ``holder``, and why.
+
+    Comparable standings (same profile and settings, dataset, baseline and metric) are ranked by the
+    objective (latency: p50 then size; size: size then p50); a tie keeps the holder. A holder with no
+    comparable standing (registered by hand, measured elsewhere, or gated on other data or another
+    baseline, as after retraining) cannot be shown to be better, so the newer promotion replaces it.
+    """
+    if theirs is None:
+        return True, f"version {holder} has no recorded squeezeflow benchmark to compare with; replaced it"
+    if mine is None:  # not reached: promote() writes the tags standing() reads
+        return False, "this version has no recorded benchmark to compare with"
+    differ = [k for k, val in mine.conditions.items() if theirs.conditions.get(k) != val]
+    if differ:
+        return True, (
+            f"version {holder} was measured under other conditions ({', '.join(differ)} differ), so the "
+            "objective cannot rank the two; the newer promotion replaced it"
+        )
+    detail = _detail(mine, theirs)
+    if mine.rank(objective) < theirs.rank(objective):
+        return True, f"beats version {holder} on {objective} ({detail})"
+    return False, f"version {holder} is as good or better on {objective} ({detail})"
+
+
+def contest_alias(
+    spec: JobSpec,
+    ctx: StageContext,
+    version: str,
+    tags: dict[str, str],
+    before_the_alias_moves: Callable[[], None],
+    attempts: int = 3,
+) -> tuple[bool, str | None, str]:
+    """Compare-and-set of the alias for ``version``: (won, the version it lost to or took the alias
+    from, why).
+
+    Promotions to one alias take turns in version order (`Tracker.contest_turn`, after a settle time
+    that lets contenders starting together all register), so no two contenders read-compare-write at
+    once and a slower, worse contender cannot overwrite a better one (no lost update). In its turn a
+    contender yields to any comparable contender still waiting that is strictly better by the
+    objective (so of two jobs promoting at once, exactly the better one wins and the other records that
+    it lost), else compares itself with the holder (`beats`), sets the alias and re-reads it; when
+    something outside squeezeflow moved the alias in between, it compares again.
+
+    Promotions that register within ``SQUEEZEFLOW_PROMOTION_SETTLE_S`` (default 2 s) of each other
+    are "at once"; later ones take the alias in turn when they beat the holder. A contender that was
+    killed stops blocking the others once its heartbeat is ``SQUEEZEFLOW_PROMOTION_STALE_S`` (default
+    60 s) old; its retry (the same promotion) takes its turn again."""
+    name, alias = spec.registry.model_name, spec.registry.alias
+    stale_s = float(os.environ.get("SQUEEZEFLOW_PROMOTION_STALE_S", "60"))
+    settle_s = float(os.environ.get("SQUEEZEFLOW_PROMOTION_SETTLE_S", "2"))
+    rivals = ctx.tracker.contest_turn(name, version, alias, stale_s, settle_s)
+    mine = standing(tags)
+    if mine is not None and (better := _better_rival(rivals, mine, spec.objective)) is not None:
+        rival, theirs = better
+        return (
+            False,
+            rival,
+            f"version {rival}, promoted at the same time, is better on {spec.objective} "
+            f"({_detail(theirs, mine)})",
+        )
+    for _ in range(attempts):
+        holder = ctx.tracker.alias_version(name, alias)
+        if holder == version:  # a retry of a promotion that set the alias and then stopped
+            moves = ctx.tracker.alias_history(name, alias)
+            if moves and moves[-1].to_version == version:
+                return True, moves[-1].from_version, moves[-1].reason
+            before = moves[-1].to_version if moves else None
+            why = f"@{alias} already pointed at version {version} (its promotion stopped before recording it)"
+            ctx.tracker.record_alias_move(name, alias, before, version, "promote", why)
+            return True, before, why
+        if holder is None:
+            wins, why = True, f"@{alias} was not set"
+        else:
+            wins, why = beats(
+                mine, standing(ctx.tracker.model_version(name, holder).tags), holder, spec.objective
+            )
+        if not wins:
+            return False, holder, why
+        before_the_alias_moves()
+        ctx.tracker.set_alias(name, alias, version)
+        if ctx.tracker.alias_version(name, alias) == version:
+            ctx.tracker.record_alias_move(name, alias, holder, version, "promote", why)
+            return True, holder, why
+        log.warning("%s@%s moved while version %s was being promoted; comparing again", name, alias, version)
+    raise InfrastructureError(
+        f"{name}@{alias} kept moving while version {version} was being promoted ({attempts} attempts): "
+        "something outside squeezeflow is setting it; retry the promotion"
+    )
+
+
+def _better_rival(rivals: list[Any], mine: Standing, objective: str) -> tuple[str, Standing] | None:
+    """The first contender still waiting whose standing is comparable with ours and strictly better."""
+    for rival in sorted(rivals, key=lambda r: int(r.version)):
+        theirs = standing(dict(rival.tags or {}))
+        if (
+            theirs is not None
+            and theirs.conditions == mine.conditions
+            and theirs.rank(objective) < mine.rank(objective)
+        ):
+            return str(rival.version), theirs
+    return None
+
+
+def _detail(a: Standing, b: Standing) -> str:
+    return (
+        f"p50 {a.p50_ms:.4f} vs {b.p50_ms:.4f} ms, size {a.size_bytes:.0f} vs {b.size_bytes:.0f} bytes "
+        f"on {a.conditions['profile']}"
+    )

@@ -1,9 +1,14 @@
-"""Bad input through the real CLI: every case exits 2 with a message that names the problem, and
-nothing reaches the MLflow registry.
+"""Bad input through the real CLI: every case exits 2 with a message that names the problem, nothing
+reaches the MLflow registry, and no pickled payload ever runs.
 
 Each case is a real ``squeezeflow run`` subprocess on real (small) data derived from Animal-MNIST and
-a real trained model, damaged in one specific way. The cases are independent processes, so the module
-starts the selected ones side by side and each test waits for its own.
+a real trained model, damaged in one specific way: corrupt and truncated ONNX, state_dict, TorchScript
+and ExportedProgram files, pickles that would run a command when loaded (the marker file they would
+create must never appear), models whose outputs do not match the labels or whose inputs do not match
+the samples, datasets with NaN/inf, wrong dtypes and shapes, empty splits, labels out of range,
+mismatched lengths, archive members and s3:// keys that climb out of their directory, and specs with
+bad tolerances or unknown devices. The cases are independent processes, so the module starts the
+selected ones side by side and each test waits for its own.
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ from tests.reference import job_doc, write_spec
 pytestmark = pytest.mark.integration
 
 SQUEEZEFLOW = str(Path(sys.executable).with_name("squeezeflow"))
-SUBSET = {"train": 600, "val": 200, "test": 200}
 WORKERS = max(2, min(4, os.cpu_count() or 2))
 CASE_TIMEOUT_S = 300
 
@@ -65,6 +69,7 @@ class Case:
     build: Callable[[Inputs], Path]  # writes the bad input and returns the job spec
     message: str  # regex that must match the (whitespace-normalised) error on stderr
     gx_report: str | None = None  # the split whose Great Expectations report must show the failure
+    xfail: str | None = None  # a known product bug: why this case does not exit 2 yet
 
     @property
     def spec_error(self) -> bool:
@@ -168,6 +173,81 @@ def five_outputs_for_ten_classes(inp: Inputs) -> Path:
     return _write_onnx_spec(inp, path)
 
 
+def _traced_tiny(inp: Inputs) -> Any:
+    import torch
+
+    from squeezeflow.zoo.cnn import tiny_cnn
+
+    model = tiny_cnn()
+    model.load_state_dict(torch.load(inp.model, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def _write_model_spec(inp: Inputs, fmt: str, path: Path) -> Path:
+    doc = inp.doc()
+    doc["model"] = {"format": fmt, "uri": str(path)}
+    return inp.spec(doc)
+
+
+def truncated_torchscript(inp: Inputs) -> Path:
+    import torch
+
+    good = inp.dir / "good.ts"
+    torch.jit.save(torch.jit.trace(_traced_tiny(inp), torch.zeros(2, 1, 28, 28)), good)
+    bad = inp.dir / "model.ts"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    return _write_model_spec(inp, "torchscript", bad)
+
+
+def exported_program_with_a_member_outside_the_archive(inp: Inputs) -> Path:
+    """A valid .pt2 archive plus a member named ../../pwned (what a zip-slip payload looks like)."""
+    import zipfile
+
+    import torch
+
+    good = inp.dir / "good.pt2"
+    torch.export.save(torch.export.export(_traced_tiny(inp), (torch.zeros(2, 1, 28, 28),)), good)
+    bad = inp.dir / "model.pt2"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
+        for member in src.infolist():
+            dst.writestr(member, src.read(member.filename))
+        dst.writestr("../../pwned", b"written outside the archive if anything extracted it")
+    return _write_model_spec(inp, "exported_program", bad)
+
+
+def input_shape_mismatch(inp: Inputs) -> Path:
+    from torch import nn
+
+    from squeezeflow.models import export_onnx
+
+    path = export_onnx(nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 10)), [1, 32, 32], inp.dir / "m32.onnx")
+    return _write_onnx_spec(inp, path)
+
+
+def nan_outputs(inp: Inputs) -> Path:
+    import torch
+    from torch import nn
+
+    from squeezeflow.models import export_onnx
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    with torch.no_grad():
+        model[1].weight.fill_(float("nan"))
+    return _write_onnx_spec(inp, export_onnx(model, [1, 28, 28], inp.dir / "nan.onnx"))
+
+
+def s3_model_key_climbs_out(inp: Inputs) -> Path:
+    doc = inp.doc()
+    doc["model"] = {**doc["model"], "uri": "s3://models-bucket/team-a/../team-b/weights.pt"}
+    return inp.spec(doc)
+
+
+def s3_data_prefix_climbs_out(inp: Inputs) -> Path:
+    doc = inp.doc()
+    doc["data"] = {"uri": "s3://data-bucket/public/../private/animals/"}
+    return inp.spec(doc)
+
+
 # -- dataset cases ----------------------------------------------------------------------------------
 
 
@@ -240,6 +320,18 @@ def _bad_tolerance(doc: dict[str, Any]) -> None:
     doc["tolerance"] = {"mode": "absolute", "max_drop": 2}
 
 
+def _negative_tolerance(doc: dict[str, Any]) -> None:
+    doc["tolerance"] = {"mode": "relative", "max_drop": -0.01}
+
+
+def _unknown_tolerance_mode(doc: dict[str, Any]) -> None:
+    doc["tolerance"] = {"mode": "percent", "max_drop": 0.01}
+
+
+def _unknown_runtime(doc: dict[str, Any]) -> None:
+    doc["devices"] = [{**doc["devices"][0], "runtime": "tensorrt"}]
+
+
 def _unknown_target_device(doc: dict[str, Any]) -> None:
     doc["target_device"] = "jetson-orin"
 
@@ -280,6 +372,36 @@ CASES = [
         five_outputs_for_ten_classes,
         r"five\.onnx outputs shape \[200, 5\], but the dataset has 10 classes",
     ),
+    Case(
+        "nan-outputs",
+        nan_outputs,
+        r"model \S+/nan\.onnx produces NaN or infinite outputs on the held-out data",
+    ),
+    Case(
+        "input-shape-mismatch",
+        input_shape_mismatch,
+        r"m32\.onnx .*\[1, 32, 32\].*\[1, 28, 28\]",
+    ),
+    Case(
+        "truncated-torchscript",
+        truncated_torchscript,
+        r"cannot load torchscript model from \S+/model\.ts: ",
+    ),
+    Case(
+        "exported-program-member-outside-the-archive",
+        exported_program_with_a_member_outside_the_archive,
+        r"model\.pt2 .*\.\./\.\./pwned",
+    ),
+    Case(
+        "s3-model-key-climbs-out",
+        s3_model_key_climbs_out,
+        r"s3 URI 's3://models-bucket/team-a/\.\./team-b/weights\.pt' contains '\.\.'",
+    ),
+    Case(
+        "s3-data-prefix-climbs-out",
+        s3_data_prefix_climbs_out,
+        r"s3 URI 's3://data-bucket/public/\.\./private/animals/dataset\.json' contains '\.\.'",
+    ),
     # data: values (Great Expectations)
     Case(
         "nan-in-test-x",
@@ -313,6 +435,26 @@ CASES = [
         gx_report="test",
     ),
     # data: structure
+    Case(
+        "y-float-labels",
+        _edit_split("train", lambda a: {"x": a["x"], "y": a["y"].astype(np.float32)}),
+        r"split 'train': y must be integer labels, got float32",
+    ),
+    Case(
+        "y-two-dimensional",
+        _edit_split("test", lambda a: {"x": a["x"], "y": a["y"][:, None]}),
+        r"split 'test': y must be 1-D, got shape \(200, 1\)",
+    ),
+    Case(
+        "samples-of-another-shape",
+        _edit_split("val", lambda a: {"x": np.zeros((len(a["y"]), 1, 32, 32), np.float32), "y": a["y"]}),
+        r"split 'val': samples have shape \[1, 32, 32\], dataset\.json says \[1, 28, 28\]",
+    ),
+    Case(
+        "npz-member-outside-the-archive",
+        _edit_split("train", lambda a: {**a, "../../pwned": a["y"]}),
+        r"split 'train' \(train\.npz\) must hold arrays x and y, has \['\.\./\.\./pwned', 'x', 'y'\]",
+    ),
     Case(
         "x-float64",
         _edit_split("val", lambda a: {"x": a["x"].astype(np.float64), "y": a["y"]}),
@@ -357,6 +499,21 @@ CASES = [
         r"target_device 'jetson-orin' is not one of the devices \['cpu-2t'\]",
     ),
     Case("spec-missing-registry", _spec_edit(_no_registry), r"registry: Field required"),
+    Case(
+        "spec-negative-max-drop",
+        _spec_edit(_negative_tolerance),
+        r"tolerance\.max_drop: Input should be greater than or equal to 0 \(got -0\.01\)",
+    ),
+    Case(
+        "spec-unknown-tolerance-mode",
+        _spec_edit(_unknown_tolerance_mode),
+        r"tolerance\.mode: Input should be 'absolute' or 'relative' \(got 'percent'\)",
+    ),
+    Case(
+        "spec-unknown-device-runtime",
+        _spec_edit(_unknown_runtime),
+        r"devices\.0\.runtime: Input should be .*\(got 'tensorrt'\)",
+    ),
 ]
 
 
@@ -381,17 +538,6 @@ def _run_cli(spec: Path, case_dir: Path, mlflow_db: Path | None) -> Outcome:
         timeout=CASE_TIMEOUT_S,
     )
     return Outcome(proc.returncode, proc.stderr, proc.stdout, case_dir)
-
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory: pytest.TempPathFactory, animal_mnist: Path) -> Path:
-    """A clean subset of Animal-MNIST, small enough that validation takes well under a second."""
-    out = tmp_path_factory.mktemp("animal-mnist-subset")
-    shutil.copy(animal_mnist / "dataset.json", out / "dataset.json")
-    for split, n in SUBSET.items():
-        with np.load(animal_mnist / f"{split}.npz", allow_pickle=False) as z:
-            np.savez(out / f"{split}.npz", x=z["x"][:n], y=z["y"][:n])
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -428,7 +574,11 @@ def outcomes(
         yield futures
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=c.xfail)) if c.xfail else c for c in CASES],
+    ids=[c.id for c in CASES],
+)
 def test_bad_input_exits_2_with_a_message_that_names_the_problem(
     case: Case, outcomes: dict[str, Future[Outcome]]
 ) -> None:
