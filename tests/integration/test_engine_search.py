@@ -48,6 +48,11 @@ def test_search_builds_int8_then_pruned_candidates_and_a_retry_replays_it(
     pruned = [r for r in result.candidates if r.label.startswith("prune")]
     assert len(pruned) == 2 and all(r.status == "ok" for r in pruned)
     assert all(r.size_bytes is not None and r.size_bytes < result.baseline_size_bytes / 3 for r in pruned)
+    # whatever kind of candidate is the fastest eligible one is what gets promoted (pruned candidates
+    # were once never trusted by promotion because their stored notes are key-sorted)
+    eligible = [r for r in result.candidates if r.eligible and r.p50_ms is not None]
+    assert eligible and result.promotion.promoted
+    assert result.promotion.candidate_key == min(eligible, key=lambda r: r.p50_ms or 0).candidate_key
 
     client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
     nested = client.search_runs(

@@ -194,3 +194,26 @@ def test_nothing_is_chosen_when_no_candidate_is_eligible() -> None:
         choose(spec(), [outcome("slow", p50=2.0), outcome("bad", passed=False)], BASELINE, BASE_BENCH, INGEST)
         is None
     )
+
+
+def test_a_pruned_candidate_is_trusted_although_its_record_stores_its_notes_in_sorted_order(
+    tmp_path: Any,
+) -> None:
+    """Records are written with sorted keys; a candidate's notes keep the order the passes wrote them
+    (prune, then finetune). Promotion compared JSON text, so every pruned candidate was distrusted and
+    the fastest model a search found was never promoted."""
+    from types import SimpleNamespace
+
+    from squeezeflow.stages.promote import _record_problem
+    from squeezeflow.store import open_store
+
+    store = open_store(str(tmp_path / "store"))
+    cand = outcome("pruned").candidate.model_copy(
+        update={"notes": {"prune": {"macs_after": 7, "macs_before": 45}, "finetune": {"best_epoch": 5}}}
+    )
+    store.write_record("optimize", cand.key, cand)
+    ctx: Any = SimpleNamespace(store=store)
+    assert _record_problem(ctx, "optimize", cand.key, cand, "candidate") is None
+
+    edited = cand.model_copy(update={"notes": {**cand.notes, "prune": {"macs_after": 1}}})
+    assert "differs from the optimize record" in str(_record_problem(ctx, "optimize", cand.key, edited, "c"))

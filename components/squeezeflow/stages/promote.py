@@ -305,7 +305,9 @@ def _record_problem(ctx: StageContext, stage: str, key: str, carried: BaseModel,
     if stored is None:
         return f"its {stage} record {stage}/{key} is missing from the artifact store {ctx.store.root}"
     try:
-        same = type(carried).model_validate(stored).model_dump_json() == carried.model_dump_json()
+        # Compare values, not JSON text: records are stored with sorted keys, and free-form fields
+        # (a candidate's notes) keep their insertion order in memory.
+        same = type(carried).model_validate(stored).model_dump(mode="json") == carried.model_dump(mode="json")
     except ValidationError:
         same = False
     return None if same else f"its {what} differs from the {stage} record {stage}/{key} in the artifact store"
