@@ -261,19 +261,25 @@ def test_spec_validate_prints_defaults(tmp_path: Path) -> None:
         "max_class_recall_drop": None,
         "min_agreement": None,
         "robustness": None,
+        "min_device_agreement": 0.99,
     }
     assert doc["devices"] == [
         {
+            "profile": None,
             "name": "local-cpu",
             "runtime": "onnxruntime",
             "execution_provider": "CPUExecutionProvider",
             "intra_op_threads": 2,
             "inter_op_threads": 1,
             "batch_size": 1,
+            "extra_batch_sizes": [],
+            "input_shape": None,
             "warmup": 20,
             "iterations": 300,
+            "budgets": {"max_p95_ms": None, "max_size_mb": None, "max_peak_memory_mb": None},
             "remote": False,
             "remote_timeout_s": 3600.0,
+            "evaluate_on_device": False,
         }
     ]
     assert doc["target_device"] is None and doc["objective"] == "latency"

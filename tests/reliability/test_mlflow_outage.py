@@ -152,20 +152,33 @@ def outage(
         assert exp is not None
         return sorted(r.info.run_id for r in client.search_runs([exp.experiment_id]))
 
-    job = subprocess.Popen(
-        argv(tmp / "first.json"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
+    # The job's output goes to files, not pipes: a verbose job fills a pipe's buffer long before it
+    # registers its version, and then blocks on writing (nobody reads a pipe until communicate()).
+    out_path, err_path = tmp / "first.out", tmp / "first.err"
+    with out_path.open("w") as out_f, err_path.open("w") as err_f:
+        job = subprocess.Popen(argv(tmp / "first.json"), stdout=out_f, stderr=err_f, text=True, env=env)
+
+    def registered_or_exited() -> list[str]:
+        if job.poll() is not None:
+            raise AssertionError(
+                f"the job exited ({job.returncode}) before registering a version:\n"
+                + err_path.read_text()[-4000:]
+            )
+        return versions()
+
     try:
-        registered = wait_for("the job to register its model version", versions, 300, every_s=0.05)
+        registered = wait_for(
+            "the job to register its model version", registered_or_exited, 300, every_s=0.05
+        )
         runs_before = runs()
         _kill_group(mlflow_server)
         down_at = time.monotonic()
-        out, err = job.communicate(timeout=240)
+        job.wait(timeout=240)
         gave_up_after = time.monotonic() - down_at
     finally:
         job.kill()
         mlflow_server.start()
-    first = subprocess.CompletedProcess(job.args, job.returncode, out, err)
+    first = subprocess.CompletedProcess(job.args, job.returncode, out_path.read_text(), err_path.read_text())
     second = subprocess.run(argv(tmp / "second.json"), capture_output=True, text=True, timeout=600, env=env)
     result = json.loads((tmp / "second.json").read_text()) if (tmp / "second.json").exists() else {}
     yield Scenario(
