@@ -142,7 +142,8 @@ def outage(
             str(result),
         ]
 
-    client = MlflowClient(tracking_uri=mlflow_server.tracking_uri)
+    # Explicit registry: other tests (and Tracker) set the process-wide registry URI elsewhere.
+    client = MlflowClient(tracking_uri=mlflow_server.tracking_uri, registry_uri=mlflow_server.tracking_uri)
 
     def versions() -> list[str]:
         return [str(v.version) for v in client.search_model_versions(f"name = '{name}-model'")]

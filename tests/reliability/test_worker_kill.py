@@ -57,7 +57,8 @@ def test_optimize_task_killed_while_logging_its_model_is_retried_without_duplica
         "--workdir",
         str(tmp_path / "work"),
     ]
-    client = MlflowClient(tracking_uri=mlflow_server.tracking_uri)
+    # Explicit registry: other tests (and Tracker) set the process-wide registry URI elsewhere.
+    client = MlflowClient(tracking_uri=mlflow_server.tracking_uri, registry_uri=mlflow_server.tracking_uri)
     experiment = client.get_experiment_by_name(world.doc["name"])
     assert experiment is not None
     exp = experiment.experiment_id
