@@ -75,3 +75,14 @@ def job_doc(model: Path | str, data: Path | str, name: str = "test-job", **overr
 def write_spec(path: Path, doc: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def tiny_module(path: Path) -> Any:
+    """The trained tiny CNN as an eval-mode ``nn.Module`` (for tests that derive candidates from it)."""
+    import torch
+
+    from squeezeflow.zoo.cnn import tiny_cnn
+
+    m = tiny_cnn()
+    m.load_state_dict(torch.load(path, weights_only=True))
+    return m.eval()

@@ -20,8 +20,7 @@ from squeezeflow.models import export_onnx
 from squeezeflow.results import CandidateResult, GateResult
 from squeezeflow.spec import JobSpec, PassStep, Recipe, parse_spec
 from squeezeflow.stages import Settings, StageContext, baseline, gate, ingest
-from squeezeflow.zoo.cnn import tiny_cnn
-from tests.reference import job_doc
+from tests.reference import job_doc, tiny_module
 
 pytestmark = pytest.mark.integration
 
@@ -33,12 +32,6 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> StageContext:
         Settings(artifacts=str(tmp / "a"), tracking_uri=f"sqlite:///{tmp / 'm.db'}", workdir=tmp / "w"),
         "gate-rules",
     )
-
-
-def tiny_module(path: Path) -> torch.nn.Module:
-    m = tiny_cnn()
-    m.load_state_dict(torch.load(path, weights_only=True))
-    return m.eval()
 
 
 class _NoiseBrittle(torch.nn.Module):

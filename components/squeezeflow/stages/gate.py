@@ -82,14 +82,15 @@ def secondary_guards(
     base_logits: np.ndarray,
     logits: np.ndarray,
     agreement: float,
+    worst: tuple[int, float],
     candidate_path: Path,
     ctx: StageContext,
 ) -> list[GuardCheck]:
     """The gate's secondary conditions. Each is always measured and reported; it only decides when
-    the spec sets its limit."""
+    the spec sets its limit. ``worst`` is the class whose recall dropped most, and by how much."""
     tol = spec.tolerance
     checks: list[GuardCheck] = []
-    cls, cls_drop = worst_class_recall_drop(y, base_logits, logits)
+    cls, cls_drop = worst
     limit = tol.max_class_recall_drop
     ok = limit is None or cls_drop <= limit + 1e-12
     checks.append(
@@ -256,6 +257,7 @@ def gate(
     estimate: DropEstimate | None = None
     needed = None
     guards: list[GuardCheck] = []
+    worst: tuple[int, float] | None = None
     try:
         check_outputs(logits, ds.meta.num_classes, f"candidate {candidate.label}")
     except Exception as err:
@@ -294,13 +296,15 @@ def gate(
                     f"{tol.confidence:.0%} confidence"
                     + (f"; about {needed} would be needed" if needed else "")
                 )
-        guards = secondary_guards(spec, baseline, test.x, test.y, base_logits, logits, agreement, path, ctx)
+        worst = worst_class_recall_drop(test.y, base_logits, logits)
+        guards = secondary_guards(
+            spec, baseline, test.x, test.y, base_logits, logits, agreement, worst, path, ctx
+        )
         guards += on_device_checks(spec, ingest, baseline, candidate.onnx, test.y, logits, ctx)
         failed = [g for g in guards if not g.passed]
         if failed and passed:
             passed = False
             reason += "; but " + "; ".join(g.detail for g in failed)
-    worst = worst_class_recall_drop(test.y, base_logits, logits) if metric is not None else None
     evidence = {
         "candidate": candidate.label,
         "candidate_key": candidate.key,
