@@ -30,6 +30,23 @@ log = logging.getLogger(__name__)
 Objectives = tuple[float, float, float]
 
 
+def recovery_epochs(ratio: float, space: SearchSpace) -> int:
+    """Recovery epochs for a candidate pruned by ``ratio``.
+
+    Channel pruning by ``r`` leaves about ``(1 - r)^2`` of the MACs, so an epoch of the pruned model
+    costs that much less to train, and strongly pruned models need more epochs to recover (measured on
+    the ResNet-18 reference: pruned by 80% it was back to the baseline's test accuracy after 11-12
+    epochs, not 6; by 82%, 97.9% against 97.7% after 18).
+    The engine spends the same training compute as ``finetune_epochs`` epochs at 50% pruning, capped
+    at ``max_recovery_scale`` times ``finetune_epochs``.
+    """
+    base = space.finetune_epochs
+    if ratio <= 0.5:
+        return base
+    scale = min(space.max_recovery_scale, (0.5 / (1.0 - ratio)) ** 2)
+    return max(base, round(base * scale))
+
+
 def recipe_from_params(params: dict[str, Any], space: SearchSpace) -> Recipe:
     """The recipe a search trial's parameters describe."""
     steps = []
@@ -47,7 +64,7 @@ def recipe_from_params(params: dict[str, Any], space: SearchSpace) -> Recipe:
         PassStep(
             name="finetune",
             params={
-                "epochs": space.finetune_epochs,
+                "epochs": recovery_epochs(ratio, space),
                 "lr": space.finetune_lr,
                 "distill": bool(params["distill"]),
             },

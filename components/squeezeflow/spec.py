@@ -442,7 +442,17 @@ class SearchSpace(_Strict):
     quantize: list[QuantizeChoice] = Field(
         default_factory=_default_quantize, min_length=1, description="What follows pruning and fine-tuning."
     )
-    finetune_epochs: int = Field(default=6, ge=1, le=500)
+    finetune_epochs: int = Field(
+        default=6, ge=1, le=500, description="Recovery epochs of a candidate pruned by 50% or less."
+    )
+    max_recovery_scale: float = Field(
+        default=3.0,
+        ge=1.0,
+        le=20.0,
+        description="Stronger pruning gets longer recovery at the same training cost: a candidate pruned "
+        "by ratio r fine-tunes for finetune_epochs x ((1 - 0.5) / (1 - r))^2 epochs (its MACs shrink by "
+        "about that factor), capped at this multiple. 1 gives every candidate finetune_epochs.",
+    )
     finetune_lr: float = Field(default=3e-3, gt=0, le=1)
     lowrank: bool = Field(default=False, description="Also try low-rank factorisation of large layers.")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from squeezeflow.engine import pareto_front, recipe_from_params
+from squeezeflow.engine import pareto_front, recipe_from_params, recovery_epochs
 from squeezeflow.errors import PassError, SpecError
 from squeezeflow.passes import ModelState, PassContext, get_pass
 from squeezeflow.spec import SearchSpace, parse_spec
@@ -48,6 +48,19 @@ def test_search_parameters_become_a_valid_ordered_recipe() -> None:
     assert [s.name for s in recipe.steps] == ["structured_prune", "finetune", "ort_static_int8"]
     assert recipe.steps[1].params["distill"] is True
     assert recipe.label == "prune60-taylor-kd-int8"
+
+
+def test_stronger_pruning_gets_longer_recovery_up_to_the_cap() -> None:
+    space = SearchSpace(finetune_epochs=6)
+    epochs = {r: recovery_epochs(r, space) for r in (0.3, 0.5, 0.6, 0.8, 0.9)}
+    assert epochs[0.3] == epochs[0.5] == 6
+    assert 6 < epochs[0.6] < epochs[0.8]
+    assert epochs[0.8] == epochs[0.9] == 18  # capped at 3x
+    assert recovery_epochs(0.9, SearchSpace(finetune_epochs=6, max_recovery_scale=1.0)) == 6
+    recipe = recipe_from_params(
+        {"prune_ratio": 0.8, "importance": "magnitude", "distill": False, "quantize": "int8"}, space
+    )
+    assert recipe.steps[1].params["epochs"] == 18
 
 
 def test_pruning_without_recovery_training_is_refused() -> None:
