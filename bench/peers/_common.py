@@ -12,10 +12,17 @@ import numpy as np
 
 
 def load_split(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(x float32, y int64)`` of one split of a squeezeflow.npz/v1 dataset."""
+    """``(x, y int64)`` of one split of a squeezeflow.npz/v1 dataset: x float32, or int64 token ids."""
     meta = json.loads((Path(data_dir) / "dataset.json").read_text())
     with np.load(Path(data_dir) / meta["splits"][split], allow_pickle=False) as d:
-        return np.ascontiguousarray(d["x"], np.float32), np.ascontiguousarray(d["y"], np.int64)
+        x = d["x"]
+        dtype = np.int64 if np.issubdtype(x.dtype, np.integer) else np.float32
+        return np.ascontiguousarray(x, dtype), np.ascontiguousarray(d["y"], np.int64)
+
+
+def example_batch(x: np.ndarray) -> np.ndarray:
+    """Two rows of the train split: an export example of the right dtype and realistic content."""
+    return np.ascontiguousarray(x[:2])
 
 
 def calibration_samples(x: np.ndarray, n: int, seed: int = 0) -> np.ndarray:

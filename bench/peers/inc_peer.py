@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import calibration_samples, emit, load_split, ort_accuracy
+from _common import calibration_samples, emit, example_batch, load_split, ort_accuracy
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,7 +67,7 @@ def main() -> None:
         return float(np.mean(pred == val_y))
 
     base_val = evaluate(model)
-    example = (torch.zeros(2, *train_x.shape[1:]),)
+    example = (torch.from_numpy(example_batch(train_x)),)
     dynamic = ({0: torch.export.Dim("batch")},)
     exported = export(model, example_inputs=example, dynamic_shapes=dynamic)
     tune = TuningConfig(

@@ -110,6 +110,48 @@ def check_provider(profile: str, provider: str, available: list[str]) -> None:
         )
 
 
+def token_id_bound(model_path: Path, input_name: str) -> int | None:
+    """The number of valid token ids of an ONNX model whose integer input indexes a table: the smallest
+    first dimension of the constant tables that a ``Gather`` looks the input up in (the word embedding,
+    or a vocabulary-pruning remap table in front of it). None when no such lookup is found."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    tables = {t.name: list(t.dims) for t in model.graph.initializer}
+    ids = {input_name}  # the input, and the same ids reshaped on the way to the lookup
+    sizes: list[int] = []
+    for n in model.graph.node:  # nodes are in topological order
+        if n.op_type in _ID_RESHAPES and n.input and n.input[0] in ids:
+            ids.update(n.output)
+        elif (
+            n.op_type in ("Gather", "GatherND")
+            and len(n.input) > 1
+            and n.input[1] in ids
+            and tables.get(n.input[0])
+        ):
+            sizes.append(int(tables[n.input[0]][0]))
+    return min(sizes) if sizes else None
+
+
+_ID_RESHAPES = frozenset({"Reshape", "Flatten", "Unsqueeze", "Squeeze", "Identity", "Cast"})
+
+
+def token_ids(shape: tuple[int, ...], vocab: int | None, dtype: Any) -> np.ndarray:
+    """Realistic token-id rows, seeded: each row a random length between a quarter of the sequence and all
+    of it, ids drawn from ``[1, vocab)`` (id 0, the usual pad id, after the row's end). Without a known
+    vocabulary every token is id 1, valid in any vocabulary of two or more tokens."""
+    rng = np.random.default_rng(0)
+    width = shape[-1] if len(shape) > 1 else 1
+    if vocab is None or vocab < 3:
+        ids = np.ones(shape, dtype=dtype)
+    else:
+        ids = rng.integers(1, vocab, size=shape, dtype=np.int64).astype(dtype)
+    lengths = rng.integers(max(1, width // 4), width + 1, size=shape[:-1] if len(shape) > 1 else shape)
+    if len(shape) > 1:
+        ids[np.arange(width) >= lengths[..., None]] = 0
+    return ids
+
+
 def _onnx_runner(req: dict[str, Any], profile: str) -> tuple[Callable[[int], Callable[[], Any]], Any]:
     """The ONNX Runtime session on the requested provider, and a factory of one-batch runs."""
     import onnxruntime as ort
@@ -135,10 +177,12 @@ def _onnx_runner(req: dict[str, Any], profile: str) -> tuple[Callable[[int], Cal
     shape = list(req["input_shape"])
     integer = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}.get(first.type)
 
+    vocab = token_id_bound(Path(req["model"]), first.name) if integer is not None else None
+
     def runner(batch: int) -> Callable[[], Any]:
-        # Integer inputs are token ids: id 0 is valid in any vocabulary; floats are uniform in [0, 1).
+        # Integer inputs are token ids (see `token_ids`); floats are uniform in [0, 1).
         x = (
-            np.zeros((batch, *shape), dtype=integer)
+            token_ids((batch, *shape), vocab, integer)
             if integer is not None
             else np.random.default_rng(0).random((batch, *shape), dtype=np.float32)
         )

@@ -22,6 +22,8 @@ from squeezeflow.s3 import download_uri
 FORMAT = "squeezeflow.npz/v1"
 SPLITS = ("train", "val", "test")
 SplitName = Literal["train", "val", "test"]
+# float32: what a vision/tabular model receives; int64: token ids (>= 0) for a text model's one input.
+INPUT_DTYPES = (np.dtype(np.float32), np.dtype(np.int64))
 
 
 class DatasetMeta(BaseModel):
@@ -122,8 +124,14 @@ def _load_split(path: Path, split: str, meta: DatasetMeta) -> Split:
         raise DataValidationError(
             f"split {split!r} ({path.name}) is not a readable .npz file: {err}"
         ) from None
-    if x.dtype != np.float32:
-        raise DataValidationError(f"split {split!r}: x must be float32, got {x.dtype}")
+    if x.dtype not in INPUT_DTYPES:
+        raise DataValidationError(
+            f"split {split!r}: x must be float32 (features, pixels) or int64 (token ids), got {x.dtype}"
+        )
+    if x.dtype == np.int64 and x.size and int(x.min()) < 0:
+        raise DataValidationError(
+            f"split {split!r}: x holds int64 token ids, which must be >= 0; found {int(x.min())}"
+        )
     if not np.issubdtype(y.dtype, np.integer):
         raise DataValidationError(f"split {split!r}: y must be integer labels, got {y.dtype}")
     if y.ndim != 1:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from squeezeflow.recipes import default_recipes
+from squeezeflow.recipes import TEXT_INT8, default_recipes
 from squeezeflow.results import BaselineResult, BenchmarkResult, CandidateOutcome, IngestResult
 from squeezeflow.spec import JobSpec, PassStep, Recipe, SearchSpace
 from squeezeflow.stages import StageContext, benchmark, gate, optimize
@@ -47,10 +47,14 @@ def recovery_epochs(ratio: float, space: SearchSpace) -> int:
     return max(base, round(base * scale))
 
 
-def recipe_from_params(params: dict[str, Any], space: SearchSpace) -> Recipe:
-    """The recipe a search trial's parameters describe."""
+def recipe_from_params(params: dict[str, Any], space: SearchSpace, token_ids: bool = False) -> Recipe:
+    """The recipe a search trial's parameters describe. For a token-id (text) model every recipe starts
+    with vocabulary pruning, and int8 is ONNX Runtime's dynamic quantization."""
     steps = []
     label = []
+    if token_ids:
+        steps.append(PassStep(name="vocab_prune"))
+        label.append("vocab")
     if params.get("lowrank_ratio"):
         steps.append(PassStep(name="lowrank_svd", params={"rank_ratio": params["lowrank_ratio"]}))
         label.append(f"lowrank{params['lowrank_ratio']:.2f}")
@@ -65,13 +69,17 @@ def recipe_from_params(params: dict[str, Any], space: SearchSpace) -> Recipe:
             name="finetune",
             params={
                 "epochs": recovery_epochs(ratio, space),
-                "lr": space.finetune_lr,
+                "lr": space.finetune_lr or (1e-4 if token_ids else 3e-3),
                 "distill": bool(params["distill"]),
+                **({"trim_padding": True} if token_ids else {}),
             },
         )
     )
     label.append("kd" if params["distill"] else "ft")
-    if params["quantize"] == "int8":
+    if params["quantize"] in ("int8", "int8_accuracy_aware") and token_ids:
+        steps.append(TEXT_INT8)
+        label.append("int8dyn")
+    elif params["quantize"] == "int8":
         steps.append(
             PassStep(name="ort_static_int8", params={"activation_type": "quint8", "weight_type": "qint8"})
         )
@@ -184,7 +192,7 @@ class Engine:
                 if self._can_start(recipe.label, expensive=False):
                     self.evaluate(recipe)
             return
-        for recipe in default_recipes():
+        for recipe in default_recipes(self.ingest.dataset.input_dtype):
             if self._can_start(recipe.label, expensive=False):
                 self.evaluate(recipe)
         if self.spec.model.format == "state_dict":
@@ -231,7 +239,7 @@ class Engine:
             }
             if space.lowrank:
                 params["lowrank_ratio"] = trial.suggest_categorical("lowrank_ratio", [0.0, 0.25, 0.5])
-            recipe = recipe_from_params(params, space)
+            recipe = recipe_from_params(params, space, token_ids=self.ingest.dataset.input_dtype == "int64")
             key = recipe.key()
             if key in seen:  # the sampler proposed a recipe already built: tell it the known result
                 values = seen[key]

@@ -149,11 +149,35 @@ def _check_fits(state: dict[str, Any], expected: dict[str, Any], what: str) -> N
         )
 
 
-def export_onnx(model: Any, input_shape: list[int], out_path: Path, opset: int = 18) -> Path:
-    """Export a torch model to a single self-contained ONNX file with a dynamic batch dimension."""
+def example_input(input_shape: list[int], dtype: Any = np.float32, batch: int = 2) -> Any:
+    """A torch example batch of the dataset's dtype for tracing/export.
+
+    float32: zeros. int64 (token ids): id 1 in the first half of each row and the pad id 0 after it, so
+    the example is a valid, partly padded sequence for any vocabulary of two or more tokens (all zeros
+    would be all padding, a degenerate input for a text model)."""
     import torch
 
-    example = (torch.zeros(2, *input_shape),)
+    dt = np.dtype(dtype)
+    if np.issubdtype(dt, np.integer):
+        ids = torch.zeros(batch, *input_shape, dtype=torch.int64)
+        width = input_shape[-1] if input_shape else 1
+        ids[..., : max(1, (width + 1) // 2)] = 1
+        return ids.to(torch.int32) if dt == np.int32 else ids
+    if dt != np.float32:
+        raise ModelLoadError(f"cannot export a model for {dt} inputs (float32 or int64 only)")
+    return torch.zeros(batch, *input_shape)
+
+
+def export_onnx(
+    model: Any, input_shape: list[int], out_path: Path, opset: int = 18, dtype: Any = np.float32
+) -> Path:
+    """Export a torch model to a single self-contained ONNX file with a dynamic batch dimension.
+
+    ``dtype`` is the dtype of the dataset's ``x`` (float32, or int64 token ids), so the exported model's
+    input has that type."""
+    import torch
+
+    example = (example_input(input_shape, dtype),)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     kwargs: dict[str, Any]
     if isinstance(model, torch.jit.ScriptModule):
@@ -179,7 +203,30 @@ def export_onnx(model: Any, input_shape: list[int], out_path: Path, opset: int =
             )
     except Exception as err:
         raise ModelLoadError(f"export to ONNX failed: {type(err).__name__}: {str(err)[:400]}") from None
+    strip_debug_metadata(out_path)
     return out_path
+
+
+def strip_debug_metadata(path: Path) -> int:
+    """Remove what only a debugger reads from an ONNX file, in place; returns the bytes saved.
+
+    torch's exporter records, for every node, the Python stack trace and module scope it came from
+    (``metadata_props``), and intermediate shapes (``value_info``). A deployed model needs neither:
+    on a pruned ResNet-18 they were 13% of the int8 file. The graph, its weights and the model-level
+    metadata are untouched, so the model computes exactly the same outputs.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    before = model.ByteSize()
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    del model.graph.value_info[:]
+    saved = before - model.ByteSize()
+    if saved > 0:
+        onnx.save(model, str(path))
+    return saved
 
 
 def _first_forward_arg(model: Any) -> str:
@@ -230,6 +277,13 @@ def session(
         raise ModelLoadError(f"ONNX Runtime cannot load {path.name}: {str(err)[:300]}") from None
 
 
+_ORT_TYPES: dict[str, Any] = {
+    "tensor(float)": np.float32,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+}
+
+
 def predict_logits(
     path: Path,
     x: np.ndarray,
@@ -239,7 +293,16 @@ def predict_logits(
 ) -> np.ndarray:
     """Run the ONNX model over ``x`` in batches and return its first output."""
     sess = session(path, intra_op_threads=threads, provider=provider)
-    name = sess.get_inputs()[0].name
+    first = sess.get_inputs()[0]
+    name = first.name
+    want = _ORT_TYPES.get(first.type)
+    if want is not None and x.dtype != want:
+        if np.issubdtype(want, np.integer) != np.issubdtype(x.dtype, np.integer):
+            raise ModelLoadError(
+                f"{path.name} takes {first.type} input but the data is {x.dtype} "
+                "(token-id models need int64 x, other models float32)"
+            )
+        x = x.astype(want)
     outs = [sess.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
     return np.concatenate(outs, axis=0)
 

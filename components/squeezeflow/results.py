@@ -26,6 +26,9 @@ class DatasetInfo(_Result):
     name: str
     num_classes: int
     input_shape: list[int]
+    input_dtype: Literal["float32", "int64"] = Field(
+        default="float32", description="float32 features or pixels; int64 token ids (a text model)."
+    )
     split_sizes: dict[str, int]
     class_counts: dict[str, list[int]]
     imbalance_ratio: float = Field(description="Largest over smallest class count in the train split.")

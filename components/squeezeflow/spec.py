@@ -453,7 +453,13 @@ class SearchSpace(_Strict):
         "by ratio r fine-tunes for finetune_epochs x ((1 - 0.5) / (1 - r))^2 epochs (its MACs shrink by "
         "about that factor), capped at this multiple. 1 gives every candidate finetune_epochs.",
     )
-    finetune_lr: float = Field(default=3e-3, gt=0, le=1)
+    finetune_lr: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Peak recovery learning rate; default 3e-3 for float inputs (CNNs), 1e-4 for token-id "
+        "inputs (pretrained transformers, which a CNN's rate would wreck).",
+    )
     lowrank: bool = Field(default=False, description="Also try low-rank factorisation of large layers.")
 
     @field_validator("prune_ratio")

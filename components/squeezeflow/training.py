@@ -30,15 +30,46 @@ class FinetuneReport:
     history: list[float] = field(default_factory=list)
 
 
-def accuracy(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float:
+def token_lengths(x: np.ndarray, pad_id: int = 0) -> np.ndarray:
+    """Per row of token ids, the position after its last non-pad token (0 for an all-pad row)."""
+    positions = np.arange(1, x.shape[1] + 1)
+    return np.asarray(((x != pad_id) * positions).max(axis=1))
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, gen: Any, bucket: int = 32) -> list[np.ndarray]:
+    """Shuffled batches of similar lengths: shuffle, cut into buckets of ``bucket`` batches, sort each
+    bucket by length, batch it, shuffle the batches. Each batch can then be cut after its longest row."""
+    import torch
+
+    order = torch.randperm(len(lengths), generator=gen).numpy()
+    batches: list[np.ndarray] = []
+    span = batch_size * bucket
+    for i in range(0, len(order), span):
+        chunk = order[i : i + span]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
+    shuffled = torch.randperm(len(batches), generator=gen).tolist()
+    return [batches[k] for k in shuffled]
+
+
+def accuracy(
+    model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 512, trim_padding: bool = False
+) -> float:
+    """Top-1 accuracy. ``trim_padding``: token ids, evaluated in length-sorted batches cut after their
+    longest row (the same answers for a model that masks the pad id, in less time)."""
     import torch
 
     model.eval()
     correct = 0
+    order = np.argsort(token_lengths(x), kind="stable") if trim_padding else np.arange(len(x))
     with torch.inference_mode():
         for i in range(0, len(x), batch_size):
-            logits = model(torch.from_numpy(x[i : i + batch_size]))
-            correct += int((logits.argmax(1).numpy() == y[i : i + batch_size]).sum())
+            idx = order[i : i + batch_size]
+            xb = x[idx]
+            if trim_padding:
+                xb = xb[:, : max(1, int(token_lengths(xb).max()))]
+            logits = model(torch.from_numpy(np.ascontiguousarray(xb)))
+            correct += int((logits.argmax(1).numpy() == y[idx]).sum())
     return correct / max(1, len(x))
 
 
@@ -71,8 +102,13 @@ def finetune(
     augment: bool = True,
     seed: int = 0,
     progress_label: str = "fine-tune",
+    trim_padding: bool = False,
 ) -> FinetuneReport:
-    """Fine-tune ``model`` in place; returns what happened. ``alpha`` weighs the distillation term."""
+    """Fine-tune ``model`` in place; returns what happened. ``alpha`` weighs the distillation term.
+
+    ``trim_padding`` (token-id inputs, pad id 0): batch rows of similar length together and cut each
+    batch after its longest row. Reviews of median length 26 in a 64-token window train about twice as
+    fast; exact only for models that mask the pad id, as the MiniLM classifier does."""
     import torch
     import torch.nn.functional as F
     from rich.progress import Progress
@@ -89,7 +125,9 @@ def finetune(
     if teacher is not None:
         teacher.eval()
     t0 = time.monotonic()
-    initial = accuracy(model, val_x, val_y)
+    trim = trim_padding and xt.ndim == 2 and not xt.is_floating_point()
+    lengths = token_lengths(train_x) if trim else None
+    initial = accuracy(model, val_x, val_y, trim_padding=trim)
     best, best_epoch, best_state = initial, 0, copy.deepcopy(model.state_dict())
     history: list[float] = []
     stopped = "epochs"
@@ -97,10 +135,15 @@ def finetune(
         task = bar.add_task(progress_label, total=epochs * steps_per_epoch)
         for epoch in range(1, epochs + 1):
             model.train()
-            order = torch.randperm(len(xt), generator=gen)
-            for i in range(0, len(xt), batch_size):
-                idx = order[i : i + batch_size]
+            if lengths is not None:
+                batches = [torch.from_numpy(b) for b in length_batches(lengths, batch_size, gen)]
+            else:
+                order = torch.randperm(len(xt), generator=gen)
+                batches = [order[i : i + batch_size] for i in range(0, len(xt), batch_size)]
+            for idx in batches:
                 xb, yb = xt[idx], yt[idx]
+                if lengths is not None:
+                    xb = xb[:, : max(1, int(lengths[idx.numpy()].max()))]
                 if images:
                     xb = _shift(xb, gen)
                 logits = model(xb)
@@ -115,7 +158,7 @@ def finetune(
                 opt.step()
                 sched.step()
                 bar.advance(task)
-            acc = accuracy(model, val_x, val_y)
+            acc = accuracy(model, val_x, val_y, trim_padding=trim)
             history.append(acc)
             log.info("%s epoch %d/%d: val accuracy %.4f", progress_label, epoch, epochs, acc)
             if acc > best:

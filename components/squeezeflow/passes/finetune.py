@@ -31,6 +31,11 @@ class FinetuneConfig(PassConfig):
     )
     max_seconds: float = Field(default=600.0, gt=0, description="Time budget for this fine-tuning.")
     augment: bool = Field(default=True, description="Random small translations (image inputs only).")
+    trim_padding: bool = Field(
+        default=False,
+        description="Token-id inputs: batch texts of similar length and cut each batch after its longest "
+        "row (pad id 0). About 2x faster on short texts; exact only for models that mask the pad id.",
+    )
 
 
 @register_pass
@@ -63,6 +68,7 @@ class Finetune(OptimizationPass):
             max_seconds=config.max_seconds,
             augment=config.augment,
             seed=ctx.seed,
+            trim_padding=config.trim_padding,
         )
         ctx.notes["finetune"] = {
             "epochs_run": report.epochs_run,

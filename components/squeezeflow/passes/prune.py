@@ -1,6 +1,11 @@
 """Structured channel pruning with Torch-Pruning's dependency graph (DepGraph), so residual and
 concatenation paths stay consistent. Pruned models lose most of their accuracy until they are
-fine-tuned, so a recipe must follow this pass with ``finetune``."""
+fine-tuned, so a recipe must follow this pass with ``finetune``.
+
+Transformers (a module with an integer ``num_heads`` and query/key/value ``nn.Linear`` children, such as
+:class:`squeezeflow.zoo.minilm.EncoderLayer`) are pruned by whole attention heads (``head_ratio``) and by
+feed-forward intermediate channels (``ratio``); the residual stream (hidden size), the embeddings and the
+classifier keep their width. Each attention module's ``num_heads`` is updated to the heads it kept."""
 
 from __future__ import annotations
 
@@ -24,7 +29,10 @@ log = logging.getLogger(__name__)
 
 class StructuredPruneConfig(PassConfig):
     ratio: float = Field(
-        default=0.5, ge=0.0, le=0.95, description="Fraction of channels removed from each prunable layer."
+        default=0.5,
+        ge=0.0,
+        le=0.95,
+        description="Fraction of channels removed from each prunable layer (transformers: FFN channels).",
     )
     importance: Literal["magnitude", "taylor", "lamp"] = Field(
         default="magnitude", description="Channel importance: L2 magnitude, first-order Taylor, or LAMP."
@@ -37,6 +45,33 @@ class StructuredPruneConfig(PassConfig):
         default=None, ge=1, le=64, description="Keep channel counts multiples of this."
     )
     taylor_batches: int = Field(default=8, ge=1, le=200, description="Train batches for Taylor gradients.")
+    head_ratio: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=0.95,
+        description="Transformers: fraction of attention heads removed per layer (default: ratio).",
+    )
+
+
+_QKV_NAMES = (("query", "key", "value"), ("q_proj", "k_proj", "v_proj"), ("q", "k", "v"))
+
+
+def attention_blocks(model: Any) -> list[tuple[str, Any, tuple[Any, Any, Any]]]:
+    """(name, module, (q, k, v)) for every attention module: an integer ``num_heads`` attribute and
+    query/key/value ``nn.Linear`` children (BERT ``query/key/value`` or ``q_proj/k_proj/v_proj`` names)."""
+    import torch
+
+    found: list[tuple[str, Any, tuple[Any, Any, Any]]] = []
+    for name, m in model.named_modules():
+        heads = getattr(m, "num_heads", None)
+        if not isinstance(heads, int) or isinstance(m, torch.nn.MultiheadAttention):
+            continue
+        for names in _QKV_NAMES:
+            q, k, v = (getattr(m, n, None) for n in names)
+            if all(isinstance(lin, torch.nn.Linear) for lin in (q, k, v)):
+                found.append((name, m, (q, k, v)))
+                break
+    return found
 
 
 def _classifier_layers(model: Any, num_classes: int) -> list[Any]:
@@ -61,6 +96,12 @@ class StructuredPrune(OptimizationPass):
         module = require_module(model, self.name)
         num_classes = int(ctx.train_y.max()) + 1
         example = torch.from_numpy(ctx.train_x[:2])
+        attention = attention_blocks(module)
+        transformer: dict[str, Any] = (
+            self._transformer_args(module, attention, config, num_classes) if attention else {}
+        )
+        ignored = transformer.pop("ignored_layers", None) or _classifier_layers(module, num_classes)
+        heads_before = sum(int(b.num_heads) for _n, b, _l in attention)
         importance = {
             "magnitude": lambda: tp.importance.GroupMagnitudeImportance(p=2),
             "taylor": lambda: tp.importance.GroupTaylorImportance(),
@@ -74,8 +115,9 @@ class StructuredPrune(OptimizationPass):
                 pruning_ratio=config.ratio,
                 global_pruning=config.global_pruning,
                 iterative_steps=config.iterative_steps,
-                ignored_layers=_classifier_layers(module, num_classes),
+                ignored_layers=ignored,
                 round_to=config.round_to,
+                **transformer,
             )
             base_macs, base_params = tp.utils.count_ops_and_params(module, example[:1])
             for _ in range(config.iterative_steps):
@@ -92,6 +134,14 @@ class StructuredPrune(OptimizationPass):
                         )
                         F.cross_entropy(module(xb), yb).backward()
                 pruner.step()
+            for name, block, (q, _k, _v) in attention:
+                heads = int(pruner.num_heads.get(q, block.num_heads))
+                if heads < 1 or q.out_features % heads:
+                    raise PassError(
+                        self.name,
+                        f"layer {name}: {q.out_features} query channels do not split into {heads} heads",
+                    )
+                block.num_heads = heads
             module.eval()
             macs, params = tp.utils.count_ops_and_params(module, example[:1])
         except PassError:
@@ -100,6 +150,11 @@ class StructuredPrune(OptimizationPass):
             raise PassError(
                 self.name, f"Torch-Pruning could not prune this model: {type(err).__name__}: {err}"
             ) from None
+        if attention:
+            ctx.notes["prune_heads"] = {
+                "heads_before": heads_before,
+                "heads_after": sum(int(b.num_heads) for _n, b, _l in attention),
+            }
         ctx.notes["prune"] = {
             "macs_before": int(base_macs),
             "macs_after": int(macs),
@@ -114,3 +169,52 @@ class StructuredPrune(OptimizationPass):
             params / 1e3,
         )
         return ModelState(torch_module=module)
+
+    def _transformer_args(
+        self,
+        module: Any,
+        attention: list[tuple[str, Any, tuple[Any, Any, Any]]],
+        config: StructuredPruneConfig,
+        num_classes: int,
+    ) -> dict[str, Any]:
+        """MetaPruner arguments for a transformer: prune whole heads (q/k/v/output projection together,
+        which DepGraph couples through the attention matmuls) and FFN intermediate channels; ignore
+        every other Linear whose output is the residual stream, the classifier and the embeddings."""
+        import torch
+
+        hidden = {int(lins[0].in_features) for _n, _b, lins in attention}
+        if len(hidden) != 1:
+            raise PassError(self.name, f"attention blocks disagree on the hidden size: {sorted(hidden)}")
+        width = hidden.pop()
+        qkv = {id(lin) for _n, _b, lins in attention for lin in lins}
+        for name, block, (q, k, v) in attention:
+            if not q.out_features == k.out_features == v.out_features:
+                raise PassError(self.name, f"layer {name}: query/key/value widths differ")
+            if q.out_features % block.num_heads:
+                raise PassError(
+                    self.name,
+                    f"layer {name}: {q.out_features} channels do not split into {block.num_heads} heads",
+                )
+        ignored: list[Any] = [
+            m
+            for m in module.modules()
+            if isinstance(m, torch.nn.Linear)
+            and id(m) not in qkv
+            and (m.out_features == width or m.out_features == num_classes)
+        ]
+        ignored += [m for m in module.modules() if isinstance(m, torch.nn.Embedding | torch.nn.LayerNorm)]
+        unwrapped = [
+            (p, 0)
+            for m in module.modules()
+            for p in m.parameters(recurse=False)
+            if not isinstance(m, torch.nn.Linear | torch.nn.Embedding | torch.nn.LayerNorm) and p.ndim == 1
+        ]
+        heads = {lin: int(block.num_heads) for _n, block, lins in attention for lin in lins}
+        return {
+            "ignored_layers": ignored,
+            "num_heads": heads,
+            "prune_num_heads": True,
+            "prune_head_dims": False,
+            "head_pruning_ratio": config.ratio if config.head_ratio is None else config.head_ratio,
+            "unwrapped_parameters": unwrapped,
+        }

@@ -29,6 +29,9 @@ def _split_frame(ds: Dataset, split: str) -> Any:
     s = ds.split(split)
     # an explicit width: reshape(0, -1) is ambiguous and fails on an empty split
     flat = s.x.reshape(len(s), int(np.prod(s.x.shape[1:])))
+    if np.issubdtype(flat.dtype, np.integer):
+        # token ids: always finite; min/max as float64 (an int min with a float initial does not cast)
+        flat = flat.astype(np.float64)
     finite = np.isfinite(flat).all(axis=1)
     with np.errstate(invalid="ignore"):
         return pd.DataFrame(
@@ -69,6 +72,9 @@ def validate_with_gx(ds: Dataset) -> tuple[bool, int, list[str], dict[str, Any]]
             gx.expectations.ExpectColumnValuesToBeBetween(column="label", min_value=0, max_value=k - 1)
         )
         suite.add_expectation(gx.expectations.ExpectColumnValuesToBeInSet(column="finite", value_set=[True]))
+        if np.issubdtype(ds.split(split).x.dtype, np.integer):
+            # token ids index an embedding table: never negative
+            suite.add_expectation(gx.expectations.ExpectColumnValuesToBeBetween(column="x_min", min_value=0))
         if split == "train":
             # every class must be present in the training data
             suite.add_expectation(
@@ -170,6 +176,7 @@ def ingest(spec: JobSpec, ctx: StageContext) -> IngestResult:
             name=ds.meta.name,
             num_classes=ds.meta.num_classes,
             input_shape=list(ds.meta.input_shape),
+            input_dtype="int64" if ds.split("train").x.dtype == np.int64 else "float32",
             split_sizes={s: len(ds.split(s)) for s in SPLITS},
             class_counts=counts,
             imbalance_ratio=float(max(train_counts) / min(train_counts)),

@@ -60,7 +60,10 @@ def _apply(
         if cls.input_kind == "onnx" and state.kind == "torch":
             state = ModelState(
                 onnx_path=export_onnx(
-                    state.torch_module, ingest.dataset.input_shape, step_dir / "export.onnx"
+                    state.torch_module,
+                    ingest.dataset.input_shape,
+                    step_dir / "export.onnx",
+                    dtype=train.x.dtype,
                 )
             )
         pctx = PassContext(
@@ -79,7 +82,9 @@ def _apply(
         state = cls().run(state, cls.Config.model_validate(step.params), pctx)
     if state.kind == "torch":
         state = ModelState(
-            onnx_path=export_onnx(state.torch_module, ingest.dataset.input_shape, work / "final.onnx")
+            onnx_path=export_onnx(
+                state.torch_module, ingest.dataset.input_shape, work / "final.onnx", dtype=train.x.dtype
+            )
         )
     return state
 

@@ -1,0 +1,193 @@
+"""Vocabulary pruning for text models whose input is token ids.
+
+A WordPiece model carries one embedding row per vocabulary entry (30,522 x 384 float32, about 47 MB of
+all-MiniLM-L6-v2's 91 MB), yet a task's texts use only a few thousand of those tokens. ``vocab_prune``
+keeps the rows of the token ids that occur in the train split (plus the special tokens) and puts an
+int64 remap table in front of the smaller embedding, inside the module: the model still takes the
+original token ids (the tokenizer and the ONNX input are unchanged), and an id that never occurred in
+training is looked up as the unknown token.
+
+No maintained library does this for an arbitrary PyTorch model (Torch-Pruning prunes the embedding's
+width, not its rows; Hugging Face helpers resize a ``transformers`` model and change the tokenizer), so
+it is done here: find the ``nn.Embedding`` that looks up the model's input, slice it, wrap it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from squeezeflow.errors import PassError
+from squeezeflow.passes.base import (
+    ModelState,
+    OptimizationPass,
+    PassConfig,
+    PassContext,
+    register_pass,
+    require_module,
+)
+
+log = logging.getLogger(__name__)
+
+# BERT uncased WordPiece (all-MiniLM-L6-v2's tokenizer): [PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102, [MASK] 103.
+BERT_SPECIAL_IDS = (0, 100, 101, 102, 103)
+BERT_UNK_ID = 100
+
+
+class VocabPruneConfig(PassConfig):
+    special_ids: list[int] = Field(
+        default=list(BERT_SPECIAL_IDS),
+        description="Token ids always kept (pad, unk, cls, sep, mask); BERT uncased WordPiece's by default.",
+    )
+    unk_id: int = Field(
+        default=BERT_UNK_ID, ge=0, description="Token id whose row ids unseen in training are mapped to."
+    )
+    min_count: int = Field(
+        default=1, ge=1, le=1000, description="Keep a token only if it occurs this often in the train split."
+    )
+
+
+def _remapped_embedding_class() -> Any:
+    import torch
+    from torch import nn
+
+    class RemappedEmbedding(nn.Module):
+        """``embedding(remap[ids])``: the original ids are looked up in a smaller embedding table."""
+
+        def __init__(self, remap: torch.Tensor, embedding: nn.Embedding) -> None:
+            super().__init__()
+            self.register_buffer("remap", remap)
+            self.embedding = embedding
+
+        @property
+        def weight(self) -> torch.Tensor:  # code that reads ``token_embedding.weight`` keeps working
+            return self.embedding.weight
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            # index_select exports as one ONNX Gather (``remap[ids]`` would be Unsqueeze + GatherND)
+            remap: torch.Tensor = self.remap  # type: ignore[assignment]  # a registered buffer
+            return self.embedding(remap.index_select(0, ids.reshape(-1)).view(ids.shape))
+
+    return RemappedEmbedding
+
+
+def find_input_embedding(module: Any, example: Any, pass_name: str) -> tuple[Any, str]:
+    """The ``nn.Embedding`` that looks up the model's input ids, and its qualified name.
+
+    Found by running ``example`` through the model with a hook on every embedding: the one whose input
+    is the model's input tensor itself (an nn.Embedding over the ids). Raises PassError otherwise."""
+    import torch
+    from torch import nn
+
+    embeddings = {name: m for name, m in module.named_modules() if isinstance(m, nn.Embedding)}
+    if not embeddings:
+        raise PassError(pass_name, "the model has no nn.Embedding (it needs a token-id text model)")
+    hits: list[str] = []
+    handles = []
+    for name, emb in embeddings.items():
+
+        def hook(_m: Any, args: Any, name: str = name) -> None:
+            x = args[0] if args else None
+            if isinstance(x, torch.Tensor) and x.shape == example.shape and torch.equal(x, example):
+                hits.append(name)
+
+        handles.append(emb.register_forward_pre_hook(hook))
+    try:
+        was_training = module.training
+        module.eval()
+        with torch.inference_mode():
+            module(example)
+        module.train(was_training)
+    finally:
+        for h in handles:
+            h.remove()
+    hits = list(dict.fromkeys(hits))
+    if len(hits) != 1:
+        raise PassError(
+            pass_name,
+            f"no single nn.Embedding looks up the input token ids (found {hits or 'none'} among "
+            f"{sorted(embeddings)}); the model's first layer must be a word embedding over its input",
+        )
+    return embeddings[hits[0]], hits[0]
+
+
+@register_pass
+class VocabPrune(OptimizationPass):
+    name = "vocab_prune"
+    description = (
+        "Keep only the word-embedding rows of tokens seen in training (plus special tokens), behind an "
+        "id remap table inside the model; the input stays the original token ids."
+    )
+    input_kind = "torch"
+    Config = VocabPruneConfig
+
+    def run(self, model: ModelState, config: VocabPruneConfig, ctx: PassContext) -> ModelState:
+        import torch
+        from torch import nn
+
+        module = require_module(model, self.name)
+        if not np.issubdtype(ctx.train_x.dtype, np.integer):
+            raise PassError(
+                self.name,
+                f"needs integer token-id inputs, but the dataset's x is {ctx.train_x.dtype} "
+                "(vocabulary pruning applies to text models only)",
+            )
+        example = torch.from_numpy(np.ascontiguousarray(ctx.train_x[:2]))
+        emb, qualname = find_input_embedding(module, example, self.name)
+        vocab = int(emb.num_embeddings)
+        if emb.max_norm is not None or emb.sparse:
+            raise PassError(self.name, f"layer {qualname}: max_norm/sparse embeddings are not supported")
+        if int(ctx.train_x.max()) >= vocab:
+            raise PassError(
+                self.name,
+                f"layer {qualname}: train ids reach {int(ctx.train_x.max())} but it has {vocab} rows",
+            )
+        counts = np.bincount(ctx.train_x.reshape(-1), minlength=vocab)
+        keep_mask = counts >= config.min_count
+        specials = [*config.special_ids, config.unk_id]
+        if emb.padding_idx is not None:
+            specials.append(int(emb.padding_idx))
+        bad = [i for i in specials if not 0 <= i < vocab]
+        if bad:
+            raise PassError(self.name, f"layer {qualname}: special ids {bad} are outside its {vocab} rows")
+        keep_mask[specials] = True
+        kept = np.flatnonzero(keep_mask)
+        remap = np.full(vocab, -1, dtype=np.int64)
+        remap[kept] = np.arange(len(kept), dtype=np.int64)
+        remap[remap < 0] = remap[config.unk_id]
+
+        new = nn.Embedding(
+            len(kept),
+            emb.embedding_dim,
+            padding_idx=None if emb.padding_idx is None else int(remap[emb.padding_idx]),
+            scale_grad_by_freq=emb.scale_grad_by_freq,
+            dtype=emb.weight.dtype,
+        )
+        with torch.no_grad():
+            new.weight.copy_(emb.weight[torch.from_numpy(kept)])
+        wrapped = _remapped_embedding_class()(torch.from_numpy(remap), new)
+        parent_name, _, attr = qualname.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        setattr(parent, attr, wrapped)
+        module.eval()
+
+        before = vocab * emb.embedding_dim
+        after = len(kept) * emb.embedding_dim
+        ctx.notes["vocab_prune"] = {
+            "vocab_before": vocab,
+            "vocab_after": len(kept),
+            "embedding_params_before": before,
+            "embedding_params_after": after,
+        }
+        log.info(
+            "vocab_prune %s: %d -> %d rows (%.1f MB -> %.1f MB of float32)",
+            qualname,
+            vocab,
+            len(kept),
+            before * 4 / 1e6,
+            after * 4 / 1e6,
+        )
+        return ModelState(torch_module=module)

