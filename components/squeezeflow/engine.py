@@ -99,6 +99,25 @@ def objectives(outcome: CandidateOutcome, baseline: BaselineResult, profile: str
     return (baseline.val_metric - c.val_metric, bench.p50_ms, float(c.measure.size_bytes))
 
 
+def first_trials(space: SearchSpace) -> list[dict[str, Any]]:
+    """Two known-sensible first trials that bracket the front: the strongest pruning first (the smallest
+    model is also the cheapest to fine-tune, and the one that can reach large size and latency gains),
+    then moderate pruning; both with the space's first importance and distillation choices, then int8
+    when the space allows it (whatever order the space lists its quantize choices in)."""
+    lo, hi = space.prune_ratio
+    quantize = "int8" if "int8" in space.quantize else space.quantize[-1]
+    ratios = dict.fromkeys([round(hi - 0.05 if hi - lo >= 0.1 else hi, 2), round((lo + hi) / 2, 2)])
+    return [
+        {
+            "prune_ratio": ratio,
+            "importance": space.importance[0],
+            "distill": space.distill[0],
+            "quantize": quantize,
+        }
+        for ratio in ratios
+    ]
+
+
 def pareto_front(points: dict[str, Objectives]) -> set[str]:
     """Keys of the points no other point dominates."""
 
@@ -212,19 +231,8 @@ class Engine:
         s, space = self.spec.search, self.spec.search.space
         sampler = optuna.samplers.TPESampler(seed=s.seed, multivariate=True, n_startup_trials=3)
         study = optuna.create_study(directions=["minimize", "minimize", "minimize"], sampler=sampler)
-        # Two known-sensible first trials that bracket the front: the strongest pruning first (the
-        # smallest model is also the cheapest to fine-tune, and the one that can reach large size and
-        # latency gains), then moderate pruning; both fine-tuned plainly, then int8.
-        lo, hi = space.prune_ratio
-        for ratio in dict.fromkeys([round(hi - 0.05 if hi - lo >= 0.1 else hi, 2), round((lo + hi) / 2, 2)]):
-            study.enqueue_trial(
-                {
-                    "prune_ratio": ratio,
-                    "importance": space.importance[0],
-                    "distill": space.distill[0],
-                    "quantize": space.quantize[-1],
-                }
-            )
+        for first in first_trials(space):
+            study.enqueue_trial(first)
         profile = self.spec.target.name
         seen: dict[str, Objectives | None] = {}
         front: set[str] = set()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from squeezeflow.engine import pareto_front, recipe_from_params, recovery_epochs
+from squeezeflow.engine import first_trials, pareto_front, recipe_from_params, recovery_epochs
 from squeezeflow.errors import PassError, SpecError
 from squeezeflow.passes import ModelState, PassContext, get_pass
 from squeezeflow.recipes import default_recipes
@@ -83,6 +83,19 @@ def test_text_model_recipes_prune_the_vocabulary_and_quantize_dynamically() -> N
     text_defaults = [[s.name for s in r.steps] for r in default_recipes("int64")]
     assert text_defaults == [["ort_dynamic_int8"], ["vocab_prune", "ort_dynamic_int8"]]
     assert all(r.steps[0].name == "ort_static_int8" for r in default_recipes()[:3])
+
+
+def test_the_first_trials_prune_strongly_then_moderately_and_quantize_whatever_the_choice_order() -> None:
+    trials = first_trials(SearchSpace(prune_ratio=(0.3, 0.9)))
+    assert [t["prune_ratio"] for t in trials] == [0.85, 0.6]
+    assert {t["quantize"] for t in trials} == {"int8"}
+    # The bench's text space lists int8 first: the first trials used to be float candidates.
+    text = first_trials(SearchSpace(prune_ratio=(0.2, 0.4), quantize=["int8", "none"], distill=[True]))
+    assert [(t["prune_ratio"], t["quantize"], t["distill"]) for t in text] == [
+        (0.35, "int8", True),
+        (0.3, "int8", True),
+    ]
+    assert first_trials(SearchSpace(quantize=["none"]))[0]["quantize"] == "none"
 
 
 def test_pruning_without_recovery_training_is_refused() -> None:
