@@ -458,7 +458,7 @@ CASES = [
     Case(
         "x-float64",
         _edit_split("val", lambda a: {"x": a["x"].astype(np.float64), "y": a["y"]}),
-        r"split 'val': x must be float32, got float64",
+        r"split 'val': x must be float32 \(features, pixels\) or int64 \(token ids\), got float64",
     ),
     Case(
         "x-y-length-mismatch",
