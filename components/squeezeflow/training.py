@@ -61,13 +61,14 @@ def accuracy(
 
     model.eval()
     correct = 0
-    order = np.argsort(token_lengths(x), kind="stable") if trim_padding else np.arange(len(x))
+    lengths = token_lengths(x) if trim_padding else None
+    order = np.arange(len(x)) if lengths is None else np.argsort(lengths, kind="stable")
     with torch.inference_mode():
         for i in range(0, len(x), batch_size):
             idx = order[i : i + batch_size]
             xb = x[idx]
-            if trim_padding:
-                xb = xb[:, : max(1, int(token_lengths(xb).max()))]
+            if lengths is not None:
+                xb = xb[:, : max(1, int(lengths[idx].max()))]
             logits = model(torch.from_numpy(np.ascontiguousarray(xb)))
             correct += int((logits.argmax(1).numpy() == y[idx]).sum())
     return correct / max(1, len(x))

@@ -61,8 +61,7 @@ def baseline_onnx_path(spec: JobSpec, ingest: IngestResult, ctx: StageContext) -
         return src
     model = load_torch_model(spec.model, src)
     out = ctx.scratch(f"baseline-{ingest.job_key}") / "baseline.onnx"
-    dtype = ctx.dataset(spec.data.uri).split("train").x.dtype
-    export_onnx(model, ingest.dataset.input_shape, out, dtype=dtype)
+    export_onnx(model, ingest.dataset.input_shape, out, dtype=ingest.dataset.input_dtype)
     check_onnx(out, "the exported baseline")
     return out
 
