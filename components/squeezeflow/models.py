@@ -303,8 +303,20 @@ def predict_logits(
                 "(token-id models need int64 x, other models float32)"
             )
         x = x.astype(want)
+    order = None
+    if np.issubdtype(x.dtype, np.integer) and x.ndim == 2 and len(x) > batch_size:
+        # Token ids: batch rows of similar length together, so a model that trims padding at run time
+        # (see passes/text.py) computes each batch at its own length. Rows are independent, so the
+        # answers are the same in any order; they are put back in the caller's order.
+        order = np.argsort(((x != 0) * np.arange(1, x.shape[1] + 1)).max(axis=1), kind="stable")
+        x = x[order]
     outs = [sess.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
-    return np.concatenate(outs, axis=0)
+    logits = np.concatenate(outs, axis=0)
+    if order is not None:
+        restored = np.empty_like(logits)
+        restored[order] = logits
+        logits = restored
+    return logits
 
 
 def count_params(path: Path) -> int:

@@ -69,7 +69,7 @@ def test_minilm_job_builds_int64_candidates_with_vocab_and_head_pruning(tmp_path
         # No recipes: the engine's text defaults, then one search trial (vocabulary, heads and FFN
         # pruning, distillation with trimmed padding, dynamic int8).
         "search": {
-            "max_trials": 3,
+            "max_trials": 4,
             "seed": 0,
             "space": {
                 "prune_ratio": [0.4, 0.6],
@@ -88,8 +88,8 @@ def test_minilm_job_builds_int64_candidates_with_vocab_and_head_pruning(tmp_path
     result = run_job(parse_spec(doc), settings, progress=False)
 
     rows = {r.label: r for r in result.candidates}
-    searched = "vocab-prune55-magnitude-kd-int8dyn"
-    assert set(rows) == {"int8-dynamic-pc", "vocab-int8-dynamic-pc", searched}
+    searched = "vocab-prune55-magnitude-kd-trim-int8dyn"
+    assert set(rows) == {"trim-int8-dynamic-pc", "vocab-trim-int8-dynamic-pc", "trim", searched}
     store = open_store(settings.artifacts)
     for row in rows.values():
         assert row.status == "ok", row.error
@@ -101,7 +101,9 @@ def test_minilm_job_builds_int64_candidates_with_vocab_and_head_pruning(tmp_path
         model = onnx.load(str(store.fetch(cand.onnx, tmp_path / "fetched")))
         assert len(model.graph.input) == 1
         assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
-    for label in ("vocab-int8-dynamic-pc", searched):
+    # trimming the padding is exact: the float candidate answers as the baseline does
+    assert rows["trim"].metric == result.baseline_metric
+    for label in ("vocab-trim-int8-dynamic-pc", searched):
         assert rows[label].size_bytes is not None
         assert rows[label].size_bytes < 0.6 * result.baseline_size_bytes, label
     pruned = CandidateResult.model_validate(store.read_record("optimize", rows[searched].candidate_key))
@@ -111,3 +113,4 @@ def test_minilm_job_builds_int64_candidates_with_vocab_and_head_pruning(tmp_path
     assert pruned.notes["prune_heads"]["heads_after"] < 24
     assert pruned.notes["vocab_prune"]["vocab_after"] < 5_000
     assert pruned.notes["finetune"]["val_accuracy_after"] > 0.5
+    assert pruned.notes["trim_padding"]["max_relative_difference"] < 1e-4

@@ -71,6 +71,7 @@ def test_text_model_recipes_prune_the_vocabulary_and_quantize_dynamically() -> N
         "vocab_prune",
         "structured_prune",
         "finetune",
+        "trim_padding",
         "ort_dynamic_int8",
     ]
     assert recipe.steps[2].params["lr"] == 1e-4  # a CNN's 3e-3 would wreck a pretrained transformer
@@ -81,7 +82,15 @@ def test_text_model_recipes_prune_the_vocabulary_and_quantize_dynamically() -> N
         == 5e-5
     )
     text_defaults = [[s.name for s in r.steps] for r in default_recipes("int64")]
-    assert text_defaults == [["ort_dynamic_int8"], ["vocab_prune", "ort_dynamic_int8"]]
+    assert text_defaults == [
+        ["trim_padding", "ort_dynamic_int8"],
+        ["vocab_prune", "trim_padding", "ort_dynamic_int8"],
+        ["trim_padding"],
+    ]
+    # An ONNX text model cannot be wrapped: dynamic int8 alone.
+    assert [[s.name for s in r.steps] for r in default_recipes("int64", torch_module=False)] == [
+        ["ort_dynamic_int8"]
+    ]
     assert all(r.steps[0].name == "ort_static_int8" for r in default_recipes()[:3])
 
 

@@ -187,3 +187,54 @@ def test_vocab_prune_refuses_an_image_model_naming_the_pass(
     mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
     with pytest.raises(PassError, match=r"vocab_prune.*no nn\.Embedding"):
         _run("vocab_prune", mlp, ctx)
+
+
+def test_trimmed_padding_gives_the_same_answers_in_torch_and_onnx_at_every_length(
+    rt_v1: Path, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    original = minilm_classifier(num_layers=2, pretrained=True).eval()
+    ctx = _ctx(rt_v1, tmp_path)
+    trimmed = _run("trim_padding", copy.deepcopy(original), ctx)
+    notes = ctx.notes["trim_padding"]
+    assert notes["max_relative_difference"] < 1e-5 and notes["median_val_length"] < 40
+    val_x = ctx.val_x[:48]
+    lengths = (val_x != 0).sum(1)
+    assert lengths.min() < 20 and lengths.max() > 40  # short and long rows alike
+    with torch.inference_mode():
+        expected = original(torch.from_numpy(val_x)).numpy()
+        np.testing.assert_allclose(trimmed(torch.from_numpy(val_x)).numpy(), expected, atol=1e-5)
+
+    onnx_path = export_onnx(trimmed, [64], tmp_path / "trimmed.onnx", dtype=np.int64)
+    import onnx
+
+    graph = onnx.load(str(onnx_path)).graph
+    assert len(graph.input) == 1 and graph.input[0].type.tensor_type.shape.dim[1].dim_value == 64
+    # batches of one row each run at that row's own length; a mixed batch at its longest row's
+    for i in np.argsort(lengths)[[0, 24, 47]]:
+        got = predict_logits(onnx_path, val_x[i : i + 1], threads=1)
+        np.testing.assert_allclose(got, expected[i : i + 1], atol=1e-4)
+    np.testing.assert_allclose(predict_logits(onnx_path, val_x, threads=1), expected, atol=1e-4)
+    # length-sorted batching inside predict_logits gives the rows back in the caller's order
+    np.testing.assert_allclose(
+        predict_logits(onnx_path, val_x, batch_size=16, threads=1), expected, atol=1e-4
+    )
+
+
+def test_trim_padding_refuses_models_whose_answer_depends_on_the_padding(rt_v1: Path, tmp_path: Path) -> None:
+    ctx = _ctx(rt_v1, tmp_path)
+
+    class MeanOverAllPositions(torch.nn.Module):  # pools the pad positions too
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.Embedding(30_522, 8)
+            self.head = torch.nn.Linear(8, 2)
+
+        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+            return self.head(self.emb(input_ids).mean(1))
+
+    with pytest.raises(PassError, match=r"trim_padding.*changes the model's outputs.*pad id 0"):
+        _run("trim_padding", MeanOverAllPositions(), ctx)
+    flat = torch.nn.Sequential(torch.nn.Embedding(30_522, 4), torch.nn.Flatten(), torch.nn.Linear(64 * 4, 2))
+    with pytest.raises(PassError, match=r"trim_padding.*does not run on trimmed inputs"):
+        _run("trim_padding", flat, ctx)
