@@ -19,15 +19,25 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from squeezeflow.recipes import TEXT_INT8, default_recipes
-from squeezeflow.results import BaselineResult, BenchmarkResult, CandidateOutcome, IngestResult
+from squeezeflow.recipes import TEXT_INT8, TRIM, default_recipes
+from squeezeflow.results import (
+    BaselineResult,
+    BenchmarkResult,
+    CandidateOutcome,
+    CandidateResult,
+    IngestResult,
+)
 from squeezeflow.spec import JobSpec, PassStep, Recipe, SearchSpace
 from squeezeflow.stages import StageContext, benchmark, gate, optimize
 from squeezeflow.stages.benchmark import candidate_profiles, note_reference_skip
+from squeezeflow.stages.gate import not_evaluated
 
 log = logging.getLogger(__name__)
 
 Objectives = tuple[float, float, float]
+
+# A candidate this many times slower than the baseline's p50 is not evaluated further.
+SLOW_MARGIN = 1.5
 
 
 def recovery_epochs(ratio: float, space: SearchSpace) -> int:
@@ -49,7 +59,8 @@ def recovery_epochs(ratio: float, space: SearchSpace) -> int:
 
 def recipe_from_params(params: dict[str, Any], space: SearchSpace, token_ids: bool = False) -> Recipe:
     """The recipe a search trial's parameters describe. For a token-id (text) model every recipe starts
-    with vocabulary pruning, and int8 is ONNX Runtime's dynamic quantization."""
+    with vocabulary pruning, trims padding after recovery, and int8 is ONNX Runtime's dynamic
+    quantization."""
     steps = []
     label = []
     if token_ids:
@@ -76,6 +87,9 @@ def recipe_from_params(params: dict[str, Any], space: SearchSpace, token_ids: bo
         )
     )
     label.append("kd" if params["distill"] else "ft")
+    if token_ids:
+        steps.append(TRIM)
+        label.append("trim")
     if params["quantize"] in ("int8", "int8_accuracy_aware") and token_ids:
         steps.append(TEXT_INT8)
         label.append("int8dyn")
@@ -168,6 +182,16 @@ class Engine:
         t = time.monotonic()
         shape = self.ingest.dataset.input_shape
         cand = optimize(self.spec, self.ingest, self.baseline, recipe, self.ctx)
+        slow = self._slower_than_baseline(cand)
+        if slow is not None:
+            # It can never be promoted, so its held-out evaluation would be time spent for nothing.
+            bench, why = slow
+            log.info("%s: %s", cand.label, why)
+            verdict = not_evaluated(self.spec, self.ingest, self.baseline, cand, why)
+            outcome = CandidateOutcome(candidate=cand, gate=verdict, benchmarks=[bench])
+            self.ctx.tracker.log(cand.run_id, tags={"gate.skipped": why})
+            self.ctx.tracker.finish(cand.run_id)
+            return self._record(outcome, t)
         verdict = gate(self.spec, self.ingest, self.baseline, cand, self.ctx)
         benches: list[BenchmarkResult] = []
         if cand.status == "ok" and cand.onnx is not None:
@@ -177,12 +201,32 @@ class Engine:
             ]
             note_reference_skip(self.ctx, self.spec.devices, cand.run_id)
             self.ctx.tracker.finish(cand.run_id)
-        outcome = CandidateOutcome(candidate=cand, gate=verdict, benchmarks=benches)
+        return self._record(CandidateOutcome(candidate=cand, gate=verdict, benchmarks=benches), t)
+
+    def _record(self, outcome: CandidateOutcome, started: float) -> CandidateOutcome:
         self.outcomes.append(outcome)
-        self._durations.append(time.monotonic() - t)
+        self._durations.append(time.monotonic() - started)
         if self.on_candidate is not None:
             self.on_candidate(outcome)
         return outcome
+
+    def _slower_than_baseline(self, cand: CandidateResult) -> tuple[BenchmarkResult, str] | None:
+        """Latency first: a built candidate measured slower than the baseline on a local target profile
+        (``SLOW_MARGIN`` beyond it, so noise never decides) is reported with its measurement and not
+        evaluated further. Dynamic int8 on a CNN is the usual case: ONNX Runtime's ConvInteger runs
+        several times slower than float convolution on x86 CPUs."""
+        target = self.spec.target
+        if cand.status != "ok" or cand.onnx is None or target.remote or target.runtime != "onnxruntime":
+            return None
+        shape = self.ingest.dataset.input_shape
+        base = benchmark(self.baseline.onnx, shape, target, self.ctx)
+        bench = benchmark(cand.onnx, shape, target, self.ctx, run_id=cand.run_id, model_id=cand.model_id)
+        if bench.p50_ms <= base.p50_ms * SLOW_MARGIN:
+            return None
+        return bench, (
+            f"not evaluated: slower than the baseline on {target.name} "
+            f"(p50 {bench.p50_ms:.3f} ms vs {base.p50_ms:.3f} ms), so it can never be promoted"
+        )
 
     # -- the search ---------------------------------------------------------------------------------
     def run(self) -> list[CandidateOutcome]:
@@ -211,7 +255,9 @@ class Engine:
                 if self._can_start(recipe.label, expensive=False):
                     self.evaluate(recipe)
             return
-        for recipe in default_recipes(self.ingest.dataset.input_dtype):
+        for recipe in default_recipes(
+            self.ingest.dataset.input_dtype, torch_module=self.spec.model.format == "state_dict"
+        ):
             if self._can_start(recipe.label, expensive=False):
                 self.evaluate(recipe)
         if self.spec.model.format == "state_dict":

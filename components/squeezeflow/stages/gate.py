@@ -198,6 +198,29 @@ def _baseline_logits(
     return out
 
 
+def not_evaluated(
+    spec: JobSpec, ingest: IngestResult, baseline: BaselineResult, candidate: CandidateResult, reason: str
+) -> GateResult:
+    """A failing verdict for a candidate the engine did not send to the gate (``reason`` says why). It is
+    not recorded: the gate stage itself would judge the same candidate on its merits."""
+    return GateResult(
+        key=f"not-evaluated/{candidate.key}",
+        candidate_key=candidate.key,
+        candidate_sha256=candidate.onnx.sha256 if candidate.onnx else None,
+        baseline_sha256=baseline.onnx.sha256,
+        dataset_sha256=ingest.dataset.sha256,
+        passed=False,
+        reason=reason,
+        metric_name=baseline.metric_name,
+        baseline_metric=baseline.metric,
+        candidate_metric=None,
+        drop=None,
+        allowed_drop=spec.tolerance.allowed_drop(baseline.metric),
+        n=0,
+        agreement=None,
+    )
+
+
 def gate(
     spec: JobSpec,
     ingest: IngestResult,
