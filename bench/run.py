@@ -66,8 +66,17 @@ MODELS = {
     "compact": BenchModel("compact", "compact_cnn"),
     "minilm": BenchModel("minilm", "minilm_rt", text=True),
 }
-# Accuracy-control iterations / tuning trials the NNCF and INC peers get on the text model.
+# Caps on the NNCF and INC peers' accuracy-control loops for the text model, where one evaluation of
+# the 91 MB model on the whole validation split takes ~20 s here (uncapped, nncf_ac took 539 s and
+# inc_ac 145 s): accuracy-restorer iterations / tuning trials, the validation rows their loops
+# evaluate on (a seeded, class-stratified subset; the reported test accuracy is still computed here
+# on the full test split), and NNCF's ranking subset (its default is 300 rows, ranked once per
+# quantizer group, ~48 groups). Measured with 1 thread on a shared machine: nncf_ac 227 s (ranking
+# 127 s of it), inc_ac 80 s; with the bench's 2 threads expect roughly 120-150 s and 60 s.
 TEXT_PEER_TRIALS = 5
+TEXT_NNCF_ITERATIONS = 2  # a third iteration gained nothing in either measured run
+TEXT_PEER_VAL_ROWS = 500
+TEXT_NNCF_RANKING_ROWS = 100
 # Methods that do not apply to a model, and why (the row is kept, with the reason).
 NOT_APPLICABLE = {
     (
@@ -97,7 +106,11 @@ class Mode:
 FULL = Mode(
     name="full",
     sf_max_trials=10,
-    sf_max_seconds={"resnet18": 600.0, "compact": 420.0, "minilm": 900.0},
+    # Sized so the whole bench (three models, every peer) runs in under 30 minutes on two cores: the
+    # first strong-pruning trial on resnet18 ends about 4.5 minutes in (it is the one that meets the
+    # target), compact's cheap trials and first pruning trials fit 2.5 minutes, and the text model runs
+    # its default candidates (see job_doc).
+    sf_max_seconds={"resnet18": 300.0, "compact": 150.0, "minilm": 240.0},
     sf_finetune_epochs=6,
     sf_patience=3,
     tp_epochs=4,
@@ -237,6 +250,8 @@ def build_fp32(m: BenchModel, state_dict: Path, shape: list[int], work: Path) ->
 
 
 def job_doc(m: BenchModel, state_dict: Path, data: Path, mode: Mode) -> dict[str, Any]:
+    from squeezeflow.recipes import default_recipes
+
     return {
         "apiVersion": "squeezeflow/v1",
         "name": f"bench-{m.key}-{mode.name}",
@@ -259,7 +274,9 @@ def job_doc(m: BenchModel, state_dict: Path, data: Path, mode: Mode) -> dict[str
         ],
         "objective": "latency",
         "search": {
-            "max_trials": mode.sf_max_trials,
+            # The text model: its default candidates only. One pruning + distillation trial costs about 7
+            # minutes here (and lost 3 points in 2 epochs), more than the 30-minute bench can give it.
+            "max_trials": len(default_recipes("int64")) if m.text else mode.sf_max_trials,
             "max_seconds": mode.sf_max_seconds[m.key],
             "patience": mode.sf_patience,
             "seed": 0,
@@ -376,11 +393,16 @@ def build_all(
     main = (MAIN_PY, mode.peer_timeout)
     peers_venv = (PEERS_PY, mode.peer_timeout)
     nncf_max_iter, inc_trials = mode.nncf_max_iter, mode.inc_max_trials
-    if m.text:  # one evaluation of the 91 MB model on val takes ~30 s here: cap the tuning loops
+    nncf_caps: list[str] = []
+    inc_caps: list[str] = []
+    if m.text:  # one evaluation of the 91 MB model on val takes ~20 s here: cap the tuning loops
         nncf_max_iter, inc_trials = (
-            min(nncf_max_iter or TEXT_PEER_TRIALS, TEXT_PEER_TRIALS),
+            min(nncf_max_iter or TEXT_NNCF_ITERATIONS, TEXT_NNCF_ITERATIONS),
             min(inc_trials, TEXT_PEER_TRIALS),
         )
+        subset = ["--val-subset", str(TEXT_PEER_VAL_ROWS)]
+        nncf_caps = [*subset, "--ranking-subset-size", str(TEXT_NNCF_RANKING_ROWS)]
+        inc_caps = subset
     nncf_iter = [] if nncf_max_iter is None else ["--max-iter", str(nncf_max_iter)]
     specs: dict[str, tuple[tuple[Path, float], list[str]]] = {
         "ort_dynamic": (main, ["ort_peer.py", "dynamic", str(fp32.onnx), str(data)]),
@@ -389,7 +411,10 @@ def build_all(
             main,
             ["tp_peer.py", str(state_dict), factory, str(data), "--epochs", str(mode.tp_epochs)],
         ),
-        "nncf_ac": (peers_venv, ["nncf_peer.py", str(fp32.onnx), str(data), *drop, *nncf_iter]),
+        "nncf_ac": (
+            peers_venv,
+            ["nncf_peer.py", str(fp32.onnx), str(data), *drop, *nncf_iter, *nncf_caps],
+        ),
         "inc_ac": (
             peers_venv,
             [
@@ -400,6 +425,7 @@ def build_all(
                 *drop,
                 "--max-trials",
                 str(inc_trials),
+                *inc_caps,
             ],
         ),
     }

@@ -31,6 +31,28 @@ def calibration_samples(x: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return x[idx]
 
 
+def stratified_subset(
+    x: np.ndarray, y: np.ndarray, n: int | None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded, class-stratified subset of ``n`` rows of ``(x, y)`` (each class keeps its share), in
+    the split's order; the whole split when ``n`` is None or not smaller. For the accuracy-control
+    loops' own evaluations on a large, slow model: the reported test accuracy is computed by
+    bench/run.py on the full test split afterwards."""
+    if n is None or n >= len(y):
+        return x, y
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    quota = np.floor(counts * n / len(y)).astype(int)
+    for i in np.argsort(-(counts * n / len(y) - quota))[: n - int(quota.sum())]:  # largest remainders
+        quota[i] += 1
+    idx = np.sort(
+        np.concatenate(
+            [rng.permutation(np.flatnonzero(y == c))[:q] for c, q in zip(classes, quota, strict=True)]
+        )
+    )
+    return x[idx], y[idx]
+
+
 def ort_session(model: str | Path | bytes, threads: int = 2) -> Any:
     import onnxruntime as ort
 

@@ -1,6 +1,7 @@
 """Intel Neural Compressor peer: INC 3.x accuracy-aware post-training quantization (``autotune``).
 
     python bench/peers/inc_peer.py STATE_DICT FACTORY DATA_DIR OUT.onnx [--max-drop 0.01]
+        [--max-trials 100] [--val-subset N] [--threads 2]
 
 INC 3.x has no ONNX Runtime backend (its ONNX support left the package), so this runs INC the way
 its 3.x documentation does for PyTorch: export the model to PT2E, ``autotune`` over INC's default
@@ -9,7 +10,10 @@ evaluation function on the validation split until the accuracy goal holds, then 
 quantized graph to ONNX (QDQ) so it is measured in ONNX Runtime like every other row.
 
 INC's ``tolerable_loss`` is relative; the absolute ``--max-drop`` is converted with the float
-model's validation accuracy. FACTORY is ``module:callable`` (e.g. ``squeezeflow.zoo.cnn:compact_cnn``);
+model's validation accuracy. ``--val-subset`` has the tuning loop evaluate on a seeded,
+class-stratified subset of the validation split (bench/run.py passes it for the text model, whose
+every evaluation is slow); the reported test accuracy is computed by bench/run.py on the full test
+split either way. FACTORY is ``module:callable`` (e.g. ``squeezeflow.zoo.cnn:compact_cnn``);
 only the zoo module is imported (it needs torch alone), from ``components/``.
 Runs in bench/.venv-peers (INC is not a squeezeflow dependency).
 """
@@ -23,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import calibration_samples, emit, example_batch, load_split, ort_accuracy
+from _common import calibration_samples, emit, example_batch, load_split, ort_accuracy, stratified_subset
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,6 +41,8 @@ def main() -> None:
     ap.add_argument("--max-drop", type=float, default=0.01)
     ap.add_argument("--calibration-samples", type=int, default=300)
     ap.add_argument("--max-trials", type=int, default=100)
+    ap.add_argument("--val-subset", type=int, default=None, help="validation rows (None: the whole split)")
+    ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for the final check")
     args = ap.parse_args()
 
     import torch
@@ -53,7 +59,7 @@ def main() -> None:
     model.eval()
 
     train_x, _ = load_split(args.data, "train")
-    val_x, val_y = load_split(args.data, "val")
+    val_x, val_y = stratified_subset(*load_split(args.data, "val"), args.val_subset)
     calib = torch.from_numpy(calibration_samples(train_x, args.calibration_samples))
     xv = torch.from_numpy(val_x)
 
@@ -94,7 +100,8 @@ def main() -> None:
             "seconds": time.perf_counter() - t0,
             "float_val_accuracy": base_val,
             "torch_val_accuracy": evaluate(quantized),
-            "onnx_val_accuracy": ort_accuracy(args.out, val_x, val_y),
+            "onnx_val_accuracy": ort_accuracy(args.out, val_x, val_y, args.threads),
+            "val_rows": len(val_y),
         }
     )
 

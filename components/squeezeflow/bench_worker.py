@@ -10,6 +10,10 @@ Request keys: ``model`` (a local path), ``input_shape`` (one sample, no batch di
 ``ModelSource`` that loads a PyTorch ``model``, for ``pytorch_eager``), ``pin_cpus``, ``target_cv``,
 ``max_rounds``.
 
+Inputs are synthetic and seeded: one uniform float array, or, for integer (token-id) inputs, a pool of
+`TOKEN_POOL_SIZE` batches whose rows have different real lengths, cycled through run by run, so the
+percentiles cover a length distribution (see `token_id_pool`).
+
 A profile this machine cannot measure (an execution provider its ONNX Runtime lacks, or one that
 ONNX Runtime did not put first in the session) is refused: in-process, ``measure`` raises
 `DeviceUnavailableError`; as a program, the worker prints ``{"error": "device_unavailable",
@@ -19,6 +23,7 @@ ONNX Runtime did not put first in the session) is refused: in-process, ``measure
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import resource
@@ -136,11 +141,11 @@ def token_id_bound(model_path: Path, input_name: str) -> int | None:
 _ID_RESHAPES = frozenset({"Reshape", "Flatten", "Unsqueeze", "Squeeze", "Identity", "Cast"})
 
 
-def token_ids(shape: tuple[int, ...], vocab: int | None, dtype: Any) -> np.ndarray:
+def token_ids(shape: tuple[int, ...], vocab: int | None, dtype: Any, seed: int = 0) -> np.ndarray:
     """Realistic token-id rows, seeded: each row a random length between a quarter of the sequence and all
     of it, ids drawn from ``[1, vocab)`` (id 0, the usual pad id, after the row's end). Without a known
     vocabulary every token is id 1, valid in any vocabulary of two or more tokens."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     width = shape[-1] if len(shape) > 1 else 1
     if vocab is None or vocab < 3:
         ids = np.ones(shape, dtype=dtype)
@@ -150,6 +155,19 @@ def token_ids(shape: tuple[int, ...], vocab: int | None, dtype: Any) -> np.ndarr
     if len(shape) > 1:
         ids[np.arange(width) >= lengths[..., None]] = 0
     return ids
+
+
+TOKEN_POOL_SIZE = 32
+
+
+def token_id_pool(
+    shape: tuple[int, ...], vocab: int | None, dtype: Any, size: int = TOKEN_POOL_SIZE
+) -> list[np.ndarray]:
+    """``size`` distinct `token_ids` batches (seeds 0, 1, ...), so that timing cycles through a spread of
+    real lengths instead of one: a model whose cost follows the unpadded length (one that trims padding
+    at run time) is measured over the length distribution, not at one arbitrary length. The first batch
+    is ``token_ids(shape, vocab, dtype)``."""
+    return [token_ids(shape, vocab, dtype, seed=i) for i in range(size)]
 
 
 def _onnx_runner(req: dict[str, Any], profile: str) -> tuple[Callable[[int], Callable[[], Any]], Any]:
@@ -180,14 +198,14 @@ def _onnx_runner(req: dict[str, Any], profile: str) -> tuple[Callable[[int], Cal
     vocab = token_id_bound(Path(req["model"]), first.name) if integer is not None else None
 
     def runner(batch: int) -> Callable[[], Any]:
-        # Integer inputs are token ids (see `token_ids`); floats are uniform in [0, 1).
-        x = (
-            token_ids((batch, *shape), vocab, integer)
-            if integer is not None
-            else np.random.default_rng(0).random((batch, *shape), dtype=np.float32)
-        )
-        feed = {first.name: x}
-        return lambda: sess.run(None, feed)
+        # Integer inputs are token ids: a pre-built pool of batches of different lengths (see
+        # `token_id_pool`) that the runs cycle through, warm-up included; the loop only takes the next
+        # feed. Floats are one array, uniform in [0, 1).
+        if integer is None:
+            feed = {first.name: np.random.default_rng(0).random((batch, *shape), dtype=np.float32)}
+            return lambda: sess.run(None, feed)
+        feeds = itertools.cycle([{first.name: x} for x in token_id_pool((batch, *shape), vocab, integer)])
+        return lambda: sess.run(None, next(feeds))
 
     return runner, sess
 
