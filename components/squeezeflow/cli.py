@@ -148,7 +148,7 @@ def stage(
         if recipe_json is not None:
             recipe = Recipe.model_validate(json.loads(recipe_json.read_text()))
         elif recipe_index is not None:
-            planned = plan_recipes(job)
+            planned = plan_recipes(job, ing.dataset.input_dtype)
             if not 0 <= recipe_index < len(planned):
                 raise InvalidInputError(
                     f"--recipe-index {recipe_index} is out of range: {len(planned)} recipes are planned"

@@ -58,7 +58,12 @@ def default_recipes(input_dtype: str = "float32", torch_module: bool = True) -> 
     ]
 
 
-def plan_recipes(spec: JobSpec) -> list[Recipe]:
-    """The recipes a job will try, in order, capped by the search budget's trial count."""
-    recipes = list(spec.search.recipes) if spec.search.recipes else default_recipes()
+def plan_recipes(spec: JobSpec, input_dtype: str = "float32") -> list[Recipe]:
+    """The recipes a job will try, in order, capped by the search budget's trial count. ``input_dtype``
+    is the ingested dataset's (``IngestResult.dataset.input_dtype``): token-id models get the text
+    defaults."""
+    if spec.search.recipes:
+        recipes = list(spec.search.recipes)
+    else:
+        recipes = default_recipes(input_dtype, torch_module=spec.model.format == "state_dict")
     return recipes[: spec.search.max_trials]

@@ -246,12 +246,14 @@ def baseline_benchmark_task(
     return {**done, "_pending": pending} if pending else done
 
 
-def plan_task(spec: Mapping[str, Any]) -> list[Doc]:
+def plan_task(spec: Mapping[str, Any], ingest: Mapping[str, Any] | None = None) -> list[Doc]:
     """The recipes to fan out over, one per mapped task. Orchestrators run the planned list; the adaptive
-    Optuna search (``squeezeflow run``) needs one process that sees every result as it arrives."""
+    Optuna search (``squeezeflow run``) needs one process that sees every result as it arrives.
+    ``ingest`` (the ingest record) says whether the inputs are token ids, which get the text defaults."""
     from squeezeflow.recipes import plan_recipes
 
-    return [r.model_dump(mode="json") for r in plan_recipes(job_of(spec))]
+    dtype = IngestResult.model_validate(ingest).dataset.input_dtype if ingest else "float32"
+    return [r.model_dump(mode="json") for r in plan_recipes(job_of(spec), dtype)]
 
 
 def optimize_task(

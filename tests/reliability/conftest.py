@@ -143,7 +143,7 @@ def world(
     base = tasks.baseline_task(spec, settings, ing)
     benches = tasks.baseline_benchmark_task(spec, settings, ing, base)
     outcomes = []
-    for recipe in tasks.plan_task(spec):
+    for recipe in tasks.plan_task(spec, ing):
         o = tasks.optimize_task(spec, settings, ing, base, recipe)
         o = tasks.gate_task(spec, settings, ing, base, o)
         outcomes.append(tasks.benchmark_task(spec, settings, ing, o))

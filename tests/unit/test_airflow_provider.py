@@ -207,4 +207,4 @@ def test_pod_mode_runs_every_stage_in_the_project_image_with_settings_from_a_sec
     doc = resolve_spec_in_pod(str(spec))
     ing = ingest_in_pod(doc)
     assert ing["validation"]["success"] is True
-    assert [r["name"] for r in plan_in_pod(doc)] == ["int8-static-u8s8", "int8-dynamic"]
+    assert [r["name"] for r in plan_in_pod(doc, ing)] == ["int8-static-u8s8", "int8-dynamic"]

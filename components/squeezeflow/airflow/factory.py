@@ -140,7 +140,7 @@ def add_compress_tasks(
             baseline=base.output,
             **common,
         )
-        plan = SqueezeflowPlanOperator(task_id="plan", spec=spec.output)
+        plan = SqueezeflowPlanOperator(task_id="plan", spec=spec.output, ingest=ingest.output)
         built = SqueezeflowOptimizeOperator.partial(
             task_id="optimize",
             map_index_template=CANDIDATE_LABEL,

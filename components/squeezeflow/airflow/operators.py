@@ -273,18 +273,19 @@ class SqueezeflowBaselineBenchmarkOperator(SqueezeflowBaseOperator):
 
 
 class SqueezeflowPlanOperator(BaseOperator):
-    """The recipes to fan out over (the spec's list, or the default cheap-first list), capped by
-    ``search.max_trials``."""
+    """The recipes to fan out over (the spec's list, or the default cheap-first list for the ingested
+    data: token-id text models get the text defaults), capped by ``search.max_trials``."""
 
-    template_fields: Sequence[str] = ("spec",)
+    template_fields: Sequence[str] = ("spec", "ingest")
     ui_color = "#f4f1de"
 
-    def __init__(self, *, spec: Any, **kwargs: Any) -> None:
+    def __init__(self, *, spec: Any, ingest: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.spec = spec
+        self.ingest = ingest
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        recipes = tasks.plan_task(self.spec)
+        recipes = tasks.plan_task(self.spec, self.ingest)
         log.info("planned %d candidates: %s", len(recipes), ", ".join(r.get("name") or "?" for r in recipes))
         return recipes
 

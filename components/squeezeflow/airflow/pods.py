@@ -90,10 +90,10 @@ def baseline_benchmark_in_pod(
     return tasks.baseline_benchmark_task(spec, Settings.resolve(), ingest, baseline)
 
 
-def plan_in_pod(spec: dict[str, Any]) -> list[dict[str, Any]]:
+def plan_in_pod(spec: dict[str, Any], ingest: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     from squeezeflow import tasks
 
-    return tasks.plan_task(spec)
+    return tasks.plan_task(spec, ingest)
 
 
 def optimize_in_pod(
@@ -156,7 +156,7 @@ def add_pod_tasks(
         ing = pod(ingest_in_pod, "ingest")(spec)
         base = pod(baseline_in_pod, "baseline")(spec, ing)
         base_bench = pod(baseline_benchmark_in_pod, "baseline_benchmark", benchmark=True)(spec, ing, base)
-        plan = pod(plan_in_pod, "plan")(spec)
+        plan = pod(plan_in_pod, "plan")(spec, ing)
         base_bench >> plan
         built = pod(optimize_in_pod, "optimize", mapped=True).partial(spec=spec, ingest=ing, baseline=base)
         built = built.expand(recipe=plan)

@@ -243,8 +243,8 @@ def baseline_benchmark(dataset: Any, baseline_model: Any, metrics: Any) -> str:
 
 def plan(dataset: Any) -> list[str]:
     """The recipes to build, one ParallelFor iteration each, as JSON strings."""
-    spec, _ = job_of_dataset(dataset)
-    return [json.dumps(r, sort_keys=True) for r in tasks.plan_task(spec)]
+    spec, ing = job_of_dataset(dataset)
+    return [json.dumps(r, sort_keys=True) for r in tasks.plan_task(spec, ing)]
 
 
 def optimize(dataset: Any, baseline_model: Any, recipe: str, candidate: Any) -> str:
