@@ -6,7 +6,9 @@ exported once here. PyTorch weights are read with ``weights_only=True``; nothing
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import logging
 import warnings
 from pathlib import Path
@@ -189,8 +191,15 @@ def export_onnx(
         model = model.eval()
         dynamic = {_first_forward_arg(model): {0: torch.export.Dim("batch")}}
         kwargs = {"external_data": False, "verbose": False, "dynamic_shapes": dynamic}
+    # torch's exporter prints whole FX graphs to stderr for data-dependent shapes (the padding trim's
+    # slice): kept out of the user's console, in the debug log instead.
+    printed = io.StringIO()
     try:
-        with warnings.catch_warnings():
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stderr(printed),
+            contextlib.redirect_stdout(printed),
+        ):
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 model,
@@ -203,6 +212,9 @@ def export_onnx(
             )
     except Exception as err:
         raise ModelLoadError(f"export to ONNX failed: {type(err).__name__}: {str(err)[:400]}") from None
+    finally:
+        if printed.getvalue().strip():
+            log.debug("torch.onnx.export printed:\n%s", printed.getvalue())
     strip_debug_metadata(out_path)
     return out_path
 
@@ -284,14 +296,33 @@ _ORT_TYPES: dict[str, Any] = {
 }
 
 
+# Nodes whose output for one sample depends on the other samples of its batch: ONNX Runtime's dynamic
+# quantization computes the activations' int8 range over the whole input tensor.
+BATCH_DEPENDENT_OPS = frozenset({"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM"})
+
+
+def batch_dependent(path: Path) -> bool:
+    """Whether the model's answer for a sample depends on what it is batched with."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(n.op_type in BATCH_DEPENDENT_OPS for n in graph.node)
+
+
 def predict_logits(
     path: Path,
     x: np.ndarray,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     threads: int = 2,
     provider: str = "CPUExecutionProvider",
 ) -> np.ndarray:
-    """Run the ONNX model over ``x`` in batches and return its first output."""
+    """Run the ONNX model over ``x`` in batches and return its first output.
+
+    ``batch_size`` defaults to 256, and to 1 for a model whose answers depend on their batch
+    (dynamic int8, see ``batch_dependent``): it is then evaluated as it runs at batch 1, one sample at
+    a time: in a batch of 256 one int8 range would cover every sample's activations at once."""
+    if batch_size is None:
+        batch_size = 1 if batch_dependent(path) else 256
     sess = session(path, intra_op_threads=threads, provider=provider)
     first = sess.get_inputs()[0]
     name = first.name

@@ -36,3 +36,23 @@ def test_stripping_debug_data_shrinks_a_file_that_has_it_and_leaves_a_clean_one_
     assert strip_debug_metadata(tmp_path / "traced.onnx") > 0
     assert (tmp_path / "traced.onnx").stat().st_size < size
     assert strip_debug_metadata(path) == 0
+
+
+def test_a_dynamically_quantized_model_is_evaluated_one_sample_at_a_time(tmp_path: Path) -> None:
+    # Dynamic int8 takes the activations' range over the whole input tensor, so a sample's answer
+    # depends on the samples batched with it; it is deployed at batch 1 and evaluated that way.
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from squeezeflow.models import batch_dependent
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4)).eval()
+    fp32 = export_onnx(module, [16], tmp_path / "fp32.onnx")
+    int8 = tmp_path / "int8.onnx"
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    assert batch_dependent(int8) and not batch_dependent(fp32)
+    x = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
+    x[7] *= 200.0  # one outlier widens a shared range for every sample batched with it
+    one_at_a_time = np.concatenate([predict_logits(int8, x[i : i + 1]) for i in range(len(x))])
+    np.testing.assert_array_equal(predict_logits(int8, x), one_at_a_time)
+    assert not np.allclose(predict_logits(int8, x, batch_size=300), one_at_a_time, atol=1e-3)
