@@ -15,7 +15,7 @@ it is done here: find the ``nn.Embedding`` that looks up the model's input, slic
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -47,6 +47,11 @@ class VocabPruneConfig(PassConfig):
     )
     min_count: int = Field(
         default=1, ge=1, le=1000, description="Keep a token only if it occurs this often in the train split."
+    )
+    unseen: Literal["nearest", "unk"] = Field(
+        default="nearest",
+        description="What a dropped token id reads: the kept row nearest to its own embedding (cosine), "
+        "or the unknown token's row.",
     )
 
 
@@ -114,6 +119,22 @@ def find_input_embedding(module: Any, example: Any, pass_name: str) -> tuple[Any
     return embeddings[hits[0]], hits[0]
 
 
+def _nearest_rows(weight: Any, rows: np.ndarray, candidates: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """For each of ``rows``, the index into ``candidates`` of the row with the most similar embedding
+    (cosine). A word never seen in training then reads the row of a word that means about the same
+    (its pretrained embedding says so) instead of the unknown token's."""
+    import torch
+
+    unit = torch.nn.functional.normalize(weight.float(), dim=1)
+    cand = unit[torch.from_numpy(candidates)]
+    out = np.empty(len(rows), dtype=np.int64)
+    with torch.inference_mode():
+        for i in range(0, len(rows), chunk):
+            sims = unit[torch.from_numpy(rows[i : i + chunk])] @ cand.T
+            out[i : i + chunk] = sims.argmax(dim=1).numpy()
+    return out
+
+
 @register_pass
 class VocabPrune(OptimizationPass):
     name = "vocab_prune"
@@ -157,7 +178,12 @@ class VocabPrune(OptimizationPass):
         kept = np.flatnonzero(keep_mask)
         remap = np.full(vocab, -1, dtype=np.int64)
         remap[kept] = np.arange(len(kept), dtype=np.int64)
-        remap[remap < 0] = remap[config.unk_id]
+        dropped = np.flatnonzero(remap < 0)
+        if config.unseen == "nearest" and len(dropped):
+            words = np.setdiff1d(kept, specials)  # a dropped word never reads [PAD], [CLS] and the like
+            remap[dropped] = remap[words[_nearest_rows(emb.weight.detach(), dropped, words)]]
+        else:
+            remap[dropped] = remap[config.unk_id]
 
         new = nn.Embedding(
             len(kept),
