@@ -8,15 +8,72 @@ accuracy stops improving, or when the time budget ends.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def fake_int8_dynamic(model: Any) -> Iterator[int]:
+    """Simulate ONNX Runtime's dynamic int8 on every ``nn.Linear`` of ``model`` while the block runs
+    (quantization-aware training); yields the number of layers it covers.
+
+    What is simulated is what ``ort_dynamic_int8`` with per-channel weights will do to the exported
+    model: weights rounded to int8 with one symmetric scale per output channel, and each layer's input
+    rounded to uint8 over its own range (min and max of the tensor, 0 included). Rounding passes the
+    gradient straight through (the straight-through estimator), so the float weights learn to sit
+    where rounding costs the least. Nothing is left on the model afterwards: the weights stay float,
+    and the int8 pass quantizes them as the simulation did. Written here because torch's own QAT
+    flows (``torch.ao`` / PT2E) target static int8 with observers, not ONNX Runtime's dynamic scheme.
+    """
+    import torch
+    from torch import nn
+
+    def fake_input(_m: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        x = args[0]
+        lo = torch.clamp(x.detach().amin(), max=0.0)
+        hi = torch.clamp(x.detach().amax(), min=0.0)
+        scale = torch.clamp((hi - lo) / 255.0, min=1e-8)
+        zero = torch.round(-lo / scale)
+        xq = (torch.clamp(torch.round(x / scale) + zero, 0, 255) - zero) * scale
+        return (x + (xq - x).detach(), *args[1:])
+
+    originals: list[tuple[Any, Any]] = []
+    hooks = []
+
+    def fake_weight(m: Any, args: tuple[Any, ...]) -> None:
+        w = m.weight_float
+        scale = torch.clamp(w.detach().abs().amax(dim=1, keepdim=True) / 127.0, min=1e-12)
+        m.weight = w + (torch.clamp(torch.round(w / scale), -127, 127) * scale - w).detach()
+
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    try:
+        for m in linears:
+            # keep the Parameter under another name; ``weight`` becomes its rounded view
+            weight = m._parameters.pop("weight")
+            m.register_parameter("weight_float", weight)
+            originals.append((m, weight))
+            hooks.append(m.register_forward_pre_hook(fake_weight))
+            hooks.append(m.register_forward_pre_hook(fake_input))
+        yield len(linears)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, weight in originals:
+            if "weight_float" in m._parameters:
+                del m._parameters["weight_float"]
+            if hasattr(m, "weight"):
+                with contextlib.suppress(AttributeError):
+                    del m.weight
+            m.weight = weight
 
 
 @dataclass
@@ -104,12 +161,16 @@ def finetune(
     seed: int = 0,
     progress_label: str = "fine-tune",
     trim_padding: bool = False,
+    quant_aware: bool = False,
 ) -> FinetuneReport:
     """Fine-tune ``model`` in place; returns what happened. ``alpha`` weighs the distillation term.
 
     ``trim_padding`` (token-id inputs, pad id 0): batch rows of similar length together and cut each
     batch after its longest row. Reviews of median length 26 in a 64-token window train about twice as
-    fast; exact only for models that mask the pad id, as the MiniLM classifier does."""
+    fast; exact only for models that mask the pad id, as the MiniLM classifier does.
+
+    ``quant_aware``: train (and select the best epoch) under simulated dynamic int8, see
+    ``fake_int8_dynamic``; for a model that dynamic int8 will quantize next."""
     import torch
     import torch.nn.functional as F
     from rich.progress import Progress
@@ -128,53 +189,57 @@ def finetune(
     t0 = time.monotonic()
     trim = trim_padding and xt.ndim == 2 and not xt.is_floating_point()
     lengths = token_lengths(train_x) if trim else None
-    initial = accuracy(model, val_x, val_y, trim_padding=trim)
-    best, best_epoch, best_state = initial, 0, copy.deepcopy(model.state_dict())
-    history: list[float] = []
-    stopped = "epochs"
-    with Progress(transient=True) as bar:
-        task = bar.add_task(progress_label, total=epochs * steps_per_epoch)
-        for epoch in range(1, epochs + 1):
-            model.train()
-            if lengths is not None:
-                batches = [torch.from_numpy(b) for b in length_batches(lengths, batch_size, gen)]
-            else:
-                order = torch.randperm(len(xt), generator=gen)
-                batches = [order[i : i + batch_size] for i in range(0, len(xt), batch_size)]
-            for idx in batches:
-                xb, yb = xt[idx], yt[idx]
+    simulated = fake_int8_dynamic(model) if quant_aware else contextlib.nullcontext(0)
+    with simulated as covered:
+        initial = accuracy(model, val_x, val_y, trim_padding=trim)
+        best, best_epoch, best_state = initial, 0, copy.deepcopy(model.state_dict())
+        history: list[float] = []
+        stopped = "epochs"
+        with Progress(transient=True) as bar:
+            task = bar.add_task(progress_label, total=epochs * steps_per_epoch)
+            for epoch in range(1, epochs + 1):
+                model.train()
                 if lengths is not None:
-                    xb = xb[:, : max(1, int(lengths[idx.numpy()].max()))]
-                if images:
-                    xb = _shift(xb, gen)
-                logits = model(xb)
-                loss = F.cross_entropy(logits, yb)
-                if teacher is not None and alpha > 0:
-                    with torch.no_grad():
-                        soft = F.softmax(teacher(xb) / temperature, dim=1)
-                    kd = F.kl_div(F.log_softmax(logits / temperature, dim=1), soft, reduction="batchmean")
-                    loss = (1 - alpha) * loss + alpha * temperature * temperature * kd
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                bar.advance(task)
-            acc = accuracy(model, val_x, val_y, trim_padding=trim)
-            history.append(acc)
-            log.info("%s epoch %d/%d: val accuracy %.4f", progress_label, epoch, epochs, acc)
-            if acc > best:
-                best, best_epoch, best_state = acc, epoch, copy.deepcopy(model.state_dict())
-            # Under the one-cycle schedule validation accuracy swings while the rate is high and gains
-            # most as it anneals (ResNet-18 pruned by 85%, 18 epochs: judged from half way, it stopped
-            # at epoch 11 at half the peak rate): judge a plateau only once the rate is below a quarter.
-            annealed = opt.param_groups[0]["lr"] < 0.25 * lr
-            if annealed and epoch - best_epoch >= patience and best_epoch > 0:
-                stopped = "early stop"
-                break
-            if max_seconds is not None and time.monotonic() - t0 > max_seconds:
-                stopped = "time budget"
-                break
-    model.load_state_dict(best_state)
+                    batches = [torch.from_numpy(b) for b in length_batches(lengths, batch_size, gen)]
+                else:
+                    order = torch.randperm(len(xt), generator=gen)
+                    batches = [order[i : i + batch_size] for i in range(0, len(xt), batch_size)]
+                for idx in batches:
+                    xb, yb = xt[idx], yt[idx]
+                    if lengths is not None:
+                        xb = xb[:, : max(1, int(lengths[idx.numpy()].max()))]
+                    if images:
+                        xb = _shift(xb, gen)
+                    logits = model(xb)
+                    loss = F.cross_entropy(logits, yb)
+                    if teacher is not None and alpha > 0:
+                        with torch.no_grad():
+                            soft = F.softmax(teacher(xb) / temperature, dim=1)
+                        kd = F.kl_div(F.log_softmax(logits / temperature, dim=1), soft, reduction="batchmean")
+                        loss = (1 - alpha) * loss + alpha * temperature * temperature * kd
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    bar.advance(task)
+                acc = accuracy(model, val_x, val_y, trim_padding=trim)
+                history.append(acc)
+                log.info("%s epoch %d/%d: val accuracy %.4f", progress_label, epoch, epochs, acc)
+                if acc > best:
+                    best, best_epoch, best_state = acc, epoch, copy.deepcopy(model.state_dict())
+                # Under the one-cycle schedule validation accuracy swings while the rate is high and gains
+                # most as it anneals (ResNet-18 pruned by 85%, 18 epochs: judged from half way, it stopped
+                # at epoch 11 at half the peak rate): judge a plateau only once the rate is below a quarter.
+                annealed = opt.param_groups[0]["lr"] < 0.25 * lr
+                if annealed and epoch - best_epoch >= patience and best_epoch > 0:
+                    stopped = "early stop"
+                    break
+                if max_seconds is not None and time.monotonic() - t0 > max_seconds:
+                    stopped = "time budget"
+                    break
+        model.load_state_dict(best_state)
+    if quant_aware:
+        log.info("%s: simulated dynamic int8 on %d linear layers", progress_label, covered)
     model.eval()
     return FinetuneReport(
         epochs_run=len(history),

@@ -36,6 +36,11 @@ class FinetuneConfig(PassConfig):
         description="Token-id inputs: batch texts of similar length and cut each batch after its longest "
         "row (pad id 0). About 2x faster on short texts; exact only for models that mask the pad id.",
     )
+    quant_aware: bool = Field(
+        default=False,
+        description="Quantization-aware training: simulate dynamic int8 (per-channel int8 weights, uint8 "
+        "inputs over their own range) on every nn.Linear, so a following ort_dynamic_int8 loses less.",
+    )
 
 
 @register_pass
@@ -69,6 +74,7 @@ class Finetune(OptimizationPass):
             augment=config.augment,
             seed=ctx.seed,
             trim_padding=config.trim_padding,
+            quant_aware=config.quant_aware,
         )
         ctx.notes["finetune"] = {
             "epochs_run": report.epochs_run,
