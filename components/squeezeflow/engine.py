@@ -83,6 +83,8 @@ def recipe_from_params(params: dict[str, Any], space: SearchSpace, token_ids: bo
                 "lr": space.finetune_lr or (1e-4 if token_ids else 3e-3),
                 "distill": bool(params["distill"]),
                 **({"trim_padding": True} if token_ids else {}),
+                # dynamic int8 follows: train under it (quantization-aware), see training.fake_int8_dynamic
+                **({"quant_aware": True} if token_ids and params["quantize"] != "none" else {}),
             },
         )
     )

@@ -162,6 +162,7 @@ def finetune(
     progress_label: str = "fine-tune",
     trim_padding: bool = False,
     quant_aware: bool = False,
+    max_steps: int | None = None,
 ) -> FinetuneReport:
     """Fine-tune ``model`` in place; returns what happened. ``alpha`` weighs the distillation term.
 
@@ -170,7 +171,10 @@ def finetune(
     fast; exact only for models that mask the pad id, as the MiniLM classifier does.
 
     ``quant_aware``: train (and select the best epoch) under simulated dynamic int8, see
-    ``fake_int8_dynamic``; for a model that dynamic int8 will quantize next."""
+    ``fake_int8_dynamic``; for a model that dynamic int8 will quantize next.
+
+    ``max_steps``: at most this many batches per epoch (a seeded random subset of the train split each
+    epoch); the learning-rate schedule is sized to them."""
     import torch
     import torch.nn.functional as F
     from rich.progress import Progress
@@ -179,6 +183,8 @@ def finetune(
     gen = torch.Generator().manual_seed(seed)
     xt, yt = torch.from_numpy(train_x), torch.from_numpy(train_y)
     steps_per_epoch = max(1, (len(xt) + batch_size - 1) // batch_size)
+    if max_steps is not None:
+        steps_per_epoch = min(steps_per_epoch, max_steps)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15, anneal_strategy="cos"
@@ -204,7 +210,7 @@ def finetune(
                 else:
                     order = torch.randperm(len(xt), generator=gen)
                     batches = [order[i : i + batch_size] for i in range(0, len(xt), batch_size)]
-                for idx in batches:
+                for idx in batches[:steps_per_epoch]:
                     xb, yb = xt[idx], yt[idx]
                     if lengths is not None:
                         xb = xb[:, : max(1, int(lengths[idx.numpy()].max()))]

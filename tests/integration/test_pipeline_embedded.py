@@ -65,7 +65,17 @@ def test_every_candidate_is_a_nested_run_and_a_logged_model(promoted_job: tuple[
         output_format="list",
     )
     assert {m.model_id for m in models} == {r.model_id for r in result.candidates}
-    assert all(any(x.key == "top1_accuracy" for x in m.metrics) for m in models)
+    # Every candidate the gate judged carries its accuracy; one measured too slow to ever be promoted
+    # was not sent to the gate, and its run says so.
+    judged = {r.model_id for r in result.candidates if r.metric is not None}
+    assert judged and result.promotion.promoted
+    assert all(any(x.key == "top1_accuracy" for x in m.metrics) for m in models if m.model_id in judged)
+    for row in result.candidates:
+        if row.metric is None:
+            assert (
+                "not evaluated: slower than the baseline"
+                in client.get_run(row.run_id).data.tags["gate.skipped"]
+            )
 
 
 def test_registered_version_carries_lineage_and_the_alias(promoted_job: tuple[JobResult, Settings]) -> None:

@@ -92,11 +92,11 @@ def test_minilm_job_builds_int64_candidates_with_vocab_and_head_pruning(tmp_path
     # gets the text defaults (it used to get the image ones: static int8, which wrecks a transformer).
     spec = tasks.resolve_spec(doc)
     planned = tasks.plan_task(spec, tasks.ingest_task(spec, settings))
-    assert [r["name"] for r in planned] == ["trim-int8-dynamic-pc", "vocab-trim-int8-dynamic-pc", "trim"]
+    assert [r["name"] for r in planned] == ["trim-int8-dynamic-pc", "trim", "vocab-qat-trim-int8-dynamic-pc"]
 
     rows = {r.label: r for r in result.candidates}
     searched = "vocab-prune55-magnitude-kd-trim-int8dyn"
-    assert set(rows) == {"trim-int8-dynamic-pc", "vocab-trim-int8-dynamic-pc", "trim", searched}
+    assert set(rows) == {"trim-int8-dynamic-pc", "trim", "vocab-qat-trim-int8-dynamic-pc", searched}
     store = open_store(settings.artifacts)
     for row in rows.values():
         assert row.status == "ok", row.error
@@ -110,12 +110,13 @@ def test_minilm_job_builds_int64_candidates_with_vocab_and_head_pruning(tmp_path
         assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
     # trimming the padding is exact: the float candidate answers as the baseline does
     assert rows["trim"].metric == result.baseline_metric
-    for label in ("vocab-trim-int8-dynamic-pc", searched):
+    for label in ("vocab-qat-trim-int8-dynamic-pc", searched):
         assert rows[label].size_bytes is not None
         assert rows[label].size_bytes < 0.6 * result.baseline_size_bytes, label
     pruned = CandidateResult.model_validate(store.read_record("optimize", rows[searched].candidate_key))
     finetune = next(s for s in pruned.recipe.steps if s.name == "finetune")
     assert finetune.params["lr"] == 1e-4 and finetune.params["trim_padding"] is True
+    assert finetune.params["quant_aware"] is True
     assert pruned.notes["prune_heads"]["heads_before"] == 24
     assert pruned.notes["prune_heads"]["heads_after"] < 24
     assert pruned.notes["vocab_prune"]["vocab_after"] < 5_000

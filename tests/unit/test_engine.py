@@ -84,9 +84,15 @@ def test_text_model_recipes_prune_the_vocabulary_and_quantize_dynamically() -> N
     text_defaults = [[s.name for s in r.steps] for r in default_recipes("int64")]
     assert text_defaults == [
         ["trim_padding", "ort_dynamic_int8"],
-        ["vocab_prune", "trim_padding", "ort_dynamic_int8"],
         ["trim_padding"],
+        ["vocab_prune", "finetune", "trim_padding", "ort_dynamic_int8"],
     ]
+    qat = default_recipes("int64")[2].steps[1].params
+    assert qat["quant_aware"] and qat["distill"] and qat["max_steps"] and qat["trim_padding"]
+    # a searched text recipe that ends in int8 trains under simulated int8; a float one does not
+    assert recipe.steps[2].params["quant_aware"] is True
+    floating = recipe_from_params({**params, "quantize": "none"}, SearchSpace(), token_ids=True)
+    assert "quant_aware" not in floating.steps[2].params
     # An ONNX text model cannot be wrapped: dynamic int8 alone.
     assert [[s.name for s in r.steps] for r in default_recipes("int64", torch_module=False)] == [
         ["ort_dynamic_int8"]

@@ -62,3 +62,25 @@ def test_quant_aware_finetune_trains_float_weights_and_restores_the_model() -> N
     assert sorted(state) == sorted(before)
     assert all(isinstance(p, torch.nn.Parameter) for p in (model[0].weight, model[2].weight))
     assert not torch.equal(state["0.weight"], before["0.weight"])
+
+
+def test_max_steps_caps_the_batches_each_epoch_trains_on() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    model = _mlp()
+    trained: list[int] = []
+    model.register_forward_hook(lambda m, args, out: trained.append(len(args[0])) if m.training else None)
+    finetune(
+        model,
+        x[:192],
+        y[:192],
+        x[192:],
+        y[192:],
+        epochs=2,
+        lr=1e-2,
+        batch_size=32,
+        augment=False,
+        max_steps=2,
+    )
+    assert trained == [32, 32, 32, 32]  # 2 of the 6 batches in each of the 2 epochs

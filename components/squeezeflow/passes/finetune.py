@@ -36,6 +36,13 @@ class FinetuneConfig(PassConfig):
         description="Token-id inputs: batch texts of similar length and cut each batch after its longest "
         "row (pad id 0). About 2x faster on short texts; exact only for models that mask the pad id.",
     )
+    max_steps: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="At most this many batches per epoch, a seeded random subset of the train split "
+        "(a short quantization-aware pass needs no full epoch).",
+    )
     quant_aware: bool = Field(
         default=False,
         description="Quantization-aware training: simulate dynamic int8 (per-channel int8 weights, uint8 "
@@ -75,6 +82,7 @@ class Finetune(OptimizationPass):
             seed=ctx.seed,
             trim_padding=config.trim_padding,
             quant_aware=config.quant_aware,
+            max_steps=config.max_steps,
         )
         ctx.notes["finetune"] = {
             "epochs_run": report.epochs_run,
