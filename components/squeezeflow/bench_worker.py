@@ -221,17 +221,47 @@ def _torch_runner(req: dict[str, Any]) -> tuple[Callable[[int], Callable[[], Any
     if isinstance(model, torch.export.ExportedProgram):
         model = model.module()
     shape = list(req["input_shape"])
+    vocab = _token_vocab(model, shape)
 
     def runner(batch: int) -> Callable[[], Any]:
-        x = torch.from_numpy(np.random.default_rng(0).random((batch, *shape), dtype=np.float32))
+        if vocab is None:
+            x = torch.from_numpy(np.random.default_rng(0).random((batch, *shape), dtype=np.float32))
 
-        def run() -> Any:
+            def run() -> Any:
+                with torch.inference_mode():
+                    return model(x)
+
+            return run
+        # A text model: token-id batches of spread lengths, as the ONNX runner feeds (`token_id_pool`).
+        pool = itertools.cycle(
+            [torch.from_numpy(ids) for ids in token_id_pool((batch, *shape), vocab, np.int64)]
+        )
+
+        def run_ids() -> Any:
             with torch.inference_mode():
-                return model(x)
+                return model(next(pool))
 
-        return run
+        return run_ids
 
     return runner, model
+
+
+def _token_vocab(model: Any, shape: list[int]) -> int | None:
+    """The vocabulary size when ``model`` takes token ids instead of floats, else None.
+
+    A PyTorch module does not declare its input type the way an ONNX graph does: a float sample is tried
+    first, and a model that refuses it but has an ``nn.Embedding`` takes ids below its largest table."""
+    import torch
+
+    embeddings = [m.num_embeddings for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    if not embeddings:
+        return None
+    try:
+        with torch.inference_mode():
+            model(torch.zeros((1, *shape), dtype=torch.float32))
+        return None
+    except (RuntimeError, TypeError, IndexError):
+        return max(embeddings)
 
 
 def torch_cost(module: Any, input_shape: list[int]) -> dict[str, int | None]:
@@ -259,9 +289,15 @@ def torch_cost(module: Any, input_shape: list[int]) -> dict[str, int | None]:
     handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, layers)]
     if not handles:  # e.g. an exported program's graph module: its layers are graph ops, not modules
         return {"params": params, "weight_bytes": weight_bytes, "macs": None}
+    # a text model counts one full-length row of token ids (id 1: valid in any vocabulary of two or more)
+    example = (
+        torch.zeros(1, *input_shape)
+        if _token_vocab(module, input_shape) is None
+        else torch.ones((1, *input_shape), dtype=torch.int64)
+    )
     try:
         with torch.inference_mode():
-            module(torch.zeros(1, *input_shape))
+            module(example)
     finally:
         for h in handles:
             h.remove()

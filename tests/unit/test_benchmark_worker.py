@@ -217,3 +217,26 @@ def test_squeezeflow_run_refuses_a_local_profile_it_cannot_measure_before_any_wo
     assert proc.returncode == 2, proc.stderr
     assert "DeviceUnavailableError" in proc.stderr and "'jetson-orin-cuda' needs" in proc.stderr
     assert not store.exists()  # refused before ingest: the missing model and data were never read
+
+
+def test_pytorch_eager_feeds_a_text_model_token_ids(tmp_path: Path) -> None:
+    # A module declares no input type: a float sample is refused by its embedding, so the worker
+    # feeds token-id batches of spread lengths instead (it used to fail on every text model).
+    import torch
+
+    from squeezeflow.stages.benchmark import run_worker
+    from squeezeflow.zoo.minilm import minilm_classifier
+
+    weights = tmp_path / "minilm1.pt"
+    torch.manual_seed(0)
+    torch.save(minilm_classifier(num_layers=1, vocab_size=1000).state_dict(), weights)
+    source = {
+        "format": "state_dict",
+        "uri": str(weights),
+        "factory": "squeezeflow.zoo.minilm:minilm_classifier",
+        "factory_kwargs": {"num_layers": 1, "vocab_size": 1000},
+    }
+    m = run_worker(
+        request(weights, runtime="pytorch_eager", torch_source=source, input_shape=[64]), 1, "minilm1", 300
+    )
+    assert m["runtime"] == "pytorch_eager" and m["p50_ms"] > 0 and m["macs"] > 0
