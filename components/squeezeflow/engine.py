@@ -36,9 +36,6 @@ log = logging.getLogger(__name__)
 
 Objectives = tuple[float, float, float]
 
-# A candidate this many times slower than the baseline's p50 is not evaluated further.
-SLOW_MARGIN = 1.5
-
 
 def recovery_epochs(ratio: float, space: SearchSpace) -> int:
     """Recovery epochs for a candidate pruned by ``ratio``.
@@ -191,7 +188,10 @@ class Engine:
             log.info("%s: %s", cand.label, why)
             verdict = not_evaluated(self.spec, self.ingest, self.baseline, cand, why)
             outcome = CandidateOutcome(candidate=cand, gate=verdict, benchmarks=[bench])
-            self.ctx.tracker.log(cand.run_id, tags={"gate.skipped": why})
+            self.ctx.tracker.log(
+                cand.run_id,
+                tags={"squeezeflow.gate": "failed", "squeezeflow.gate_reason": why, "gate.skipped": why},
+            )
             self.ctx.tracker.finish(cand.run_id)
             return self._record(outcome, t)
         verdict = gate(self.spec, self.ingest, self.baseline, cand, self.ctx)
@@ -214,16 +214,18 @@ class Engine:
 
     def _slower_than_baseline(self, cand: CandidateResult) -> tuple[BenchmarkResult, str] | None:
         """Latency first: a built candidate measured slower than the baseline on a local target profile
-        (``SLOW_MARGIN`` beyond it, so noise never decides) is reported with its measurement and not
+        (``search.skip_slower_than`` times, so noise never decides) is reported with its measurement and not
         evaluated further. Dynamic int8 on a CNN is the usual case: ONNX Runtime's ConvInteger runs
         several times slower than float convolution on x86 CPUs."""
-        target = self.spec.target
-        if cand.status != "ok" or cand.onnx is None or target.remote or target.runtime != "onnxruntime":
+        target, margin = self.spec.target, self.spec.search.skip_slower_than
+        if margin is None or cand.status != "ok" or cand.onnx is None:
+            return None
+        if target.remote or target.runtime != "onnxruntime":
             return None
         shape = self.ingest.dataset.input_shape
         base = benchmark(self.baseline.onnx, shape, target, self.ctx)
         bench = benchmark(cand.onnx, shape, target, self.ctx, run_id=cand.run_id, model_id=cand.model_id)
-        if bench.p50_ms <= base.p50_ms * SLOW_MARGIN:
+        if bench.p50_ms <= base.p50_ms * margin:
             return None
         return bench, (
             f"not evaluated: slower than the baseline on {target.name} "

@@ -483,6 +483,14 @@ class SearchSpec(_Strict):
     patience: int = Field(
         default=4, ge=1, le=1000, description="Stop when the Pareto front is unchanged this long."
     )
+    skip_slower_than: float | None = Field(
+        default=1.5,
+        gt=1.0,
+        le=1000,
+        description="A built candidate measured this many times slower than the baseline on a local "
+        "target profile can never be promoted and is not sent to the gate (its row keeps the "
+        "measurement and says why); null sends every candidate to the gate.",
+    )
     seed: int = 0
 
 

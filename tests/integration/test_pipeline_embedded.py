@@ -128,13 +128,15 @@ def test_rerun_creates_no_duplicate_runs_candidates_or_versions(
     assert len(client.search_model_versions(f"name = '{first.promotion.model_name}'")) == 1
 
 
+@pytest.mark.parametrize("skip_slower_than", [1.5, None])
 def test_candidate_slower_than_the_baseline_is_never_promoted(
-    tmp_path: Path, tiny_model: Path, animal_mnist: Path
+    tmp_path: Path, tiny_model: Path, animal_mnist: Path, skip_slower_than: float | None
 ) -> None:
     # Dynamic int8 turns the tiny CNN's convolutions into ConvInteger: smaller, passes the gate, and
     # several times slower on a CPU (a margin no load on the machine can close).
     doc = job_doc(tiny_model, animal_mnist, name="tiny")
     doc["search"]["recipes"] = [r for r in doc["search"]["recipes"] if r["name"] == "int8-dynamic"]
+    doc["search"]["skip_slower_than"] = skip_slower_than
     spec = write_spec(tmp_path / "job.yaml", doc)
     out = tmp_path / "result.json"
     proc = subprocess.run(
@@ -159,11 +161,15 @@ def test_candidate_slower_than_the_baseline_is_never_promoted(
     assert proc.returncode == 1, proc.stderr[-2000:]
     result = JobResult.model_validate_json(out.read_text())
     assert not result.promotion.promoted and result.promotion.version is None
-    # Measured first and found slower, it is not sent to the gate: its held-out evaluation would be
-    # time spent on a candidate that can never be promoted. The row keeps its measurement and says why.
     (row,) = result.candidates
-    assert row.gate == "fail" and row.metric is None and row.p50_ms is not None and row.p50_ms > 0
-    assert "not evaluated: slower than the baseline" in row.note
+    assert row.p50_ms is not None and row.p50_ms > 0 and "slower than the baseline" in row.note
+    if skip_slower_than is None:  # judged by the gate, then refused by promotion
+        assert row.gate == "pass" and row.metric is not None
+    else:
+        # Measured first and found slower, it is not sent to the gate: its held-out evaluation would be
+        # time spent on a candidate that can never be promoted. The row keeps its measurement and says why.
+        assert row.gate == "fail" and row.metric is None
+        assert "not evaluated: slower than the baseline" in row.note
     assert "Nothing promoted" in proc.stdout
     db = f"sqlite:///{tmp_path / 'm.db'}"
     assert mlflow.MlflowClient(tracking_uri=db, registry_uri=db).search_registered_models() == []
