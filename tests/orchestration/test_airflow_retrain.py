@@ -22,7 +22,9 @@ def test_retrain_stores_and_announces_a_new_model_and_compresses_it(
     tmp_path: Path, mlflow_server: Any, tiny_model: Path, animal_mnist: Path
 ) -> None:
     doc = job_doc(tiny_model, animal_mnist, name="af-retrain")
-    doc["search"]["recipes"] = doc["search"]["recipes"][1:]  # one candidate is enough here
+    # one candidate is enough here: static int8 (dynamic int8, judged at batch 1 as it runs, loses 0.7
+    # points on the tiny CNN trained for one epoch, and the gate cannot show it within one point)
+    doc["search"]["recipes"] = doc["search"]["recipes"][:1]
     spec = write_spec(tmp_path / "job.yaml", doc)
     env = airflow_env(
         tmp_path / "home",
