@@ -339,7 +339,9 @@ def predict_logits(
         # Token ids: batch rows of similar length together, so a model that trims padding at run time
         # (see passes/text.py) computes each batch at its own length. Rows are independent, so the
         # answers are the same in any order; they are put back in the caller's order.
-        order = np.argsort(((x != 0) * np.arange(1, x.shape[1] + 1)).max(axis=1), kind="stable")
+        from squeezeflow.training import token_lengths
+
+        order = np.argsort(token_lengths(x), kind="stable")
         x = x[order]
     outs = [sess.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
     logits = np.concatenate(outs, axis=0)

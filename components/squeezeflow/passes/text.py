@@ -29,6 +29,7 @@ from squeezeflow.passes.base import (
     register_pass,
     require_module,
 )
+from squeezeflow.training import token_lengths
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +295,7 @@ class TrimPadding(OptimizationPass):
                 f"needs [N, length] integer token-id inputs, but the dataset's x is {x.dtype} "
                 f"{list(x.shape)} (padding trimming applies to text models only)",
             )
-        lengths = ((x != config.pad_id) * np.arange(1, x.shape[1] + 1)).max(axis=1)
+        lengths = token_lengths(x, config.pad_id)
         if int(lengths.min()) >= x.shape[1]:
             raise PassError(
                 self.name, f"no validation row has padding after its text (pad id {config.pad_id})"
