@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from squeezeflow.errors import ModelLoadError
+from squeezeflow.exported_program import load_exported_program, weights_only_reason
 from squeezeflow.spec import ModelSource
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def load_torch_model(source: ModelSource, path: Path) -> Any:
         if source.format == "torchscript":
             return torch.jit.load(str(path), map_location="cpu").eval()
         if source.format == "exported_program":
-            return torch.export.load(str(path))
+            return load_exported_program(source.uri, path)
     except ModelLoadError:
         raise
     except Exception as err:  # torch raises many types for corrupt archives; all mean "bad input"
@@ -100,15 +101,6 @@ def check_input_shape(model: Any, input_shape: list[int], what: str) -> None:
         )
 
 
-def _weights_only_reason(message: str) -> str:
-    """The specific part of torch's weights_only refusal, without its generic advice (which suggests
-    ``weights_only=False``, the one thing squeezeflow never does)."""
-    generic = ("Weights only load failed", "Please file an issue", "Check the documentation")
-    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
-    specific = [ln for ln in lines if not ln.startswith(generic)]
-    return " ".join(specific) or (lines[0] if lines else "no details")
-
-
 def _load_weights(uri: str, path: Path) -> dict[str, Any]:
     """A state_dict read with ``weights_only=True``: plain tensors and containers, never arbitrary
     pickled objects (which could run code)."""
@@ -121,7 +113,7 @@ def _load_weights(uri: str, path: Path) -> dict[str, Any]:
     except pickle.UnpicklingError as err:
         raise ModelLoadError(
             f"{uri} cannot be loaded safely: torch.load with weights_only=True refused it "
-            f"({_weights_only_reason(str(err))[:300]}). The file is corrupt or holds pickled Python objects "
+            f"({weights_only_reason(str(err))[:300]}). The file is corrupt or holds pickled Python objects "
             "rather than plain tensors; squeezeflow never unpickles those. "
             "Save the weights with torch.save(model.state_dict(), path)."
         ) from None
