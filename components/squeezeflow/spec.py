@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from squeezeflow.errors import SpecError
+from squeezeflow.spec_document import read_spec_file
 
 API_VERSION = "squeezeflow/v1"
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -607,15 +608,7 @@ def parse_spec(data: Any, source: str = "<spec>", base_dir: Path | None = None) 
 def load_spec(path: str | Path) -> JobSpec:
     """Load and validate a YAML/JSON job spec file."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as err:
-        raise SpecError(f"cannot read job spec {p}: {err.strerror or err}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise SpecError(f"job spec {p} is not valid YAML: {err}") from None
-    return parse_spec(data, source=str(p), base_dir=p.resolve().parent)
+    return parse_spec(read_spec_file(p), source=str(p), base_dir=p.resolve().parent)
 
 
 def spec_json_schema() -> dict[str, Any]:

@@ -26,8 +26,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from squeezeflow.errors import InvalidInputError, SpecError
 from squeezeflow.results import (
     BaselineResult,
@@ -37,7 +35,8 @@ from squeezeflow.results import (
     GateResult,
     IngestResult,
 )
-from squeezeflow.spec import JobSpec, Recipe, load_spec, parse_spec
+from squeezeflow.spec import JobSpec, Recipe, parse_spec
+from squeezeflow.spec_document import read_spec_file, read_spec_text
 from squeezeflow.stages import Settings, StageContext
 
 log = logging.getLogger(__name__)
@@ -68,16 +67,14 @@ def _read_spec_document(source: str | Path) -> tuple[Doc, Path | None, str]:
         bucket, key = parse_s3_uri(s)
         client = s3_client()
         body = s3_call(f"read of {s}", client.get_object, Bucket=bucket, Key=key)["Body"].read()
-        try:
-            data = yaml.safe_load(body)
-        except yaml.YAMLError as err:
-            raise SpecError(f"job spec {s} is not valid YAML: {err}") from None
+        data = read_spec_text(body, s)
         if not isinstance(data, dict):
             raise SpecError(f"invalid job spec {s}: the top level must be a mapping")
         return data, None, s
     path = Path(s)
-    load_spec(path)  # the file alone must be a valid spec: its errors name the file's fields
-    return yaml.safe_load(path.read_text()), path.resolve().parent, s
+    data = read_spec_file(path)
+    parse_spec(data, source=s, base_dir=path.resolve().parent)  # the file alone must be a valid spec
+    return data, path.resolve().parent, s
 
 
 def resolve_spec(source: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Doc:

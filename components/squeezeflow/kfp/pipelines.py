@@ -306,10 +306,11 @@ def compile_pipeline(pipeline: Callable[..., Any], out: Path, image: str | None 
 
 def spec_document(path: Path) -> dict[str, Any]:
     """A spec file's document as written, after validating it."""
-    from squeezeflow.spec import load_spec
+    from squeezeflow.spec import parse_spec
+    from squeezeflow.spec_document import read_spec_file
 
-    load_spec(path)
-    doc = yaml.safe_load(path.read_text())
+    doc = read_spec_file(path)
+    parse_spec(doc, source=str(path), base_dir=path.resolve().parent)
     return dict(doc)
 
 

@@ -25,10 +25,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from squeezeflow import tasks
 from squeezeflow.errors import InvalidInputError, SpecError
+from squeezeflow.spec_document import read_spec_text
 from squeezeflow.stages import Settings
 
 log = logging.getLogger(__name__)
@@ -137,10 +136,7 @@ def resolve_spec_param(spec: str, overrides: Mapping[str, Any]) -> Doc:
         )
     if text.startswith("s3://"):
         return tasks.resolve_spec(text, overrides)
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise SpecError(f"the `spec` parameter is not valid JSON or YAML: {err}") from None
+    doc = read_spec_text(text, "(the `spec` parameter)")
     if not isinstance(doc, dict):
         raise SpecError("the `spec` parameter must be a mapping (a job spec), or an s3:// URI of one")
     return tasks.resolve_spec(doc, overrides)
