@@ -32,6 +32,10 @@ class DatasetInfo(_Result):
     split_sizes: dict[str, int]
     class_counts: dict[str, list[int]]
     imbalance_ratio: float = Field(description="Largest over smallest class count in the train split.")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What ingest found doubtful but not wrong (test samples seen in train).",
+    )
 
 
 class ValidationSummary(_Result):

@@ -180,6 +180,7 @@ def ingest(spec: JobSpec, ctx: StageContext) -> IngestResult:
             split_sizes={s: len(ds.split(s)) for s in SPLITS},
             class_counts=counts,
             imbalance_ratio=float(max(train_counts) / min(train_counts)),
+            warnings=ds.warnings,
         ),
         model_source=model_ref,
         validation=ValidationSummary(success=True, evaluated=evaluated, failed=[], report=report_ref),
