@@ -67,13 +67,13 @@ variable "oidc_provider_url" {
 }
 
 variable "runner_service_accounts" {
-  description = "namespace:name of the Kubernetes service accounts that run pipeline steps (the chart's runner, Airflow's workers)."
+  description = "namespace:name of the Kubernetes service accounts that run pipeline steps: the chart's runner (<release>-squeezeflow-runner, or <release>-runner when the release name contains \"squeezeflow\"; helm_values passes the first entry's name to the chart) and Airflow's workers."
   type        = list(string)
   default     = ["squeezeflow:squeezeflow-runner", "airflow:airflow-worker"]
 }
 
 variable "mlflow_service_account" {
-  description = "namespace:name of the MLflow server's service account."
+  description = "namespace:name of the MLflow server's service account (the chart's <release>-squeezeflow-mlflow, or <release>-mlflow; helm_values passes the name to the chart)."
   type        = string
   default     = "squeezeflow:squeezeflow-mlflow"
 }

@@ -85,8 +85,10 @@ def render_chart(
     values_files: tuple[Path, ...] = (),
     sets: dict[str, Any] | None = None,
     chart: Path = CHART_DIR,
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
 ) -> Rendering:
-    args = ["template", RELEASE, str(chart), "--namespace", NAMESPACE]
+    args = ["template", release, str(chart), "--namespace", namespace]
     for f in values_files:
         args += ["--values", str(f)]
     for key, value in (sets or {}).items():
@@ -100,9 +102,13 @@ def render_chart(
 @pytest.fixture(scope="session")
 def render(helm: Path) -> Callable[..., Rendering]:
     def _render(
-        values_files: tuple[Path, ...] = (), sets: dict[str, Any] | None = None, chart: Path = CHART_DIR
+        values_files: tuple[Path, ...] = (),
+        sets: dict[str, Any] | None = None,
+        chart: Path = CHART_DIR,
+        release: str = RELEASE,
+        namespace: str = NAMESPACE,
     ) -> Rendering:
-        return render_chart(helm, values_files, sets, chart)
+        return render_chart(helm, values_files, sets, chart, release, namespace)
 
     return _render
 

@@ -173,7 +173,9 @@ def test_runner_pod_template_reads_the_shared_env_secret(default_rendering: Rend
     pod = yaml.safe_load(config["pod-template.yaml"])
     container = pod["spec"]["containers"][0]
     assert container["envFrom"] == [{"secretRef": {"name": "squeezeflow-env"}}]
-    assert pod["spec"]["serviceAccountName"] == config["SQUEEZEFLOW_SERVICE_ACCOUNT"] == "squeezeflow-runner"
+    assert (
+        pod["spec"]["serviceAccountName"] == config["SQUEEZEFLOW_SERVICE_ACCOUNT"] == "sqf-squeezeflow-runner"
+    )
     assert json.loads(config["SQUEEZEFLOW_BENCHMARK_NODE_SELECTOR"]) == {}
 
 
@@ -193,6 +195,8 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"mlflow.typo": "x"}, "typo"),
     ({"envSecret.data.AWS_SECRET_KEY": "x"}, "AWS_SECRET_KEY"),
     ({"image.pullPolicy": "Sometimes"}, "pullPolicy"),
+    ({"mlflow.auth.defaultPermission": "ALL"}, "defaultPermission"),
+    ({"runner.automountServiceAccountToken": "yes"}, "automountServiceAccountToken"),
 ]
 
 
@@ -204,3 +208,137 @@ def test_values_schema_rejects_bad_values(helm: Path, sets: dict[str, Any], ment
     out = run_helm(helm, *args)
     assert out.returncode != 0, f"{sets} was accepted"
     assert mentioned in out.stderr, out.stderr
+
+
+def _objects(rendering: Rendering) -> set[tuple[str, str]]:
+    return {(d["kind"], d["metadata"]["name"]) for d in rendering.docs}
+
+
+@pytest.mark.parametrize("second_release", ["other", "squeezeflow"])
+def test_two_releases_in_one_namespace_share_no_object_and_each_uses_its_own_service_account(
+    render: RenderFn, chart_with_pipeline: Path, second_release: str
+) -> None:
+    # Everything the chart can render: production values (basic-auth on) and the KFP upload Job.
+    sets = {"kfpUpload.enabled": True}
+    first = render((PRODUCTION_VALUES,), sets, chart=chart_with_pipeline)
+    second = render((PRODUCTION_VALUES,), sets, chart=chart_with_pipeline, release=second_release)
+    shared = _objects(first) & _objects(second)
+    assert not shared, f"both releases render {sorted(shared)}"
+    for rendering in (first, second):
+        accounts = {d["metadata"]["name"] for d in rendering.docs if d["kind"] == "ServiceAccount"}
+        used = {spec["serviceAccountName"] for doc in rendering.docs for spec in pod_specs(doc)}
+        assert used <= accounts, f"pods name service accounts of another release: {used - accounts}"
+        assert rendering.get("ConfigMap", "-runner")["data"]["SQUEEZEFLOW_SERVICE_ACCOUNT"] in accounts
+
+
+@pytest.mark.parametrize("values", ["default", "production"])
+def test_no_pod_and_no_service_account_of_the_chart_mounts_a_kubernetes_api_token(
+    render: RenderFn, chart_with_pipeline: Path, values: str
+) -> None:
+    files = (PRODUCTION_VALUES,) if values == "production" else ()
+    rendering = render(files, {"kfpUpload.enabled": True}, chart=chart_with_pipeline)
+    specs = [spec for doc in rendering.docs for spec in pod_specs(doc)]
+    assert len(specs) == 4  # MLflow, the KFP upload Job, the runner's two pod templates
+    for spec in specs:
+        assert spec["automountServiceAccountToken"] is False, spec["containers"][0]["name"]
+    # Pods that name the runner's account without the chart's templates (pod mode) get none either.
+    for account in (d for d in rendering.docs if d["kind"] == "ServiceAccount"):
+        assert account["automountServiceAccountToken"] is False, account["metadata"]["name"]
+
+
+def test_runner_service_account_token_is_mounted_only_when_the_values_ask_for_it(render: RenderFn) -> None:
+    rendering = render(sets={"runner.automountServiceAccountToken": True})
+    assert rendering.get("ServiceAccount", "-runner")["automountServiceAccountToken"] is True
+    for pod in embedded_pods(rendering.get("ConfigMap", "-runner")):
+        assert pod["spec"]["automountServiceAccountToken"] is True
+    mlflow = rendering.get("Deployment", "-mlflow")["spec"]["template"]["spec"]
+    assert mlflow["automountServiceAccountToken"] is False
+
+
+def _mlflow_container(rendering: Rendering) -> dict[str, Any]:
+    container: dict[str, Any] = rendering.get("Deployment", "-mlflow")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    return container
+
+
+def test_production_values_run_mlflow_with_basic_auth_and_its_credentials_from_a_secret(
+    production_rendering: Rendering,
+) -> None:
+    deployment = production_rendering.get("Deployment", "-mlflow")
+    container = _mlflow_container(production_rendering)
+    args = container["args"]
+    assert args[:3] == ["server", "--app-name", "basic-auth"]
+    env = {e["name"]: e for e in container["env"]}
+    for name in (
+        "MLFLOW_AUTH_ADMIN_USERNAME",
+        "MLFLOW_AUTH_ADMIN_PASSWORD",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY",
+    ):
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == "squeezeflow-mlflow-auth" and "optional" not in ref, name
+    # No credential inline anywhere in the Deployment, and the chart renders no Secret of its own.
+    for item in container["env"]:
+        if any(word in item["name"] for word in ("PASSWORD", "SECRET", "TOKEN", "USERNAME", "PGUSER")):
+            assert "value" not in item, item["name"]
+    assert "Secret" not in production_rendering.kinds()
+    # The configuration file comes from the chart's ConfigMap and holds no credential.
+    config_path = Path(env["MLFLOW_AUTH_CONFIG_PATH"]["value"])
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    (volume,) = [name for name, path in mounts.items() if path == str(config_path.parent)]
+    config_map = production_rendering.get("ConfigMap", volumes[volume]["configMap"]["name"])
+    ini = config_map["data"][config_path.name]
+    assert "admin_password" not in ini and "admin_username" not in ini
+    assert "default_permission = READ" in ini
+    uri = next(line.split("=", 1)[1].strip() for line in ini.splitlines() if line.startswith("database_uri"))
+    assert uri.startswith("postgresql+psycopg2://") and "@" not in uri
+    assert uri.endswith("/mlflow?sslmode=require")
+    # A changed configuration rolls the pods.
+    assert deployment["spec"]["template"]["metadata"]["annotations"]["checksum/auth-config"]
+
+
+def test_production_values_require_tls_to_postgresql_in_the_backend_store_uri(
+    production_rendering: Rendering,
+) -> None:
+    env = {e["name"]: e.get("value") for e in _mlflow_container(production_rendering)["env"]}
+    assert env["MLFLOW_BACKEND_STORE_URI"].endswith("/mlflow?sslmode=require")
+    assert env["PGSSLMODE"] == "require"
+
+
+def test_default_values_keep_mlflow_open_inside_its_network_policy_and_prefer_tls(
+    default_rendering: Rendering,
+) -> None:
+    container = _mlflow_container(default_rendering)
+    assert "--app-name" not in container["args"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert not any(name.startswith("MLFLOW_AUTH") for name in env)
+    assert env["MLFLOW_BACKEND_STORE_URI"].endswith("?sslmode=prefer")
+
+
+def test_verify_full_without_a_ca_bundle_fails_with_a_clear_message(helm: Path) -> None:
+    out = run_helm(
+        helm, "template", "sqf", str(CHART_DIR), "--set", "mlflow.backendStore.sslmode=verify-full"
+    )
+    assert out.returncode != 0
+    assert "mlflow.backendStore.sslRootCert.configMap" in out.stderr, out.stderr
+
+
+def test_verify_full_reads_the_ca_bundle_from_a_config_map(render: RenderFn) -> None:
+    rendering = render(
+        (PRODUCTION_VALUES,),
+        {
+            "mlflow.backendStore.sslmode": "verify-full",
+            "mlflow.backendStore.sslRootCert.configMap": "rds-ca",
+            "mlflow.backendStore.sslRootCert.key": "eu-west-1-bundle.pem",
+        },
+    )
+    container = _mlflow_container(rendering)
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    ca = Path(env["PGSSLROOTCERT"])
+    assert ca.name == "eu-west-1-bundle.pem"
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(ca.parent)]
+    volumes = rendering.get("Deployment", "-mlflow")["spec"]["template"]["spec"]["volumes"]
+    (volume,) = [v for v in volumes if v["name"] == mount["name"]]
+    assert volume["configMap"]["name"] == "rds-ca"
+    assert env["MLFLOW_BACKEND_STORE_URI"].endswith("?sslmode=verify-full")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.conftest import COMPOSE_FILE, TERRAFORM_DIR, load_tool
+from tests.deploy.conftest import COMPOSE_FILE, TERRAFORM_DIR, RenderFn, load_tool
 
 
 def test_terraform_fmt_check() -> None:
@@ -146,6 +146,34 @@ def test_pipelines_policy_is_scoped_to_the_bucket_prefixes(terraform_config: dic
     assert "s3:PutObjectTagging" in actions  # the store tags failed candidates
     for s in statements:
         assert all(r != "*" for r in _strings(s["resources"])), s["sid"]
+
+
+def _variable_default(config: dict[str, Any], name: str) -> Any:
+    for parsed in config.values():
+        for block in parsed.get("variable", []):
+            if name in block:
+                return block[name]["default"]
+    raise KeyError(name)
+
+
+def test_default_irsa_trust_names_the_service_accounts_the_chart_creates(
+    terraform_config: dict[str, Any], render: RenderFn
+) -> None:
+    # The documented install: release `squeezeflow` in namespace `squeezeflow`.
+    rendering = render(release="squeezeflow", namespace="squeezeflow")
+    accounts = {
+        f"squeezeflow:{d['metadata']['name']}" for d in rendering.docs if d["kind"] == "ServiceAccount"
+    }
+    runners = _strings(_variable_default(terraform_config, "runner_service_accounts"))
+    assert runners[0] in accounts
+    assert _variable_default(terraform_config, "mlflow_service_account") in accounts
+    example = (TERRAFORM_DIR / "terraform.tfvars.example").read_text()
+    for account in accounts:
+        assert f'"{account}"' in example, account
+    # Pod mode's default service account is the same runner account.
+    from squeezeflow.airflow.pods import PodSettings
+
+    assert f"{PodSettings().namespace}:{PodSettings().service_account}" == runners[0]
 
 
 def test_outputs_name_the_chart_values_they_feed() -> None:

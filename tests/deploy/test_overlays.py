@@ -28,6 +28,14 @@ def test_airflow_overlay_syncs_dags_and_wires_connections() -> None:
     assert "SQUEEZEFLOW_HOME" in names
 
 
+def test_airflow_variable_the_overlay_documents_is_the_one_the_provider_reads() -> None:
+    from squeezeflow.airflow.hooks import ARTIFACTS_VARIABLE
+
+    key = f"AIRFLOW_VAR_{ARTIFACTS_VARIABLE.upper()}"
+    assert key in AIRFLOW_OVERLAY.read_text()
+    assert f"--from-literal={key}=" in (REPO_ROOT / "charts" / "README.md").read_text()
+
+
 def _load_upload_script() -> ModuleType:
     spec = importlib.util.spec_from_file_location(
         "sqf_upload_pipelines", CHART_DIR / "files" / "upload_pipelines.py"

@@ -38,12 +38,42 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" $repo $tag -}}
 {{- end -}}
 
+{{/* The runner's objects (its ConfigMap, its service account by default, its pods' name prefix). */}}
+{{- define "squeezeflow.runner.fullname" -}}
+{{- printf "%s-runner" (include "squeezeflow.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Release-prefixed by default, so that two releases in one namespace do not share (or fight over) it. */}}
+{{- define "squeezeflow.runner.serviceAccountName" -}}
+{{- .Values.runner.serviceAccount.name | default (include "squeezeflow.runner.fullname" .) -}}
+{{- end -}}
+
 {{- define "squeezeflow.mlflow.serviceAccountName" -}}
 {{- .Values.mlflow.serviceAccount.name | default (include "squeezeflow.mlflow.fullname" .) -}}
 {{- end -}}
 
 {{- define "squeezeflow.mlflow.credentialsSecret" -}}
 {{- .Values.mlflow.artifacts.credentialsSecret | default .Values.envSecret.name -}}
+{{- end -}}
+
+{{/* A PostgreSQL URI on the backend store's server for database `.database`: no credentials (libpq reads
+PGUSER/PGPASSWORD), the SSL mode in the URI. The driver is explicit because SQLAlchemy 2.1 made psycopg (3)
+the default for postgresql://. */}}
+{{- define "squeezeflow.mlflow.databaseUri" -}}
+{{- $b := .root.Values.mlflow.backendStore -}}
+{{- printf "postgresql+psycopg2://%s:%d/%s?sslmode=%s" $b.host (int $b.port) .database $b.sslmode -}}
+{{- end -}}
+
+{{- define "squeezeflow.mlflow.authConfig" -}}
+{{- $a := .Values.mlflow.auth -}}
+{{- $db := $a.database | default .Values.mlflow.backendStore.database -}}
+# MLflow's basic-auth app (rendered by the squeezeflow chart). The admin user's name and password come
+# from the environment (MLFLOW_AUTH_ADMIN_USERNAME / MLFLOW_AUTH_ADMIN_PASSWORD, from a Secret), never
+# from this file.
+[mlflow]
+default_permission = {{ $a.defaultPermission }}
+database_uri = {{ include "squeezeflow.mlflow.databaseUri" (dict "root" . "database" $db) }}
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 {{- end -}}
 
 {{/* The in-cluster tracking URI of the chart's MLflow. */}}
@@ -79,15 +109,15 @@ capabilities:
 apiVersion: v1
 kind: Pod
 metadata:
-  name: squeezeflow-runner
+  name: {{ include "squeezeflow.runner.fullname" $root }}
   labels:
     {{- include "squeezeflow.selectorLabels" $root | nindent 4 }}
     app.kubernetes.io/component: {{ ternary "benchmark" "runner" .bench }}
     {{- toYaml $root.Values.mlflow.networkPolicy.clientLabel | nindent 4 }}
 spec:
-  serviceAccountName: {{ $r.serviceAccount.name }}
+  serviceAccountName: {{ include "squeezeflow.runner.serviceAccountName" $root }}
   restartPolicy: Never
-  automountServiceAccountToken: true
+  automountServiceAccountToken: {{ $r.automountServiceAccountToken }}
   securityContext:
     {{- include "squeezeflow.podSecurityContext" $root | nindent 4 }}
   {{- with $root.Values.imagePullSecrets }}

@@ -12,6 +12,11 @@
 template: one spec per model). A spec that does not validate produces no DAG and a warning naming the
 file and the field, which Airflow shows as an import warning of the factory's DAG file; the other specs'
 DAGs are unaffected.
+
+Every factory takes ``artifacts``, the artifact store root. Unset, each stage task resolves it when it
+runs (not when the DAG file is parsed): the Airflow Variable ``squeezeflow_artifacts``, else the worker's
+``SQUEEZEFLOW_ARTIFACTS`` (`squeezeflow.airflow.hooks.artifacts_location`). In pod mode the pods read
+``SQUEEZEFLOW_ARTIFACTS`` from their Kubernetes Secret instead.
 """
 
 from __future__ import annotations
@@ -110,9 +115,10 @@ def add_compress_tasks(
     upstream: Any = None,
     pods: Any = None,
 ) -> Any:
-    """Add the compression tasks to ``dag``; returns the promote task. With ``pods``
-    (`squeezeflow.airflow.pods.PodSettings`) every stage runs in its own pod with the project's image
-    and reads its settings from a Kubernetes secret instead of Airflow connections."""
+    """Add the compression tasks to ``dag``; returns the promote task. ``artifacts`` unset: see the module
+    docstring. With ``pods`` (`squeezeflow.airflow.pods.PodSettings`) every stage runs in its own pod with
+    the project's image and reads its settings from a Kubernetes secret instead of Airflow connections and
+    Variables."""
     if pods is not None:
         from squeezeflow.airflow.pods import add_pod_tasks
 

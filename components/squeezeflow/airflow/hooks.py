@@ -6,6 +6,9 @@ credentials (login/password for basic auth, or ``extra.token``). S3 comes from a
 connection (default ``aws_default``); with no such connection boto3's own chain applies (IRSA, instance
 profiles). The credentials are handed to the stage through the process environment for the duration of
 one call and removed afterwards; they never enter XCom, MLflow params or the job records.
+
+The artifact store root is resolved in one place, `artifacts_location`: the operator's ``artifacts``
+argument, else the Airflow Variable ``squeezeflow_artifacts``, else ``$SQUEEZEFLOW_ARTIFACTS``.
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import BaseHook
+from airflow.sdk import BaseHook, Variable
 
 from squeezeflow.stages import Settings
 
 DEFAULT_MLFLOW_CONN_ID = "squeezeflow_mlflow"
 DEFAULT_AWS_CONN_ID = "aws_default"
 ARTIFACTS_ENV = "SQUEEZEFLOW_ARTIFACTS"
+#: The Airflow Variable with the artifact store root (environment: AIRFLOW_VAR_SQUEEZEFLOW_ARTIFACTS).
+ARTIFACTS_VARIABLE = "squeezeflow_artifacts"
 
 
 @contextmanager
@@ -127,6 +132,37 @@ def _connection_exists(conn_id: str) -> bool:
         return False
 
 
+def artifacts_location(artifacts: str | None = None) -> str:
+    """The artifact store root (``s3://bucket/prefix`` or a directory every worker shares) for a stage task,
+    the first of these that is set:
+
+    1. ``artifacts``, the operator's (or the DAG factory's) argument;
+    2. the Airflow Variable ``squeezeflow_artifacts``, from any Variable source Airflow consults (an
+       ``AIRFLOW_VAR_SQUEEZEFLOW_ARTIFACTS`` environment variable, a secrets backend, the metadata
+       database); the Airflow chart overlay sets it;
+    3. the worker's ``SQUEEZEFLOW_ARTIFACTS`` environment variable.
+
+    Called when a task runs, never while a DAG file is parsed. There is no built-in default: a directory
+    local to one worker would scatter a job's records over the workers.
+
+    :raises ValueError: when none of the three is set.
+    """
+    if artifacts:
+        return artifacts
+    # default=None: only "not found" falls through; an unreachable Variable source raises (the task retries).
+    variable = Variable.get(ARTIFACTS_VARIABLE, default=None)
+    if variable:
+        return str(variable)
+    from_env = os.environ.get(ARTIFACTS_ENV)
+    if from_env:
+        return from_env
+    raise ValueError(
+        "no artifact store: pass artifacts='s3://bucket/prefix' to the operator or the DAG factory, set the "
+        f"Airflow Variable {ARTIFACTS_VARIABLE!r} (e.g. AIRFLOW_VAR_{ARTIFACTS_VARIABLE.upper()}), "
+        f"or set {ARTIFACTS_ENV} on the workers"
+    )
+
+
 @contextmanager
 def stage_settings(
     mlflow_conn_id: str | None = DEFAULT_MLFLOW_CONN_ID,
@@ -136,18 +172,14 @@ def stage_settings(
 ) -> Iterator[Settings]:
     """Settings for one stage call, with the connections' credentials in the environment meanwhile.
 
-    A connection id that does not exist falls back to the environment (``MLFLOW_TRACKING_URI``,
-    ``SQUEEZEFLOW_ARTIFACTS``, the AWS chain), so a worker configured by env alone works too.
+    A connection id that does not exist falls back to the environment (``MLFLOW_TRACKING_URI``, the AWS
+    chain), so a worker configured by env alone works too. The artifact store: `artifacts_location`.
     """
     env: dict[str, str | None] = {}
     env.update(aws_environment(aws_conn_id))
     if mlflow_conn_id and _connection_exists(mlflow_conn_id):
         env.update(MlflowHook(mlflow_conn_id).environment())
-    art = artifacts or os.environ.get(ARTIFACTS_ENV)
-    if not art:
-        raise ValueError(
-            f"no artifact store: pass artifacts='s3://bucket/prefix' to the operator or set {ARTIFACTS_ENV}"
-        )
+    art = artifacts_location(artifacts)
     wd = workdir or os.environ.get("SQUEEZEFLOW_WORKDIR") or str(Path("/tmp") / "squeezeflow-work")
     with patched_environ(env):
         yield Settings.resolve(artifacts=art, tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"), workdir=wd)

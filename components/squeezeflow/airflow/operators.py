@@ -94,8 +94,10 @@ class SqueezeflowBaseOperator(BaseOperator):
     :param spec: the resolved job spec (the output of `SqueezeflowResolveSpecOperator`).
     :param mlflow_conn_id: MLflow connection (type ``mlflow``).
     :param aws_conn_id: Amazon connection for ``s3://`` artifacts; None uses boto3's default chain.
-    :param artifacts: artifact store root (``s3://bucket/prefix`` or a directory shared by the workers);
-        defaults to the ``SQUEEZEFLOW_ARTIFACTS`` environment variable.
+    :param artifacts: artifact store root (``s3://bucket/prefix`` or a directory shared by the workers).
+        Unset, each run takes the Airflow Variable ``squeezeflow_artifacts``, else the worker's
+        ``SQUEEZEFLOW_ARTIFACTS`` environment variable; with neither the task fails
+        (`squeezeflow.airflow.hooks.artifacts_location`).
     :param workdir: local scratch directory (a cache; the store is the source of truth).
     """
 
