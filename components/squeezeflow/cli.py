@@ -11,9 +11,10 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 
 from squeezeflow.errors import SqueezeflowError
@@ -26,6 +27,7 @@ spec_app = typer.Typer(no_args_is_help=True, help="Inspect and validate job spec
 app.add_typer(spec_app, name="spec")
 app.add_typer(kfp_app, name="kfp")
 err_console = Console(stderr=True)
+M = TypeVar("M", bound=BaseModel)
 
 TrackingOpt = Annotated[
     str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: local SQLite store).")
@@ -47,6 +49,41 @@ def _setup_logging(verbose: bool) -> None:
     )
     for noisy in ("mlflow", "alembic", "great_expectations", "urllib3", "botocore", "onnxruntime"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _check_writable(path: Path | None, flag: str) -> None:
+    """Fail before any work when ``path`` (an output file) cannot be written: a job that promoted must
+    not then fail on its last line."""
+    if path is None:
+        return
+    from squeezeflow.errors import InvalidInputError
+
+    probe = path.with_name(f".{path.name}.probe")
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "is a directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise InvalidInputError(
+            f"{flag} {path}: cannot write there ({err.strerror or err}); choose a writable path"
+        ) from None
+
+
+def _read_json(path: Path | None, flag: str, stage: str) -> Any:
+    """The JSON document in ``path`` (a stage's input); a missing, unreadable or malformed file is an
+    input error naming the flag."""
+    from squeezeflow.errors import InvalidInputError
+
+    if path is None:
+        raise InvalidInputError(f"stage {stage!r} needs {flag}")
+    try:
+        return json.loads(path.read_text())
+    except OSError as err:
+        raise InvalidInputError(f"{flag} {path}: cannot read it ({err.strerror or err})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InvalidInputError(f"{flag} {path} is not valid JSON: {err}") from None
 
 
 def _write_json(path: Path | None, payload: Any) -> None:
@@ -78,6 +115,7 @@ def run(
 
     _setup_logging(verbose)
     job = load_spec(spec)
+    _check_writable(result, "--result")
     settings = Settings.resolve(artifacts=artifacts, tracking_uri=tracking_uri, workdir=workdir)
     outcome = run_job(job, settings, progress=progress)
     print_summary(outcome)
@@ -128,25 +166,32 @@ def stage(
 
     _setup_logging(verbose)
     job = load_spec(spec)
+    _check_writable(out, "--out")
     ctx = st.StageContext.open(
         st.Settings.resolve(artifacts=artifacts, tracking_uri=tracking_uri, workdir=workdir), job.name
     )
 
-    def need(path: Path | None, flag: str) -> dict[str, Any]:
-        if path is None:
-            raise InvalidInputError(f"stage {name!r} needs {flag}")
-        return dict(json.loads(path.read_text()))
+    def need(path: Path | None, flag: str, model: type[M]) -> M:
+        """A stage input read from its JSON file and validated; bad input names the flag."""
+        doc = _read_json(path, flag, name)
+        try:
+            return model.model_validate(doc)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in err.errors()[:5]
+            )
+            raise InvalidInputError(f"{flag} {path} is not a {model.__name__}: {problems}") from None
 
     result: Any
     if name == "ingest":
         result = st.ingest(job, ctx)
     elif name == "baseline":
-        result = st.baseline(job, IngestResult.model_validate(need(ingest_json, "--ingest")), ctx)
+        result = st.baseline(job, need(ingest_json, "--ingest", IngestResult), ctx)
     elif name == "optimize":
-        ing = IngestResult.model_validate(need(ingest_json, "--ingest"))
-        base = BaselineResult.model_validate(need(baseline_json, "--baseline"))
+        ing = need(ingest_json, "--ingest", IngestResult)
+        base = need(baseline_json, "--baseline", BaselineResult)
         if recipe_json is not None:
-            recipe = Recipe.model_validate(json.loads(recipe_json.read_text()))
+            recipe = need(recipe_json, "--recipe", Recipe)
         elif recipe_index is not None:
             planned = plan_recipes(job, ing.dataset.input_dtype)
             if not 0 <= recipe_index < len(planned):
@@ -160,21 +205,21 @@ def stage(
     elif name == "gate":
         result = st.gate(
             job,
-            IngestResult.model_validate(need(ingest_json, "--ingest")),
-            BaselineResult.model_validate(need(baseline_json, "--baseline")),
-            CandidateResult.model_validate(need(candidate_json, "--candidate")),
+            need(ingest_json, "--ingest", IngestResult),
+            need(baseline_json, "--baseline", BaselineResult),
+            need(candidate_json, "--candidate", CandidateResult),
             ctx,
         )
     elif name == "benchmark":
-        ing = IngestResult.model_validate(need(ingest_json, "--ingest"))
-        base = BaselineResult.model_validate(need(baseline_json, "--baseline"))
+        ing = need(ingest_json, "--ingest", IngestResult)
+        base = need(baseline_json, "--baseline", BaselineResult)
         profiles = [d for d in job.devices if profile is None or d.name == profile]
         if not profiles:
             raise InvalidInputError(f"no device profile named {profile!r} in the spec")
         from squeezeflow.stages.benchmark import candidate_profiles, measure_baseline, note_reference_skip
 
         if candidate_json is not None:
-            cand = CandidateResult.model_validate(need(candidate_json, "--candidate"))
+            cand = need(candidate_json, "--candidate", CandidateResult)
             if cand.onnx is None:
                 raise InvalidInputError(f"candidate {cand.label} was not built; nothing to benchmark")
             note_reference_skip(ctx, profiles, cand.run_id)
@@ -189,10 +234,10 @@ def stage(
     elif name == "promote":
         result = st.promote(
             job,
-            IngestResult.model_validate(need(ingest_json, "--ingest")),
-            BaselineResult.model_validate(need(baseline_json, "--baseline")),
-            BenchmarkResult.model_validate(need(baseline_benchmark_json, "--baseline-benchmark")),
-            [CandidateOutcome.model_validate(json.loads(p.read_text())) for p in (outcome_json or [])],
+            need(ingest_json, "--ingest", IngestResult),
+            need(baseline_json, "--baseline", BaselineResult),
+            need(baseline_benchmark_json, "--baseline-benchmark", BenchmarkResult),
+            [need(p, "--outcome", CandidateOutcome) for p in (outcome_json or [])],
             ctx,
         )
     else:

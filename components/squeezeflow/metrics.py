@@ -12,7 +12,6 @@ bootstrap resample.
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable
 
@@ -98,15 +97,9 @@ def resolve_metric(name: str) -> MetricFn:
         raise SpecError(f"unknown metric {name!r}; built in: {sorted(METRICS)}, or give 'module:callable'")
     if not _USER_METRIC.match(name):
         raise SpecError(f"metric {name!r} must look like 'package.module:callable'")
-    module_name, attr = name.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as err:  # an import error of any kind is the user's module, not us
-        raise SpecError(f"metric {name!r}: cannot import {module_name!r}: {err}") from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise SpecError(f"metric {name!r}: {module_name} has no callable {attr!r}")
-    return _checked(name, fn)
+    from squeezeflow.user_code import import_user_callable
+
+    return _checked(name, import_user_callable(name, "metric", SpecError))
 
 
 def _checked(name: str, fn: Callable[..., object]) -> MetricFn:

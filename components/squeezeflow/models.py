@@ -7,11 +7,10 @@ exported once here. PyTorch weights are read with ``weights_only=True``; nothing
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import logging
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ import numpy as np
 from squeezeflow.errors import ModelLoadError
 from squeezeflow.exported_program import load_exported_program, weights_only_reason
 from squeezeflow.spec import ModelSource
+from squeezeflow.user_code import checked_module, import_user_callable
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +26,9 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 
-def import_callable(ref: str) -> Any:
-    """Resolve ``package.module:callable``."""
-    module_name, _, attr = ref.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ModelLoadError(f"cannot import model factory module {module_name!r}: {err}") from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise ModelLoadError(f"{ref!r}: {module_name} has no callable named {attr!r}")
-    return fn
+def import_callable(ref: str, what: str = "model factory") -> Any:
+    """Resolve ``package.module:callable`` (see `squeezeflow.user_code` for what is refused)."""
+    return import_user_callable(ref, what, ModelLoadError)
 
 
 def load_torch_model(source: ModelSource, path: Path) -> Any:
@@ -48,7 +40,9 @@ def load_torch_model(source: ModelSource, path: Path) -> Any:
         if source.format == "state_dict":
             assert source.factory is not None
             state = _load_weights(source.uri, path)
-            model = import_callable(source.factory)(**source.factory_kwargs)
+            model = checked_module(
+                import_callable(source.factory)(**source.factory_kwargs), source.factory, ModelLoadError
+            )
             _check_fits(state, model.state_dict(), f"{source.uri} does not fit {source.factory}")
             model.load_state_dict(state)
             return model.eval()
@@ -69,7 +63,6 @@ def _check_archive_members(uri: str, path: Path) -> None:
     """Refuse a PyTorch zip archive (torch.save, TorchScript, torch.export) with a member whose name is
     absolute or climbs out of the archive: no loader of ours should ever be handed such a name."""
     import zipfile
-    from pathlib import PurePosixPath
 
     if not zipfile.is_zipfile(path):
         return
@@ -85,6 +78,18 @@ def _check_archive_members(uri: str, path: Path) -> None:
                 f"model {uri} is refused: its archive member {name!r} points outside the archive "
                 "(a path-traversal archive; re-save the model with torch.save / torch.export.save)"
             )
+
+
+def check_batch_dimension(model: Any, what: str, how_to_fix: str) -> None:
+    """Refuse an ONNX model whose first input has a fixed batch size: squeezeflow evaluates in batches and
+    benchmarks each profile's batch sizes, so the batch dimension must be dynamic."""
+    first = model.graph.input[0]
+    dims = first.type.tensor_type.shape.dim
+    if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+        raise ModelLoadError(
+            f"{what} accepts only batch {dims[0].dim_value} (its input {first.name!r} has a fixed first "
+            f"dimension); squeezeflow evaluates in batches and benchmarks several batch sizes: {how_to_fix}"
+        )
 
 
 def check_input_shape(model: Any, input_shape: list[int], what: str) -> None:
@@ -240,6 +245,57 @@ def _first_forward_arg(model: Any) -> str:
     if not params:
         raise ModelLoadError("the model's forward() takes no input")
     return params[0].name
+
+
+# protobuf's limit on one serialized message: an ONNX file with its weights inside cannot be larger.
+_PROTOBUF_LIMIT = 2**31 - 1
+
+
+def inline_external_data(path: Path, uri: str, fetch: Any) -> Path:
+    """An ONNX file whose weights live in files beside it (``location`` in its initializers, as
+    ``onnx.save(..., save_as_external_data=True)`` writes) made self-contained, in place: each referenced
+    file is fetched from the model's own folder (``fetch(uri_of_the_file, local_dest)``, local or s3://),
+    read into the graph, and the whole saved as one file, which the store then hashes and moves as one
+    artifact. A location outside the model's folder, or weights beyond protobuf's 2 GB limit, are refused.
+    A model without external data is returned untouched."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:
+        raise ModelLoadError(
+            f"model {uri} is not a valid ONNX model: {type(err).__name__}: {str(err)[:300]}"
+        ) from None
+    tensors = [t for t in model.graph.initializer if uses_external_data(t)]
+    if not tensors:
+        return path
+    locations = sorted({next(e.value for e in t.external_data if e.key == "location") for t in tensors})
+    base = uri.rsplit("/", 1)[0] if uri.startswith("s3://") else str(Path(uri).parent)
+    folder = path.parent / f"{path.stem}-external"
+    for location in locations:
+        parts = PurePosixPath(location.replace("\\", "/")).parts
+        if location.startswith(("/", "\\")) or ".." in parts or not parts:
+            raise ModelLoadError(
+                f"model {uri} refers to weights at {location!r}, outside its own folder: external data must "
+                "lie in the model's folder or below it"
+            )
+        fetch(f"{base}/{'/'.join(parts)}", folder.joinpath(*parts))
+    total = sum((folder / loc).stat().st_size for loc in locations)
+    if total + model.ByteSize() > _PROTOBUF_LIMIT:
+        raise ModelLoadError(
+            f"model {uri} has {total:,} bytes of external weights; squeezeflow handles ONNX models up to "
+            "2 GB (one self-contained file), not larger ones yet"
+        )
+    try:
+        load_external_data_for_model(model, str(folder))
+    except Exception as err:
+        raise ModelLoadError(
+            f"model {uri}: cannot read its external weights ({', '.join(locations)}): {str(err)[:300]}"
+        ) from None
+    onnx.save(model, str(path))
+    log.info("model %s: %d external weight file(s) inlined (%d bytes)", uri, len(locations), total)
+    return path
 
 
 def check_onnx(path: Path, what: str) -> Any:

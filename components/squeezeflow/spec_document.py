@@ -29,6 +29,10 @@ MAX_SPEC_BYTES = 1 << 20
 MAX_SPEC_VALUES = 100_000
 
 
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
 class _StrictLoader(yaml.SafeLoader):
     """The safe loader, refusing duplicate keys in a mapping."""
 
@@ -44,12 +48,9 @@ class _StrictLoader(yaml.SafeLoader):
                 break
             line = key_node.start_mark.line + 1
             if first is not None:
-                raise yaml.constructor.ConstructorError(
-                    None,
-                    None,
+                raise _DuplicateKey(
                     f"duplicate key {key!r} (lines {first} and {line}): a key may appear once in a "
-                    "mapping; remove one of them",
-                    key_node.start_mark,
+                    "mapping; remove one of them"
                 )
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
@@ -84,7 +85,7 @@ def _expanded_values(doc: Any, limit: int) -> int:
 def _check_size(size: int, source: str) -> None:
     if size > MAX_SPEC_BYTES:
         raise SpecError(
-            f"job spec {source} is {size:,} bytes; a spec is at most {MAX_SPEC_BYTES:,} bytes "
+            f"invalid job spec {source}: it is {size:,} bytes; a spec is at most {MAX_SPEC_BYTES:,} bytes "
             "(model weights and data are referenced by URI, never inlined)"
         )
 
@@ -94,14 +95,16 @@ def read_spec_text(text: str | bytes, source: str) -> Any:
     twice in one mapping, or is larger than a spec can be."""
     _check_size(len(text), source)
     try:
-        doc = yaml.load(text, Loader=_StrictLoader)
+        doc = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
+    except _DuplicateKey as err:
+        raise SpecError(f"invalid job spec {source}: {err}") from None
     except yaml.YAMLError as err:
         raise SpecError(f"job spec {source} is not valid YAML: {err}") from None
     if _expanded_values(doc, MAX_SPEC_VALUES) > MAX_SPEC_VALUES:
         raise SpecError(
-            f"job spec {source} expands to more than {MAX_SPEC_VALUES:,} values once its YAML aliases "
-            "(*name) are resolved: a few nested anchors can describe gigabytes. Write the values out, "
-            "or use fewer nested aliases"
+            f"invalid job spec {source}: it expands to more than {MAX_SPEC_VALUES:,} values once its YAML "
+            "aliases (*name) are resolved: a few nested anchors can describe gigabytes. Write the values "
+            "out, or use fewer nested aliases"
         )
     return doc
 

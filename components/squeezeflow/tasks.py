@@ -132,7 +132,7 @@ def retrain_task(
     ctx = open_context(job, settings)
     data_dir = fetch_dataset(job.data.uri, ctx.cache)
     out = ctx.scratch("retrain") / f"{job.name}-{time.time_ns()}.pt"
-    fn = import_callable(entrypoint)
+    fn = import_callable(entrypoint, "training entry point")
     started = time.time()
     fn(data_dir=str(data_dir), output_path=str(out), base_model_uri=job.model.uri, **kwargs)
     if not out.is_file():

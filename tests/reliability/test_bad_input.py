@@ -215,6 +215,128 @@ def exported_program_with_a_member_outside_the_archive(inp: Inputs) -> Path:
     return _write_model_spec(inp, "exported_program", bad)
 
 
+class _RunsShellAndCarriesOn:
+    """Unpickled, runs a shell command and then returns what torch expects of an ExportedProgram's
+    example inputs (``((x,), {})``), so the job would carry on as if nothing had happened."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        code = (
+            f"(__import__('os').system('touch {self.marker}'), "
+            "((__import__('torch').zeros(2, 1, 28, 28),), {}))[1]"
+        )
+        return (eval, (code,))
+
+
+def _exported_program_with_example_inputs(payload: Callable[[Path], Any]) -> Callable[[Inputs], Path]:
+    """A valid .pt2 whose data/sample_inputs/model.pt member is rewritten to ``payload(marker)``."""
+
+    def build(inp: Inputs) -> Path:
+        import io
+        import zipfile
+
+        import torch
+
+        good = inp.dir / "good.pt2"
+        batch = torch.export.Dim("batch")
+        torch.export.save(
+            torch.export.export(
+                _traced_tiny(inp), (torch.zeros(2, 1, 28, 28),), dynamic_shapes=({0: batch},)
+            ),
+            good,
+        )
+        evil = io.BytesIO()
+        torch.save(payload(_marker(inp)), evil)
+        bad = inp.dir / "model.pt2"
+        with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
+            for member in src.infolist():
+                is_sample = member.filename.endswith("data/sample_inputs/model.pt")
+                dst.writestr(member, evil.getvalue() if is_sample else src.read(member.filename))
+        return _write_model_spec(inp, "exported_program", bad)
+
+    return build
+
+
+def exported_program_without_a_dynamic_batch(inp: Inputs) -> Path:
+    import torch
+
+    path = inp.dir / "fixed.pt2"
+    torch.export.save(torch.export.export(_traced_tiny(inp), (torch.zeros(2, 1, 28, 28),)), path)
+    return _write_model_spec(inp, "exported_program", path)
+
+
+def onnx_with_a_fixed_batch_of_one(inp: Inputs) -> Path:
+    import torch
+
+    path = inp.dir / "batch1.onnx"
+    torch.onnx.export(
+        _traced_tiny(inp), (torch.zeros(1, 1, 28, 28),), str(path), input_names=["input"], dynamo=False
+    )
+    return _write_onnx_spec(inp, path)
+
+
+def onnx_that_asks_for_160_gb(inp: Inputs) -> Path:
+    """A valid graph that adds the sum of a 40-billion-float zero tensor to its logits."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.zeros((784, 10), np.float32), "W")
+    shape = numpy_helper.from_array(np.array([40_000_000_000], np.int64), "shape")
+    zero = helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])
+    nodes = [
+        helper.make_node("Flatten", ["input"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "W"], ["scores"]),
+        helper.make_node("ConstantOfShape", ["shape"], ["big"], value=zero),
+        helper.make_node("ReduceSum", ["big"], ["total"], keepdims=0),
+        helper.make_node("Add", ["scores", "total"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "huge",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        [weights, shape],
+    )
+    path = inp.dir / "huge.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return _write_onnx_spec(inp, path)
+
+
+def onnx_external_data_outside_its_folder(inp: Inputs) -> Path:
+    import onnx
+
+    model = onnx.load(str(_export_tiny_onnx(inp)))
+    folder = inp.dir / "model"
+    folder.mkdir()
+    onnx.save(model, str(folder / "tiny.onnx"), save_as_external_data=True, location="weights.bin")
+    (inp.dir / "weights.bin").write_bytes((folder / "weights.bin").read_bytes())
+    patched = onnx.load(str(folder / "tiny.onnx"), load_external_data=False)
+    for tensor in patched.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../weights.bin"
+    onnx.save(patched, str(folder / "tiny.onnx"))
+    return _write_onnx_spec(inp, folder / "tiny.onnx")
+
+
+def factory_that_runs_a_command(inp: Inputs) -> Path:
+    doc = inp.doc()
+    doc["model"] = {
+        **doc["model"],
+        "factory": "os:system",
+        "factory_kwargs": {"command": f"touch {_marker(inp)}"},
+    }
+    return inp.spec(doc)
+
+
+def factory_that_returns_no_module(inp: Inputs) -> Path:
+    doc = inp.doc()
+    doc["model"] = {**doc["model"], "factory": "numpy:zeros", "factory_kwargs": {"shape": 3}}
+    return inp.spec(doc)
+
+
 def input_shape_mismatch(inp: Inputs) -> Path:
     from torch import nn
 
@@ -300,6 +422,52 @@ def split_path_escapes_the_directory(inp: Inputs) -> Path:
     return inp.spec(inp.doc(data=inner))
 
 
+def _edit_meta(**changes: Any) -> Callable[[Inputs], Path]:
+    def build(inp: Inputs) -> Path:
+        data = inp.copy_data()
+        meta = json.loads((data / "dataset.json").read_text())
+        meta.update(changes)
+        (data / "dataset.json").write_text(json.dumps(meta))
+        return inp.spec(inp.doc(data=data))
+
+    return build
+
+
+def npz_header_claims_terabytes(inp: Inputs) -> Path:
+    """A 9 KB train.npz whose x header declares shape (1e11, 1, 28, 28)."""
+    import io
+    import zipfile
+
+    data = inp.copy_data()
+    x = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        x, {"descr": "<f4", "fortran_order": False, "shape": (10**11, 1, 28, 28)}
+    )
+    x.write(b"\0" * 8192)
+    y = io.BytesIO()
+    np.save(y, np.zeros(600, np.int64))
+    with zipfile.ZipFile(data / "train.npz", "w") as zf:
+        zf.writestr("x.npy", x.getvalue())
+        zf.writestr("y.npy", y.getvalue())
+    return inp.spec(inp.doc(data=data))
+
+
+def split_is_a_text_file(inp: Inputs) -> Path:
+    data = inp.copy_data()
+    (data / "val.npz").write_text("image,label\ncat.png,3\n")
+    return inp.spec(inp.doc(data=data))
+
+
+def train_file_named_for_the_test_split(inp: Inputs) -> Path:
+    return _edit_meta(splits={"train": "train.npz", "val": "val.npz", "test": "train.npz"})(inp)
+
+
+def val_and_test_hold_the_same_data(inp: Inputs) -> Path:
+    data = inp.copy_data()
+    shutil.copy(data / "val.npz", data / "test.npz")
+    return inp.spec(inp.doc(data=data))
+
+
 # -- spec cases -------------------------------------------------------------------------------------
 
 
@@ -338,6 +506,36 @@ def _unknown_target_device(doc: dict[str, Any]) -> None:
 
 def _no_registry(doc: dict[str, Any]) -> None:
     del doc["registry"]
+
+
+def spec_with_a_duplicate_key(inp: Inputs) -> Path:
+    """The gate's max_drop written twice: the second (0.5) would silently win."""
+    path = inp.spec(inp.doc())
+    text = path.read_text().replace("  max_drop: 0.01\n", "  max_drop: 0.01\n  max_drop: 0.5\n", 1)
+    path.write_text(text)
+    return path
+
+
+def spec_with_an_anchor_bomb(inp: Inputs) -> Path:
+    """954 bytes of nested YAML aliases in factory_kwargs that expand to 387 million values."""
+    lines = ['lol0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"lol{i}: &l{i} [{','.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    path = inp.spec(inp.doc())
+    body = path.read_text().replace(
+        "  factory: squeezeflow.zoo.cnn:tiny_cnn\n",
+        "  factory: squeezeflow.zoo.cnn:tiny_cnn\n  factory_kwargs: {bomb: *l8}\n",
+        1,
+    )
+    path.write_text("\n".join(lines) + "\n" + body)
+    return path
+
+
+def _negative_seed(doc: dict[str, Any]) -> None:
+    doc["search"] = {**doc["search"], "seed": -1}
+
+
+def _infinite_budget(doc: dict[str, Any]) -> None:
+    doc["search"] = {**doc["search"], "max_seconds": float("inf")}
 
 
 CASES = [
@@ -513,6 +711,96 @@ CASES = [
         "spec-unknown-device-runtime",
         _spec_edit(_unknown_runtime),
         r"devices\.0\.runtime: Input should be .*\(got 'tensorrt'\)",
+    ),
+    # added with issue 15 (an adversarial pass): code execution, memory exhaustion, silent loosening
+    Case(
+        "exported-program-example-inputs-run-code",
+        _exported_program_with_example_inputs(_RunsShellOnUnpickle),
+        r"model \S+/model\.pt2 is refused: its member 'data/sample_inputs/model\.pt' holds pickled Python "
+        r"objects that torch\.load\(weights_only=True\) refuses \(.*GLOBAL posix\.system",
+    ),
+    Case(
+        "exported-program-example-inputs-run-code-and-carry-on",
+        _exported_program_with_example_inputs(_RunsShellAndCarriesOn),
+        r"model \S+/model\.pt2 is refused: its member 'data/sample_inputs/model\.pt' .*GLOBAL eval",
+    ),
+    Case(
+        "exported-program-without-a-dynamic-batch",
+        exported_program_without_a_dynamic_batch,
+        r"model \S+/fixed\.pt2 accepts only batch 2 .*exported with dynamic_shapes",
+    ),
+    Case(
+        "onnx-with-a-fixed-batch-of-one",
+        onnx_with_a_fixed_batch_of_one,
+        r"model \S+/batch1\.onnx accepts only batch 1 \(its input 'input' has a fixed first dimension\)",
+    ),
+    Case(
+        "onnx-that-asks-for-160-gb",
+        onnx_that_asks_for_160_gb,
+        r"model \S+/huge\.onnx needs more memory than this machine can give it \(160,000,000,000 bytes",
+    ),
+    Case(
+        "onnx-external-data-outside-its-folder",
+        onnx_external_data_outside_its_folder,
+        r"model \S+/model/tiny\.onnx refers to weights at '\.\./weights\.bin', outside its own folder",
+    ),
+    Case(
+        "factory-that-runs-a-command",
+        factory_that_runs_a_command,
+        r"model factory 'os:system' is in Python's standard library, which builds and scores no models",
+    ),
+    Case(
+        "factory-that-returns-no-module",
+        factory_that_returns_no_module,
+        r"model factory 'numpy:zeros' returned ndarray, not a torch\.nn\.Module",
+    ),
+    Case(
+        "dataset-with-a-billion-classes",
+        _edit_meta(num_classes=1_000_000_000),
+        r"dataset\.json is not a squeezeflow\.npz/v1 descriptor: num_classes: Input should be less than or "
+        r"equal to 100000",
+    ),
+    Case(
+        "npz-header-claims-terabytes",
+        npz_header_claims_terabytes,
+        r"split 'train' \(train\.npz\): the header of x declares shape \(100000000000, 1, 28, 28\) of "
+        r"float32 \(313,600,000,000,000 bytes\), but the member holds 8,192 bytes",
+    ),
+    Case(
+        "split-is-a-text-file",
+        split_is_a_text_file,
+        r"split 'val' \(val\.npz\) is not an \.npz archive \(a zip of \.npy arrays, as numpy\.savez "
+        r"writes\): it starts with b'image,label",
+    ),
+    Case(
+        "test-split-is-the-train-file",
+        train_file_named_for_the_test_split,
+        r"dataset\.json names 'train\.npz' for both splits 'train' and 'test'",
+    ),
+    Case(
+        "val-and-test-hold-the-same-data",
+        val_and_test_hold_the_same_data,
+        r"splits 'val' \(val\.npz\) and 'test' \(test\.npz\) hold the same data \(same SHA-256\)",
+    ),
+    Case(
+        "spec-duplicate-key",
+        spec_with_a_duplicate_key,
+        r"invalid job spec \S+/job\.yaml: duplicate key 'max_drop' \(lines \d+ and \d+\)",
+    ),
+    Case(
+        "spec-anchor-bomb",
+        spec_with_an_anchor_bomb,
+        r"invalid job spec \S+/job\.yaml: it expands to more than 100,000 values once its YAML aliases",
+    ),
+    Case(
+        "spec-negative-seed",
+        _spec_edit(_negative_seed),
+        r"search\.seed: Input should be greater than or equal to 0 \(got -1\)",
+    ),
+    Case(
+        "spec-infinite-time-budget",
+        _spec_edit(_infinite_budget),
+        r"search\.max_seconds: Input should be a finite number \(got inf\)",
     ),
 ]
 

@@ -143,5 +143,5 @@ def test_modest_aliases_are_still_allowed() -> None:
 def test_a_spec_larger_than_any_real_spec_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "huge.yaml"
     path.write_text("name: x\n# " + "x" * MAX_SPEC_BYTES + "\n")
-    with pytest.raises(SpecError, match=r"huge\.yaml is [\d,]+ bytes; a spec is at most 1,048,576 bytes"):
+    with pytest.raises(SpecError, match=r"huge\.yaml: it is [\d,]+ bytes; a spec is at most 1,048,576 bytes"):
         load_spec(path)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
 
-from squeezeflow.errors import ModelLoadError
+from squeezeflow.errors import ModelLoadError, SqueezeflowError
 from squeezeflow.metrics import resolve_metric
 from squeezeflow.models import (
+    check_batch_dimension,
     check_input_shape,
     check_onnx,
     count_macs,
@@ -55,15 +57,53 @@ def load_npy(path: Path) -> np.ndarray:
 def baseline_onnx_path(spec: JobSpec, ingest: IngestResult, ctx: StageContext) -> Path:
     """The baseline as ONNX: the user's ONNX file as is, or an export of the PyTorch model."""
     src = ctx.store.fetch(ingest.model_source, ctx.cache)
+    what = f"model {spec.model.uri}"
     if spec.model.format == "onnx":
-        model = check_onnx(src, f"model {spec.model.uri}")
-        check_input_shape(model, ingest.dataset.input_shape, f"model {spec.model.uri}")
+        model = check_onnx(src, what)
+        check_batch_dimension(
+            model,
+            what,
+            "export it with a dynamic batch dimension (torch.onnx.export(..., dynamic_axes={'input': "
+            "{0: 'batch'}}), or dynamic_shapes with dynamo=True)",
+        )
+        check_input_shape(model, ingest.dataset.input_shape, what)
         return src
-    model = load_torch_model(spec.model, src)
+    torch_model = load_torch_model(spec.model, src)
     out = ctx.scratch(f"baseline-{ingest.job_key}") / "baseline.onnx"
-    export_onnx(model, ingest.dataset.input_shape, out, dtype=ingest.dataset.input_dtype)
-    check_onnx(out, "the exported baseline")
+    export_onnx(torch_model, ingest.dataset.input_shape, out, dtype=ingest.dataset.input_dtype)
+    exported = check_onnx(out, "the exported baseline")
+    if spec.model.format == "exported_program":
+        check_batch_dimension(
+            exported,
+            what,
+            "an ExportedProgram keeps the batch size of its example input unless it is exported with "
+            "dynamic_shapes (torch.export.export(model, (x,), dynamic_shapes=({0: Dim('batch')},)))",
+        )
     return out
+
+
+def evaluate_baseline(path: Path, x: np.ndarray, threads: int, what: str) -> np.ndarray:
+    """The baseline's logits on ``x``; a model that fails inside ONNX Runtime (it needs more memory than
+    the machine has, or a shape or type it computes is invalid) is the user's model failing: an input
+    error naming it, never a traceback."""
+    try:
+        return predict_logits(path, x, threads=threads)
+    except SqueezeflowError:
+        raise
+    except MemoryError as err:
+        raise ModelLoadError(f"{what} needs more memory than this machine has to run: {err}") from None
+    except Exception as err:  # ONNX Runtime's errors are pybind types with no common public base
+        reason = " ".join(str(err).split())
+        if "Failed to allocate memory" in reason:
+            size = re.search(r"buffer of size (\d+)", reason)
+            asked = f" ({int(size.group(1)):,} bytes for one tensor)" if size else ""
+            raise ModelLoadError(
+                f"{what} needs more memory than this machine can give it{asked}: ONNX Runtime could not "
+                "allocate it while running the model on the held-out data"
+            ) from None
+        raise ModelLoadError(
+            f"{what} fails in ONNX Runtime on the held-out data: {type(err).__name__}: {reason[:400]}"
+        ) from None
 
 
 def baseline(spec: JobSpec, ingest: IngestResult, ctx: StageContext) -> BaselineResult:
@@ -77,11 +117,12 @@ def baseline(spec: JobSpec, ingest: IngestResult, ctx: StageContext) -> Baseline
     onnx_path = baseline_onnx_path(spec, ingest, ctx)
     test = ds.split("test")
     threads = spec.target.intra_op_threads
-    logits = predict_logits(onnx_path, test.x, threads=threads)
+    what = f"model {spec.model.uri}"
+    logits = evaluate_baseline(onnx_path, test.x, threads, what)
     check_outputs(logits, ds.meta.num_classes, f"model {spec.model.uri}")
     metric = resolve_metric(spec.task.metric)(test.y, logits)
     val = ds.split("val")
-    val_metric = resolve_metric(spec.task.metric)(val.y, predict_logits(onnx_path, val.x, threads=threads))
+    val_metric = resolve_metric(spec.task.metric)(val.y, evaluate_baseline(onnx_path, val.x, threads, what))
     measure = measure_onnx(onnx_path, ingest.dataset.input_shape)
     onnx_ref = ctx.store.put_file(onnx_path, suffix=".onnx")
     logits_ref = ctx.store.put_bytes(npy_bytes(logits.astype(np.float32)), suffix=".npy")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from squeezeflow.data import Dataset, fetch_dataset, load_dataset
+from squeezeflow.errors import InvalidInputError
 from squeezeflow.store import ArtifactStore, open_store
 
 if TYPE_CHECKING:
@@ -42,7 +43,44 @@ class Settings:
             or os.environ.get("MLFLOW_TRACKING_URI")
             or default_tracking_uri(home)
         )
+        check_database_driver(uri)
         return cls(artifacts=art, tracking_uri=uri, workdir=wd)
+
+
+# What to install for a database URI's driver, by SQLAlchemy driver name.
+_DRIVER_PACKAGES = {
+    "psycopg2": "squeezeflow[server] (psycopg2-binary)",
+    "psycopg": "psycopg[binary]",
+    "mysqldb": "mysqlclient",
+    "pymysql": "PyMySQL",
+    "pyodbc": "pyodbc",
+}
+
+
+def check_database_driver(tracking_uri: str) -> None:
+    """A database tracking URI (``postgresql://``, ``mysql://``, ...) whose Python driver is not installed
+    is an input error naming the driver and what to install, before anything connects (MLflow would fail
+    later with a ModuleNotFoundError). Only the URI's scheme is ever quoted: it may hold a password."""
+    scheme = tracking_uri.split("://", 1)[0] if "://" in tracking_uri else ""
+    if not scheme or scheme.split("+")[0] in ("http", "https", "file", "databricks", "sqlite", "uc"):
+        return
+    from sqlalchemy.engine.url import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        dialect = make_url(tracking_uri).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError):
+        return  # not a database URI SQLAlchemy knows; MLflow reports it
+    try:
+        dialect.import_dbapi()
+    except ImportError as err:
+        package = _DRIVER_PACKAGES.get(dialect.driver, dialect.driver)
+        raise InvalidInputError(
+            f"the tracking URI's scheme {scheme}:// needs the Python database driver {dialect.driver!r} "
+            f"(module {getattr(err, 'name', None) or dialect.driver!r}), which is not installed: "
+            f"pip install '{package}', or name an installed driver in the scheme (for example "
+            "postgresql+psycopg2:// with squeezeflow[server])"
+        ) from None
 
 
 @dataclass

@@ -13,6 +13,7 @@ import numpy as np
 
 from squeezeflow.data import SPLITS, Dataset
 from squeezeflow.errors import DataValidationError
+from squeezeflow.models import inline_external_data
 from squeezeflow.perturb import check_perturbations
 from squeezeflow.results import DatasetInfo, IngestResult, ValidationSummary, content_key
 from squeezeflow.s3 import download_uri
@@ -114,6 +115,9 @@ def ingest(spec: JobSpec, ctx: StageContext) -> IngestResult:
     model_local = download_uri(
         spec.model.uri, ctx.scratch("ingest") / f"model-source{Path(spec.model.uri).suffix}"
     )
+    if spec.model.format == "onnx":
+        # weights kept in files beside the model travel inside it from here on (one artifact, one hash)
+        model_local = inline_external_data(model_local, spec.model.uri, download_uri)
     model_sha = sha256_file(model_local)
     spec_digest = spec.digest()
     key = content_key("ingest", spec_digest, ds.sha256, model_sha)
