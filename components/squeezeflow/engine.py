@@ -30,7 +30,7 @@ from squeezeflow.results import (
 from squeezeflow.spec import JobSpec, PassStep, Recipe, SearchSpace
 from squeezeflow.stages import StageContext, benchmark, gate, optimize
 from squeezeflow.stages.benchmark import candidate_profiles, note_reference_skip
-from squeezeflow.stages.gate import not_evaluated
+from squeezeflow.stages.gate import mark_candidate, not_evaluated
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +193,7 @@ class Engine:
                 tags={"squeezeflow.gate": "failed", "squeezeflow.gate_reason": why, "gate.skipped": why},
             )
             self.ctx.tracker.finish(cand.run_id)
+            mark_candidate(self.ctx, self.baseline, cand, None, "failed")
             return self._record(outcome, t)
         verdict = gate(self.spec, self.ingest, self.baseline, cand, self.ctx)
         benches: list[BenchmarkResult] = []
@@ -228,8 +229,9 @@ class Engine:
         if bench.p50_ms <= base.p50_ms * margin:
             return None
         return bench, (
-            f"not evaluated: slower than the baseline on {target.name} "
-            f"(p50 {bench.p50_ms:.3f} ms vs {base.p50_ms:.3f} ms), so it can never be promoted"
+            f"not evaluated: slower than the baseline on {target.name} ({bench.p50_ms / base.p50_ms:.2f}x: "
+            f"p50 {bench.p50_ms:.3f} ms vs {base.p50_ms:.3f} ms, over search.skip_slower_than {margin:g}), "
+            "so it can never be promoted"
         )
 
     # -- the search ---------------------------------------------------------------------------------

@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from typing import Any
 
 from squeezeflow.engine import Engine
+from squeezeflow.errors import InfrastructureError
+from squeezeflow.job_lease import job_lease
 from squeezeflow.results import (
     BaselineResult,
     BenchmarkResult,
@@ -49,11 +51,37 @@ def _progress(enabled: bool) -> Any:
 
 def run_job(spec: JobSpec, settings: Settings, progress: bool = True) -> JobResult:
     """Run every stage of ``spec`` and return the job's result. Re-running the same job reuses every
-    recorded stage result: no duplicate runs, candidates or model versions."""
+    recorded stage result: no duplicate runs, candidates or model versions. A job that fails once its
+    MLflow run is open leaves that run FAILED (`end_job_run_failed`); a rerun that succeeds finishes it."""
     t0 = time.monotonic()
     check_measurable_here(spec.devices)  # a profile this machine cannot measure fails before any work
     ctx = StageContext.open(settings, spec.name)
-    with _progress(progress) as bar:
+    job_run: list[str] = []  # the job's MLflow run, once ingest has opened it
+    try:
+        return _run_stages(spec, settings, ctx, progress, t0, job_run)
+    except Exception as err:
+        if job_run:
+            end_job_run_failed(ctx, job_run[0], err)
+        raise
+
+
+def end_job_run_failed(ctx: StageContext, run_id: str, err: Exception) -> None:
+    """Mark the job's MLflow run FAILED, with the error as its ``squeezeflow.error`` tag, so that MLflow
+    never shows a job that ended in an error as running. Best effort, and MLflow is not asked again
+    when it is what failed: the job's own error is what the user must see, and soon."""
+    if isinstance(err, InfrastructureError) and str(err).startswith("MLflow at "):  # Tracker's outage
+        return
+    try:
+        ctx.tracker.log(run_id, tags={"squeezeflow.error": f"{type(err).__name__}: {err}"[:5000]})
+        ctx.tracker.finish(run_id, "FAILED")
+    except Exception as failed:
+        log.warning("could not mark the job's MLflow run %s FAILED: %s", run_id, failed)
+
+
+def _run_stages(
+    spec: JobSpec, settings: Settings, ctx: StageContext, progress: bool, t0: float, job_run: list[str]
+) -> JobResult:
+    with _progress(progress) as bar, ExitStack() as held:
         task = bar.add_task("ingest", total=spec.search.max_trials + 3) if bar else None
 
         def step(desc: str) -> None:
@@ -61,6 +89,10 @@ def run_job(spec: JobSpec, settings: Settings, progress: bool = True) -> JobResu
                 bar.update(task, advance=1, description=desc)
 
         ing = ingest(spec, ctx)
+        job_run.append(ing.parent_run_id)
+        # One process at a time per job: another one running the same job is waited for, and then its
+        # records are reused (squeezeflow.job_lease).
+        held.enter_context(job_lease(ctx.tracker, ing.parent_run_id))
         step("baseline")
         base = baseline(spec, ing, ctx)
         base_benches = {p.name: measure_baseline(spec, ing, base, p, ctx) for p in spec.devices}
@@ -72,10 +104,9 @@ def run_job(spec: JobSpec, settings: Settings, progress: bool = True) -> JobResu
         target = base_benches[spec.target.name]
         promotion = promote(spec, ing, base, target, outcomes, ctx)
         step("done")
-
-    return job_result(
-        spec, settings, ctx, ing, base, target, outcomes, promotion, time.monotonic() - t0, base_benches
-    )
+        return job_result(
+            spec, settings, ctx, ing, base, target, outcomes, promotion, time.monotonic() - t0, base_benches
+        )
 
 
 def device_rows(

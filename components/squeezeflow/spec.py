@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from squeezeflow.errors import SpecError
+from squeezeflow.registry_tags import MAX_ALIAS_LENGTH, MAX_MODEL_NAME_LENGTH
 from squeezeflow.spec_document import read_spec_file
 
 API_VERSION = "squeezeflow/v1"
@@ -34,7 +35,8 @@ _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: no budget, tolerance or threshold is meaningful at infinity or NaN (`.inf` is valid YAML)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSource(_Strict):
@@ -480,7 +482,9 @@ class SearchSpec(_Strict):
     )
     space: SearchSpace = Field(default_factory=SearchSpace)
     max_trials: int = Field(default=8, ge=1, le=10_000, description="Candidates built at most.")
-    max_seconds: float = Field(default=1800.0, gt=0, description="Wall-clock budget of the search.")
+    max_seconds: float = Field(
+        default=1800.0, gt=0, le=30 * 86400, description="Wall-clock budget of the search (at most 30 days)."
+    )
     patience: int = Field(
         default=4, ge=1, le=1000, description="Stop when the Pareto front is unchanged this long."
     )
@@ -492,12 +496,28 @@ class SearchSpec(_Strict):
         "target profile can never be promoted and is not sent to the gate (its row keeps the "
         "measurement and says why); null sends every candidate to the gate.",
     )
-    seed: int = 0
+    seed: int = Field(
+        default=0,
+        ge=0,
+        le=2**32 - 1,
+        description="Seeds the search and training (NumPy's range: 0 to 2**32-1).",
+    )
 
 
 class RegistryTarget(_Strict):
-    model_name: str = Field(pattern=_NAME, description="Registered model name in the MLflow registry.")
-    alias: str = Field(default="champion", pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$")
+    # Both limits are what the MLflow registry accepts; the alias's also leaves room for the tag keys
+    # squeezeflow builds from it (squeezeflow.registry_tags).
+    model_name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        max_length=MAX_MODEL_NAME_LENGTH,
+        description="Registered model name in the MLflow registry.",
+    )
+    alias: str = Field(
+        default="champion",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$",
+        max_length=MAX_ALIAS_LENGTH,
+        description="The registry alias a promotion moves (letters, digits, _ and -).",
+    )
 
     @field_validator("alias")
     @classmethod

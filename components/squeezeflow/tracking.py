@@ -23,6 +23,13 @@ import numpy as np
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from squeezeflow.errors import InfrastructureError
+from squeezeflow.registry_tags import (
+    HISTORY_NONCE_BYTES,
+    contest_tag,
+    history_prefix,
+    history_tag,
+    rolled_back_tag,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,6 +39,9 @@ TAG_JOB = "squeezeflow.job_key"
 TAG_CANDIDATE = "squeezeflow.candidate_key"
 TAG_MODEL_ID = "squeezeflow.model_id"
 TAG_PARENT = "mlflow.parentRunId"
+# The job's lease (squeezeflow.job_lease): claims are run params, the holder's heartbeat a run tag.
+PARAM_LEASE = "squeezeflow.lease."
+TAG_LEASE = "squeezeflow.lease"
 
 
 def redact_uri(uri: str) -> str:
@@ -47,6 +57,15 @@ def redact_uri(uri: str) -> str:
         return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
     except ValueError:
         return uri
+
+
+def _has_password(uri: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        return bool(urlsplit(uri).password)
+    except ValueError:
+        return False
 
 
 def redact_password(text: str, uri: str) -> str:
@@ -99,7 +118,14 @@ class Tracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        # MlflowClient.set_terminated prints "View run <name> at: <tracking URI>/..." to stdout, with
+        # the URI's password when it has one. Library code does not print; never a credential.
+        if _has_password(tracking_uri):
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+        else:
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.tracking_uri = tracking_uri
+        self.unreachable = False  # set once a call gave up because MLflow did not answer
         self.experiment_name = experiment or ""
         self.attempts = attempts
         mlflow.set_tracking_uri(tracking_uri)
@@ -130,18 +156,30 @@ class Tracker:
         try:
             return attempt()
         except _Transient as err:
+            self.unreachable = True
             where, detail = redact_uri(self.tracking_uri), redact_password(str(err), self.tracking_uri)
             raise InfrastructureError(
                 f"MLflow at {where} is unreachable ({what}, {self.attempts} attempts): {detail[:200]}"
             ) from None
 
     def _experiment(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
             return str(exp.experiment_id)
-        return str(self.client.create_experiment(name, artifact_location=self._local_artifact_location(name)))
+        try:
+            return str(
+                self.client.create_experiment(name, artifact_location=self._local_artifact_location(name))
+            )
+        except MlflowException as err:
+            # Experiment names are unique: another process starting a job of the same name created it
+            # between our lookup and our create.
+            if "RESOURCE_ALREADY_EXISTS" not in str(err.error_code):
+                raise
+            return self._experiment(name)
 
     def _local_artifact_location(self, name: str) -> str | None:
         """For an embedded SQLite store, keep MLflow's artifacts beside the database (MLflow's own
@@ -159,18 +197,37 @@ class Tracker:
 
     # -- runs -------------------------------------------------------------------------------------
     def job_run(self, job_key: str, run_name: str, tags: dict[str, str]) -> str:
-        """The job's parent run, created once per job key."""
+        """The job's parent run, created once per job key.
 
-        def get_or_create() -> str:
-            found = self._find_run(f"tags.`{TAG_JOB}` = '{job_key}' and tags.`{TAG_KIND}` = 'job'")
-            if found is not None:
-                return str(found.info.run_id)
-            run = self.client.create_run(
-                self.experiment_id, run_name=run_name, tags={**tags, TAG_JOB: job_key, TAG_KIND: "job"}
-            )
-            return str(run.info.run_id)
+        MLflow cannot create a run only if none exists, so two processes starting the same job at the
+        same moment may both create one. A process that created the run therefore waits
+        `JOB_RUN_SETTLE_S` (longer than a lookup and a create take), looks again and keeps the earliest
+        run of the job (by start time, then id), deleting its own when that is another: every process
+        ends up with the same run."""
+        where = f"tags.`{TAG_JOB}` = '{job_key}' and tags.`{TAG_KIND}` = 'job'"
 
-        return self._call("find or create the job run", get_or_create)
+        def earliest() -> str | None:
+            runs = self.client.search_runs([self.experiment_id], where, max_results=100)
+            first = min(runs, key=lambda r: (r.info.start_time, r.info.run_id), default=None)
+            return None if first is None else str(first.info.run_id)
+
+        found = self._call("find the job run", earliest)
+        if found is not None:
+            return found
+        mine = self._call(
+            "create the job run",
+            lambda: str(
+                self.client.create_run(
+                    self.experiment_id, run_name=run_name, tags={**tags, TAG_JOB: job_key, TAG_KIND: "job"}
+                ).info.run_id
+            ),
+        )
+        time.sleep(JOB_RUN_SETTLE_S)
+        kept = self._call("find the job run", earliest) or mine
+        if kept != mine:
+            log.info("another process opened job run %s at the same time; using it, deleting %s", kept, mine)
+            self._call("delete a duplicate job run", self.client.delete_run, mine)
+        return kept
 
     def candidate_run(
         self, parent_run_id: str, candidate_key: str, run_name: str, tags: dict[str, str]
@@ -195,6 +252,30 @@ class Tracker:
     def run_tags(self, run_id: str) -> dict[str, str]:
         return dict(self._call("read run tags", self.client.get_run, run_id).data.tags)
 
+    def run_params_and_tags(self, run_id: str) -> tuple[dict[str, str], dict[str, str]]:
+        run = self._call("read the run", self.client.get_run, run_id)
+        return dict(run.data.params), dict(run.data.tags)
+
+    def claim(self, run_id: str, key: str, value: str) -> bool:
+        """Log the param ``key = value`` unless the run has it with another value (then False). MLflow
+        never changes a param's value, so of processes claiming one key at once exactly one wins."""
+        from mlflow.exceptions import MlflowException
+
+        def do() -> bool:
+            try:
+                self.client.log_param(run_id, key, value)
+            except MlflowException as err:
+                if "INVALID_PARAMETER_VALUE" in str(err.error_code):
+                    return False
+                raise
+            return True
+
+        return self._call("claim a run param", do)
+
+    def set_status(self, run_id: str, status: str) -> None:
+        """Set the run's status without ending it (`finish` ends it)."""
+        self._call("set the run status", self.client.update_run, run_id, status)
+
     def log(
         self,
         run_id: str,
@@ -205,18 +286,27 @@ class Tracker:
     ) -> None:
         """Params (logged once; an identical re-log is a no-op), metrics and tags."""
         from mlflow.entities import Metric, Param, RunTag
+        from mlflow.exceptions import MlflowException
 
         def do() -> None:
-            existing = self.client.get_run(run_id).data.params
-            new_params = [Param(k, str(v)[:6000]) for k, v in (params or {}).items() if k not in existing]
             ts = _now_ms()
             mets = [Metric(k, float(v), ts, 0, model_id=model_id) for k, v in (metrics or {}).items()]
-            self.client.log_batch(
-                run_id,
-                metrics=mets,
-                params=new_params,
-                tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
-            )
+            for attempt in (1, 2):
+                existing = self.client.get_run(run_id).data.params
+                new_params = [Param(k, str(v)[:6000]) for k, v in (params or {}).items() if k not in existing]
+                try:
+                    self.client.log_batch(
+                        run_id,
+                        metrics=mets,
+                        params=new_params,
+                        tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+                    )
+                    return
+                except MlflowException:
+                    # Another process logging the same params at the same moment makes the server
+                    # refuse the batch; read them again and log only what is still missing.
+                    if attempt == 2 or not new_params:
+                        raise
 
         self._call("log to the run", do)
 
@@ -252,16 +342,31 @@ class Tracker:
             model = onnx.load(str(onnx_path))
             output = predict_logits(onnx_path, input_example, threads=1)
             signature = infer_signature(input_example, {"logits": output})
-            with _resumed_run(run_id):
-                info = mlflow.onnx.log_model(
-                    model,
-                    name=name,
-                    signature=signature,
-                    input_example=input_example,
-                    onnx_execution_providers=["CPUExecutionProvider"],
-                    save_as_external_data=False,
-                    tags=tags,
-                )
+            # The LoggedModel is created here, in the run's experiment, and handed to the flavor with
+            # the run (both passed through to mlflow.models.Model.log), instead of resuming the run as
+            # MLflow's active ("fluent") run: ending that marks the run FINISHED, so a job killed
+            # afterwards would look finished, and prints the tracking URI, password included.
+            pending = self.client.create_logged_model(
+                self.experiment_id,
+                name=name,
+                source_run_id=run_id,
+                tags=tags,
+                params={
+                    k: v
+                    for k, v in self.client.get_run(run_id).data.params.items()
+                    if not k.startswith(PARAM_LEASE)
+                },
+            )
+            info = mlflow.onnx.log_model(
+                model,
+                name=name,
+                signature=signature,
+                input_example=input_example,
+                onnx_execution_providers=["CPUExecutionProvider"],
+                save_as_external_data=False,
+                run_id=run_id,
+                model_id=pending.model_id,
+            )
             return str(info.model_id)
 
         model_id = self._call("log the candidate model", do)
@@ -340,8 +445,71 @@ class Tracker:
 
         return self._call("register the model version", do)
 
-    def set_alias(self, model_name: str, alias: str, version: str) -> None:
-        self._call("move the alias", self.client.set_registered_model_alias, model_name, alias, version)
+    def set_alias(self, model_name: str, alias: str, version: str | None) -> None:
+        """Point ``alias`` at ``version``; None removes the alias."""
+        if version is None:
+            self._call("remove the alias", self.client.delete_registered_model_alias, model_name, alias)
+        else:
+            self._call("move the alias", self.client.set_registered_model_alias, model_name, alias, version)
+
+    @contextmanager
+    def alias_moved(
+        self,
+        model_name: str,
+        alias: str,
+        version: str,
+        back_to: str | None,
+        undo: Callable[[], None] | None = None,
+        retry: str = "Run the job again to promote",
+    ) -> Iterator[None]:
+        """Point ``alias`` at ``version`` for a block that records the move (history, verdict tags): all
+        or nothing. When moving or recording fails, ``undo`` takes back what the block recorded, the
+        alias goes back to ``back_to`` (removed when None) if it still points at ``version``, and an
+        InfrastructureError says what failed, where the alias is now, and ``retry``. MLflow cannot move an
+        alias and write a tag in one transaction; this keeps a half-recorded move from staying behind."""
+        try:
+            self.set_alias(model_name, alias, version)
+            yield
+        except Exception as err:
+            raise self._put_alias_back(model_name, alias, version, back_to, undo, err, retry) from err
+
+    def _put_alias_back(
+        self,
+        model_name: str,
+        alias: str,
+        version: str,
+        back_to: str | None,
+        undo: Callable[[], None] | None,
+        err: Exception,
+        retry: str,
+    ) -> InfrastructureError:
+        def said(e: Exception, n: int) -> str:
+            return " ".join(redact_password(str(e), self.tracking_uri).split())[:n]
+
+        failed = f"moving {model_name}@{alias} to version {version} could not be recorded ({said(err, 300)})"
+        back = f"version {back_to}" if back_to is not None else "no version (the alias was not set)"
+        try:
+            if self.alias_version(model_name, alias) == version:
+                self.set_alias(model_name, alias, back_to)
+        except Exception as undo_err:
+            log.debug("putting %s@%s back failed", model_name, alias, exc_info=True)
+            to = f" --to {back_to}" if back_to is not None else ""
+            return InfrastructureError(
+                f"{failed}, and putting @{alias} back to {back} failed too ({said(undo_err, 200)}): it may "
+                f"point at version {version} with no record of the move. {retry} (that records or redoes "
+                f"the move), or set it back with `squeezeflow rollback {model_name} --alias {alias}{to}`"
+            )
+        leftover = ""
+        try:
+            if undo is not None:
+                undo()
+        except Exception as undo_err:
+            log.debug("taking back the records of %s@%s failed", model_name, alias, exc_info=True)
+            leftover = f" (a record of the refused move may remain: {said(undo_err, 200)})"
+        return InfrastructureError(
+            f"{failed}; @{alias} was put back to {back}, so the registry is as it was before"
+            f"{leftover}. {retry}"
+        )
 
     def alias_version(self, model_name: str, alias: str) -> str | None:
         from mlflow.exceptions import MlflowException
@@ -439,7 +607,7 @@ class Tracker:
             to_version=to_version,
             reason=reason[:1000],
         )
-        key = f"{TAG_HISTORY}{alias}.{move.at_ms:013d}-{secrets.token_hex(3)}"
+        key = history_tag(alias, move.at_ms, secrets.token_hex(HISTORY_NONCE_BYTES))
         self._call(
             "record the alias history",
             self.client.set_registered_model_tag,
@@ -449,9 +617,21 @@ class Tracker:
         )
         return move
 
+    def forget_alias_move(self, model_name: str, alias: str, move: AliasMove) -> None:
+        """Delete the history entry of ``move``: a move that was taken back before it was complete."""
+        entry = json.dumps(dataclasses.asdict(move), sort_keys=True)
+        prefix = history_prefix(alias)
+
+        def do() -> None:
+            tags = self.client.get_registered_model(model_name).tags
+            for key in [k for k, v in tags.items() if k.startswith(prefix) and v == entry]:
+                self.client.delete_registered_model_tag(model_name, key)
+
+        self._call("take back the alias history entry", do)
+
     def alias_history(self, model_name: str, alias: str) -> list[AliasMove]:
         """Every recorded move of ``alias``, oldest first."""
-        prefix = f"{TAG_HISTORY}{alias}."
+        prefix = history_prefix(alias)
         tags = self._call("read the alias history", self.client.get_registered_model, model_name).tags
         moves = []
         for k in sorted(k for k in tags if k.startswith(prefix)):
@@ -506,29 +686,33 @@ class Tracker:
                 raise
         if to_version == current:
             raise InvalidInputError(f"{model_name}@{alias} already points at version {current}")
-        self.set_alias(model_name, alias, to_version)
-        self.set_version_tags(model_name, current, {f"{TAG_ROLLED_BACK}{alias}": str(_now_ms())})
-        if f"{TAG_ROLLED_BACK}{alias}" in (self.model_version(model_name, to_version).tags or {}):
-            self._call(  # moved back there deliberately: it may be promoted again
-                "clear the rolled-back mark",
-                self.client.delete_model_version_tag,
-                model_name,
-                to_version,
-                f"{TAG_ROLLED_BACK}{alias}",
+        mark = rolled_back_tag(alias)
+
+        def unmark() -> None:
+            self._call(
+                "clear the rolled-back mark", self.client.delete_model_version_tag, model_name, current, mark
             )
-        return self.record_alias_move(
-            model_name, alias, current, to_version, "rollback", f"rolled back from version {current}"
-        )
+
+        with self.alias_moved(
+            model_name, alias, to_version, back_to=current, undo=unmark, retry="Run the rollback again"
+        ):
+            self.set_version_tags(model_name, current, {mark: str(_now_ms())})
+            if mark in (self.model_version(model_name, to_version).tags or {}):
+                self._call(  # moved back there deliberately: it may be promoted again
+                    "clear the rolled-back mark",
+                    self.client.delete_model_version_tag,
+                    model_name,
+                    to_version,
+                    mark,
+                )
+            # the history last: a move it records is complete
+            return self.record_alias_move(
+                model_name, alias, current, to_version, "rollback", f"rolled back from version {current}"
+            )
 
 
-TAG_CONTEST = "squeezeflow.contest."
-TAG_HISTORY = "squeezeflow.alias_history."
-TAG_ROLLED_BACK = "squeezeflow.rolled_back."
-
-
-def contest_tag(alias: str) -> str:
-    """The model-version tag that says where the version stands for ``alias``: pending, won or lost."""
-    return f"{TAG_CONTEST}{alias}"
+# How long a process that created a job's run waits before looking for a twin (`Tracker.job_run`).
+JOB_RUN_SETTLE_S = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -562,18 +746,3 @@ def _now_ms() -> int:
     import time
 
     return int(time.time() * 1000)
-
-
-@contextmanager
-def _resumed_run(run_id: str) -> Iterator[None]:
-    """Make ``run_id`` the active fluent run (for ``mlflow.<flavor>.log_model``) without ending it."""
-    import mlflow
-
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    mlflow.start_run(run_id=run_id, log_system_metrics=False)
-    try:
-        yield
-    finally:
-        # end_run marks the run FINISHED; the caller sets the final status explicitly afterwards.
-        mlflow.end_run()

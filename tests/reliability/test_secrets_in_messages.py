@@ -2,7 +2,9 @@
 ``https://user:token@mlflow``) never reaches an error message.
 
 The end-to-end scan of a whole job's logs, MLflow entries, records and reports for credentials given
-the usual way (environment) is in `test_mlflow_outage.py`.
+the usual way (environment) is in `test_mlflow_outage.py`; the output of successful jobs whose tracking
+URI carries a password (MLflow prints "View run ... at: <tracking URI>" when a run ends) is scanned in
+`test_concurrent_jobs.py` and `test_job_run_status.py`.
 """
 
 from __future__ import annotations

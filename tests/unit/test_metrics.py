@@ -48,8 +48,8 @@ def test_a_user_metric_is_resolved_from_its_module_reference() -> None:
     [
         ("f1", "unknown metric 'f1'"),
         ("no_such_module_xyz:fn", "cannot import 'no_such_module_xyz'"),
-        ("tests.user_metrics:missing", "has no callable 'missing'"),
-        ("tests.user_metrics:NOT_CALLABLE", "has no callable 'NOT_CALLABLE'"),
+        ("tests.user_metrics:missing", "has no callable named 'missing'"),
+        ("tests.user_metrics:NOT_CALLABLE", "has no callable named 'NOT_CALLABLE'"),
         ("tests.user_metrics:fn:extra", "must look like 'package.module:callable'"),
     ],
 )

@@ -198,13 +198,16 @@ def _baseline_logits(
     return out
 
 
+NOT_EVALUATED = "not-evaluated/"
+
+
 def not_evaluated(
     spec: JobSpec, ingest: IngestResult, baseline: BaselineResult, candidate: CandidateResult, reason: str
 ) -> GateResult:
     """A failing verdict for a candidate the engine did not send to the gate (``reason`` says why). It is
     not recorded: the gate stage itself would judge the same candidate on its merits."""
     return GateResult(
-        key=f"not-evaluated/{candidate.key}",
+        key=f"{NOT_EVALUATED}{candidate.key}",
         candidate_key=candidate.key,
         candidate_sha256=candidate.onnx.sha256 if candidate.onnx else None,
         baseline_sha256=baseline.onnx.sha256,
@@ -219,6 +222,32 @@ def not_evaluated(
         n=0,
         agreement=None,
     )
+
+
+def is_not_evaluated(verdict: GateResult) -> bool:
+    """Whether ``verdict`` is `not_evaluated`'s: the candidate never went to the gate."""
+    return verdict.key.startswith(NOT_EVALUATED)
+
+
+def mark_candidate(
+    ctx: StageContext,
+    baseline: BaselineResult,
+    candidate: CandidateResult,
+    verdict: GateResult | None,
+    status: str,
+) -> None:
+    """Tag what the store holds of ``candidate`` with its outcome, ``status``: failed (not built, failed
+    the gate, or not sent to it), passed or promoted. A bucket lifecycle rule expires what failed
+    (infra/terraform: squeezeflow-status=failed). That is its model, its optimize record and, when it
+    has a recorded gate ``verdict``, the verdict's record and evidence. Bytes that are also the
+    baseline's are never tagged."""
+    if candidate.onnx is not None and candidate.onnx.sha256 != baseline.onnx.sha256:
+        ctx.store.mark(candidate.onnx, status)
+    ctx.store.mark_record("optimize", candidate.key, status)
+    if verdict is not None:
+        if verdict.evidence is not None:
+            ctx.store.mark(verdict.evidence, status)
+        ctx.store.mark_record("gate", verdict.key, status)
 
 
 def gate(
@@ -244,7 +273,10 @@ def gate(
     )
     recorded = ctx.store.read_record("gate", key)
     if recorded is not None:
-        return GateResult.model_validate(recorded)
+        verdict = GateResult.model_validate(recorded)
+        # A retry may have died between the record and the tags: tagging again is idempotent.
+        mark_candidate(ctx, baseline, candidate, verdict, "passed" if verdict.passed else "failed")
+        return verdict
 
     allowed = spec.tolerance.allowed_drop(baseline.metric)
     common = {
@@ -268,6 +300,7 @@ def gate(
             agreement=None,
         )
         ctx.store.write_record("gate", key, result)
+        mark_candidate(ctx, baseline, candidate, result, "failed")
         return result
 
     ds = ctx.dataset(spec.data.uri)
@@ -390,8 +423,6 @@ def gate(
         guards=guards,
         evidence=evidence_ref,
     )
-    if candidate.onnx.sha256 != baseline.onnx.sha256:
-        # A bucket lifecycle rule may expire what failed (infra/terraform: squeezeflow-status=failed).
-        ctx.store.mark(candidate.onnx, "passed" if passed else "failed")
     ctx.store.write_record("gate", key, result)
+    mark_candidate(ctx, baseline, candidate, result, "passed" if passed else "failed")
     return result

@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from squeezeflow.errors import InfrastructureError, InvalidInputError, PromotionRefused
+from squeezeflow.registry_tags import contest_tag, rolled_back_tag
 from squeezeflow.results import (
     BaselineResult,
     BenchmarkResult,
@@ -37,7 +38,7 @@ from squeezeflow.results import (
 )
 from squeezeflow.spec import JobSpec
 from squeezeflow.stages.context import StageContext
-from squeezeflow.tracking import TAG_CANDIDATE, TAG_ROLLED_BACK, contest_tag
+from squeezeflow.tracking import TAG_CANDIDATE, AliasMove
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,9 @@ def eligibility(
     if g.baseline_sha256 != baseline.onnx.sha256 or g.dataset_sha256 != ingest.dataset.sha256:
         return False, "gate evidence belongs to a different baseline or dataset"
     if not g.passed:
-        return False, f"failed the gate: {g.reason}"
+        from squeezeflow.stages.gate import is_not_evaluated
+
+        return False, g.reason if is_not_evaluated(g) else f"failed the gate: {g.reason}"
     bench = target_benchmark(outcome, baseline_bench.profile)
     if bench is None or bench.model_sha256 != c.onnx.sha256:
         return False, f"not benchmarked on the target profile {baseline_bench.profile}"
@@ -130,6 +133,8 @@ def promote(
     )
     recorded = ctx.store.read_record("promote", key)
     if recorded is not None:
+        # A rerun of a job that failed or was killed after promoting: its run ends here as it would have.
+        ctx.tracker.finish(ingest.parent_run_id)
         return PromotionResult.model_validate(recorded)
 
     parent = ingest.parent_run_id
@@ -218,13 +223,13 @@ def promote(
         version = ctx.tracker.register(c.model_id, name, c.run_id, tags, description)
     v = str(version.version)
     vtags = dict(version.tags or {})
-    if vtags.get(contest) in ("won", "lost") and vtags.get(f"{contest}.by") == key:
+    if vtags.get(contest) in ("won", "lost") and vtags.get(contest_tag(alias, "by")) == key:
         # A retry of this promotion after its contest was decided but before its record was written:
         # report that decision, never contest again (the alias may have been rolled back since).
         won = vtags[contest] == "won"
-        holder = vtags.get(f"{contest}.against") or None
-        why = vtags.get(f"{contest}.reason", "")
-    elif vtags.get(f"{TAG_ROLLED_BACK}{alias}"):
+        holder = vtags.get(contest_tag(alias, "against")) or None
+        why = vtags.get(contest_tag(alias, "reason"), "")
+    elif vtags.get(rolled_back_tag(alias)):
         won, holder = False, ctx.tracker.alias_version(name, alias)
         why = (
             f"version {v} was rolled back from @{alias}, so squeezeflow does not promote it again "
@@ -235,20 +240,21 @@ def promote(
             ctx.tracker.set_version_tags(name, v, {contest: "pending"})
 
         def before_the_alias_moves() -> None:
-            if c.onnx is not None:
-                ctx.store.mark(c.onnx, "promoted")  # never let a lifecycle rule expire what serves
+            from squeezeflow.stages.gate import mark_candidate
 
-        won, holder, why = contest_alias(spec, ctx, v, vtags, before_the_alias_moves)
-        ctx.tracker.set_version_tags(
-            name,
-            v,
-            {
+            mark_candidate(ctx, baseline, c, g, "promoted")  # never let a lifecycle rule expire what serves
+
+        def record_verdict(won: bool, holder: str | None, why: str) -> None:
+            # The verdict last: it ends this version's turn in the queue, and a retry trusts it.
+            verdict = {
+                contest_tag(alias, "against"): holder or "",
+                contest_tag(alias, "reason"): why[:5000],
+                contest_tag(alias, "by"): key,
                 contest: "won" if won else "lost",
-                f"{contest}.against": holder or "",
-                f"{contest}.reason": why[:5000],
-                f"{contest}.by": key,
-            },
-        )
+            }
+            ctx.tracker.set_version_tags(name, v, verdict)
+
+        won, holder, why = contest_alias(spec, ctx, v, vtags, before_the_alias_moves, record_verdict)
 
     if not won:
         reason = f"{c.label} (registered as version {v}) lost the promotion to @{alias}: {why}"
@@ -328,6 +334,10 @@ def evidence_problem(
     after everything it points to), the verdict was judged against this job's tolerance, and the
     candidate's MLflow model finished logging."""
     c, g = outcome.candidate, outcome.gate
+    if c.status != "ok" or not g.passed:
+        # Nothing of it would be registered, whatever its records say, and eligibility() says why (a
+        # candidate the engine did not send to the gate, being slower, has no gate record at all).
+        return None
     why = _record_problem(ctx, "gate", g.key, g, "gate verdict")
     if why is not None:
         return why
@@ -337,8 +347,6 @@ def evidence_problem(
             f"its gate verdict allowed a drop of {g.allowed_drop:.4f}, "
             f"not this job's {allowed:.4f} (the gate ran with another tolerance)"
         )
-    if c.status != "ok" or not g.passed:
-        return None  # eligibility() says why; nothing of it would be registered
     why = _record_problem(ctx, "optimize", c.key, c, "candidate")
     if why is not None:
         return why
@@ -419,10 +427,11 @@ def contest_alias(
     version: str,
     tags: dict[str, str],
     before_the_alias_moves: Callable[[], None],
+    record_verdict: Callable[[bool, str | None, str], None],
     attempts: int = 3,
 ) -> tuple[bool, str | None, str]:
     """Compare-and-set of the alias for ``version``: (won, the version it lost to or took the alias
-    from, why).
+    from, why), recorded with ``record_verdict`` (on the version; it ends the version's turn).
 
     Promotions to one alias take turns in version order (`Tracker.contest_turn`, after a settle time
     that lets contenders starting together all register), so no two contenders read-compare-write at
@@ -435,7 +444,10 @@ def contest_alias(
     Promotions that register within ``SQUEEZEFLOW_PROMOTION_SETTLE_S`` (default 2 s) of each other
     are "at once"; later ones take the alias in turn when they beat the holder. A contender that was
     killed stops blocking the others once its heartbeat is ``SQUEEZEFLOW_PROMOTION_STALE_S`` (default
-    60 s) old; its retry (the same promotion) takes its turn again."""
+    60 s) old; its retry (the same promotion) takes its turn again.
+
+    Moving the alias and recording the move is all or nothing (`_move_alias`): when the registry
+    refuses the record, the alias goes back to the version it held and an InfrastructureError says so."""
     name, alias = spec.registry.model_name, spec.registry.alias
     stale_s = float(os.environ.get("SQUEEZEFLOW_PROMOTION_STALE_S", "60"))
     settle_s = float(os.environ.get("SQUEEZEFLOW_PROMOTION_SETTLE_S", "2"))
@@ -443,22 +455,24 @@ def contest_alias(
     mine = standing(tags)
     if mine is not None and (better := _better_rival(rivals, mine, spec.objective)) is not None:
         rival, theirs = better
-        return (
-            False,
-            rival,
+        why = (
             f"version {rival}, promoted at the same time, is better on {spec.objective} "
-            f"({_detail(theirs, mine)})",
+            f"({_detail(theirs, mine)})"
         )
+        record_verdict(False, rival, why)
+        return False, rival, why
     for _ in range(attempts):
         holder = ctx.tracker.alias_version(name, alias)
         if holder == version:  # a retry of a promotion that set the alias and then stopped
             moves = ctx.tracker.alias_history(name, alias)
             if moves and moves[-1].to_version == version:
+                record_verdict(True, moves[-1].from_version, moves[-1].reason)
                 return True, moves[-1].from_version, moves[-1].reason
             before = moves[-1].to_version if moves else None
             why = f"@{alias} already pointed at version {version} (its promotion stopped before recording it)"
-            ctx.tracker.record_alias_move(name, alias, before, version, "promote", why)
-            return True, before, why
+            if _move_alias(ctx, name, alias, version, before, why, record_verdict):
+                return True, before, why
+            continue  # moved by something else meanwhile: compare again
         if holder is None:
             wins, why = True, f"@{alias} was not set"
         else:
@@ -466,17 +480,43 @@ def contest_alias(
                 mine, standing(ctx.tracker.model_version(name, holder).tags), holder, spec.objective
             )
         if not wins:
+            record_verdict(False, holder, why)
             return False, holder, why
         before_the_alias_moves()
-        ctx.tracker.set_alias(name, alias, version)
-        if ctx.tracker.alias_version(name, alias) == version:
-            ctx.tracker.record_alias_move(name, alias, holder, version, "promote", why)
+        if _move_alias(ctx, name, alias, version, holder, why, record_verdict):
             return True, holder, why
         log.warning("%s@%s moved while version %s was being promoted; comparing again", name, alias, version)
     raise InfrastructureError(
         f"{name}@{alias} kept moving while version {version} was being promoted ({attempts} attempts): "
         "something outside squeezeflow is setting it; retry the promotion"
     )
+
+
+def _move_alias(
+    ctx: StageContext,
+    name: str,
+    alias: str,
+    version: str,
+    holder: str | None,
+    why: str,
+    record_verdict: Callable[[bool, str | None, str], None],
+) -> bool:
+    """Move ``alias`` from ``holder`` to ``version`` and record it: the history entry (what rollback
+    replays), then the verdict. All or nothing (`Tracker.alias_moved`): if either record fails, the
+    history entry is taken back, the alias goes back to ``holder`` and an InfrastructureError says so.
+    False, with nothing recorded, when something outside squeezeflow moved the alias at the same time."""
+    written: list[AliasMove] = []
+
+    def take_back() -> None:
+        for move in written:
+            ctx.tracker.forget_alias_move(name, alias, move)
+
+    with ctx.tracker.alias_moved(name, alias, version, back_to=holder, undo=take_back):
+        if ctx.tracker.alias_version(name, alias) != version:
+            return False
+        written.append(ctx.tracker.record_alias_move(name, alias, holder, version, "promote", why))
+        record_verdict(True, holder, why)
+    return True
 
 
 def _better_rival(rivals: list[Any], mine: Standing, objective: str) -> tuple[str, Standing] | None:
