@@ -32,7 +32,7 @@ variable "input_prefixes" {
 }
 
 variable "failed_candidate_retention_days" {
-  description = "Days after which objects tagged squeezeflow-status=failed (candidates that failed the gate) expire."
+  description = "Days after which objects tagged squeezeflow-status=failed (candidates not built, failed the gate or skipped as slower, and their records) expire."
   type        = number
   default     = 30
 
