@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -27,7 +27,6 @@ spec_app = typer.Typer(no_args_is_help=True, help="Inspect and validate job spec
 app.add_typer(spec_app, name="spec")
 app.add_typer(kfp_app, name="kfp")
 err_console = Console(stderr=True)
-M = TypeVar("M", bound=BaseModel)
 
 TrackingOpt = Annotated[
     str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: local SQLite store).")
@@ -125,135 +124,149 @@ def run(
 
 @app.command()
 def stage(
-    name: Annotated[str, typer.Argument(help="ingest | baseline | optimize | gate | benchmark | promote")],
+    name: Annotated[
+        str,
+        typer.Argument(help="ingest | baseline | plan | optimize | gate | benchmark | promote"),
+    ],
     spec: Annotated[Path, typer.Option("--spec", help="Job spec (YAML).")],
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write the stage result JSON here (default: stdout).")
+        Path | None, typer.Option("--out", help="Write the stage's JSON here (default: stdout).")
     ] = None,
     ingest_json: Annotated[Path | None, typer.Option("--ingest", help="Ingest result JSON.")] = None,
     baseline_json: Annotated[Path | None, typer.Option("--baseline", help="Baseline result JSON.")] = None,
-    candidate_json: Annotated[
-        Path | None, typer.Option("--candidate", help="Candidate (optimize) result JSON.")
+    trial_json: Annotated[
+        Path | None,
+        typer.Option(
+            "--trial",
+            "--candidate",
+            help="The trial so far (gate, benchmark): what the previous stage wrote for one candidate.",
+        ),
     ] = None,
     recipe_json: Annotated[Path | None, typer.Option("--recipe", help="Recipe JSON (optimize).")] = None,
+    round_index: Annotated[
+        int, typer.Option("--round", min=0, help="Search round (plan; optimize with --recipe-index).")
+    ] = 0,
     recipe_index: Annotated[
-        int | None, typer.Option("--recipe-index", help="Index into the planned recipes.")
+        int | None, typer.Option("--recipe-index", min=0, help="Index into the round's planned recipes.")
     ] = None,
-    profile: Annotated[str | None, typer.Option("--profile", help="Device profile name (benchmark).")] = None,
     baseline_benchmark_json: Annotated[
-        Path | None, typer.Option("--baseline-benchmark", help="Baseline benchmark JSON.")
+        Path | None,
+        typer.Option("--baseline-benchmark", help="Baseline benchmark JSON (promote): by profile, or one."),
     ] = None,
     outcome_json: Annotated[
-        list[Path] | None, typer.Option("--outcome", help="Candidate outcome JSON (promote); repeat.")
+        list[Path] | None,
+        typer.Option("--outcome", help="Candidate outcome JSON (promote; default: every recorded trial)."),
     ] = None,
     tracking_uri: TrackingOpt = None,
     artifacts: ArtifactsOpt = None,
     workdir: WorkdirOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run one stage, reading its inputs from JSON result files (how orchestrators chain stages)."""
-    from squeezeflow import stages as st
+    """Run one stage of the job as an orchestrator task does (the same task functions Airflow's
+    operators and Kubeflow's components call), reading its inputs from JSON files. `benchmark` without
+    --trial measures the baseline on every profile."""
+    from squeezeflow import tasks
     from squeezeflow.errors import InvalidInputError
-    from squeezeflow.recipes import plan_recipes
-    from squeezeflow.results import (
-        BaselineResult,
-        BenchmarkResult,
-        CandidateOutcome,
-        CandidateResult,
-        IngestResult,
-    )
-    from squeezeflow.spec import Recipe, load_spec
+    from squeezeflow.spec import load_spec
+    from squeezeflow.stages import Settings
 
     _setup_logging(verbose)
     job = load_spec(spec)
     _check_writable(out, "--out")
-    ctx = st.StageContext.open(
-        st.Settings.resolve(artifacts=artifacts, tracking_uri=tracking_uri, workdir=workdir), job.name
-    )
+    settings = Settings.resolve(artifacts=artifacts, tracking_uri=tracking_uri, workdir=workdir)
+    doc = job.model_dump(mode="json", by_alias=True)
 
-    def need(path: Path | None, flag: str, model: type[M]) -> M:
-        """A stage input read from its JSON file and validated; bad input names the flag."""
+    def need(path: Path | None, flag: str) -> Any:
+        """A stage input read from its JSON file; the records a flag names are checked here, so a wrong
+        file is reported against its flag."""
+        from squeezeflow.results import BaselineResult, IngestResult
+
         doc = _read_json(path, flag, name)
-        try:
-            return model.model_validate(doc)
-        except ValidationError as err:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in err.errors()[:5]
+        records: dict[str, type[BaseModel]] = {"--ingest": IngestResult, "--baseline": BaselineResult}
+        expected = records.get(flag)
+        if expected is not None:
+            try:
+                expected.model_validate(doc)
+            except ValidationError as err:
+                problems = "; ".join(
+                    f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in err.errors()[:5]
+                )
+                raise InvalidInputError(f"{flag} {path} is not a {expected.__name__}: {problems}") from None
+        return doc
+
+    def trial() -> dict[str, Any]:
+        got = need(trial_json, "--trial")
+        if not isinstance(got, dict):
+            raise InvalidInputError(f"--trial {trial_json} is not a trial (a JSON object)")
+        # a bare candidate record (what `stage optimize` wrote before 0.1) is the start of a trial
+        return {"candidate": got} if got.get("stage") == "optimize" else got
+
+    try:
+        result: Any
+        if name == "ingest":
+            result = tasks.ingest_task(doc, settings)
+        elif name == "baseline":
+            result = tasks.baseline_task(doc, settings, need(ingest_json, "--ingest"))
+        elif name == "plan":
+            result = tasks.plan_task(doc, settings, need(ingest_json, "--ingest"), round_index)
+        elif name == "optimize":
+            ing = need(ingest_json, "--ingest")
+            if recipe_json is not None:
+                recipe = need(recipe_json, "--recipe")
+            elif recipe_index is not None:
+                planned = tasks.plan_task(doc, settings, ing, round_index)
+                if recipe_index >= len(planned):
+                    raise InvalidInputError(
+                        f"--recipe-index {recipe_index} is out of range: round {round_index} planned "
+                        f"{len(planned)} recipes"
+                    )
+                recipe = planned[recipe_index]
+            else:
+                raise InvalidInputError("stage 'optimize' needs --recipe or --recipe-index")
+            result = tasks.optimize_task(doc, settings, ing, need(baseline_json, "--baseline"), recipe)
+        elif name == "gate":
+            ing, base = need(ingest_json, "--ingest"), need(baseline_json, "--baseline")
+            result = tasks.gate_task(doc, settings, ing, base, trial())
+        elif name == "benchmark":
+            ing, base = need(ingest_json, "--ingest"), need(baseline_json, "--baseline")
+            if trial_json is None:
+                result = tasks.baseline_benchmark_task(doc, settings, ing, base)
+            else:
+                got = trial()
+                if "gate" not in got:
+                    raise InvalidInputError(
+                        f"--trial {trial_json} has no gate verdict: run `stage gate` first"
+                    )
+                result = tasks.benchmark_task(doc, settings, ing, base, got)
+        elif name == "promote":
+            benches = need(baseline_benchmark_json, "--baseline-benchmark")
+            if isinstance(benches, dict) and "profile" in benches:  # one benchmark record
+                benches = {benches["profile"]: benches}
+            outcomes = None if not outcome_json else [need(p, "--outcome") for p in outcome_json]
+            result = tasks.promote_task(
+                doc,
+                settings,
+                need(ingest_json, "--ingest"),
+                need(baseline_json, "--baseline"),
+                benches,
+                outcomes,
             )
-            raise InvalidInputError(f"{flag} {path} is not a {model.__name__}: {problems}") from None
-
-    result: Any
-    if name == "ingest":
-        result = st.ingest(job, ctx)
-    elif name == "baseline":
-        result = st.baseline(job, need(ingest_json, "--ingest", IngestResult), ctx)
-    elif name == "optimize":
-        ing = need(ingest_json, "--ingest", IngestResult)
-        base = need(baseline_json, "--baseline", BaselineResult)
-        if recipe_json is not None:
-            recipe = need(recipe_json, "--recipe", Recipe)
-        elif recipe_index is not None:
-            planned = plan_recipes(job, ing.dataset.input_dtype)
-            if not 0 <= recipe_index < len(planned):
-                raise InvalidInputError(
-                    f"--recipe-index {recipe_index} is out of range: {len(planned)} recipes are planned"
-                )
-            recipe = planned[recipe_index]
         else:
-            raise InvalidInputError("stage 'optimize' needs --recipe or --recipe-index")
-        result = st.optimize(job, ing, base, recipe, ctx)
-    elif name == "gate":
-        result = st.gate(
-            job,
-            need(ingest_json, "--ingest", IngestResult),
-            need(baseline_json, "--baseline", BaselineResult),
-            need(candidate_json, "--candidate", CandidateResult),
-            ctx,
+            raise InvalidInputError(
+                f"unknown stage {name!r}: use ingest, baseline, plan, optimize, gate, benchmark or promote"
+            )
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in err.errors()[:5]
         )
-    elif name == "benchmark":
-        ing = need(ingest_json, "--ingest", IngestResult)
-        base = need(baseline_json, "--baseline", BaselineResult)
-        profiles = [d for d in job.devices if profile is None or d.name == profile]
-        if not profiles:
-            raise InvalidInputError(f"no device profile named {profile!r} in the spec")
-        from squeezeflow.stages.benchmark import candidate_profiles, measure_baseline, note_reference_skip
-
-        if candidate_json is not None:
-            cand = need(candidate_json, "--candidate", CandidateResult)
-            if cand.onnx is None:
-                raise InvalidInputError(f"candidate {cand.label} was not built; nothing to benchmark")
-            note_reference_skip(ctx, profiles, cand.run_id)
-            result = [
-                st.benchmark(
-                    cand.onnx, ing.dataset.input_shape, p, ctx, run_id=cand.run_id, model_id=cand.model_id
-                )
-                for p in candidate_profiles(profiles)
-            ]
-        else:
-            result = [measure_baseline(job, ing, base, p, ctx) for p in profiles]
-    elif name == "promote":
-        result = st.promote(
-            job,
-            need(ingest_json, "--ingest", IngestResult),
-            need(baseline_json, "--baseline", BaselineResult),
-            need(baseline_benchmark_json, "--baseline-benchmark", BenchmarkResult),
-            [need(p, "--outcome", CandidateOutcome) for p in (outcome_json or [])],
-            ctx,
-        )
-    else:
         raise InvalidInputError(
-            f"unknown stage {name!r}: use ingest, baseline, optimize, gate, benchmark or promote"
-        )
-    payload = (
-        [r.model_dump(mode="json") for r in result]
-        if isinstance(result, list)
-        else result.model_dump(mode="json")
-    )
+            f"stage {name!r}: an input file is not what this stage takes: {problems}"
+        ) from None
     if out is None:
-        typer.echo(json.dumps(payload, indent=2))
+        typer.echo(json.dumps(result, indent=2))
     else:
-        _write_json(out, payload)
-    if name == "promote" and not result.promoted:
+        _write_json(out, result)
+    if name == "promote" and not result["promotion"]["promoted"]:
         raise typer.Exit(1)
 
 

@@ -25,6 +25,8 @@ from squeezeflow.results import (
     JobResult,
     PromotionResult,
 )
+from squeezeflow.search.policy import verdict_of
+from squeezeflow.search.rounds import RoundPlan, rounds_of
 from squeezeflow.spec import JobSpec
 from squeezeflow.stages import Settings, StageContext, baseline, ingest, promote
 from squeezeflow.stages.benchmark import budget_violations, check_measurable_here, measure_baseline
@@ -82,11 +84,18 @@ def _run_stages(
     spec: JobSpec, settings: Settings, ctx: StageContext, progress: bool, t0: float, job_run: list[str]
 ) -> JobResult:
     with _progress(progress) as bar, ExitStack() as held:
-        task = bar.add_task("ingest", total=spec.search.max_trials + 3) if bar else None
+        # ingest, baseline, every candidate built (the total grows as the search plans rounds), promote
+        task = bar.add_task("ingest", total=3) if bar else None
 
         def step(desc: str) -> None:
             if bar is not None and task is not None:
                 bar.update(task, advance=1, description=desc)
+
+        def planned(plan: RoundPlan) -> None:
+            if bar is not None and task is not None and plan.trials:
+                total = next(t.total for t in bar.tasks if t.id == task) or 0
+                bar.update(task, total=total + len(plan.trials))
+                bar.update(task, description=f"round {plan.round}: {len(plan.trials)} candidates")
 
         ing = ingest(spec, ctx)
         job_run.append(ing.parent_run_id)
@@ -97,7 +106,9 @@ def _run_stages(
         base = baseline(spec, ing, ctx)
         base_benches = {p.name: measure_baseline(spec, ing, base, p, ctx) for p in spec.devices}
         step("search")
-        engine = Engine(spec, ing, base, ctx, on_candidate=lambda o: step(f"built {o.candidate.label}"))
+        engine = Engine(
+            spec, ing, base, ctx, on_candidate=lambda o: step(f"built {o.candidate.label}"), on_round=planned
+        )
         outcomes = engine.run()
         if bar is not None and task is not None:
             bar.update(task, total=len(outcomes) + 3, completed=len(outcomes) + 2, description="promote")
@@ -168,13 +179,19 @@ def job_result(
                 size_bytes=c.measure.size_bytes if c.measure else None,
                 p50_ms=b.p50_ms if b else None,
                 p95_ms=b.p95_ms if b else None,
-                gate="pass" if o.gate.passed else "fail",
+                gate=verdict_of(o),
                 eligible=ok,
                 note="promoted" if promotion.candidate_key == c.key else why,
                 run_id=c.run_id,
                 model_id=c.model_id,
             )
         )
+    from squeezeflow.search.rounds import read_plans
+
+    plans = read_plans(ing, ctx)
+    stop = next((p.stop for p in plans if p.stop), None)
+    if stop is None and plans and len(plans) >= rounds_of(spec):
+        stop = f"all {len(plans)} rounds ran (search.rounds {spec.search.rounds})"
     result = JobResult(
         job=spec.name,
         job_key=ing.job_key,
@@ -192,6 +209,8 @@ def job_result(
         experiment_id=ctx.tracker.experiment_id,
         seconds=seconds,
         devices=device_rows(baseline_benchmarks or {}, outcomes),
+        search_rounds=len(plans),
+        search_stop=stop,
     )
     # The report is a view of the result: a rendering bug must not lose the job, so it is logged and
     # the report fields stay empty. Failing to store it is an infrastructure error like any other

@@ -514,6 +514,7 @@ tr.failed td { color: var(--muted); }
 .badge { display: inline-block; padding: 0 7px; border-radius: 9px; font-size: 12px; font-weight: 600;
   color: #fff; }
 .badge.pass { background: var(--pass); } .badge.fail { background: var(--fail); }
+.badge.skipped { background: #6b7280; }
 .badge.promoted { background: #b45309; }
 .detail { display: block; color: var(--muted); font-size: 12px; }
 .error { color: var(--fail); white-space: pre-wrap; word-break: break-word; font-family: ui-monospace,
@@ -542,8 +543,9 @@ def _html_row(result: JobResult, v: CandidateView) -> str:
     label = _link(r.label, run_url(result, r.run_id))
     if v.promoted:
         label += ' <span class="badge promoted">promoted</span>'
-    gate = f'<span class="badge {"pass" if r.gate == "pass" else "fail"}">{_e(r.gate)}</span>'
-    detail = _gate_detail(v.gate)
+    badge = {"pass": "pass", "fail": "fail"}.get(r.gate, "skipped")
+    gate = f'<span class="badge {badge}">{_e(r.gate)}</span>'
+    detail = _gate_detail(v.gate) if r.gate in ("pass", "fail") else ""
     if detail:
         gate += f'<span class="detail">{_e(detail)}</span>'
     title = f' title="{_e(v.gate.reason)}"' if v.gate is not None else ""
@@ -686,7 +688,7 @@ def _render_markdown(result: JobResult, views: list[CandidateView], verdict: str
     for v in views:
         r = v.row
         label = _md_link(r.label, run_url(result, r.run_id)) + (" **(promoted)**" if v.promoted else "")
-        detail = _gate_detail(v.gate)
+        detail = _gate_detail(v.gate) if r.gate in ("pass", "fail") else ""
         gate = r.gate + (f" ({detail})" if detail else "")
         note = _note(v)[:_MAX_ERROR]
         cells = [

@@ -271,3 +271,5 @@ class JobResult(_Result):
     devices: list[DeviceRow] = Field(
         default_factory=list, description="The baseline and every measured candidate on every profile."
     )
+    search_rounds: int = Field(default=0, description="Search rounds planned (round 0 included).")
+    search_stop: str | None = Field(default=None, description="Why the search planned no more candidates.")

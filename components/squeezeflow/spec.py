@@ -482,6 +482,21 @@ class SearchSpec(_Strict):
     )
     space: SearchSpace = Field(default_factory=SearchSpace)
     max_trials: int = Field(default=8, ge=1, le=10_000, description="Candidates built at most.")
+    rounds: int = Field(
+        default=6,
+        ge=0,
+        le=200,
+        description="Rounds of the adaptive search after round 0 (the cheap int8 candidates, or the "
+        "explicit recipes). Each round asks the study for `parallel_trials` recipes and builds them side by "
+        "side (Airflow: mapped tasks; Kubeflow: a ParallelFor; the CLI: one after another). Airflow DAGs "
+        "and Kubeflow pipelines are unrolled to this many rounds when they are built.",
+    )
+    parallel_trials: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Recipes asked per search round, built in parallel by the orchestrators.",
+    )
     max_seconds: float = Field(
         default=1800.0, gt=0, le=30 * 86400, description="Wall-clock budget of the search (at most 30 days)."
     )

@@ -85,6 +85,15 @@ def print_summary(result: JobResult, console: Console | None = None) -> None:
     # Wide enough for the table when output is captured (CI logs, Airflow task logs).
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     console.print(summary_table(result))
+    if result.search_rounds:
+        built = len(result.candidates)
+        console.print(
+            f"search: {built} candidate{'s' if built != 1 else ''} built in {result.search_rounds} "
+            f"round{'s' if result.search_rounds != 1 else ''}"
+            + (f"; stopped: {result.search_stop}" if result.search_stop else ""),
+            markup=False,
+            highlight=False,
+        )
     if result.devices:
         console.print(device_table(result))
     p = result.promotion

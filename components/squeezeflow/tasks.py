@@ -1,8 +1,10 @@
 """The stages as orchestrator tasks: JSON in, JSON out.
 
-Airflow operators and Kubeflow components are thin wrappers over these functions. Everything they pass
-between tasks is a small JSON document (a spec, a stage record, a recipe) that refers to artifacts by
-URI and content hash, never the artifacts themselves, so it fits in an XCom or a KFP parameter.
+Airflow operators, Kubeflow components and ``squeezeflow stage`` are thin wrappers over these functions.
+Everything they pass between tasks is a small JSON document (a spec, a stage record, a recipe) that refers
+to artifacts by URI and content hash, never the artifacts themselves, so it fits in an XCom or a KFP
+parameter. The rules about a candidate are the search's (`squeezeflow.search.policy`), and the search's
+state is in the artifact store (`squeezeflow.search.rounds`), so every door runs the same search.
 
 The chain for one job::
 
@@ -10,11 +12,12 @@ The chain for one job::
     ing = ingest_task(spec, settings)
     base = baseline_task(spec, settings, ing)
     base_bench = baseline_benchmark_task(spec, settings, ing, base)
-    for recipe in plan_task(spec):                  # fan out: one mapped task / ParallelFor iteration each
-        c = optimize_task(spec, settings, ing, base, recipe)
-        c = gate_task(spec, settings, ing, base, c)
-        c = benchmark_task(spec, settings, ing, c)  # skipped work for candidates that failed the gate
-    summary = promote_task(spec, settings, ing, base, base_bench, [c, ...])
+    for k in range(rounds_of(spec)):                # unrolled when a DAG or pipeline is built
+        for recipe in plan_task(spec, settings, ing, k):   # fan out: mapped tasks / ParallelFor
+            c = optimize_task(spec, settings, ing, base, recipe)    # build
+            c = gate_task(spec, settings, ing, base, c)             # latency first, then the gate
+            c = benchmark_task(spec, settings, ing, base, c)        # every profile if it passed; tell
+    summary = promote_task(spec, settings, ing, base, base_bench)   # every recorded trial
 """
 
 from __future__ import annotations
@@ -164,60 +167,6 @@ def baseline_task(spec: Mapping[str, Any], settings: Settings, ingest: Mapping[s
     return _dump(baseline(job, IngestResult.model_validate(ingest), open_context(job, settings)))
 
 
-def _measure(
-    job: JobSpec,
-    ctx: StageContext,
-    ref: Any,
-    shape: list[int],
-    run_id: str | None,
-    model_id: str | None,
-    defer_remote: bool,
-    ingest: IngestResult | None = None,
-) -> tuple[dict[str, Doc], dict[str, str]]:
-    """Measure on every profile: local ones now; remote ones, when ``defer_remote``, only requested (their
-    record keys are returned as pending, for the caller to wait on without blocking). With ``ingest``,
-    ``ref`` is the baseline and pytorch_eager profiles measure its original PyTorch file; without, it is
-    a candidate and those profiles are left out (noted on ``run_id``)."""
-    from squeezeflow.errors import DeviceUnavailableError
-    from squeezeflow.stages import benchmark
-    from squeezeflow.stages.benchmark import (
-        RESULT_STAGE,
-        agent_failure,
-        candidate_profiles,
-        note_reference_skip,
-        submit_remote,
-    )
-
-    done: dict[str, Doc] = {}
-    pending: dict[str, str] = {}
-    if ingest is None:
-        profiles = candidate_profiles(job.devices)
-        note_reference_skip(ctx, job.devices, run_id)
-    else:
-        profiles = list(job.devices)
-    for p in profiles:
-        model, source = (
-            (ingest.model_source, job.model) if ingest and p.runtime == "pytorch_eager" else (ref, None)
-        )
-        if p.remote and defer_remote:
-            key = submit_remote(model, shape, p, ctx, job.name, run_id, model_id, source)
-            recorded = ctx.store.read_record(RESULT_STAGE, key)
-            failure = agent_failure(ctx, key) if recorded is None else None
-            if failure is not None:
-                raise DeviceUnavailableError(f"the device agent for profile {p.name!r} reported: {failure}")
-            if recorded is None:
-                pending[p.name] = key
-            else:
-                done[p.name] = _dump(
-                    BenchmarkResult.model_validate(recorded).model_copy(update={"budgets": p.budgets})
-                )
-        else:
-            done[p.name] = _dump(
-                benchmark(model, shape, p, ctx, run_id=run_id, model_id=model_id, torch_source=source)
-            )
-    return done, pending
-
-
 def baseline_benchmark_task(
     spec: Mapping[str, Any],
     settings: Settings,
@@ -227,10 +176,12 @@ def baseline_benchmark_task(
 ) -> Doc:
     """The baseline measured on every device profile, keyed by profile name. With ``defer_remote``,
     remote profiles still being measured are listed under ``"_pending"`` (profile -> record key)."""
+    from squeezeflow.search.policy import measure_on_profiles
+
     job = job_of(spec)
     ing = IngestResult.model_validate(ingest)
     base = BaselineResult.model_validate(baseline)
-    done, pending = _measure(
+    done, pending = measure_on_profiles(
         job,
         open_context(job, settings),
         base.onnx,
@@ -240,17 +191,22 @@ def baseline_benchmark_task(
         defer_remote,
         ingest=ing,
     )
-    return {**done, "_pending": pending} if pending else done
+    docs = {name: _dump(b) for name, b in done.items()}
+    return {**docs, "_pending": pending} if pending else docs
 
 
-def plan_task(spec: Mapping[str, Any], ingest: Mapping[str, Any] | None = None) -> list[Doc]:
-    """The recipes to fan out over, one per mapped task. Orchestrators run the planned list; the adaptive
-    Optuna search (``squeezeflow run``) needs one process that sees every result as it arrives.
-    ``ingest`` (the ingest record) says whether the inputs are token ids, which get the text defaults."""
-    from squeezeflow.recipes import plan_recipes
+def plan_task(
+    spec: Mapping[str, Any], settings: Settings, ingest: Mapping[str, Any], round_index: int = 0
+) -> list[Doc]:
+    """Ask: the recipes of search round ``round_index``, one per mapped task (an empty list when the
+    search has stopped). Round 0 is the cheap candidates; later rounds ask the study, rebuilt from the
+    trials recorded so far. Recorded, so a retried task gets the same recipes."""
+    from squeezeflow.search.rounds import plan_round
 
-    dtype = IngestResult.model_validate(ingest).dataset.input_dtype if ingest else "float32"
-    return [r.model_dump(mode="json") for r in plan_recipes(job_of(spec), dtype)]
+    job = job_of(spec)
+    ing = IngestResult.model_validate(ingest)
+    plan = plan_round(job, ing, round_index, open_context(job, settings))
+    return [r.model_dump(mode="json") for r in plan.recipes]
 
 
 def optimize_task(
@@ -261,14 +217,14 @@ def optimize_task(
     recipe: Mapping[str, Any],
 ) -> Doc:
     """Build one candidate. Returns ``{"candidate": ...}``, the start of a candidate outcome."""
-    from squeezeflow.stages import optimize
+    from squeezeflow.search.policy import build
 
     job = job_of(spec)
     try:
         r = Recipe.model_validate(dict(recipe))
     except Exception as err:
         raise InvalidInputError(f"invalid recipe {dict(recipe)!r}: {err}") from None
-    cand = optimize(
+    cand = build(
         job,
         IngestResult.model_validate(ingest),
         BaselineResult.model_validate(baseline),
@@ -286,18 +242,23 @@ def gate_task(
     outcome: Mapping[str, Any],
     defer_remote: bool = False,
 ) -> Doc:
-    """Score one candidate against the accuracy gate. Adds ``"gate"`` to the outcome.
+    """Latency first, then the accuracy gate, for one candidate. Adds ``"gate"`` to the outcome (and, for
+    a candidate skipped as slower, its ``"benchmarks"``: the measurement that decided it).
 
     With ``defer_remote``, held-out evaluations that device agents still owe (profiles with
     ``evaluate_on_device``) are only requested: the result lists them under ``"_pending"`` (profile ->
     record key, stage ``"_pending_stage"``) and no verdict is given until they are recorded."""
-    from squeezeflow.stages import gate
+    from squeezeflow.search.policy import judge, screen
     from squeezeflow.stages.device_eval import FAILURE_STAGE, RESULT_STAGE, submit_evaluation
 
     job = job_of(spec)
     cand = CandidateResult.model_validate(outcome["candidate"])
     ing = IngestResult.model_validate(ingest)
+    base = BaselineResult.model_validate(baseline)
     ctx = open_context(job, settings)
+    skipped = screen(job, ing, base, cand, ctx)
+    if skipped is not None:
+        return _dump(skipped)
     if defer_remote and cand.status == "ok" and cand.onnx is not None:
         pending = {}
         for p in job.devices:
@@ -309,7 +270,7 @@ def gate_task(
                     pending[p.name] = key
         if pending:
             return {**dict(outcome), "_pending": pending, "_pending_stage": RESULT_STAGE}
-    verdict = gate(job, ing, BaselineResult.model_validate(baseline), cand, ctx)
+    verdict = judge(job, ing, base, cand, ctx)
     return {**dict(outcome), "gate": _dump(verdict)}
 
 
@@ -317,31 +278,41 @@ def benchmark_task(
     spec: Mapping[str, Any],
     settings: Settings,
     ingest: Mapping[str, Any],
+    baseline: Mapping[str, Any],
     outcome: Mapping[str, Any],
     defer_remote: bool = False,
 ) -> Doc:
-    """Measure one candidate on every device profile, only when it passed the gate (a candidate that
-    failed cannot be promoted, so timing it would spend device time on nothing). Finishes the
-    candidate's MLflow run. Returns the complete outcome; with ``defer_remote`` and remote profiles still
-    being measured, returns ``{"_pending": {profile: record key}}`` instead (call again once they exist)."""
+    """Measure one candidate on every device profile when it passed the gate (one that did not cannot be
+    promoted: device time would be spent on nothing), end its MLflow run and record the trial for the
+    search. Returns the complete outcome; with ``defer_remote`` and remote profiles still being
+    measured, returns ``{"_pending": {profile: record key}}`` instead (call again once they exist)."""
+    from squeezeflow.search.policy import finish, measure
+
     job = job_of(spec)
     ctx = open_context(job, settings)
+    ing = IngestResult.model_validate(ingest)
     cand = CandidateResult.model_validate(outcome["candidate"])
     verdict = GateResult.model_validate(outcome["gate"])
-    benches: list[BenchmarkResult] = []
-    if verdict.passed and cand.status == "ok" and cand.onnx is not None:
-        shape = IngestResult.model_validate(ingest).dataset.input_shape
-        done, pending = _measure(job, ctx, cand.onnx, shape, cand.run_id, cand.model_id, defer_remote)
+    if outcome.get("benchmarks"):  # skipped as slower: its measurement is what decided it
+        benches = [BenchmarkResult.model_validate(b) for b in outcome["benchmarks"]]
+    else:
+        benches, pending = measure(job, ing, cand, verdict, ctx, defer_remote)
         if pending:
             return {"_pending": pending}
-        benches = [BenchmarkResult.model_validate(done[p.name]) for p in job.devices if p.name in done]
-    ctx.tracker.finish(cand.run_id)
-    return _dump(CandidateOutcome(candidate=cand, gate=verdict, benchmarks=benches))
+    done = CandidateOutcome(candidate=cand, gate=verdict, benchmarks=benches)
+    return _dump(finish(job, ing, BaselineResult.model_validate(baseline), done, ctx))
 
 
 def any_passed(outcomes: Sequence[Mapping[str, Any]]) -> bool:
-    """Whether any candidate passed the accuracy gate (what short-circuits promotion)."""
+    """Whether any candidate passed the accuracy gate."""
     return any(bool(o.get("gate", {}).get("passed")) for o in outcomes)
+
+
+def verdict_label(outcome: Mapping[str, Any]) -> str:
+    """A candidate outcome's verdict in the words every table uses (`squeezeflow.search.policy`)."""
+    from squeezeflow.search.policy import verdict_of
+
+    return verdict_of(CandidateOutcome.model_validate(dict(outcome)))
 
 
 def gate_verdict(outcomes: Sequence[Mapping[str, Any]]) -> str:
@@ -356,18 +327,28 @@ def gate_verdict(outcomes: Sequence[Mapping[str, Any]]) -> str:
     return f"none of {len(gates)} candidates passed the accuracy gate: {reasons}"
 
 
+def search_outcomes_task(spec: Mapping[str, Any], settings: Settings, ingest: Mapping[str, Any]) -> list[Doc]:
+    """Every recorded trial's outcome, in plan order (whichever door ran them)."""
+    from squeezeflow.search.rounds import search_outcomes
+
+    job = job_of(spec)
+    ing = IngestResult.model_validate(ingest)
+    return [_dump(o) for o in search_outcomes(ing, open_context(job, settings))]
+
+
 def promote_task(
     spec: Mapping[str, Any],
     settings: Settings,
     ingest: Mapping[str, Any],
     baseline: Mapping[str, Any],
     baseline_benchmarks: Mapping[str, Any],
-    outcomes: Sequence[Mapping[str, Any]],
+    outcomes: Sequence[Mapping[str, Any]] | None = None,
     started: float | None = None,
 ) -> Doc:
     """Promote the best eligible candidate and return the job's result (the summary table's rows, the
-    promotion, and links to the MLflow runs)."""
+    promotion, and links to the MLflow runs). ``outcomes`` default to every trial the search recorded."""
     from squeezeflow.pipeline import job_result
+    from squeezeflow.search.rounds import search_outcomes
     from squeezeflow.stages import promote
 
     job = job_of(spec)
@@ -377,7 +358,11 @@ def promote_task(
     if job.target.name not in baseline_benchmarks:
         raise InvalidInputError(f"no baseline benchmark for the target profile {job.target.name!r}")
     target = BenchmarkResult.model_validate(baseline_benchmarks[job.target.name])
-    outs = [CandidateOutcome.model_validate(dict(o)) for o in outcomes]
+    outs = (
+        search_outcomes(ing, ctx)
+        if outcomes is None
+        else [CandidateOutcome.model_validate(dict(o)) for o in outcomes]
+    )
     promotion = promote(job, ing, base, target, outs, ctx)
     seconds = 0.0 if started is None else max(0.0, time.time() - started)
     base_benches = {

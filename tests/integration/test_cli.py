@@ -156,70 +156,50 @@ def test_stage_commands_chain_like_an_orchestrator(
     base = BaselineResult.model_validate_json(baseline.read_text())
     assert base.parent_run_id == ing.parent_run_id and base.metric > 0.5
 
-    candidate = stage(
-        "optimize", "candidate.json", "--ingest", ingest, "--baseline", baseline, "--recipe-index", "1"
-    )
-    cand = CandidateResult.model_validate_json(candidate.read_text())
+    planned = json.loads(stage("plan", "plan.json", "--ingest", ingest).read_text())
+    assert [r["name"] for r in planned] == ["int8-static-u8s8", "int8-dynamic"]
+    trial = stage("optimize", "trial.json", "--ingest", ingest, "--baseline", baseline, "--recipe-index", "1")
+    cand = CandidateResult.model_validate(json.loads(trial.read_text())["candidate"])
     assert cand.status == "ok", cand.error
     # dynamic int8 turns the tiny CNN's convolutions into ConvInteger: several times slower on a CPU,
-    # a margin no load on the machine can close, so promotion must refuse it
+    # a margin no load on the machine can close: the gate stage measures it first and skips it
     assert cand.recipe.steps[0].name == "ort_dynamic_int8" and cand.onnx is not None
 
-    gate_file = stage(
-        "gate", "gate.json", "--ingest", ingest, "--baseline", baseline, "--candidate", candidate
-    )
-    verdict = GateResult.model_validate_json(gate_file.read_text())
+    gated = stage("gate", "gated.json", "--ingest", ingest, "--baseline", baseline, "--trial", trial)
+    doc = json.loads(gated.read_text())
+    verdict = GateResult.model_validate(doc["gate"])
     assert verdict.candidate_key == cand.key and verdict.candidate_sha256 == cand.onnx.sha256
+    assert not verdict.passed and verdict.reason.startswith("not evaluated: slower than the baseline")
 
-    base_benches = [
-        BenchmarkResult.model_validate(b)
-        for b in json.loads(
+    base_benches = {
+        name: BenchmarkResult.model_validate(b)
+        for name, b in json.loads(
             stage("benchmark", "bench-baseline.json", "--ingest", ingest, "--baseline", baseline).read_text()
-        )
-    ]
-    cand_benches = [
-        BenchmarkResult.model_validate(b)
-        for b in json.loads(
-            stage(
-                "benchmark",
-                "bench-candidate.json",
-                "--ingest",
-                ingest,
-                "--baseline",
-                baseline,
-                "--candidate",
-                candidate,
-            ).read_text()
-        )
-    ]
-    assert [b.profile for b in base_benches] == [b.profile for b in cand_benches] == ["cpu-2t"]
-    assert base_benches[0].model_sha256 == base.onnx.sha256
-    assert cand_benches[0].model_sha256 == cand.onnx.sha256
+        ).items()
+    }
+    assert list(base_benches) == ["cpu-2t"] and base_benches["cpu-2t"].model_sha256 == base.onnx.sha256
+    done = stage("benchmark", "outcome.json", "--ingest", ingest, "--baseline", baseline, "--trial", gated)
+    outcome = CandidateOutcome.model_validate_json(done.read_text())
+    # the measurement that decided the skip is kept, and no more device time is spent on it
+    assert [b.model_sha256 for b in outcome.benchmarks] == [cand.onnx.sha256]
 
-    baseline_bench = files / "baseline-target-bench.json"
-    baseline_bench.write_text(base_benches[0].model_dump_json())
-    outcome = files / "outcome.json"
-    outcome.write_text(
-        CandidateOutcome(candidate=cand, gate=verdict, benchmarks=cand_benches).model_dump_json()
-    )
-    promotion_file = stage(
+    result_file = stage(
         "promote",
-        "promotion.json",
+        "result.json",
         "--ingest",
         ingest,
         "--baseline",
         baseline,
         "--baseline-benchmark",
-        baseline_bench,
-        "--outcome",
-        outcome,
+        files / "bench-baseline.json",
         expect=1,
     )
-    promotion = PromotionResult.model_validate_json(promotion_file.read_text())
+    result = json.loads(result_file.read_text())
+    promotion = PromotionResult.model_validate(result["promotion"])
     assert not promotion.promoted and promotion.version is None
-    assert cand.label in promotion.reason
-    # the tiny model's int8 candidate keeps its accuracy but is slower than the float baseline
-    assert verdict.passed, verdict.reason
+    # promotion read every trial the search recorded: the one built here
+    assert [r["label"] for r in result["candidates"]] == ["int8-dynamic"]
+    assert [r["gate"] for r in result["candidates"]] == ["not evaluated: slower"]
     assert "slower than the baseline" in promotion.reason, promotion.reason
     assert MlflowClient(tracking_uri=tracking, registry_uri=tracking).search_registered_models() == []
 

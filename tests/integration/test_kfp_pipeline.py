@@ -123,7 +123,7 @@ def test_compress_pipeline_promotes_through_kfp_local(
     assert handle["record"]["version"] == str(mv.version)
     assert "<" in (promote_dir / "report").read_text()
     # the confusion matrix of each candidate and the loop's per-candidate outputs
-    gates = sorted(kfp_env.glob("*/for-loop-1-iteration-*/gate"))
+    gates = sorted(p for p in kfp_env.glob("*/for-loop-1-iteration-*/trial") if p.is_dir())
     assert len(gates) == 2
     assert name in (promote_dir / "report_markdown").read_text()
     result = json.loads(_output(promote_dir))

@@ -168,7 +168,7 @@ def test_candidate_slower_than_the_baseline_is_never_promoted(
     else:
         # Measured first and found slower, it is not sent to the gate: its held-out evaluation would be
         # time spent on a candidate that can never be promoted. The row keeps its measurement and says why.
-        assert row.gate == "fail" and row.metric is None
+        assert row.gate == "not evaluated: slower" and row.metric is None
         assert "not evaluated: slower than the baseline" in row.note
     assert "Nothing promoted" in proc.stdout
     db = f"sqlite:///{tmp_path / 'm.db'}"

@@ -1,6 +1,6 @@
 """Fixtures of the reliability suite (see README.md here).
 
-* `small_data`: a clean 600/200/200 subset of Animal-MNIST (validation takes well under a second).
+* `small_data` (from `tests.reference`): a clean 600/200/200 subset of Animal-MNIST.
 * `world`: one real job on the session MLflow server, run once through the orchestrator task layer
   up to promotion: the wide CNN as ONNX (int8 makes it about 3x faster, so its candidates are eligible), its
   baseline measured on the target profile, and two eligible candidates built, gated and benchmarked.
@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from squeezeflow import tasks
@@ -30,8 +28,6 @@ from squeezeflow.stages import Settings, StageContext
 from tests.reference import job_doc, write_spec
 from tests.servers import MlflowServer
 
-SUBSET = {"train": 600, "val": 200, "test": 200}
-
 # Measurement only has to tell int8 (about 3x faster) from fp32: few iterations.
 FAST_DEVICE = {"name": "cpu-2t", "intra_op_threads": 2, "warmup": 5, "iterations": 50}
 # Two eligible contenders with different recorded measurements (the same pass, calibrated differently).
@@ -39,16 +35,6 @@ CONTENDER_RECIPES = [
     {"name": "int8-cal128", "steps": [{"name": "ort_static_int8", "params": {"calibration_samples": 128}}]},
     {"name": "int8-cal64", "steps": [{"name": "ort_static_int8", "params": {"calibration_samples": 64}}]},
 ]
-
-
-@pytest.fixture(scope="package")
-def small_data(tmp_path_factory: pytest.TempPathFactory, animal_mnist: Path) -> Path:
-    out = tmp_path_factory.mktemp("animal-mnist-subset")
-    shutil.copy(animal_mnist / "dataset.json", out / "dataset.json")
-    for split, n in SUBSET.items():
-        with np.load(animal_mnist / f"{split}.npz", allow_pickle=False) as z:
-            np.savez(out / f"{split}.npz", x=z["x"][:n], y=z["y"][:n])
-    return out
 
 
 @pytest.fixture(scope="package")
@@ -143,10 +129,10 @@ def world(
     base = tasks.baseline_task(spec, settings, ing)
     benches = tasks.baseline_benchmark_task(spec, settings, ing, base)
     outcomes = []
-    for recipe in tasks.plan_task(spec, ing):
+    for recipe in tasks.plan_task(spec, settings, ing, 0):
         o = tasks.optimize_task(spec, settings, ing, base, recipe)
         o = tasks.gate_task(spec, settings, ing, base, o)
-        outcomes.append(tasks.benchmark_task(spec, settings, ing, o))
+        outcomes.append(tasks.benchmark_task(spec, settings, ing, base, o))
     w = World(doc, write_spec(root / "job.yaml", doc), settings, ing, base, benches, outcomes, root)
     _check_eligible(w)
     return w

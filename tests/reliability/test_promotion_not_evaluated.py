@@ -15,7 +15,7 @@ import uuid
 import pytest
 from mlflow import MlflowClient
 
-from squeezeflow.engine import Engine
+from squeezeflow.search.policy import run_trial
 from squeezeflow.spec import Recipe
 from squeezeflow.stages.promote import promote
 from tests.reliability.conftest import World
@@ -34,7 +34,7 @@ def test_a_candidate_skipped_as_slower_is_refused_as_not_evaluated_with_its_meas
     name = f"not-evaluated-{uuid.uuid4().hex[:6]}"
     spec = world.spec(name)
     assert spec.search.skip_slower_than == 1.5
-    outcome = Engine(spec, ing, base, ctx).evaluate(DYNAMIC)
+    outcome = run_trial(spec, ing, base, DYNAMIC, ctx)
     assert outcome.gate.n == 0 and not outcome.gate.passed, "the candidate went to the gate"
 
     result = promote(spec, ing, base, target, [outcome], ctx)

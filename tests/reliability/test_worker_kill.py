@@ -90,7 +90,7 @@ def test_optimize_task_killed_while_logging_its_model_is_retried_without_duplica
 
     retry = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert retry.returncode == 0, retry.stderr[-4000:]
-    result = CandidateResult.model_validate(json.loads(out.read_text()))
+    result = CandidateResult.model_validate(json.loads(out.read_text())["candidate"])
     assert result.status == "ok" and result.run_id == run_id
     assert candidate_runs() == [run_id], "the retry made another candidate run"
     assert logged_models(run_id) == [result.model_id], "the retry left more than one LoggedModel"

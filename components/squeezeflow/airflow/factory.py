@@ -2,11 +2,15 @@
 
 `compress_dag` builds the compression DAG for one job spec::
 
-    resolve_spec -> ingest -> baseline -> baseline_benchmark -> plan
-      -> optimize[recipe]  (mapped: one task instance per recipe)
-      -> gate[candidate]   (mapped)
-      -> gate_check        (short-circuits the rest when no candidate passed)
-      -> benchmark[candidate] (mapped) -> promote
+    resolve_spec -> ingest -> baseline -> baseline_benchmark
+      -> plan -> optimize[recipe] -> gate[candidate] -> benchmark[candidate]     (round 0: int8 variants)
+      -> plan_r1 -> optimize_r1[recipe] -> gate_r1[...] -> benchmark_r1[...]    (round 1: asked of the study)
+      -> ... (1 + search.rounds rounds, unrolled when the DAG is parsed)
+      -> promote
+
+Each round's stages are mapped over its plan (one task instance per recipe, in parallel on the executor's
+workers). A round plans nothing once the search stops (budget, patience), and its mapped tasks are
+skipped.
 
 `dags_from_folder` turns every ``*.yaml`` job spec in a folder into one such DAG (the platform-team
 template: one spec per model). A spec that does not validate produces no DAG and a warning naming the
@@ -36,7 +40,6 @@ from squeezeflow.airflow.operators import (
     SqueezeflowBaselineBenchmarkOperator,
     SqueezeflowBaselineOperator,
     SqueezeflowBenchmarkOperator,
-    SqueezeflowGateCheckOperator,
     SqueezeflowGateOperator,
     SqueezeflowIngestOperator,
     SqueezeflowOptimizeOperator,
@@ -114,21 +117,31 @@ def add_compress_tasks(
     overrides: Any = None,
     upstream: Any = None,
     pods: Any = None,
+    rounds: int | None = None,
 ) -> Any:
-    """Add the compression tasks to ``dag``; returns the promote task. ``artifacts`` unset: see the module
+    """Add the compression tasks to ``dag``, the search unrolled to ``rounds`` rounds (default: what the
+    spec asks, ``1 + search.rounds``); returns the promote task. ``artifacts`` unset: see the module
     docstring. With ``pods`` (`squeezeflow.airflow.pods.PodSettings`) every stage runs in its own pod with
     the project's image and reads its settings from a Kubernetes secret instead of Airflow connections and
     Variables."""
     if pods is not None:
         from squeezeflow.airflow.pods import add_pod_tasks
 
-        return add_pod_tasks(dag, spec_source, pods, overrides=overrides, upstream=upstream)
+        return add_pod_tasks(
+            dag,
+            spec_source,
+            pods,
+            overrides=overrides,
+            upstream=upstream,
+            rounds=rounds if rounds is not None else _rounds(spec_source),
+        )
     common: dict[str, Any] = {
         "mlflow_conn_id": mlflow_conn_id,
         "aws_conn_id": aws_conn_id,
         "artifacts": artifacts,
         "workdir": workdir,
     }
+    rounds = rounds if rounds is not None else _rounds(spec_source)
     with dag:
         spec = SqueezeflowResolveSpecOperator(
             task_id="resolve_spec", spec_source=spec_source, overrides=overrides, aws_conn_id=aws_conn_id
@@ -146,55 +159,92 @@ def add_compress_tasks(
             baseline=base.output,
             **common,
         )
-        plan = SqueezeflowPlanOperator(task_id="plan", spec=spec.output, ingest=ingest.output)
-        built = SqueezeflowOptimizeOperator.partial(
-            task_id="optimize",
-            map_index_template=CANDIDATE_LABEL,
-            spec=spec.output,
-            ingest=ingest.output,
-            baseline=base.output,
-            **common,
-        ).expand(recipe=plan.output)
-        gated = SqueezeflowGateOperator.partial(
-            task_id="gate",
-            map_index_template=CANDIDATE_LABEL,
-            spec=spec.output,
-            ingest=ingest.output,
-            baseline=base.output,
-            **common,
-        ).expand(outcome=built.output)
-        check = SqueezeflowGateCheckOperator(task_id="gate_check", outcomes=gated.output)
-        measured = SqueezeflowBenchmarkOperator.partial(
-            task_id="benchmark",
-            map_index_template=CANDIDATE_LABEL,
-            spec=spec.output,
-            ingest=ingest.output,
-            **common,
-        ).expand(outcome=gated.output)
-        check >> measured
-        base_bench >> plan
+        measured: Any = None
+        for index in range(rounds):
+            # Round k is planned from the trials of rounds 0..k-1 (recorded in the artifact store); an
+            # empty plan skips the round's mapped tasks, so later rounds and promotion run on
+            # "none_failed" (skipped upstream is fine, a failed one is not).
+            plan = SqueezeflowPlanOperator(
+                task_id=round_task_id("plan", index),
+                spec=spec.output,
+                ingest=ingest.output,
+                round_index=index,
+                trigger_rule="none_failed",
+                **common,
+            )
+            # Only ordered after the previous round (no data: a round that planned nothing has no output).
+            (base_bench if measured is None else measured) >> plan
+            built = SqueezeflowOptimizeOperator.partial(
+                task_id=round_task_id("optimize", index),
+                map_index_template=CANDIDATE_LABEL,
+                spec=spec.output,
+                ingest=ingest.output,
+                baseline=base.output,
+                **common,
+            ).expand(recipe=plan.output)
+            gated = SqueezeflowGateOperator.partial(
+                task_id=round_task_id("gate", index),
+                map_index_template=CANDIDATE_LABEL,
+                spec=spec.output,
+                ingest=ingest.output,
+                baseline=base.output,
+                **common,
+            ).expand(outcome=built.output)
+            measured = SqueezeflowBenchmarkOperator.partial(
+                task_id=round_task_id("benchmark", index),
+                map_index_template=CANDIDATE_LABEL,
+                spec=spec.output,
+                ingest=ingest.output,
+                baseline=base.output,
+                **common,
+            ).expand(outcome=gated.output)
         promote = SqueezeflowPromoteOperator(
             task_id="promote",
             spec=spec.output,
             ingest=ingest.output,
             baseline=base.output,
             baseline_benchmarks=base_bench.output,
-            outcomes=measured.output,
+            trigger_rule="none_failed",
             **common,
         )
+        measured >> promote
     return promote
+
+
+def round_task_id(stage: str, index: int) -> str:
+    """The task id of a search round's stage: ``plan``, ``optimize`` ... for round 0 (the cheap
+    candidates), ``plan_r1``, ``optimize_r1`` ... for the searched rounds."""
+    return stage if index == 0 else f"{stage}_r{index}"
+
+
+def _rounds(spec_source: Any, doc: Mapping[str, Any] | None = None) -> int:
+    """How many rounds to unroll: ``1 + search.rounds`` of the spec as the DAG file reads it (a run's
+    overrides cannot add rounds to a parsed DAG; a search that stops earlier skips the rest)."""
+    from squeezeflow import tasks
+    from squeezeflow.search.rounds import rounds_of
+
+    if doc is None:
+        try:
+            doc = tasks.resolve_spec(spec_source)
+        except Exception as err:  # an unreadable spec fails again, with its message, in resolve_spec
+            log.warning("cannot read %s to unroll the search rounds (%s); one round only", spec_source, err)
+            return 1
+    return rounds_of(tasks.job_of(doc))
 
 
 DAG_DOC = """
 #### squeezeflow compression
 
 Compresses the job's baseline model: candidates are built in parallel (one mapped `optimize` task per
-recipe), each is scored by the accuracy **gate** on held-out data, the ones that pass are **benchmarked**
-on the spec's device profiles, and the best eligible one (passed the gate, faster and smaller on the
-target profile) is **promoted** in the MLflow registry.
+recipe), each is screened (latency first) and scored by the accuracy **gate** on held-out data, the ones
+that pass are **benchmarked** on the spec's device profiles, and the best eligible one (passed the gate,
+faster and smaller on the target profile) is **promoted** in the MLflow registry.
 
-* If no candidate passes the gate, `gate_check` skips benchmarking and promotion: the run succeeds,
-  nothing is promoted, and every candidate stays tracked in MLflow.
+* The search runs in rounds: `plan` plans the cheap int8 candidates, and each `plan_rK` asks the study
+  (rebuilt from every trial recorded so far) for the next `search.parallel_trials` recipes, mapped over
+  the workers. A round plans nothing once the search stops (trial or time budget, patience).
+* If no candidate passes the gate, promotion promotes nothing and still writes the report: the run
+  succeeds, and every candidate stays tracked in MLflow.
 * The promote task's XCom `summary` holds the candidate table; its *MLflow run* and *Registered model*
   buttons open the run and the promoted version.
 """
@@ -255,6 +305,7 @@ def compress_dag(
         artifacts=artifacts,
         workdir=workdir,
         pods=pods,
+        rounds=_rounds(spec_source, doc),
     )
     return dag
 

@@ -22,7 +22,6 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import BaseOperator, BaseOperatorLink, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
@@ -274,21 +273,31 @@ class SqueezeflowBaselineBenchmarkOperator(SqueezeflowBaseOperator):
         return result
 
 
-class SqueezeflowPlanOperator(BaseOperator):
-    """The recipes to fan out over (the spec's list, or the default cheap-first list for the ingested
-    data: token-id text models get the text defaults), capped by ``search.max_trials``."""
+class SqueezeflowPlanOperator(SqueezeflowBaseOperator):
+    """Ask the search for the recipes of one round, to fan out over (``.expand``). Round 0 is the cheap
+    candidates (the spec's recipes, or the int8 defaults for the ingested data); each later round asks the
+    study, rebuilt from every trial recorded so far, for ``search.parallel_trials`` recipes. An empty list
+    when the search has stopped (its mapped tasks are then skipped). The plan is recorded: a retry gets
+    the same recipes.
 
-    template_fields: Sequence[str] = ("spec", "ingest")
-    ui_color = "#f4f1de"
+    :param round_index: the search round (the DAG is unrolled to ``1 + search.rounds`` of them).
+    """
 
-    def __init__(self, *, spec: Any, ingest: Any = None, **kwargs: Any) -> None:
+    template_fields: Sequence[str] = ("spec", "artifacts", "ingest")
+
+    def __init__(self, *, ingest: Any, round_index: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.spec = spec
         self.ingest = ingest
+        self.round_index = round_index
 
-    def execute(self, context: Context) -> list[dict[str, Any]]:
-        recipes = tasks.plan_task(self.spec, self.ingest)
-        log.info("planned %d candidates: %s", len(recipes), ", ".join(r.get("name") or "?" for r in recipes))
+    def run_stage(self, settings: Settings, context: Context) -> list[dict[str, Any]]:
+        recipes = tasks.plan_task(self.spec, settings, self.ingest, self.round_index)
+        log.info(
+            "round %d: %d candidates: %s",
+            self.round_index,
+            len(recipes),
+            ", ".join(r.get("name") or "?" for r in recipes) or "(the search has stopped)",
+        )
         return recipes
 
 
@@ -341,50 +350,27 @@ class SqueezeflowGateOperator(SqueezeflowBaseOperator):
         )
         self._defer_if_pending(settings, out)
         g = out["gate"]
-        log.info("gate %s: %s", "PASSED" if g["passed"] else "FAILED", g["reason"])
+        log.info("%s: %s", _candidate_label(out), g["reason"])
         return out
 
 
-class SqueezeflowGateCheckOperator(ShortCircuitOperator):
-    """Short-circuits the rest of the run when no candidate passed the accuracy gate: benchmarking and
-    promotion are skipped (not failed), the verdict is logged and returned, and every candidate stays
-    tracked in MLflow."""
-
-    ui_color = "#fde2e4"
-
-    def __init__(self, *, outcomes: Any, **kwargs: Any) -> None:
-        super().__init__(python_callable=_gate_check, op_kwargs={"outcomes": outcomes}, **kwargs)
-
-
-def _gate_check(outcomes: Sequence[Mapping[str, Any]]) -> bool:
-    items = list(outcomes)
-    verdict = tasks.gate_verdict(items)
-    for o in items:
-        g = o.get("gate", {})
-        log.info(
-            "  %-40s %s  %s", _candidate_label(o), "pass" if g.get("passed") else "FAIL", g.get("reason")
-        )
-    log.info("%s", verdict)
-    if not tasks.any_passed(items):
-        log.warning("no candidate passed the accuracy gate: benchmarking and promotion are skipped")
-        return False
-    return True
-
-
 class SqueezeflowBenchmarkOperator(SqueezeflowBaseOperator):
-    """Measure one candidate on the spec's device profiles (only candidates that passed the gate are
-    timed; the others go through unchanged)."""
+    """Measure one candidate on the spec's device profiles when it passed the gate (the others go through
+    unmeasured: they cannot be promoted), end its MLflow run and record the trial for the search."""
 
-    template_fields: Sequence[str] = ("spec", "artifacts", "ingest", "outcome")
+    template_fields: Sequence[str] = ("spec", "artifacts", "ingest", "baseline", "outcome")
 
-    def __init__(self, *, ingest: Any, outcome: Any, **kwargs: Any) -> None:
+    def __init__(self, *, ingest: Any, baseline: Any, outcome: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ingest = ingest
+        self.baseline = baseline
         self.outcome = outcome
 
     def run_stage(self, settings: Settings, context: Context) -> dict[str, Any]:
         context["squeezeflow_candidate"] = _candidate_label(self.outcome)  # type: ignore[typeddict-unknown-key]
-        result = tasks.benchmark_task(self.spec, settings, self.ingest, self.outcome, defer_remote=True)
+        result = tasks.benchmark_task(
+            self.spec, settings, self.ingest, self.baseline, self.outcome, defer_remote=True
+        )
         self._defer_if_pending(settings, result)
         return result
 
@@ -443,7 +429,7 @@ class SqueezeflowPromoteOperator(SqueezeflowBaseOperator):
     ui_color = "#cde7f0"
 
     def __init__(
-        self, *, ingest: Any, baseline: Any, baseline_benchmarks: Any, outcomes: Any, **kwargs: Any
+        self, *, ingest: Any, baseline: Any, baseline_benchmarks: Any, outcomes: Any = None, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
         self.ingest = ingest
@@ -463,7 +449,7 @@ class SqueezeflowPromoteOperator(SqueezeflowBaseOperator):
             self.ingest,
             self.baseline,
             self.baseline_benchmarks,
-            list(self.outcomes or []),
+            None if self.outcomes is None else list(self.outcomes),
             started=started or time.time(),
         )
         md = summary_markdown(result)
@@ -491,7 +477,6 @@ __all__ = [
     "SqueezeflowBaselineBenchmarkOperator",
     "SqueezeflowBaselineOperator",
     "SqueezeflowBenchmarkOperator",
-    "SqueezeflowGateCheckOperator",
     "SqueezeflowGateOperator",
     "SqueezeflowIngestOperator",
     "SqueezeflowOptimizeOperator",

@@ -90,10 +90,11 @@ def baseline_benchmark_in_pod(
     return tasks.baseline_benchmark_task(spec, Settings.resolve(), ingest, baseline)
 
 
-def plan_in_pod(spec: dict[str, Any], ingest: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def plan_in_pod(spec: dict[str, Any], ingest: dict[str, Any], round_index: int = 0) -> list[dict[str, Any]]:
     from squeezeflow import tasks
+    from squeezeflow.stages import Settings
 
-    return tasks.plan_task(spec, ingest)
+    return tasks.plan_task(spec, Settings.resolve(), ingest, round_index)
 
 
 def optimize_in_pod(
@@ -114,11 +115,13 @@ def gate_in_pod(
     return tasks.gate_task(spec, Settings.resolve(), ingest, baseline, outcome)
 
 
-def benchmark_in_pod(spec: dict[str, Any], ingest: dict[str, Any], outcome: dict[str, Any]) -> dict[str, Any]:
+def benchmark_in_pod(
+    spec: dict[str, Any], ingest: dict[str, Any], baseline: dict[str, Any], outcome: dict[str, Any]
+) -> dict[str, Any]:
     from squeezeflow import tasks
     from squeezeflow.stages import Settings
 
-    return tasks.benchmark_task(spec, Settings.resolve(), ingest, outcome)
+    return tasks.benchmark_task(spec, Settings.resolve(), ingest, baseline, outcome)
 
 
 def promote_in_pod(
@@ -126,25 +129,29 @@ def promote_in_pod(
     ingest: dict[str, Any],
     baseline: dict[str, Any],
     baseline_benchmarks: dict[str, Any],
-    outcomes: list[dict[str, Any]],
 ) -> dict[str, Any]:
     from squeezeflow import tasks
     from squeezeflow.stages import Settings
 
-    return tasks.promote_task(spec, Settings.resolve(), ingest, baseline, baseline_benchmarks, list(outcomes))
+    return tasks.promote_task(spec, Settings.resolve(), ingest, baseline, baseline_benchmarks)
 
 
 def add_pod_tasks(
-    dag: Any, spec_source: str, pods: PodSettings, overrides: Any = None, upstream: Any = None
+    dag: Any,
+    spec_source: str,
+    pods: PodSettings,
+    overrides: Any = None,
+    upstream: Any = None,
+    rounds: int = 1,
 ) -> Any:
-    """The compression tasks of `factory.add_compress_tasks`, each stage in its own pod."""
+    """The compression tasks of `factory.add_compress_tasks`, each stage in its own pod, the search
+    unrolled to ``rounds`` rounds."""
     from airflow.sdk import task
 
-    from squeezeflow.airflow.factory import CANDIDATE_LABEL
-    from squeezeflow.airflow.operators import SqueezeflowGateCheckOperator
+    from squeezeflow.airflow.factory import CANDIDATE_LABEL, round_task_id
 
-    def pod(fn: Any, task_id: str, benchmark: bool = False, mapped: bool = False) -> Any:
-        kwargs: dict[str, Any] = {"task_id": task_id, **pods.operator_kwargs(benchmark)}
+    def pod(fn: Any, task_id: str, benchmark: bool = False, mapped: bool = False, **extra: Any) -> Any:
+        kwargs: dict[str, Any] = {"task_id": task_id, **pods.operator_kwargs(benchmark), **extra}
         if mapped:
             kwargs["map_index_template"] = CANDIDATE_LABEL
         return task.kubernetes(**kwargs)(fn)
@@ -156,19 +163,27 @@ def add_pod_tasks(
         ing = pod(ingest_in_pod, "ingest")(spec)
         base = pod(baseline_in_pod, "baseline")(spec, ing)
         base_bench = pod(baseline_benchmark_in_pod, "baseline_benchmark", benchmark=True)(spec, ing, base)
-        plan = pod(plan_in_pod, "plan")(spec, ing)
-        base_bench >> plan
-        built = pod(optimize_in_pod, "optimize", mapped=True).partial(spec=spec, ingest=ing, baseline=base)
-        built = built.expand(recipe=plan)
-        gated = (
-            pod(gate_in_pod, "gate", mapped=True)
-            .partial(spec=spec, ingest=ing, baseline=base)
-            .expand(outcome=built)
-        )
-        check = SqueezeflowGateCheckOperator(task_id="gate_check", outcomes=gated)
-        measured = pod(benchmark_in_pod, "benchmark", benchmark=True, mapped=True).partial(
-            spec=spec, ingest=ing
-        )
-        measured = measured.expand(outcome=gated)
-        check >> measured
-        return pod(promote_in_pod, "promote")(spec, ing, base, base_bench, measured)
+        measured: Any = None
+        for index in range(rounds):
+            # Only ordered after the previous round (no data: a round that planned nothing has no output).
+            plan = pod(plan_in_pod, round_task_id("plan", index), trigger_rule="none_failed")(
+                spec, ing, index
+            )
+            (base_bench if measured is None else measured) >> plan
+            built = pod(optimize_in_pod, round_task_id("optimize", index), mapped=True).partial(
+                spec=spec, ingest=ing, baseline=base
+            )
+            built = built.expand(recipe=plan)
+            gated = (
+                pod(gate_in_pod, round_task_id("gate", index), mapped=True)
+                .partial(spec=spec, ingest=ing, baseline=base)
+                .expand(outcome=built)
+            )
+            measured = (
+                pod(benchmark_in_pod, round_task_id("benchmark", index), benchmark=True, mapped=True)
+                .partial(spec=spec, ingest=ing, baseline=base)
+                .expand(outcome=gated)
+            )
+        promote = pod(promote_in_pod, "promote", trigger_rule="none_failed")(spec, ing, base, base_bench)
+        measured >> promote
+        return promote

@@ -86,11 +86,12 @@ def baseline_benchmark(dataset: Input[Dataset], baseline: Input[Model], metrics:
 
 
 @dsl.component(**_OPTS)
-def plan(dataset: Input[Dataset]) -> List[str]:  # noqa: UP006
-    """The recipes to build (one ParallelFor iteration each)."""
+def plan(dataset: Input[Dataset], round_index: int = 0, previous: List[str] = []) -> List[str]:  # noqa: UP006, B006
+    """Ask the search for one round's recipes (one ParallelFor iteration each). ``previous``, the last
+    round's outcomes, only orders this step after them: the plan reads every trial from the store."""
     from squeezeflow.kfp import steps
 
-    return steps.plan(dataset)
+    return steps.plan(dataset, round_index)
 
 
 @dsl.component(**_OPTS)
@@ -116,19 +117,42 @@ def gate(
 
 
 @dsl.component(**_OPTS)
-def benchmark(dataset: Input[Dataset], outcome: str, metrics: Output[Metrics]) -> str:
-    """Measure one candidate on every device profile, when it passed the gate."""
+def benchmark(dataset: Input[Dataset], baseline: Input[Model], outcome: str, metrics: Output[Metrics]) -> str:
+    """Measure one candidate on every device profile when it passed the gate, and record the trial."""
     from squeezeflow.kfp import steps
 
-    return steps.benchmark(dataset, outcome, metrics)
+    return steps.benchmark(dataset, baseline, outcome, metrics)
 
 
 @dsl.component(**_OPTS)
-def gate_verdict(outcomes: List[str], summary: Output[Markdown]) -> bool:  # noqa: UP006
-    """Whether any candidate passed the accuracy gate."""
+def trial(
+    dataset: Input[Dataset],
+    baseline: Input[Model],
+    recipe: str,
+    candidate: Output[Model],
+    gate_metrics: Output[Metrics],
+    confusion: Output[ClassificationMetrics],
+    benchmark_metrics: Output[Metrics],
+) -> str:
+    """One trial of the search: build the candidate from its recipe, measure it first (a candidate slower
+    than the baseline is not evaluated), score it against the accuracy gate, benchmark it on every device
+    profile if it passed, and record it for the next round's plan. Returns the trial's outcome."""
     from squeezeflow.kfp import steps
 
-    return steps.gate_verdict(outcomes, summary)
+    return steps.trial(dataset, baseline, recipe, candidate, gate_metrics, confusion, benchmark_metrics)
+
+
+@dsl.component(**_OPTS)
+def gate_verdict(
+    dataset: Input[Dataset],
+    summary: Output[Markdown],
+    previous: List[str] = [],  # noqa: UP006, B006
+) -> bool:
+    """Whether any candidate of the search passed the accuracy gate (``previous``, the last round's
+    outcomes, orders this step after the search)."""
+    from squeezeflow.kfp import steps
+
+    return steps.gate_verdict(dataset, summary)
 
 
 @dsl.component(**_OPTS)
@@ -136,22 +160,22 @@ def promote(
     dataset: Input[Dataset],
     baseline: Input[Model],
     baseline_benchmarks: str,
-    outcomes: List[str],  # noqa: UP006
     promoted_model: Output[Model],
     metrics: Output[Metrics],
     report: Output[HTML],
     report_markdown: Output[Markdown],
     started: float = 0.0,
+    previous: List[str] = [],  # noqa: UP006, B006
 ) -> str:
-    """Promote the best eligible candidate in the MLflow registry (or nothing) and write the report.
-    Returns the job result as JSON."""
+    """Promote the best eligible candidate of the search in the MLflow registry (or nothing) and write the
+    report. Returns the job result as JSON. ``previous``, the last round's outcomes, orders this step
+    after the search; the candidates are read from the store."""
     from squeezeflow.kfp import steps
 
     return steps.promote(
         dataset,
         baseline,
         baseline_benchmarks,
-        outcomes,
         started,
         promoted_model,
         metrics,
@@ -171,4 +195,5 @@ __all__ = [
     "plan",
     "promote",
     "retrain",
+    "trial",
 ]

@@ -3,7 +3,8 @@
 ::
 
     ingest -> baseline -> baseline benchmark
-                       -> ParallelFor(recipe in plan): optimize -> gate -> benchmark
+                       -> round 0..N: plan -> ParallelFor(recipe in plan): trial
+                          (a trial: build -> latency first -> gate -> benchmark -> record)
                        -> gate verdict (Collected) -> If passed:  promote (registry alias, report)
                                                       Else:       summarize (same step, nothing moves)
 
@@ -55,6 +56,8 @@ DEFAULT_SECRET = "squeezeflow-env"
 #: The label the chart's MLflow NetworkPolicy admits (values `mlflow.networkPolicy.clientLabel`).
 MLFLOW_CLIENT_LABEL = ("squeezeflow.io/mlflow-client", "true")
 DEFAULT_PARALLELISM = 4
+#: The spec's default `search.rounds` (a generic pipeline has no spec at compile time).
+DEFAULT_SEARCH_ROUNDS = 6
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,13 @@ class PipelineOptions:
     parallelism: int = DEFAULT_PARALLELISM
     benchmark_cpu: str | None = "2"
     """CPU request and limit of the benchmark tasks (a profile's threads need cores of their own)."""
+    rounds: int = 1 + DEFAULT_SEARCH_ROUNDS
+    """Search rounds the pipeline is unrolled to (round 0, the cheap candidates, and the searched ones);
+    a search that stops earlier runs the rest as no-ops. A stamped pipeline takes its spec's."""
+    trial_cpu: str | None = None
+    trial_memory: str | None = "4G"
+    trial_gpu: int = 0
+    """CPU (default: ``benchmark_cpu``) and memory of a trial, and GPUs for its fine-tuning (0: none)."""
 
 
 def _configure(task: Any, opts: PipelineOptions, name: str, *, settings: bool = True) -> Any:
@@ -131,6 +141,19 @@ def _benchmark_resources(task: Any, opts: PipelineOptions) -> None:
         task.set_cpu_request(opts.benchmark_cpu).set_cpu_limit(opts.benchmark_cpu)
 
 
+def _trial_resources(task: Any, opts: PipelineOptions) -> None:
+    """What one trial (a candidate's build, which may fine-tune, then its gate and benchmark) asks of its
+    node: CPU requested and limited alike (the benchmark's threads need cores of their own), memory, and
+    GPUs for fine-tuning when asked."""
+    cpu = opts.trial_cpu or opts.benchmark_cpu
+    if cpu:
+        task.set_cpu_request(cpu).set_cpu_limit(cpu)
+    if opts.trial_memory:
+        task.set_memory_request(opts.trial_memory)
+    if opts.trial_gpu:
+        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(opts.trial_gpu)
+
+
 def _compression(ing: Any, opts: PipelineOptions) -> None:
     """Everything after ingest; ``ing`` is the ingest task."""
     from kfp import dsl
@@ -144,32 +167,40 @@ def _compression(ing: Any, opts: PipelineOptions) -> None:
         c.baseline_benchmark(dataset=dataset, baseline=base_model), opts, "baseline benchmark"
     )
     _benchmark_resources(base_bench, opts)
-    planned = _configure(c.plan(dataset=dataset), opts, "plan recipes", settings=False)
-
-    # Only the loop item, pipeline parameters and artifacts enter the loop body: kfp.local (2.17)
-    # replaces every task-output *parameter* passed into a ParallelFor with the loop item.
-    with dsl.ParallelFor(planned.output, parallelism=opts.parallelism) as recipe:
-        opt = _configure(c.optimize(dataset=dataset, baseline=base_model, recipe=recipe), opts, "optimize")
-        # The baseline is measured first, alone: never beside candidates on the same cores.
-        opt.after(base_bench)
-        gated = _configure(
-            c.gate(dataset=dataset, baseline=base_model, outcome=opt.outputs["Output"]), opts, "accuracy gate"
+    trials: Any = None
+    for index in range(opts.rounds):
+        # Round k asks the study, rebuilt from the trials recorded so far; it waits for round k-1 through
+        # `previous` (its outcomes), and reads the trials themselves from the store.
+        ask = (
+            c.plan(dataset=dataset, round_index=index)
+            if trials is None
+            else c.plan(dataset=dataset, round_index=index, previous=dsl.Collected(trials.outputs["Output"]))
         )
-        bench = _configure(c.benchmark(dataset=dataset, outcome=gated.outputs["Output"]), opts, "benchmark")
-        _benchmark_resources(bench, opts)
+        planned = _configure(
+            ask, opts, "plan: cheap candidates" if index == 0 else f"plan: search round {index}"
+        )
+        if index == 0:
+            planned.after(base_bench)
+        # Only the loop item, pipeline parameters and artifacts enter the loop body: kfp.local (2.17)
+        # replaces every task-output *parameter* passed into a ParallelFor with the loop item.
+        with dsl.ParallelFor(planned.output, parallelism=opts.parallelism) as recipe:
+            trials = _configure(c.trial(dataset=dataset, baseline=base_model, recipe=recipe), opts, "trial")
+            _trial_resources(trials, opts)
 
     def promote(display: str) -> None:
         task = c.promote(
             dataset=dataset,
             baseline=base_model,
             baseline_benchmarks=base_bench.outputs["Output"],
-            outcomes=dsl.Collected(bench.outputs["Output"]),
             started=ing.outputs["Output"],
+            previous=dsl.Collected(trials.outputs["Output"]),
         )
         _configure(task, opts, display)
 
     verdict = _configure(
-        c.gate_verdict(outcomes=dsl.Collected(bench.outputs["Output"])), opts, "gate verdict", settings=False
+        c.gate_verdict(dataset=dataset, previous=dsl.Collected(trials.outputs["Output"])),
+        opts,
+        "gate verdict",
     )
     with dsl.If(verdict.outputs["Output"] == True, name="a candidate passed"):  # noqa: E712 - a KFP condition
         promote("promote")
@@ -330,9 +361,17 @@ def stamp(
     name: str | None = None,
 ) -> Path:
     """A per-model pipeline: the run form prefilled from the spec at ``spec_path``."""
+    import dataclasses
+
+    from squeezeflow.search.rounds import rounds_of
+    from squeezeflow.spec import parse_spec
+
     doc = spec_document(spec_path)
     defaults = FormDefaults.from_spec(doc)
     pname = name or pipeline_name(str(doc["name"]))
+    # unrolled to the spec's rounds (a run form's max_trials can stop the search earlier, not extend it)
+    job = parse_spec(doc, source=str(spec_path), base_dir=spec_path.resolve().parent)
+    opts = dataclasses.replace(opts or PipelineOptions(), rounds=rounds_of(job))
     if retrain:
         fn = build_retrain_and_compress(defaults, opts, name=pname, entrypoint=entrypoint)
     else:

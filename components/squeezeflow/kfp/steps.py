@@ -237,10 +237,23 @@ def baseline_benchmark(dataset: Any, baseline_model: Any, metrics: Any) -> str:
     return json.dumps(out)
 
 
-def plan(dataset: Any) -> list[str]:
-    """The recipes to build, one ParallelFor iteration each, as JSON strings."""
+#: What a round that plans nothing iterates over: ``dsl.ParallelFor`` needs one item (kfp.local does not
+#: collect from a loop of none), and every step of the loop passes it through at once.
+NO_TRIAL = "_no_trial"
+
+
+def _no_trial(doc: Any) -> bool:
+    return isinstance(doc, Mapping) and NO_TRIAL in doc
+
+
+def plan(dataset: Any, round_index: int = 0) -> list[str]:
+    """Ask: the recipes of search round ``round_index``, one ParallelFor iteration each, as JSON strings
+    (one placeholder when the search has stopped)."""
     spec, ing = job_of_dataset(dataset)
-    return [json.dumps(r, sort_keys=True) for r in tasks.plan_task(spec, ing)]
+    recipes = tasks.plan_task(spec, Settings.resolve(), ing, round_index)
+    if not recipes:
+        return [json.dumps({NO_TRIAL: f"round {round_index}: the search has stopped"})]
+    return [json.dumps(r, sort_keys=True) for r in recipes]
 
 
 def optimize(dataset: Any, baseline_model: Any, recipe: str, candidate: Any) -> str:
@@ -250,6 +263,9 @@ def optimize(dataset: Any, baseline_model: Any, recipe: str, candidate: Any) -> 
         r = json.loads(recipe)
     except ValueError as err:
         raise InvalidInputError(f"recipe is not JSON: {err}") from None
+    if _no_trial(r):
+        write_handle(candidate, "optimize", r)
+        return json.dumps(r)
     outcome = tasks.optimize_task(spec, Settings.resolve(), ing, base, r)
     cand = outcome["candidate"]
     write_handle(candidate, "optimize", cand)
@@ -296,6 +312,8 @@ def gate(dataset: Any, baseline_model: Any, outcome: str, metrics: Any, confusio
     spec, ing = job_of_dataset(dataset)
     base = read_handle(baseline_model, "baseline")["record"]
     settings = Settings.resolve()
+    if _no_trial(json.loads(outcome)):
+        return outcome
     gated = tasks.gate_task(spec, settings, ing, base, json.loads(outcome))
     g = gated["gate"]
     _log_metrics(
@@ -320,28 +338,49 @@ def gate(dataset: Any, baseline_model: Any, outcome: str, metrics: Any, confusio
     return json.dumps(gated)
 
 
-def benchmark(dataset: Any, outcome: str, metrics: Any) -> str:
+def benchmark(dataset: Any, baseline_model: Any, outcome: str, metrics: Any) -> str:
+    """Measure the candidate if it passed, end its run and record the trial (the search's "tell")."""
     spec, ing = job_of_dataset(dataset)
-    done = tasks.benchmark_task(spec, Settings.resolve(), ing, json.loads(outcome))
+    if _no_trial(json.loads(outcome)):
+        return outcome
+    base = read_handle(baseline_model, "baseline")["record"]
+    done = tasks.benchmark_task(spec, Settings.resolve(), ing, base, json.loads(outcome))
     _bench_metrics(metrics, done["benchmarks"])
     if not done["benchmarks"]:
         metrics.log_metric("benchmarked", 0.0)
     return json.dumps(done)
 
 
-def gate_verdict(outcomes: Sequence[str], summary: Any) -> bool:
-    """Whether any candidate passed (what the pipeline's ``dsl.If`` branches on), with a one-line verdict
-    and a table of the gate results as Markdown."""
-    docs = [json.loads(o) for o in outcomes]
+def trial(
+    dataset: Any,
+    baseline_model: Any,
+    recipe: str,
+    candidate: Any,
+    gate_metrics: Any,
+    confusion: Any,
+    bench_metrics: Any,
+) -> str:
+    """One search trial, every phase of the candidate policy in this step (a pod): build, latency first,
+    the gate, the benchmark if it passed, the record. Returns the trial's outcome as JSON."""
+    built = optimize(dataset, baseline_model, recipe, candidate)
+    gated = gate(dataset, baseline_model, built, gate_metrics, confusion)
+    return benchmark(dataset, baseline_model, gated, bench_metrics)
+
+
+def gate_verdict(dataset: Any, summary: Any) -> bool:
+    """Whether any candidate of the search passed (what the pipeline's ``dsl.If`` branches on), with a
+    one-line verdict and a table of the gate results as Markdown. Reads every recorded trial."""
+    spec, ing = job_of_dataset(dataset)
+    docs = tasks.search_outcomes_task(spec, Settings.resolve(), ing)
     line = tasks.gate_verdict(docs)
-    rows = ["| candidate | passed | metric | drop | reason |", "|---|---|---|---|---|"]
+    rows = ["| candidate | verdict | metric | drop | reason |", "|---|---|---|---|---|"]
     for d in docs:
         g = d.get("gate", {})
         metric = g.get("candidate_metric")
         drop = g.get("drop")
         reason = str(g.get("reason", "")).replace("|", "\\|")
         rows.append(
-            f"| {_label(d['candidate'])} | {'yes' if g.get('passed') else 'no'} | "
+            f"| {_label(d['candidate'])} | {tasks.verdict_label(d)} | "
             f"{'' if metric is None else f'{metric:.4f}'} | "
             f"{'' if drop is None else f'{drop:+.4f}'} | {reason} |"
         )
@@ -413,7 +452,6 @@ def promote(
     dataset: Any,
     baseline_model: Any,
     baseline_benchmarks: str,
-    outcomes: Sequence[str],
     started: float,
     promoted_model: Any,
     metrics: Any,
@@ -429,21 +467,14 @@ def promote(
         ing,
         base,
         json.loads(baseline_benchmarks),
-        [json.loads(o) for o in outcomes],
         started=started or None,
     )
     p = result["promotion"]
     write_handle(promoted_model, "promote", p)
     promoted_ref = None
     if p["promoted"]:
-        chosen = next(
-            (
-                json.loads(o)["candidate"]
-                for o in outcomes
-                if json.loads(o)["candidate"]["key"] == p["candidate_key"]
-            ),
-            None,
-        )
+        outcomes = tasks.search_outcomes_task(spec, Settings.resolve(), ing)
+        chosen = next((o["candidate"] for o in outcomes if o["candidate"]["key"] == p["candidate_key"]), None)
         promoted_ref = chosen.get("onnx") if chosen else None
     _ref_metadata(
         promoted_model,
