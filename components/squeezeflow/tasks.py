@@ -64,8 +64,7 @@ def merge_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> Do
 def _read_spec_document(source: str | Path) -> tuple[Doc, Path | None, str]:
     s = str(source)
     if s.startswith("s3://"):
-        from squeezeflow.s3 import s3_call, s3_client
-        from squeezeflow.store import parse_s3_uri
+        from squeezeflow.s3 import parse_s3_uri, s3_call, s3_client
 
         bucket, key = parse_s3_uri(s)
         client = s3_client()

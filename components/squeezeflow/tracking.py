@@ -337,7 +337,7 @@ class Tracker:
             return finished
 
         def do() -> str:
-            from squeezeflow.models import predict_logits
+            from squeezeflow.runtime import predict_logits
 
             model = onnx.load(str(onnx_path))
             output = predict_logits(onnx_path, input_example, threads=1)

@@ -12,9 +12,9 @@ import mlflow
 import numpy as np
 import pytest
 
-from squeezeflow.models import predict_logits
 from squeezeflow.pipeline import run_job
 from squeezeflow.results import JobResult
+from squeezeflow.runtime import predict_logits
 from squeezeflow.spec import parse_spec
 from squeezeflow.stages import Settings
 from tests.reference import job_doc, write_spec

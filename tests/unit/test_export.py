@@ -8,7 +8,8 @@ import numpy as np
 import onnx
 import torch
 
-from squeezeflow.models import export_onnx, predict_logits, strip_debug_metadata
+from squeezeflow.models import export_onnx, strip_debug_metadata
+from squeezeflow.runtime import predict_logits
 from squeezeflow.zoo.cnn import small_resnet
 
 
@@ -43,7 +44,7 @@ def test_a_dynamically_quantized_model_is_evaluated_one_sample_at_a_time(tmp_pat
     # depends on the samples batched with it; it is deployed at batch 1 and evaluated that way.
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from squeezeflow.models import batch_dependent
+    from squeezeflow.runtime import batch_dependent
 
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4)).eval()

@@ -25,8 +25,9 @@ from squeezeflow.bench_worker import token_id_bound, token_ids
 from squeezeflow.data import load_dataset
 from squeezeflow.datasets.rotten_tomatoes import prepare_rotten_tomatoes_v1
 from squeezeflow.errors import DataValidationError, PassError
-from squeezeflow.models import export_onnx, predict_logits
+from squeezeflow.models import export_onnx
 from squeezeflow.passes import ModelState, PassContext, get_pass
+from squeezeflow.runtime import predict_logits
 from squeezeflow.stages.ingest import validate_with_gx
 from squeezeflow.zoo.minilm import encode_texts, minilm_classifier
 from tests.reference import CACHE, animal_mnist, tiny_model, tiny_module  # noqa: F401  (fixtures)

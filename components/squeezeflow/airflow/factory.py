@@ -36,6 +36,7 @@ from typing import Any
 from airflow.sdk import DAG, Asset, Param
 
 from squeezeflow.airflow.hooks import DEFAULT_AWS_CONN_ID, DEFAULT_MLFLOW_CONN_ID
+from squeezeflow.airflow.layout import CANDIDATE_LABEL, round_task_id
 from squeezeflow.airflow.operators import (
     SqueezeflowBaselineBenchmarkOperator,
     SqueezeflowBaselineOperator,
@@ -52,8 +53,6 @@ from squeezeflow.errors import InvalidInputError
 log = logging.getLogger(__name__)
 
 START = datetime(2026, 1, 1)
-# Mapped task instances are labelled by their recipe in the UI (set in the operator's context).
-CANDIDATE_LABEL = "{{ squeezeflow_candidate }}"
 
 
 class SpecImportWarning(UserWarning):
@@ -209,12 +208,6 @@ def add_compress_tasks(
         )
         measured >> promote
     return promote
-
-
-def round_task_id(stage: str, index: int) -> str:
-    """The task id of a search round's stage: ``plan``, ``optimize`` ... for round 0 (the cheap
-    candidates), ``plan_r1``, ``optimize_r1`` ... for the searched rounds."""
-    return stage if index == 0 else f"{stage}_r{index}"
 
 
 def _rounds(spec_source: Any, doc: Mapping[str, Any] | None = None) -> int:

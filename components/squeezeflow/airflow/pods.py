@@ -16,12 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from squeezeflow import IMAGE
+
 
 @dataclass(frozen=True)
 class PodSettings:
     """Where and how the stage pods run."""
 
-    image: str = "ghcr.io/squeezeflow/squeezeflow:0.1.0"
+    image: str = IMAGE
     namespace: str | None = "squeezeflow"
     """Where the chart put the runner's service account and the ``squeezeflow-env`` secret (Airflow's
     Kubernetes connection needs RBAC to create pods there)."""
@@ -148,7 +150,7 @@ def add_pod_tasks(
     unrolled to ``rounds`` rounds."""
     from airflow.sdk import task
 
-    from squeezeflow.airflow.factory import CANDIDATE_LABEL, round_task_id
+    from squeezeflow.airflow.layout import CANDIDATE_LABEL, round_task_id
 
     def pod(fn: Any, task_id: str, benchmark: bool = False, mapped: bool = False, **extra: Any) -> Any:
         kwargs: dict[str, Any] = {"task_id": task_id, **pods.operator_kwargs(benchmark), **extra}

@@ -6,8 +6,10 @@ Every component runs in :data:`IMAGE`, built from the repository's ``Dockerfile`
 
 from __future__ import annotations
 
-#: The image every component runs in: ``docker build -t ghcr.io/squeezeflow/squeezeflow:0.1.0 .``.
-#: Its tag is the package version; a platform that mirrors it elsewhere recompiles with ``--image``.
-IMAGE = "ghcr.io/squeezeflow/squeezeflow:0.1.0"
+from squeezeflow import IMAGE
+
+#: ``IMAGE``: every component runs in ``ghcr.io/squeezeflow/squeezeflow:<package version>``
+#: (``docker build -t ghcr.io/squeezeflow/squeezeflow:<version> .``); a platform that mirrors it
+#: elsewhere recompiles with ``--image``.
 
 __all__ = ["IMAGE"]

@@ -291,7 +291,7 @@ def _confusion(spec: Mapping[str, Any], settings: Settings, cand: Mapping[str, A
     decision is the paired test in the gate stage)."""
     import numpy as np
 
-    from squeezeflow.models import predict_logits
+    from squeezeflow.runtime import predict_logits
     from squeezeflow.stages import StageContext
     from squeezeflow.store import ArtifactRef
 
@@ -391,8 +391,7 @@ def gate_verdict(dataset: Any, summary: Any) -> bool:
 
 def _read_uri(uri: str) -> str:
     if uri.startswith("s3://"):
-        from squeezeflow.s3 import s3_call, s3_client
-        from squeezeflow.store import parse_s3_uri
+        from squeezeflow.s3 import parse_s3_uri, s3_call, s3_client
 
         bucket, key = parse_s3_uri(uri)
         body = s3_call(f"read of {uri}", s3_client().get_object, Bucket=bucket, Key=key)["Body"].read()

@@ -177,7 +177,7 @@ class AccuracyAwareInt8Config(StaticInt8Config):
 def _val_metric(path: Path, ctx: PassContext) -> float:
     import numpy as np
 
-    from squeezeflow.models import predict_logits
+    from squeezeflow.runtime import predict_logits
 
     logits = predict_logits(path, ctx.val_x, threads=2)
     return float(np.mean(np.argmax(logits, axis=1) == ctx.val_y))

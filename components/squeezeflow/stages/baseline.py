@@ -15,13 +15,11 @@ from squeezeflow.models import (
     check_batch_dimension,
     check_input_shape,
     check_onnx,
-    count_macs,
-    count_params,
     export_onnx,
     load_torch_model,
-    predict_logits,
 )
 from squeezeflow.results import BaselineResult, IngestResult, ModelMeasure, content_key
+from squeezeflow.runtime import count_macs, count_params, predict_logits
 from squeezeflow.spec import JobSpec
 from squeezeflow.stages.context import StageContext
 

@@ -99,7 +99,7 @@ def evaluate_here(request: dict[str, Any], ctx: StageContext) -> None:
     import onnxruntime as ort
 
     from squeezeflow.bench_worker import check_provider
-    from squeezeflow.models import predict_logits
+    from squeezeflow.runtime import predict_logits
     from squeezeflow.stages.baseline import npy_bytes
 
     profile = DeviceProfile.model_validate(request["profile"])

@@ -17,7 +17,6 @@ from squeezeflow.gate_stats import (
     samples_needed,
 )
 from squeezeflow.metrics import PER_SAMPLE, resolve_metric
-from squeezeflow.models import predict_logits
 from squeezeflow.perturb import default_perturbations, perturb
 from squeezeflow.results import (
     BaselineResult,
@@ -27,6 +26,7 @@ from squeezeflow.results import (
     IngestResult,
     content_key,
 )
+from squeezeflow.runtime import predict_logits
 from squeezeflow.spec import JobSpec, RobustnessCheck
 from squeezeflow.stages.baseline import check_outputs, load_npy
 from squeezeflow.stages.context import StageContext
