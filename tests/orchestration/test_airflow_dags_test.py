@@ -36,6 +36,7 @@ def test_compress_dag_fans_out_one_mapped_task_per_recipe(dag_run: dict[str, Any
         "baseline_benchmark",
         "plan",
         "promote",
+        "announce_champion",
     ):
         assert [t["state"] for t in by_task[single]] == ["success"], single
 
@@ -60,6 +61,24 @@ def test_compress_dag_promotes_through_the_registry_and_reports(
     summary = xcom_value(dag_run["home"], DAG_ID, "promote", key="summary")
     assert "**Promoted** `int8-static-u8s8`" in summary
     assert "| int8-dynamic |" in summary
+
+
+def test_a_promotion_is_announced_on_the_champion_asset(dag_run: dict[str, Any]) -> None:
+    """Deploy DAGs are scheduled on ``squeezeflow://champions/<model>/<alias>``; the event names the
+    version."""
+    import sqlite3
+
+    with sqlite3.connect(dag_run["home"] / "airflow.db") as db:
+        rows = db.execute(
+            "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+            "WHERE a.uri = ? ORDER BY e.id",
+            ("squeezeflow://champions/af-dags-test-model/champion",),
+        ).fetchall()
+    assert len(rows) == 1, rows
+    extra = json.loads(rows[0][0])
+    promotion = xcom_value(dag_run["home"], DAG_ID, "promote")["promotion"]
+    assert extra["version"] == str(promotion["version"]) and extra["alias"] == "champion"
+    assert extra["model_uri"] == f"models:/af-dags-test-model/{promotion['version']}"
 
 
 def test_no_credentials_in_xcom_logs_or_mlflow(dag_run: dict[str, Any], mlflow_server: Any) -> None:
@@ -101,5 +120,6 @@ def test_a_failed_gate_promotes_nothing_and_still_reports_without_failing_the_ru
     assert verdicts == {"int8-static-u8s8": "fail", "int8-dynamic": "not evaluated: slower"}, verdicts
     assert all(r["p50_ms"] is None for r in result["candidates"] if r["gate"] == "fail"), "measured a failure"
     assert result["report_html"], "the report is written when nothing passed too"
+    assert tis[("announce_champion", -1)] == "skipped", "no champion is announced when nothing was promoted"
     client = MlflowClient(mlflow_server.tracking_uri, registry_uri=mlflow_server.tracking_uri)
     assert len(client.search_model_versions("name='af-dags-test-model'")) == 1, "nothing new was registered"

@@ -124,18 +124,20 @@ RUNNERS = {"cli": _run_cli, "airflow": _run_airflow, "kfp": _run_kfp}
 def doors(
     tmp_path_factory: pytest.TempPathFactory, mlflow_server: Any, wide_model: Path, small_data: Path
 ) -> Iterator[dict[str, dict[str, Any]]]:
+    """The three doors, one after another (side by side they take as long on two cores)."""
     results: dict[str, dict[str, Any]] = {}
     for door in DOORS:
         base = tmp_path_factory.mktemp(f"door-{door}")
         spec = write_spec(base / "job.yaml", search_doc(wide_model, small_data, door))
         t0 = time.monotonic()
+        out = RUNNERS[door](spec, base, mlflow_server.tracking_uri)
         results[door] = {
-            **RUNNERS[door](spec, base, mlflow_server.tracking_uri),
+            **out,
             "_base": base,
             "_spec": spec,
             "_tracking_uri": mlflow_server.tracking_uri,
+            "_seconds": time.monotonic() - t0,
         }
-        results[door]["_seconds"] = time.monotonic() - t0
     yield results
 
 
@@ -184,7 +186,7 @@ def test_the_orchestrators_fan_each_round_out(doors: dict[str, dict[str, Any]]) 
         assert {t["state"] for t in optimize} == {"success"}
     root = doors["kfp"]["_kfp_root"]
     for index, expected in enumerate([4, 2, 2], start=1):
-        iterations = sorted(root.glob(f"*/for-loop-{index}-iteration-*/trial"))
+        iterations = sorted(root.glob(f"*/for-loop-{index}-iteration-*/trial*"))
         assert len(iterations) == expected, (index, iterations)
 
 

@@ -41,6 +41,7 @@ from squeezeflow.airflow.operators import (
     SqueezeflowBaselineBenchmarkOperator,
     SqueezeflowBaselineOperator,
     SqueezeflowBenchmarkOperator,
+    SqueezeflowChampionOperator,
     SqueezeflowGateOperator,
     SqueezeflowIngestOperator,
     SqueezeflowOptimizeOperator,
@@ -62,6 +63,14 @@ class SpecImportWarning(UserWarning):
 def baseline_asset(job_name: str) -> Asset:
     """The asset a new baseline of ``job_name`` is announced on (its events carry ``model_uri``)."""
     return Asset(name=f"squeezeflow-baseline-{job_name}", uri=f"squeezeflow://baselines/{job_name}")
+
+
+def champion_asset(model_name: str, alias: str) -> Asset:
+    """The asset a new champion of ``model_name@alias`` is announced on (its events carry ``model_name``,
+    ``version``, ``alias`` and ``model_uri``): schedule a deploy DAG on it."""
+    return Asset(
+        name=f"squeezeflow-champion-{model_name}-{alias}", uri=f"squeezeflow://champions/{model_name}/{alias}"
+    )
 
 
 def dag_id_for(job_name: str, prefix: str = "squeezeflow_compress_") -> str:
@@ -117,6 +126,7 @@ def add_compress_tasks(
     upstream: Any = None,
     pods: Any = None,
     rounds: int | None = None,
+    champion: Asset | None = None,
 ) -> Any:
     """Add the compression tasks to ``dag``, the search unrolled to ``rounds`` rounds (default: what the
     spec asks, ``1 + search.rounds``); returns the promote task. ``artifacts`` unset: see the module
@@ -207,6 +217,10 @@ def add_compress_tasks(
             **common,
         )
         measured >> promote
+        if champion is not None:
+            SqueezeflowChampionOperator(
+                task_id="announce_champion", result=promote.output, outlets=[champion]
+            )
     return promote
 
 
@@ -299,6 +313,7 @@ def compress_dag(
         workdir=workdir,
         pods=pods,
         rounds=_rounds(spec_source, doc),
+        champion=champion_asset(doc["registry"]["model_name"], doc["registry"]["alias"]),
     )
     return dag
 
@@ -357,6 +372,8 @@ def retrain_and_compress_dag(
         workdir=workdir,
         overrides={"model": {"uri": retrain.output}},
         upstream=retrain,
+        rounds=_rounds(spec_source, doc),
+        champion=champion_asset(doc["registry"]["model_name"], doc["registry"]["alias"]),
     )
     return dag
 

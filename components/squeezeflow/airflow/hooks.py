@@ -100,6 +100,28 @@ class MlflowHook(BaseHook):
             "MLFLOW_TRACKING_INSECURE_TLS": "true" if extra.get("insecure_tls") else None,
         }
 
+    def test_connection(self) -> tuple[bool, str]:
+        """What the Connections page's *Test* button runs: one authenticated call to the tracking server.
+        The answer never quotes the password."""
+        from mlflow import MlflowClient
+
+        from squeezeflow.tracking import redact_password, redact_uri
+
+        try:
+            uri = self.tracking_uri()
+        except Exception as err:
+            return False, str(err)
+        # one quick try: a person is waiting for the answer (MLflow's client retries for minutes)
+        quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+        try:
+            with patched_environ({**self.environment(), **quick}):
+                experiments = MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        except Exception as err:  # MLflow raises many types for a refused or unreachable server
+            why = redact_password(str(err), uri)[:400]
+            return False, f"MLflow at {redact_uri(uri)} did not answer: {why}"
+        seen = "an experiment" if experiments else "no experiment yet"
+        return True, f"connected to MLflow at {redact_uri(uri)} ({seen} visible)"
+
 
 def aws_environment(aws_conn_id: str | None) -> dict[str, str | None]:
     """AWS variables boto3 reads, from an Amazon provider connection; empty when no id is given or the

@@ -477,6 +477,7 @@ __all__ = [
     "SqueezeflowBaselineBenchmarkOperator",
     "SqueezeflowBaselineOperator",
     "SqueezeflowBenchmarkOperator",
+    "SqueezeflowChampionOperator",
     "SqueezeflowGateOperator",
     "SqueezeflowIngestOperator",
     "SqueezeflowOptimizeOperator",
@@ -487,6 +488,41 @@ __all__ = [
     "params_to_overrides",
     "summary_markdown",
 ]
+
+
+class SqueezeflowChampionOperator(BaseOperator):
+    """Announce a new champion on the outlet assets (`factory.champion_asset`), so that deploy DAGs can be
+    scheduled on it: the event's extra holds ``model_name``, ``version``, ``alias``, ``model_uri``
+    (``models:/<name>/<version>``) and the candidate. Skipped when the job promoted nothing, so the
+    asset only ever hears of real promotions.
+
+    :param result: the promote task's job result.
+    """
+
+    template_fields: Sequence[str] = ("result",)
+    ui_color = "#cde7f0"
+
+    def __init__(self, *, result: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.result = result
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        p = (self.result or {}).get("promotion") or {}
+        if not p.get("promoted"):
+            raise AirflowSkipException(f"nothing promoted: {p.get('reason', 'no promotion result')}")
+        extra = {
+            "model_name": p["model_name"],
+            "version": str(p["version"]),
+            "alias": p["alias"],
+            "model_uri": f"models:/{p['model_name']}/{p['version']}",
+            "candidate": p.get("candidate_label"),
+        }
+        for asset in self.outlets or []:
+            context["outlet_events"][asset].extra = extra
+        log.info("announced %s@%s = version %s", p["model_name"], p["alias"], p["version"])
+        return extra
 
 
 class SqueezeflowRetrainOperator(SqueezeflowBaseOperator):
