@@ -1,5 +1,5 @@
 # The image every squeezeflow Kubeflow component runs in (squeezeflow.kfp.IMAGE):
-#   docker build -t ghcr.io/squeezeflow/squeezeflow:$(python -c "import squeezeflow; print(squeezeflow.__version__)") .
+#   docker build -t ghcr.io/squeezeflow/squeezeflow:0.1.0 .
 # CPU-only torch from the PyTorch CPU index, the same pin as the Makefile's TORCH_PIN; squeezeflow with
 # its kfp extra, and the server extra (PostgreSQL driver) so the chart's MLflow server runs from it too. Runs as an unprivileged user; state goes under $HOME (SQUEEZEFLOW_HOME).
 

@@ -141,7 +141,7 @@ def test_a_session_that_onnx_runtime_put_on_another_provider_is_refused(
     # builds the session on the CPU. The worker checks what the session really runs on.
     import onnxruntime as ort
 
-    import squeezeflow.models
+    import squeezeflow.runtime
 
     class CpuSession:
         def get_providers(self) -> list[str]:
@@ -150,7 +150,7 @@ def test_a_session_that_onnx_runtime_put_on_another_provider_is_refused(
     monkeypatch.setattr(
         ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
     )
-    monkeypatch.setattr(squeezeflow.models, "session", lambda *a, **k: CpuSession())
+    monkeypatch.setattr(squeezeflow.runtime, "session", lambda *a, **k: CpuSession())
     with pytest.raises(DeviceUnavailableError, match=r"runs on \['CPUExecutionProvider'\]"):
         measure(request(linear_model(tmp_path / "m.onnx"), execution_provider="CUDAExecutionProvider"))
 
