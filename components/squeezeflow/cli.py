@@ -25,6 +25,27 @@ app = typer.Typer(
 )
 spec_app = typer.Typer(no_args_is_help=True, help="Inspect and validate job specs.")
 app.add_typer(spec_app, name="spec")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from squeezeflow import __version__
+
+        typer.echo(f"squeezeflow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Automated model optimization with an accuracy gate."""
+
 app.add_typer(kfp_app, name="kfp")
 err_console = Console(stderr=True)
 
@@ -396,12 +417,17 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")
         sys.exit(130)
-    except Exception as err:
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(2)
+    except typer.TyperException as err:
+        # A usage error (typer's own click: an unknown option, a missing argument): one line of usage
+        # and the error, exit 2, like any command-line tool, never a traceback.
+        show = getattr(err, "show", None)
+        if callable(show):
+            show()
+        else:
+            err_console.print(f"error: {err}")
+        code = getattr(err, "exit_code", 2)
+        sys.exit(code if isinstance(code, int) and code else 2)
+    except Exception:
         err_console.print_exception()
         sys.exit(4)
     sys.exit(rc if isinstance(rc, int) else 0)

@@ -2,7 +2,8 @@
 
 Data: Animal-MNIST, shipped inside the ``animal-mnist`` package, converted once (hash-checked).
 Model: the small ResNet-style CNN, trained by the project's reproducible script and cached.
-Then ``squeezeflow run`` on ``examples/animal_mnist/job.yaml`` with the embedded defaults
+Then ``squeezeflow run`` on the example spec (shipped in the package as ``squeezeflow/examples/
+animal_mnist.yaml``; ``examples/animal_mnist/job.yaml`` in a clone links to it) with the embedded defaults
 (a local artifact directory and a local SQLite MLflow store), exactly as a user would type it.
 """
 
@@ -23,7 +24,8 @@ from squeezeflow.zoo.train import train_reference_model
 
 log = logging.getLogger("squeezeflow.demo")
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "animal_mnist" / "job.yaml"
+# Inside the package, so an installed squeezeflow (no clone) runs the same demo.
+EXAMPLE = Path(__file__).resolve().parent / "examples" / "animal_mnist.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:

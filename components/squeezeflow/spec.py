@@ -640,10 +640,16 @@ def parse_spec(data: Any, source: str = "<spec>", base_dir: Path | None = None) 
         raise SpecError(_format_validation_error(err, source)) from None
 
 
+def spec_folder(path: str | Path) -> Path:
+    """The folder a spec file's relative paths resolve against: the folder it is found in, as named (a
+    spec reached through a symbolic link resolves its paths beside the link, like a file copied there)."""
+    return Path(path).absolute().parent
+
+
 def load_spec(path: str | Path) -> JobSpec:
     """Load and validate a YAML/JSON job spec file."""
     p = Path(path)
-    return parse_spec(read_spec_file(p), source=str(p), base_dir=p.resolve().parent)
+    return parse_spec(read_spec_file(p), source=str(p), base_dir=spec_folder(p))
 
 
 def spec_json_schema() -> dict[str, Any]:

@@ -34,6 +34,13 @@ def test_example_spec_loads_with_relative_paths_resolved_against_the_spec_file()
     assert spec.target.name == "local-cpu-2t"
 
 
+def test_a_spec_reached_through_a_link_resolves_its_paths_beside_the_link() -> None:
+    # examples/animal_mnist/job.yaml links to the copy inside the package (what `make demo` reads).
+    assert EXAMPLE.is_symlink()
+    repo = EXAMPLE.parents[2]
+    assert Path(load_spec(EXAMPLE).model.uri).is_relative_to(repo / ".squeezeflow" / "demo")
+
+
 def test_minimal_spec_fills_defaults() -> None:
     spec = parse_spec(minimal())
     assert spec.tolerance.mode == "absolute" and spec.tolerance.max_drop == 0.01
