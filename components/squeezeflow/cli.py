@@ -39,12 +39,11 @@ def _print_version(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option(
-            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
-        ),
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
     ] = False,
 ) -> None:
     """Automated model optimization with an accuracy gate."""
+
 
 app.add_typer(kfp_app, name="kfp")
 err_console = Console(stderr=True)
