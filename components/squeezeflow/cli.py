@@ -341,7 +341,7 @@ def spec_validate(spec: Annotated[Path, typer.Argument(help="Job spec (YAML).")]
 
 @app.command("passes")
 def list_passes() -> None:
-    """List the registered optimization passes and their parameters."""
+    """List the registered optimization passes, their parameters and what the search varies."""
     from rich.table import Table
 
     from squeezeflow.passes import describe_passes
@@ -350,11 +350,12 @@ def list_passes() -> None:
     t.add_column("pass")
     t.add_column("input")
     t.add_column("parameters (default)")
+    t.add_column("searched (default domain; narrowed by)")
     t.add_column("description")
     for p in describe_passes():
         props = p["params"].get("properties", {})
         params = "\n".join(f"{k} ({v.get('default', '')})" for k, v in props.items())
-        t.add_row(p["name"], p["input"], params, p["description"])
+        t.add_row(p["name"], p["input"], params, "\n".join(p["searchable"]) or "-", p["description"])
     Console(width=None if sys.stdout.isatty() else 160).print(t)
 
 

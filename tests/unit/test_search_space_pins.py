@@ -15,11 +15,18 @@ from typing import Any
 
 import optuna
 
-from squeezeflow.search.space import distributions, first_trials, recipe_from_params, suggest
+from squeezeflow.search.space import (
+    asked_distributions,
+    distributions,
+    first_trials,
+    recipe_from_params,
+    suggest,
+)
 from squeezeflow.spec import SearchSpace
 
 PINS = Path(__file__).parent / "data" / "search_space_pins.json"
 TRIALS = 12
+REPLAYED = 4
 
 CASES: dict[str, tuple[dict[str, Any], bool]] = {
     "image-default": ({}, False),
@@ -50,32 +57,45 @@ def _objectives(params: dict[str, Any]) -> list[float]:
     return [drop, (1 - ratio) ** 2, size]
 
 
-def asked_recipes(space_fields: dict[str, Any], token_ids: bool, seed: int = 7) -> dict[str, Any]:
-    """What a fresh study over ``space`` asks for, told each trial's result before the next ask (the
-    sampler and its settings as the search rounds use them)."""
-    space = SearchSpace(**space_fields)
+def _study(seed: int) -> Any:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=3, constant_liar=True)
-    study = optuna.create_study(directions=["minimize"] * 3, sampler=sampler)
+    return optuna.create_study(directions=["minimize"] * 3, sampler=sampler)
+
+
+def _ask(study: Any, space: SearchSpace, token_ids: bool) -> dict[str, Any]:
+    trial = study.ask()
+    params = suggest(trial, space)
+    recipe = recipe_from_params(params, space, token_ids)
+    study.tell(trial, _objectives(params))
+    return {"params": params, "asked_order": list(trial.params), "recipe": recipe.model_dump(mode="json")}
+
+
+def asked_recipes(space_fields: dict[str, Any], token_ids: bool, seed: int = 7) -> dict[str, Any]:
+    """What a fresh study over ``space`` asks for, told each trial's result before the next ask (the
+    sampler and its settings as the search rounds use them); then what a new study asks once those
+    trials are replayed into it from their parameters, as the next search round rebuilds its study
+    from the stored trial records."""
+    space = SearchSpace(**space_fields)
+    study = _study(seed)
     for params in first_trials(space):
         study.enqueue_trial(params)
-    trials = []
-    for _ in range(TRIALS):
-        trial = study.ask()
-        params = suggest(trial, space)
-        recipe = recipe_from_params(params, space, token_ids)
-        study.tell(trial, _objectives(params))
-        trials.append(
-            {
-                "params": params,
-                "asked_order": list(trial.params),
-                "recipe": recipe.model_dump(mode="json"),
-            }
+    trials = [_ask(study, space, token_ids) for _ in range(TRIALS)]
+    replay = _study(seed + 1)
+    dists = distributions(space)
+    for t in trials:
+        replay.add_trial(
+            optuna.trial.create_trial(
+                params=t["params"],
+                distributions=asked_distributions(t["params"], dists),
+                values=_objectives(t["params"]),
+            )
         )
     return {
-        "distributions": {k: repr(v) for k, v in distributions(space).items()},
+        "distributions": {k: repr(v) for k, v in dists.items()},
         "first_trials": first_trials(space),
         "trials": trials,
+        "after_replay": [_ask(replay, space, token_ids) for _ in range(REPLAYED)],
     }
 
 
@@ -89,8 +109,9 @@ def test_the_same_seed_and_spec_ask_for_the_same_recipes() -> None:
     for name in CASES:
         assert now[name]["distributions"] == pinned[name]["distributions"], name
         assert now[name]["first_trials"] == pinned[name]["first_trials"], name
-        for i, (got, want) in enumerate(zip(now[name]["trials"], pinned[name]["trials"], strict=True)):
-            assert got == want, f"{name}, trial {i}"
+        for part in ("trials", "after_replay"):
+            for i, (got, want) in enumerate(zip(now[name][part], pinned[name][part], strict=True)):
+                assert got == want, f"{name}, {part} {i}"
 
 
 if __name__ == "__main__":

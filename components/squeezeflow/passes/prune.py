@@ -23,6 +23,7 @@ from squeezeflow.passes.base import (
     register_pass,
     require_module,
 )
+from squeezeflow.passes.searchable import Categorical, FloatRange, ProposedStep, Searchable, SearchedTrial
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,38 @@ class StructuredPrune(OptimizationPass):
     input_kind = "torch"
     needs_recovery: ClassVar[bool] = True
     Config = StructuredPruneConfig
+    searchable = (
+        Searchable(
+            "prune_ratio",
+            FloatRange(0.0, 0.95, step=0.05),
+            order=10,
+            description="Fraction of channels removed; 0 leaves the model unpruned.",
+            narrowed_by="prune_ratio",
+        ),
+        # Asked on every trial, even unpruned ones: stored trial records carry it.
+        Searchable(
+            "importance",
+            Categorical(("magnitude", "taylor", "lamp")),
+            order=20,
+            description="Channel importance criterion (used only when pruning).",
+            narrowed_by="importance",
+        ),
+    )
+    search_slot = 20
+
+    @classmethod
+    def search_steps(cls, trial: SearchedTrial) -> list[ProposedStep]:
+        ratio = round(float(trial.params["prune_ratio"]), 2)
+        if ratio <= 0:
+            return []
+        importance = trial.params["importance"]
+        return [
+            ProposedStep(
+                cls.name,
+                {"ratio": ratio, "importance": importance},
+                f"prune{int(ratio * 100)}-{importance}",
+            )
+        ]
 
     def run(self, model: ModelState, config: StructuredPruneConfig, ctx: PassContext) -> ModelState:
         import torch
