@@ -12,13 +12,13 @@ from typing import Any
 from squeezeflow.passes import (
     Categorical,
     FloatRange,
-    IntRange,
     OptimizationPass,
     Searchable,
     SearchedTrial,
     registry,
 )
 from squeezeflow.passes.finetune import recovery_epochs
+from squeezeflow.passes.searchable import Domain
 from squeezeflow.spec import PassStep, Recipe, SearchSpace
 
 __all__ = [
@@ -38,7 +38,7 @@ __all__ = [
 Objectives = tuple[float, float, float]
 
 
-def searchable_values(space: SearchSpace) -> list[tuple[Searchable, Categorical | FloatRange | IntRange]]:
+def searchable_values(space: SearchSpace) -> list[tuple[Searchable, Domain]]:
     """Every registered pass's searchable values searched under ``space``, with their narrowed domains,
     in the order the study is asked for them."""
     declared = sorted(
@@ -53,7 +53,7 @@ def searchable_values(space: SearchSpace) -> list[tuple[Searchable, Categorical 
     return out
 
 
-def _distribution(domain: Categorical | FloatRange | IntRange) -> Any:
+def _distribution(domain: Domain) -> Any:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     if isinstance(domain, Categorical):
