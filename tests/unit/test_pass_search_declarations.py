@@ -23,11 +23,18 @@ from squeezeflow.passes import (
     Searchable,
     SearchedTrial,
     describe_passes,
+    first_choice,
     register_pass,
     unregister_pass,
     validate_steps,
 )
-from squeezeflow.search.space import asked_distributions, distributions, recipe_from_params, suggest
+from squeezeflow.search.space import (
+    asked_distributions,
+    distributions,
+    first_trials,
+    recipe_from_params,
+    suggest,
+)
 from squeezeflow.spec import SearchSpace
 
 
@@ -44,7 +51,7 @@ class WeightClip(OptimizationPass):
     input_kind = "torch"
     Config = WeightClipConfig
     searchable = (
-        Searchable("clip_percentile", Categorical((99.0, 99.9, 100.0)), order=60),
+        Searchable("clip_percentile", Categorical((99.0, 99.9, 100.0)), order=60, opening=first_choice),
         Searchable(
             "clip_passes",
             IntRange(1, 3),
@@ -109,6 +116,9 @@ def test_a_registered_pass_is_searched_and_builds_its_step_without_touching_the_
     assert recipe_from_params({**params, "clip_percentile": 100.0}, space).name == (
         f"prune50-{params['importance']}-ft-int8"
     )
+    # the search opens with its choice too (and still with strong, then moderate pruning)
+    opening = first_trials(SearchSpace())
+    assert [(t["prune_ratio"], t["clip_percentile"]) for t in opening] == [(0.85, 99.0), (0.6, 99.0)]
     listed = {p["name"]: p["searchable"] for p in describe_passes()}
     assert listed["weight_clip"][0] == "clip_percentile: 99.0 | 99.9 | 100.0"
     assert "conditional" in listed["weight_clip"][1]

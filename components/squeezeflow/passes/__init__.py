@@ -28,6 +28,7 @@ from squeezeflow.passes.searchable import (
     ProposedStep,
     Searchable,
     SearchedTrial,
+    first_choice,
 )
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "Searchable",
     "SearchedTrial",
     "describe_passes",
+    "first_choice",
     "get_pass",
     "register_pass",
     "registry",

@@ -10,7 +10,13 @@ from pydantic import Field
 
 from squeezeflow.errors import PassError
 from squeezeflow.passes.base import ModelState, OptimizationPass, PassConfig, PassContext, register_pass
-from squeezeflow.passes.searchable import Categorical, ProposedStep, Searchable, SearchedTrial
+from squeezeflow.passes.searchable import (
+    Categorical,
+    ProposedStep,
+    Searchable,
+    SearchedTrial,
+    first_choice,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +88,7 @@ class Finetune(OptimizationPass):
             order=30,
             description="Distil from the baseline while recovering.",
             narrowed_by="distill",
+            opening=first_choice,
         ),
     )
     search_slot = 30

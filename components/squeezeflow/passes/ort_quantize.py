@@ -16,7 +16,7 @@ from pydantic import Field
 
 from squeezeflow.errors import PassError
 from squeezeflow.passes.base import ModelState, OptimizationPass, PassConfig, PassContext, register_pass
-from squeezeflow.passes.searchable import Categorical, ProposedStep, Searchable, SearchedTrial
+from squeezeflow.passes.searchable import Categorical, Domain, ProposedStep, Searchable, SearchedTrial
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,14 @@ def _require_onnx(model: ModelState, pass_name: str) -> Path:
     return model.onnx_path
 
 
+def _int8_if_offered(domain: Domain) -> list[str]:
+    """The opening trials quantize to int8 when the space allows it, whatever order it lists its choices
+    in (else its last choice)."""
+    if not isinstance(domain, Categorical):
+        raise TypeError(f"quantize is searched over a Categorical, not {type(domain).__name__}")
+    return ["int8" if "int8" in domain.choices else domain.choices[-1]]
+
+
 # One searched value chooses among this module's quantizers: what follows pruning and fine-tuning. A
 # text (token-id) model gets dynamic int8 for either int8 choice: static int8 collapses a fine-tuned
 # transformer's accuracy. Declared by OrtStaticInt8, the image models' int8.
@@ -56,6 +64,7 @@ QUANTIZE = Searchable(
     order=40,
     description="What follows recovery: nothing, int8, or int8 with accuracy-aware float fallback.",
     narrowed_by="quantize",
+    opening=_int8_if_offered,
 )
 _SEARCH_SLOT = 50  # last: ONNX passes follow every torch pass
 

@@ -23,9 +23,27 @@ from squeezeflow.passes.base import (
     register_pass,
     require_module,
 )
-from squeezeflow.passes.searchable import Categorical, FloatRange, ProposedStep, Searchable, SearchedTrial
+from squeezeflow.passes.searchable import (
+    Categorical,
+    Domain,
+    FloatRange,
+    ProposedStep,
+    Searchable,
+    SearchedTrial,
+    first_choice,
+)
 
 log = logging.getLogger(__name__)
+
+
+def _strong_then_moderate(domain: Domain) -> list[float]:
+    """The search's opening ratios bracket the front: the strongest pruning first (the smallest model is
+    also the cheapest to fine-tune, and the one that can reach large size and latency gains), then the
+    middle of the range."""
+    if not isinstance(domain, FloatRange):
+        raise TypeError(f"prune_ratio is searched over a FloatRange, not {type(domain).__name__}")
+    lo, hi = domain.low, domain.high
+    return list(dict.fromkeys([round(hi - 0.05 if hi - lo >= 0.1 else hi, 2), round((lo + hi) / 2, 2)]))
 
 
 class StructuredPruneConfig(PassConfig):
@@ -95,6 +113,7 @@ class StructuredPrune(OptimizationPass):
             order=10,
             description="Fraction of channels removed; 0 leaves the model unpruned.",
             narrowed_by="prune_ratio",
+            opening=_strong_then_moderate,
         ),
         # Asked on every trial, even unpruned ones: stored trial records carry it.
         Searchable(
@@ -103,6 +122,7 @@ class StructuredPrune(OptimizationPass):
             order=20,
             description="Channel importance criterion (used only when pruning).",
             narrowed_by="importance",
+            opening=first_choice,
         ),
     )
     search_slot = 20

@@ -94,6 +94,9 @@ class Searchable:
     enabled_by: str | None = None  # a search.space flag that must be true for the value to be searched
     # Asked only when the values asked before it satisfy this (a define-by-run condition).
     when: Callable[[Mapping[str, Any]], bool] | None = field(default=None, compare=False)
+    # Its values in the search's opening trials, from the searched domain: one per opening trial, or
+    # one for all of them. None leaves it to the sampler.
+    opening: Callable[[Domain], Sequence[Any]] | None = field(default=None, compare=False)
 
     def domain_for(self, space: Any) -> Domain | None:
         """The domain searched under ``space`` (the spec's ``search.space``), or None when it is not
@@ -116,6 +119,13 @@ class Searchable:
         if self.when is not None:
             notes.append("conditional")
         return f"{self.name}: {self.domain.describe()}" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def first_choice(domain: Domain) -> list[Any]:
+    """An ``opening``: the searched domain's first choice (the spec lists its preferred one first)."""
+    if not isinstance(domain, Categorical):
+        raise TypeError(f"first_choice needs a Categorical domain, not {type(domain).__name__}")
+    return [domain.choices[0]]
 
 
 @dataclass(frozen=True)

@@ -106,22 +106,13 @@ def recipe_from_params(params: dict[str, Any], space: SearchSpace, token_ids: bo
 
 
 def first_trials(space: SearchSpace) -> list[dict[str, Any]]:
-    """Two known-sensible first trials that bracket the front: the strongest pruning first (the smallest
-    model is also the cheapest to fine-tune, and the one that can reach large size and latency gains),
-    then moderate pruning; both with the space's first importance and distillation choices, then int8
-    when the space allows it (whatever order the space lists its quantize choices in)."""
-    lo, hi = space.prune_ratio
-    quantize = "int8" if "int8" in space.quantize else space.quantize[-1]
-    ratios = dict.fromkeys([round(hi - 0.05 if hi - lo >= 0.1 else hi, 2), round((lo + hi) / 2, 2)])
-    return [
-        {
-            "prune_ratio": ratio,
-            "importance": space.importance[0],
-            "distill": space.distill[0],
-            "quantize": quantize,
-        }
-        for ratio in ratios
-    ]
+    """Known-sensible opening trials, from the passes' ``opening`` values (the built-in ones: the
+    strongest pruning, then moderate pruning, both with the space's first importance and distillation
+    choices, then int8 when the space allows it). As many trials as the longest opening; a shorter one
+    repeats its last value. A value without an opening is left to the sampler."""
+    openings = {s.name: list(s.opening(domain)) for s, domain in searchable_values(space) if s.opening}
+    count = max((len(v) for v in openings.values()), default=0)
+    return [{name: v[min(i, len(v) - 1)] for name, v in openings.items() if v} for i in range(count)]
 
 
 def pareto_front(points: dict[str, Objectives]) -> set[str]:
