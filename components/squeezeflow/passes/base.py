@@ -138,7 +138,7 @@ def describe_passes() -> list[dict[str, Any]]:
             "description": c.description,
             "input": c.input_kind,
             "params": c.Config.model_json_schema(),
-            "searchable": [s.describe() for s in c.searchable],
+            "searchable": [{"summary": s.describe(), "description": s.description} for s in c.searchable],
         }
         for n, c in sorted(_REGISTRY.items())
     ]
