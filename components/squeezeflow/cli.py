@@ -361,7 +361,8 @@ def spec_validate(spec: Annotated[Path, typer.Argument(help="Job spec (YAML).")]
 
 @app.command("passes")
 def list_passes() -> None:
-    """List the registered optimization passes and their parameters."""
+    """List the registered optimization passes, their parameters and what the search varies."""
+    from rich.markup import escape
     from rich.table import Table
 
     from squeezeflow.passes import describe_passes
@@ -370,11 +371,16 @@ def list_passes() -> None:
     t.add_column("pass")
     t.add_column("input")
     t.add_column("parameters (default)")
+    t.add_column("searched (default domain; narrowed by)")
     t.add_column("description")
     for p in describe_passes():
         props = p["params"].get("properties", {})
         params = "\n".join(f"{k} ({v.get('default', '')})" for k, v in props.items())
-        t.add_row(p["name"], p["input"], params, p["description"])
+        searched = "\n".join(
+            escape(s["summary"]) + (f"\n[dim]{escape(s['description'])}[/dim]" if s["description"] else "")
+            for s in p["searchable"]
+        )
+        t.add_row(p["name"], p["input"], params, searched or "-", p["description"])
     Console(width=None if sys.stdout.isatty() else 160).print(t)
 
 

@@ -211,6 +211,9 @@ def test_passes_command_lists_registered_passes() -> None:
     assert {"ort_static_int8", "ort_dynamic_int8"} <= set(registered)
     for name in registered:
         assert name in proc.stdout, proc.stdout
+    # and what the search varies, declared by each pass
+    for searched in ("prune_ratio", "importance", "distill", "quantize", "lowrank_ratio"):
+        assert f"{searched}:" in proc.stdout, proc.stdout
 
 
 def test_spec_validate_prints_defaults(tmp_path: Path) -> None:

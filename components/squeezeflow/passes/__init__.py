@@ -19,17 +19,35 @@ from squeezeflow.passes.base import (
     describe_passes,
     register_pass,
     registry,
+    unregister_pass,
+)
+from squeezeflow.passes.searchable import (
+    Categorical,
+    FloatRange,
+    IntRange,
+    ProposedStep,
+    Searchable,
+    SearchedTrial,
+    first_choice,
 )
 
 __all__ = [
+    "Categorical",
+    "FloatRange",
+    "IntRange",
     "ModelState",
     "OptimizationPass",
     "PassConfig",
     "PassContext",
+    "ProposedStep",
+    "Searchable",
+    "SearchedTrial",
     "describe_passes",
+    "first_choice",
     "get_pass",
     "register_pass",
     "registry",
+    "unregister_pass",
     "validate_steps",
 ]
 

@@ -1,8 +1,10 @@
 """The pass abstraction. A pass turns a model into a new model; a recipe is an ordered list of passes.
 
 Each pass declares its parameters once, as a pydantic ``Config`` (type, default, description): that
-is its documentation, its validation, and later its search space. Heavy imports stay inside ``run``.
-Passes know nothing about MLflow, stores or orchestrators.
+is its documentation and its validation. It also declares which values the search may vary and the
+step it adds to a searched recipe (``searchable``, ``search_steps``; see ``passes.searchable``): the
+search space is built from the registered passes. Heavy imports stay inside ``run``. Passes know
+nothing about MLflow, stores or orchestrators.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+
+from squeezeflow.passes.searchable import ProposedStep, Searchable, SearchedTrial
 
 ModelKind = Literal["torch", "onnx"]
 
@@ -71,6 +75,15 @@ class OptimizationPass(ABC):
     Config: ClassVar[type[PassConfig]]
     # True for passes that leave the model needing recovery training (pruning, factorisation).
     needs_recovery: ClassVar[bool] = False
+    # The values the search may vary for this pass (none: the search never varies it).
+    searchable: ClassVar[tuple[Searchable, ...]] = ()
+    # Where this pass's step goes in a searched recipe: lower first.
+    search_slot: ClassVar[int] = 100
+
+    @classmethod
+    def search_steps(cls, trial: SearchedTrial) -> list[ProposedStep]:
+        """The steps this pass adds to the recipe a search trial describes (none by default)."""
+        return []
 
     @abstractmethod
     def run(self, model: ModelState, config: Any, ctx: PassContext) -> ModelState:
@@ -93,11 +106,23 @@ _REGISTRY: dict[str, type[OptimizationPass]] = {}
 
 
 def register_pass(cls: type[OptimizationPass]) -> type[OptimizationPass]:
-    """Class decorator: make a pass available to recipes by its ``name``."""
+    """Class decorator: make a pass available to recipes by its ``name``, and its searchable values to
+    the search. A searchable value's name belongs to one pass."""
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"pass name {cls.name!r} is registered twice")
+    owners = {s.name: o.name for o in _REGISTRY.values() if o is not cls for s in o.searchable}
+    for s in cls.searchable:
+        if s.name in owners:
+            raise ValueError(
+                f"pass {cls.name!r}: searchable value {s.name!r} is already pass {owners[s.name]!r}'s"
+            )
     _REGISTRY[cls.name] = cls
     return cls
+
+
+def unregister_pass(name: str) -> None:
+    """Remove a registered pass (a plugin reloaded in a notebook, a pass a test registered)."""
+    _REGISTRY.pop(name, None)
 
 
 def registry() -> dict[str, type[OptimizationPass]]:
@@ -105,13 +130,15 @@ def registry() -> dict[str, type[OptimizationPass]]:
 
 
 def describe_passes() -> list[dict[str, Any]]:
-    """Name, description and parameter schema of every registered pass (for docs and the CLI)."""
+    """Name, description, parameter schema and searchable values of every registered pass (for docs and
+    the CLI)."""
     return [
         {
             "name": n,
             "description": c.description,
             "input": c.input_kind,
             "params": c.Config.model_json_schema(),
+            "searchable": [{"summary": s.describe(), "description": s.description} for s in c.searchable],
         }
         for n, c in sorted(_REGISTRY.items())
     ]

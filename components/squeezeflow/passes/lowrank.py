@@ -19,6 +19,7 @@ from squeezeflow.passes.base import (
     register_pass,
     require_module,
 )
+from squeezeflow.passes.searchable import Categorical, ProposedStep, Searchable, SearchedTrial
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,23 @@ class LowRankFactorize(OptimizationPass):
     input_kind = "torch"
     needs_recovery: ClassVar[bool] = True
     Config = LowRankConfig
+    searchable = (
+        Searchable(
+            "lowrank_ratio",
+            Categorical((0.0, 0.25, 0.5)),
+            order=50,
+            description="Kept rank fraction; 0 leaves the model unfactorised.",
+            enabled_by="lowrank",
+        ),
+    )
+    search_slot = 10
+
+    @classmethod
+    def search_steps(cls, trial: SearchedTrial) -> list[ProposedStep]:
+        ratio = trial.params.get("lowrank_ratio")
+        if not ratio:
+            return []
+        return [ProposedStep(cls.name, {"rank_ratio": ratio}, f"lowrank{ratio:.2f}")]
 
     def run(self, model: ModelState, config: LowRankConfig, ctx: PassContext) -> ModelState:
         from torch import nn

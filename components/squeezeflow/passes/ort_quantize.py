@@ -16,6 +16,7 @@ from pydantic import Field
 
 from squeezeflow.errors import PassError
 from squeezeflow.passes.base import ModelState, OptimizationPass, PassConfig, PassContext, register_pass
+from squeezeflow.passes.searchable import Categorical, Domain, ProposedStep, Searchable, SearchedTrial
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,32 @@ def _require_onnx(model: ModelState, pass_name: str) -> Path:
     return model.onnx_path
 
 
+def _int8_if_offered(domain: Domain) -> list[str]:
+    """The opening trials quantize to int8 when the space allows it, whatever order it lists its choices
+    in (else its last choice)."""
+    if not isinstance(domain, Categorical):
+        raise TypeError(f"quantize is searched over a Categorical, not {type(domain).__name__}")
+    return ["int8" if "int8" in domain.choices else domain.choices[-1]]
+
+
+# One searched value chooses among this module's quantizers: what follows pruning and fine-tuning. A
+# text (token-id) model gets dynamic int8 for either int8 choice: static int8 collapses a fine-tuned
+# transformer's accuracy. Declared by OrtStaticInt8, the image models' int8.
+QUANTIZE = Searchable(
+    "quantize",
+    Categorical(("none", "int8", "int8_accuracy_aware")),
+    order=40,
+    description="What follows recovery: nothing, int8, or int8 with accuracy-aware float fallback.",
+    narrowed_by="quantize",
+    opening=_int8_if_offered,
+)
+_SEARCH_SLOT = 50  # last: ONNX passes follow every torch pass
+
+
+def _quantize_choice(trial: SearchedTrial) -> str:
+    return str(trial.params.get(QUANTIZE.name, "none"))
+
+
 class DynamicInt8Config(PassConfig):
     weight_type: QType = Field(
         default="qint8", description="Weight type (activations are quantized at run time)."
@@ -62,6 +89,13 @@ class OrtDynamicInt8(OptimizationPass):
     description = "ONNX Runtime dynamic quantization: int8 weights, activations quantized at run time."
     input_kind = "onnx"
     Config = DynamicInt8Config
+    search_slot = _SEARCH_SLOT
+
+    @classmethod
+    def search_steps(cls, trial: SearchedTrial) -> list[ProposedStep]:
+        if not trial.token_ids or _quantize_choice(trial) == "none":
+            return []
+        return [ProposedStep(cls.name, {"per_channel": True}, "int8dyn")]
 
     def run(self, model: ModelState, config: DynamicInt8Config, ctx: PassContext) -> ModelState:
         from onnxruntime.quantization import quantize_dynamic
@@ -149,6 +183,14 @@ class OrtStaticInt8(OptimizationPass):
     description = "ONNX Runtime static quantization to QDQ int8 with calibration data from the train split."
     input_kind = "onnx"
     Config = StaticInt8Config
+    searchable = (QUANTIZE,)
+    search_slot = _SEARCH_SLOT
+
+    @classmethod
+    def search_steps(cls, trial: SearchedTrial) -> list[ProposedStep]:
+        if trial.token_ids or _quantize_choice(trial) != "int8":
+            return []
+        return [ProposedStep(cls.name, {"activation_type": "quint8", "weight_type": "qint8"}, "int8")]
 
     def run(self, model: ModelState, config: StaticInt8Config, ctx: PassContext) -> ModelState:
         src = _require_onnx(model, self.name)
@@ -211,6 +253,13 @@ class OrtAccuracyAwareInt8(OptimizationPass):
     )
     input_kind = "onnx"
     Config = AccuracyAwareInt8Config
+    search_slot = _SEARCH_SLOT
+
+    @classmethod
+    def search_steps(cls, trial: SearchedTrial) -> list[ProposedStep]:
+        if trial.token_ids or _quantize_choice(trial) != "int8_accuracy_aware":
+            return []
+        return [ProposedStep(cls.name, {}, "int8aa")]
 
     def run(self, model: ModelState, config: AccuracyAwareInt8Config, ctx: PassContext) -> ModelState:
         src = _require_onnx(model, self.name)

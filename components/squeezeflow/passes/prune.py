@@ -23,8 +23,27 @@ from squeezeflow.passes.base import (
     register_pass,
     require_module,
 )
+from squeezeflow.passes.searchable import (
+    Categorical,
+    Domain,
+    FloatRange,
+    ProposedStep,
+    Searchable,
+    SearchedTrial,
+    first_choice,
+)
 
 log = logging.getLogger(__name__)
+
+
+def _strong_then_moderate(domain: Domain) -> list[float]:
+    """The search's opening ratios bracket the front: the strongest pruning first (the smallest model is
+    also the cheapest to fine-tune, and the one that can reach large size and latency gains), then the
+    middle of the range."""
+    if not isinstance(domain, FloatRange):
+        raise TypeError(f"prune_ratio is searched over a FloatRange, not {type(domain).__name__}")
+    lo, hi = domain.low, domain.high
+    return list(dict.fromkeys([round(hi - 0.05 if hi - lo >= 0.1 else hi, 2), round((lo + hi) / 2, 2)]))
 
 
 class StructuredPruneConfig(PassConfig):
@@ -87,6 +106,40 @@ class StructuredPrune(OptimizationPass):
     input_kind = "torch"
     needs_recovery: ClassVar[bool] = True
     Config = StructuredPruneConfig
+    searchable = (
+        Searchable(
+            "prune_ratio",
+            FloatRange(0.0, 0.95, step=0.05),
+            order=10,
+            description="Fraction of channels removed; 0 leaves the model unpruned.",
+            narrowed_by="prune_ratio",
+            opening=_strong_then_moderate,
+        ),
+        # Asked on every trial, even unpruned ones: stored trial records carry it.
+        Searchable(
+            "importance",
+            Categorical(("magnitude", "taylor", "lamp")),
+            order=20,
+            description="Channel importance criterion (used only when pruning).",
+            narrowed_by="importance",
+            opening=first_choice,
+        ),
+    )
+    search_slot = 20
+
+    @classmethod
+    def search_steps(cls, trial: SearchedTrial) -> list[ProposedStep]:
+        ratio = round(float(trial.params["prune_ratio"]), 2)
+        if ratio <= 0:
+            return []
+        importance = trial.params["importance"]
+        return [
+            ProposedStep(
+                cls.name,
+                {"ratio": ratio, "importance": importance},
+                f"prune{int(ratio * 100)}-{importance}",
+            )
+        ]
 
     def run(self, model: ModelState, config: StructuredPruneConfig, ctx: PassContext) -> ModelState:
         import torch

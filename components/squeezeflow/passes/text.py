@@ -29,6 +29,7 @@ from squeezeflow.passes.base import (
     register_pass,
     require_module,
 )
+from squeezeflow.passes.searchable import ProposedStep, SearchedTrial
 from squeezeflow.training import token_lengths
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,11 @@ class VocabPrune(OptimizationPass):
     )
     input_kind = "torch"
     Config = VocabPruneConfig
+    search_slot = 0  # first: every searched text recipe starts with it
+
+    @classmethod
+    def search_steps(cls, trial: SearchedTrial) -> list[ProposedStep]:
+        return [ProposedStep(cls.name, {}, "vocab")] if trial.token_ids else []
 
     def run(self, model: ModelState, config: VocabPruneConfig, ctx: PassContext) -> ModelState:
         import torch
@@ -283,6 +289,11 @@ class TrimPadding(OptimizationPass):
     )
     input_kind = "torch"
     Config = TrimPaddingConfig
+    search_slot = 40  # after recovery (which trains on trimmed batches itself), before export
+
+    @classmethod
+    def search_steps(cls, trial: SearchedTrial) -> list[ProposedStep]:
+        return [ProposedStep(cls.name, {}, "trim")] if trial.token_ids else []
 
     def run(self, model: ModelState, config: TrimPaddingConfig, ctx: PassContext) -> ModelState:
         import torch

@@ -27,6 +27,7 @@ from squeezeflow.recipes import plan_recipes
 from squeezeflow.results import BaselineResult, CandidateOutcome, IngestResult, content_key
 from squeezeflow.search.space import (
     Objectives,
+    asked_distributions,
     distributions,
     first_trials,
     pareto_front,
@@ -241,7 +242,7 @@ def _ask(
             study.add_trial(
                 optuna.trial.create_trial(
                     params=t.params,
-                    distributions=dists,
+                    distributions=asked_distributions(t.params, dists),
                     values=values,
                     state=optuna.trial.TrialState.COMPLETE if values else optuna.trial.TrialState.FAIL,
                 )
