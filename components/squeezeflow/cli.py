@@ -128,12 +128,13 @@ def run(
 ) -> None:
     """Run the whole job: ingest, baseline, optimize, gate, benchmark, promote."""
     from squeezeflow.pipeline import run_job
-    from squeezeflow.spec import load_spec
+    from squeezeflow.spec import check_local_inputs, load_spec
     from squeezeflow.stages import Settings
     from squeezeflow.summary import print_summary
 
     _setup_logging(verbose)
     job = load_spec(spec)
+    check_local_inputs(job, str(spec))
     _check_writable(result, "--result")
     settings = Settings.resolve(artifacts=artifacts, tracking_uri=tracking_uri, workdir=workdir)
     outcome = run_job(job, settings, progress=progress)
@@ -351,12 +352,31 @@ def spec_schema() -> None:
 
 
 @spec_app.command("validate")
-def spec_validate(spec: Annotated[Path, typer.Argument(help="Job spec (YAML).")]) -> None:
-    """Validate a job spec and print it with defaults filled in."""
-    from squeezeflow.spec import load_spec
+def spec_validate(
+    spec: Annotated[Path, typer.Argument(help="Job spec (YAML).")],
+    check_paths: Annotated[
+        bool,
+        typer.Option(
+            help="Check that local model and data paths exist (--no-check-paths for a spec meant for "
+            "another machine, such as an orchestrator's workers)."
+        ),
+    ] = True,
+) -> None:
+    """Validate a job spec: the verdict on stderr, the spec with its defaults filled in on stdout."""
+    from squeezeflow.spec import check_local_inputs, load_spec
 
     job = load_spec(spec)
+    if check_paths:
+        check_local_inputs(job, str(spec))
     typer.echo(json.dumps(job.model_dump(mode="json", by_alias=True), indent=2))
+    err_console.print(
+        f"{spec}: valid (job {job.name}, {len(job.devices)} device profile"
+        f"{'s' if len(job.devices) != 1 else ''}, registered model {job.registry.model_name}"
+        f"@{job.registry.alias})",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("passes")

@@ -640,6 +640,18 @@ def parse_spec(data: Any, source: str = "<spec>", base_dir: Path | None = None) 
         raise SpecError(_format_validation_error(err, source)) from None
 
 
+def check_local_inputs(job: JobSpec, source: str = "<spec>") -> None:
+    """Refuse a spec whose local model or data path does not exist (S3 URIs are checked when read), so a
+    job creates nothing (no MLflow store, no work directory) before its inputs are known to exist."""
+    missing = [
+        f"{section}.uri {uri} does not exist"
+        for section, uri in (("model", job.model.uri), ("data", job.data.uri))
+        if not uri.startswith("s3://") and not Path(uri).exists()
+    ]
+    if missing:
+        raise SpecError(f"invalid job spec {source}: " + "; ".join(missing))
+
+
 def spec_folder(path: str | Path) -> Path:
     """The folder a spec file's relative paths resolve against: the folder it is found in, as named (a
     spec reached through a symbolic link resolves its paths beside the link, like a file copied there)."""

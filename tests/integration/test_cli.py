@@ -216,6 +216,35 @@ def test_passes_command_lists_registered_passes() -> None:
         assert f"{searched}:" in proc.stdout, proc.stdout
 
 
+def test_a_spec_naming_missing_local_inputs_is_refused_and_nothing_is_created(tmp_path: Path) -> None:
+    doc = {
+        "name": "missing",
+        "model": {"format": "state_dict", "uri": "model.pt", "factory": "squeezeflow.zoo.cnn:tiny_cnn"},
+        "data": {"uri": "data"},
+        "registry": {"model_name": "missing-model"},
+    }
+    spec = write_spec(tmp_path / "job.yaml", doc)
+    proc = squeezeflow("spec", "validate", spec)
+    assert proc.returncode == 2
+    assert "model.uri" in proc.stderr and "data.uri" in proc.stderr and "does not exist" in proc.stderr
+    assert squeezeflow("spec", "validate", "--no-check-paths", spec).returncode == 0
+
+    work = tmp_path / "work"
+    proc = squeezeflow(
+        "run",
+        spec,
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "--artifacts",
+        str(tmp_path / "artifacts"),
+        "--workdir",
+        str(work),
+    )
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "artifacts").exists()
+    assert not work.exists()
+
+
 def test_spec_validate_prints_defaults(tmp_path: Path) -> None:
     spec = write_spec(
         tmp_path / "job.yaml",
@@ -226,8 +255,11 @@ def test_spec_validate_prints_defaults(tmp_path: Path) -> None:
             "registry": {"model_name": "minimal-model"},
         },
     )
+    (tmp_path / "model.pt").write_bytes(b"")
+    (tmp_path / "data").mkdir()
     proc = squeezeflow("spec", "validate", spec)
     assert proc.returncode == 0, proc.stderr
+    assert f"{spec}: valid (job minimal" in proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["apiVersion"] == "squeezeflow/v1"
     # relative paths resolve against the spec file's directory
