@@ -68,7 +68,7 @@ def test_the_airflow_ui_sees_the_mlflow_links_each_operator_declares_and_the_pro
     assert links("optimize") == candidate and links("gate") == candidate
     assert links("promote") == {
         "MLflow run": "_link_MlflowRunLink",
-        "Registered model version": "_link_RegisteredModelLink",
+        "Registered model": "_link_RegisteredModelLink",
         "Job report": "_link_JobReportLink",
     }
     assert links("retrain") == {}, "a retrain belongs to no job run"

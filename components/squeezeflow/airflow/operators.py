@@ -126,7 +126,7 @@ class RegisteredModelLink(_XComLink):
     """The model version the job promoted, in the MLflow registry (the promote operator; empty when
     nothing was promoted)."""
 
-    name = "Registered model version"
+    name = "Registered model"
 
 
 class JobReportLink(_XComLink):
