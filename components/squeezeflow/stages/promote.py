@@ -40,7 +40,7 @@ from squeezeflow.results import (
 )
 from squeezeflow.spec import JobSpec
 from squeezeflow.stages.context import StageContext
-from squeezeflow.tracking import TAG_CANDIDATE, AliasMove
+from squeezeflow.tracking import TAG_CANDIDATE, AliasMove, redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -315,9 +315,9 @@ def registered_model_description(spec: JobSpec) -> str:
         return spec.registry.description
     tol = spec.tolerance
     if tol.mode == "absolute":
-        allowed = f"at most {tol.max_drop:g} below the baseline's"
+        allowed = f"may drop at most {tol.max_drop:g} from the baseline's"
     else:
-        allowed = f"at most {tol.max_drop:.2%} of the baseline's value below it"
+        allowed = f"may drop at most {tol.max_drop:.2%} of the baseline's"
     judged = (
         f"the upper {tol.confidence:.0%} confidence bound of the drop"
         if tol.method == "bootstrap"
@@ -325,7 +325,8 @@ def registered_model_description(spec: JobSpec) -> str:
     )
     better = "p50 latency, then size" if spec.objective == "latency" else "size, then p50 latency"
     return (
-        f"Compressed versions of `{spec.model.uri}`, produced by the squeezeflow job `{spec.name}` "
+        f"Compressed versions of `{redact_uri(spec.model.uri)}`, produced by the squeezeflow job "
+        f"`{spec.name}` "
         "(quantization, pruning, distillation; each version's description gives its recipe).\n\n"
         f"- metric: `{spec.task.metric}` on the held-out split, {allowed} ({tol.mode} tolerance "
         f"{tol.max_drop:g}, judged on {judged})\n"
@@ -357,7 +358,8 @@ def version_description(
         drop += f" (upper {gate.confidence:.0%} bound {gate.drop_upper:.4f})"
     size, base_size = candidate.measure.size_bytes, baseline.measure.size_bytes
     return (
-        f"**{candidate.label}**, compressed from `{spec.model.uri}` by the squeezeflow job `{spec.name}`.\n\n"
+        f"**{candidate.label}**, compressed from `{redact_uri(spec.model.uri)}` by the squeezeflow job "
+        f"`{spec.name}`.\n\n"
         f"- recipe: {steps[:1500]}\n"
         f"- {gate.metric_name}: {gate.candidate_metric:.4f} against the baseline's {gate.baseline_metric:.4f}"
         f"{drop}; allowed drop {gate.allowed_drop:.4f} (n = {gate.n})\n"
