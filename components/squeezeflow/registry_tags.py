@@ -22,9 +22,21 @@ MLFLOW_MAX_ALIAS_LENGTH = 255
 # MLflow's SQL schema: registered_models.name (and every table keyed by it) is VARCHAR(256).
 MLFLOW_MAX_MODEL_NAME_LENGTH = 256
 
+# MLflow's SQL schema: registered_models.description (and model_versions.description) is VARCHAR(5000).
+MAX_REGISTERED_MODEL_DESCRIPTION_LENGTH = 5000
+
+# How many moves of an alias its history keeps unless the spec says otherwise (registry.history_limit).
+DEFAULT_HISTORY_LIMIT = 20
+# Each history entry carries the rollback chain (up to this many versions plus one) beside a reason of up
+# to 1000 characters: at this limit it stays well inside a tag value (VARCHAR(5000) in MLflow's schema).
+MAX_HISTORY_LIMIT = 100
+
 TAG_CONTEST = "squeezeflow.contest."
 TAG_HISTORY = "squeezeflow.alias_history."
 TAG_ROLLED_BACK = "squeezeflow.rolled_back."
+# On the registered model: the SHA-256 of the description squeezeflow wrote last. A description whose hash
+# is not this one was written (or edited) by a person, and squeezeflow leaves it alone.
+TAG_DESCRIPTION_SHA256 = "squeezeflow.description_sha256"
 # What a resolved contest records beside its verdict (``squeezeflow.contest.<alias>.<detail>``).
 CONTEST_DETAILS = ("against", "reason", "by")
 HISTORY_NONCE_BYTES = 3

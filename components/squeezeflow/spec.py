@@ -26,7 +26,13 @@ from pydantic import (
 )
 
 from squeezeflow.errors import SpecError
-from squeezeflow.registry_tags import MAX_ALIAS_LENGTH, MAX_MODEL_NAME_LENGTH
+from squeezeflow.registry_tags import (
+    DEFAULT_HISTORY_LIMIT,
+    MAX_ALIAS_LENGTH,
+    MAX_HISTORY_LIMIT,
+    MAX_MODEL_NAME_LENGTH,
+    MAX_REGISTERED_MODEL_DESCRIPTION_LENGTH,
+)
 from squeezeflow.spec_document import read_spec_file
 
 API_VERSION = "squeezeflow/v1"
@@ -519,6 +525,10 @@ class SearchSpec(_Strict):
     )
 
 
+# RegistryTarget fields that change how the registry shows and keeps a result, not the result.
+_PRESENTATION_FIELDS = ("description", "history_limit")
+
+
 class RegistryTarget(_Strict):
     # Both limits are what the MLflow registry accepts; the alias's also leaves room for the tag keys
     # squeezeflow builds from it (squeezeflow.registry_tags).
@@ -532,6 +542,23 @@ class RegistryTarget(_Strict):
         pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$",
         max_length=MAX_ALIAS_LENGTH,
         description="The registry alias a promotion moves (letters, digits, _ and -).",
+    )
+    description: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_REGISTERED_MODEL_DESCRIPTION_LENGTH,
+        description="The registered model's description in the MLflow registry (Markdown); unset, "
+        "squeezeflow writes one from the job (what the model is, the job, the metric and the tolerance). "
+        "Either is written only while the model has no description or still has the one squeezeflow "
+        "wrote last: a description a person wrote in the registry is never overwritten.",
+    )
+    history_limit: int = Field(
+        default=DEFAULT_HISTORY_LIMIT,
+        ge=1,
+        le=MAX_HISTORY_LIMIT,
+        description="How many moves of the alias the registry keeps in its history (one registered-model "
+        "tag each, the newest; older ones are deleted after each move); `squeezeflow rollback` goes back "
+        "at most this many moves, one per command.",
     )
 
     @field_validator("alias")
@@ -595,7 +622,11 @@ class JobSpec(_Strict):
         return next(d for d in self.devices if d.name == name)
 
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+        """The spec's fields that decide what the job computes, as canonical JSON. Left out: how the
+        registry presents and keeps the result (the registered model's description, how much alias
+        history it keeps), so that changing them neither reruns a job nor changes its key."""
+        kept = self.model_dump(mode="json", by_alias=True, exclude={"registry": set(_PRESENTATION_FIELDS)})
+        return json.dumps(kept, sort_keys=True, separators=(",", ":"))
 
     def digest(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()

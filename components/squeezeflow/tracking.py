@@ -8,6 +8,7 @@ Kubeflow retries finds its earlier run, model or version instead of making a dup
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -24,7 +25,9 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 
 from squeezeflow.errors import InfrastructureError
 from squeezeflow.registry_tags import (
+    DEFAULT_HISTORY_LIMIT,
     HISTORY_NONCE_BYTES,
+    TAG_DESCRIPTION_SHA256,
     contest_tag,
     history_prefix,
     history_tag,
@@ -595,17 +598,32 @@ class Tracker:
             time.sleep(0.1 + 0.2 * random.random())
 
     def record_alias_move(
-        self, model_name: str, alias: str, from_version: str | None, to_version: str, kind: str, reason: str
+        self,
+        model_name: str,
+        alias: str,
+        from_version: str | None,
+        to_version: str,
+        kind: str,
+        reason: str,
+        history_limit: int = DEFAULT_HISTORY_LIMIT,
     ) -> AliasMove:
         """Append one event to the alias's history: a registered-model tag of its own
         (``squeezeflow.alias_history.<alias>.<ms>-<nonce>``), so concurrent writers never overwrite
-        each other's events. Events are ordered by the writing host's clock."""
+        each other's events. Events are ordered by the writing host's clock.
+
+        The event carries the rollback chain after the move (`chain_after`), so that rollback reads the
+        newest event instead of replaying a history that `prune_alias_history` shortens, and
+        ``history_limit``, the number of entries the history keeps, so that a rollback, which has no
+        job spec, keeps as many as the promotion before it did."""
+        history = self.alias_history(model_name, alias)
         move = AliasMove(
             at_ms=_now_ms(),
             kind=kind,
             from_version=from_version,
             to_version=to_version,
             reason=reason[:1000],
+            history_limit=history_limit,
+            chain=chain_after(history, from_version, to_version, kind, history_limit),
         )
         key = history_tag(alias, move.at_ms, secrets.token_hex(HISTORY_NONCE_BYTES))
         self._call(
@@ -629,8 +647,81 @@ class Tracker:
 
         self._call("take back the alias history entry", do)
 
+    def prune_alias_history(self, model_name: str, alias: str, keep: int) -> int:
+        """Delete all but the newest ``keep`` entries of the alias's history (one registered-model tag
+        each); returns how many were deleted. Called after a move is complete, never during one, so a
+        move that is taken back (`alias_moved`) cannot cost an older entry. Best effort: the move is
+        already recorded, so a failure is logged and the next move prunes again. Two processes pruning
+        at once delete the same oldest tags (deleting a deleted tag is a no-op in MLflow)."""
+        prefix = history_prefix(alias)
+
+        def do() -> int:
+            tags = self.client.get_registered_model(model_name).tags
+            keys = sorted(k for k in tags if k.startswith(prefix))
+            oldest = keys[: max(0, len(keys) - max(1, keep))]
+            for key in oldest:
+                self.client.delete_registered_model_tag(model_name, key)
+            return len(oldest)
+
+        try:
+            dropped = self._call("prune the alias history", do)
+        except Exception as err:
+            log.warning(
+                "could not delete the oldest alias history entries of %s@%s (the move itself is recorded; "
+                "the next move tries again): %s",
+                model_name,
+                alias,
+                redact_password(str(err), self.tracking_uri)[:300],
+            )
+            return 0
+        if dropped:
+            log.info(
+                "%s@%s: deleted the %d oldest alias history entries (keeping %d)",
+                model_name,
+                alias,
+                dropped,
+                keep,
+            )
+        return dropped
+
+    def describe_registered_model(self, model_name: str, description: str) -> bool:
+        """Give the registered model ``description`` unless a person wrote its description; True when it
+        was written. squeezeflow writes a description only while the model has none, or has exactly the
+        one squeezeflow wrote last: each write records the text's SHA-256 in the registered-model tag
+        ``squeezeflow.description_sha256``, so a description edited or written in the MLflow UI (or by
+        anyone else) no longer matches and is never overwritten. Best effort: a failure is logged, never
+        fails a promotion."""
+        digest = hashlib.sha256(description.encode()).hexdigest()
+
+        def do() -> bool:
+            model = self.client.get_registered_model(model_name)
+            current = model.description or ""
+            if current == description and (model.tags or {}).get(TAG_DESCRIPTION_SHA256) == digest:
+                return False
+            ours = hashlib.sha256(current.encode()).hexdigest() == (model.tags or {}).get(
+                TAG_DESCRIPTION_SHA256
+            )
+            # The same text as ours without the tag: a write interrupted before tagging (retry it).
+            if current.strip() and not ours and current != description:
+                log.info("%s has a description squeezeflow did not write; leaving it as it is", model_name)
+                return False
+            if current != description:
+                self.client.update_registered_model(model_name, description)
+            self.client.set_registered_model_tag(model_name, TAG_DESCRIPTION_SHA256, digest)
+            return True
+
+        try:
+            return self._call("describe the registered model", do)
+        except Exception as err:
+            log.warning(
+                "could not write the description of the registered model %s: %s",
+                model_name,
+                redact_password(str(err), self.tracking_uri)[:300],
+            )
+            return False
+
     def alias_history(self, model_name: str, alias: str) -> list[AliasMove]:
-        """Every recorded move of ``alias``, oldest first."""
+        """Every recorded move of ``alias`` that the history still keeps, oldest first."""
         prefix = history_prefix(alias)
         tags = self._call("read the alias history", self.client.get_registered_model, model_name).tags
         moves = []
@@ -693,6 +784,7 @@ class Tracker:
                 "clear the rolled-back mark", self.client.delete_model_version_tag, model_name, current, mark
             )
 
+        keep = history_limit_of(history)
         with self.alias_moved(
             model_name, alias, to_version, back_to=current, undo=unmark, retry="Run the rollback again"
         ):
@@ -706,9 +798,17 @@ class Tracker:
                     mark,
                 )
             # the history last: a move it records is complete
-            return self.record_alias_move(
-                model_name, alias, current, to_version, "rollback", f"rolled back from version {current}"
+            move = self.record_alias_move(
+                model_name,
+                alias,
+                current,
+                to_version,
+                "rollback",
+                f"rolled back from version {current}",
+                history_limit=keep,
             )
+        self.prune_alias_history(model_name, alias, keep)
+        return move
 
 
 # How long a process that created a job's run waits before looking for a twin (`Tracker.job_run`).
@@ -724,18 +824,56 @@ class AliasMove:
     from_version: str | None
     to_version: str
     reason: str
+    # How many entries the alias's history keeps (the promoting job's registry.history_limit), and the
+    # rollback chain after this move (`chain_after`); both None in entries written before squeezeflow
+    # bounded the history.
+    history_limit: int | None = None
+    chain: list[str] | None = None
 
 
-def previous_holder(history: list[AliasMove], current: str) -> str | None:
-    """The version the alias held before ``current`` got it, replaying the history as a stack (a
-    promotion pushes, a rollback pops back to its target), so that rolling back twice goes back two
-    promotions. None when the history does not end at ``current`` or records nothing before it."""
+def history_limit_of(history: list[AliasMove]) -> int:
+    """How many entries the alias's history keeps: what its newest entry recorded, else the default."""
+    recorded = [m.history_limit for m in history if m.history_limit is not None]
+    return recorded[-1] if recorded else DEFAULT_HISTORY_LIMIT
+
+
+def rollback_chain(history: list[AliasMove]) -> list[str]:
+    """The versions the alias went through that a rollback goes back to, newest last: the chain the
+    newest event recorded, else the history replayed as a stack (a promotion pushes, a rollback pops
+    back to its target), so that rolling back twice goes back two promotions."""
     stack: list[str] = []
     for move in history:
-        if move.kind == "rollback" and move.to_version in stack:
+        if move.chain is not None:
+            stack = list(move.chain)
+        elif move.kind == "rollback" and move.to_version in stack:
             del stack[len(stack) - stack[::-1].index(move.to_version) :]
         else:
             stack.append(move.to_version)
+    return stack
+
+
+def chain_after(
+    history: list[AliasMove], from_version: str | None, to_version: str, kind: str, limit: int
+) -> list[str]:
+    """The rollback chain after moving the alias from ``from_version`` to ``to_version``: a rollback to a
+    version in the chain goes back to it (dropping what came after), any other move pushes. When the
+    alias was moved outside squeezeflow (the chain does not end where it pointed), the chain starts
+    again from that version. Keeps the newest ``limit + 1`` versions: ``limit`` moves back."""
+    stack = rollback_chain(history)
+    if not stack or stack[-1] != from_version:
+        stack = [] if from_version is None else [from_version]
+    if kind == "rollback" and to_version in stack:
+        del stack[len(stack) - stack[::-1].index(to_version) :]
+    else:
+        stack.append(to_version)
+    return stack[-(max(1, limit) + 1) :]
+
+
+def previous_holder(history: list[AliasMove], current: str) -> str | None:
+    """The version the alias held before ``current`` got it, by the rollback chain (`rollback_chain`).
+    None when the chain does not end at ``current`` (the alias was moved outside squeezeflow since) or
+    holds nothing before it."""
+    stack = rollback_chain(history)
     if not stack or stack[-1] != current:
         return None
     earlier = [v for v in stack[:-1] if v != current]

@@ -56,8 +56,15 @@ def test_compress_dag_promotes_through_the_registry_and_reports(
     assert [a.path for a in client.list_artifacts(result["parent_run_id"], "report")] == [
         "report/report.html"
     ]
+    # The tasks' extra links, as the Airflow UI reads them (the XCom under each link's key).
+    ui, run = mlflow_server.tracking_uri.rstrip("/"), result["parent_run_id"]
     links = xcom_value(dag_run["home"], DAG_ID, "promote", key="_link_JobReportLink")
-    assert links.endswith(f"/runs/{result['parent_run_id']}/artifacts")
+    assert links == f"{ui}/#/experiments/{result['experiment_id']}/runs/{run}/artifacts"
+    promoted = xcom_value(dag_run["home"], DAG_ID, "promote", key="_link_RegisteredModelLink")
+    assert promoted == f"{ui}/#/models/af-dags-test-model/versions/{version.version}"
+    assert xcom_value(dag_run["home"], DAG_ID, "ingest", key="_link_MlflowRunLink") == f"{ui}/#/runs/{run}"
+    candidate = xcom_value(dag_run["home"], DAG_ID, "gate", key="_link_CandidateRunLink")
+    assert candidate.startswith(f"{ui}/#/runs/") and candidate != f"{ui}/#/runs/{run}", candidate
     summary = xcom_value(dag_run["home"], DAG_ID, "promote", key="summary")
     assert "**Promoted** `int8-static-u8s8`" in summary
     assert "| int8-dynamic |" in summary

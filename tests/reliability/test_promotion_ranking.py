@@ -7,17 +7,26 @@ back for a rollback (pure functions, no servers).
   profile or settings, another dataset or baseline, as after retraining) is replaced by the newer
   promotion, and the reason says which conditions differ.
 * The history replays as a stack: each rollback goes back one promotion, and a rollback to a version
-  the alias never held pushes it.
+  the alias never held pushes it. Each entry records the chain after its move, so a history pruned to
+  its newest entries (registry.history_limit) still rolls back, up to that many moves.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
+from squeezeflow.registry_tags import DEFAULT_HISTORY_LIMIT
 from squeezeflow.stages.promote import Standing, beats, standing
-from squeezeflow.tracking import AliasMove, previous_holder
+from squeezeflow.tracking import (
+    AliasMove,
+    chain_after,
+    history_limit_of,
+    previous_holder,
+    rollback_chain,
+)
 
 
 def _tags(p50: float, size: int, **over: str) -> dict[str, str]:
@@ -100,3 +109,41 @@ def test_the_history_replays_as_a_stack_so_each_rollback_goes_back_one_promotion
     pushed = [*promoted, *_moves(("rollback", "3", "9"))]  # --to a version the alias never held
     assert previous_holder(pushed, "9") == "3"
     assert previous_holder(promoted, "2") is None, "the alias was moved outside squeezeflow"
+
+
+def _recorded(*steps: tuple[str, str | None, str], limit: int) -> list[AliasMove]:
+    """Moves as squeezeflow records them now: each with the rollback chain after it."""
+    history: list[AliasMove] = []
+    for i, (k, f, t) in enumerate(steps):
+        chain = chain_after(history, f, t, k, limit)
+        history.append(AliasMove(i, k, f, t, "", history_limit=limit, chain=chain))
+    return history
+
+
+def test_a_pruned_history_still_rolls_back_one_move_from_its_newest_entry() -> None:
+    steps = [("promote", None, "1"), ("promote", "1", "2")]
+    steps += [("rollback", "2", "1"), ("rollback", "1", "2")] * 5  # back and forth with --to
+    history = _recorded(*steps, ("promote", "2", "3"), limit=3)
+    assert previous_holder(history, "3") == "2"
+    assert previous_holder(history[-3:], "3") == "2", "what pruning keeps is enough"
+    assert previous_holder(history[-1:], "3") == "2"
+    once = _recorded(*steps, ("promote", "2", "3"), ("rollback", "3", "2"), limit=3)[-3:]
+    assert previous_holder(once, "2") == "1"
+    assert rollback_chain(history) == ["1", "2", "3"]
+    many = _recorded(*((("promote", str(v), str(v + 1))) for v in range(1, 30)), limit=3)
+    assert rollback_chain(many) == ["27", "28", "29", "30"], "limit moves back, no more"
+
+
+def test_the_chain_restarts_where_the_alias_was_when_it_was_moved_outside_squeezeflow() -> None:
+    history = _recorded(("promote", None, "1"), ("promote", "1", "2"), ("promote", "7", "8"), limit=20)
+    assert previous_holder(history, "8") == "7", "the version set by hand is what the promotion replaced"
+    assert previous_holder(history[:2], "7") is None
+
+
+def test_entries_written_before_the_chain_was_recorded_still_replay_as_a_stack() -> None:
+    legacy = _moves(("promote", None, "1"), ("promote", "1", "2"), ("promote", "2", "3"))
+    newer = _recorded(("promote", "3", "4"), limit=20)
+    newer = [dataclasses.replace(newer[0], chain=chain_after(legacy, "3", "4", "promote", 20))]
+    assert previous_holder([*legacy, *newer], "4") == "3"
+    assert rollback_chain([*legacy, *newer]) == ["1", "2", "3", "4"]
+    assert history_limit_of(legacy) == DEFAULT_HISTORY_LIMIT and history_limit_of(newer) == 20

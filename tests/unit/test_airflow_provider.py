@@ -42,6 +42,74 @@ def test_provider_is_registered_through_its_entry_point_and_every_class_imports(
                 import_module(module)
 
 
+def test_the_airflow_ui_sees_the_mlflow_links_each_operator_declares_and_the_provider_lists_them() -> None:
+    """The UI builds a task's extra links from the serialized DAG: each link's name and the XCom key the
+    worker stores its URL under."""
+    from airflow.sdk import DAG
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    from squeezeflow.airflow import operators as ops
+    from squeezeflow.airflow.provider import get_provider_info
+
+    stage = {"spec": {}, "ingest": {}, "baseline": {}}
+    with DAG("links") as dag:
+        ops.SqueezeflowBaselineOperator(task_id="baseline", spec={}, ingest={})
+        ops.SqueezeflowOptimizeOperator.partial(task_id="optimize", **stage).expand(recipe=[{}, {}])
+        ops.SqueezeflowGateOperator(task_id="gate", outcome={}, **stage)
+        ops.SqueezeflowPromoteOperator(task_id="promote", baseline_benchmarks={}, **stage)
+        ops.SqueezeflowRetrainOperator(task_id="retrain", spec={}, entrypoint="m:f")
+    seen = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+
+    def links(task_id: str) -> dict[str, str]:
+        return {n: link.xcom_key for n, link in seen.get_task(task_id).operator_extra_link_dict.items()}
+
+    assert links("baseline") == {"MLflow run": "_link_MlflowRunLink"}
+    candidate = {"MLflow run": "_link_MlflowRunLink", "MLflow candidate run": "_link_CandidateRunLink"}
+    assert links("optimize") == candidate and links("gate") == candidate
+    assert links("promote") == {
+        "MLflow run": "_link_MlflowRunLink",
+        "Registered model": "_link_RegisteredModelLink",
+        "Job report": "_link_JobReportLink",
+    }
+    assert links("retrain") == {}, "a retrain belongs to no job run"
+    declared = {
+        f"{type(link).__module__}.{type(link).__name__}"
+        for op in vars(ops).values()
+        if isinstance(op, type) and issubclass(op, ops.BaseOperator)
+        for link in op.operator_extra_links
+    }
+    assert declared == set(get_provider_info()["extra-links"])
+
+
+@pytest.mark.parametrize(
+    ("tracking_uri", "run_url"),
+    [
+        ("http://mlflow.svc:5000", "http://mlflow.svc:5000/#/runs/r1"),
+        ("https://mlflow.example.com/", "https://mlflow.example.com/#/runs/r1"),
+        ("HTTPS://ml.example.com/mlflow/", "https://ml.example.com/mlflow/#/runs/r1"),
+        ("https://alice:s3cret@ml.example.com/?token=abc#x", "https://ml.example.com/#/runs/r1"),
+        ("http://[::1]:5000", "http://[::1]:5000/#/runs/r1"),
+        ("sqlite:////tmp/mlflow.db", None),
+        ("file:///tmp/mlruns", None),
+        ("databricks", None),
+        ("http://", None),
+        ("http://host:notaport", None),
+    ],
+)
+def test_mlflow_ui_links_come_from_an_http_tracking_uri_without_its_credentials(
+    tracking_uri: str, run_url: str | None
+) -> None:
+    from squeezeflow.airflow.operators import mlflow_model_version_url, mlflow_run_url
+
+    assert mlflow_run_url(tracking_uri, "r1") == run_url
+    version = mlflow_model_version_url(tracking_uri, "animal mnist/int8", "3")
+    if run_url is None:
+        assert version is None
+    else:
+        assert version == run_url.replace("runs/r1", "models/animal%20mnist%2Fint8/versions/3")
+    assert mlflow_run_url("https://m.example", "r1", "7") == "https://m.example/#/experiments/7/runs/r1"
+
+
 @pytest.mark.parametrize(
     ("conn", "uri"),
     [

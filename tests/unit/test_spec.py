@@ -113,6 +113,25 @@ def test_reserved_alias_is_refused() -> None:
         parse_spec(minimal(registry={"model_name": "m", "alias": "latest"}))
 
 
+def test_the_registry_description_and_history_limit_do_not_change_what_the_job_computes() -> None:
+    """They change how the registry shows and keeps a result: the job's key (the spec digest) and so its
+    records stay the same, and a spec written before they existed keeps its key."""
+    plain = parse_spec(minimal())
+    told = parse_spec(
+        minimal(registry={"model_name": "m", "description": "Kiosk classifier.", "history_limit": 5})
+    )
+    assert (told.registry.description, told.registry.history_limit) == ("Kiosk classifier.", 5)
+    assert (plain.registry.description, plain.registry.history_limit) == (None, 20)
+    assert told.digest() == plain.digest()
+    assert parse_spec(minimal(registry={"model_name": "m", "alias": "prod"})).digest() != plain.digest()
+
+
+@pytest.mark.parametrize("limit", [0, 101])
+def test_a_history_limit_outside_one_to_a_hundred_is_refused_and_named(limit: int) -> None:
+    with pytest.raises(SpecError, match=r"registry\.history_limit"):
+        parse_spec(minimal(registry={"model_name": "m", "history_limit": limit}))
+
+
 def test_recipe_key_ignores_its_name_but_not_its_params() -> None:
     a = parse_spec(minimal(search={"recipes": [{"name": "a", "steps": [{"name": "ort_dynamic_int8"}]}]}))
     b = parse_spec(minimal(search={"recipes": [{"name": "b", "steps": [{"name": "ort_dynamic_int8"}]}]}))
@@ -137,4 +156,6 @@ def test_schema_command_prints_the_json_schema() -> None:
     assert res.exit_code == 0
     schema = json.loads(res.output)
     assert {"model", "data", "tolerance", "devices", "registry"} <= set(schema["properties"])
+    registry = schema["$defs"]["RegistryTarget"]["properties"]
+    assert {"model_name", "alias", "description", "history_limit"} <= set(registry)
     assert "name" in schema["required"]

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from airflow.sdk import BaseOperator, BaseOperatorLink, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
@@ -56,35 +57,82 @@ def params_to_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _url_join(base: str, fragment: str) -> str:
-    return f"{base.rstrip('/')}/{fragment}"
+def mlflow_ui_url(tracking_uri: str, route: str) -> str | None:
+    """The MLflow UI's page ``route`` (its hash route, e.g. ``runs/<id>``) on the tracking server of
+    ``tracking_uri``, or None when the URI is not an ``http(s)://`` server (a SQLite or file store has no
+    UI). Only the scheme, host, port and path are kept: never the user-info (credentials), query or
+    fragment of the tracking URI."""
+    try:
+        parts = urlsplit(tracking_uri.strip())
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        return None
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc = f"{netloc}:{port}"
+    base = urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), "", ""))
+    return f"{base}/#/{route.lstrip('/')}"
 
 
-class MlflowRunLink(BaseOperatorLink):
-    """The job's MLflow run (the parent of every candidate's run)."""
+def mlflow_run_url(tracking_uri: str, run_id: str, experiment_id: str | None = None) -> str | None:
+    """The run's page in the MLflow UI (`mlflow_ui_url`)."""
+    where = f"experiments/{quote(experiment_id, safe='')}/" if experiment_id else ""
+    return mlflow_ui_url(tracking_uri, f"{where}runs/{quote(run_id, safe='')}")
+
+
+def mlflow_model_version_url(tracking_uri: str, model_name: str, version: str) -> str | None:
+    """The registered model version's page in the MLflow UI (`mlflow_ui_url`)."""
+    return mlflow_ui_url(
+        tracking_uri, f"models/{quote(model_name, safe='')}/versions/{quote(version, safe='')}"
+    )
+
+
+class _XComLink(BaseOperatorLink):
+    """A link whose URL the operator pushes to XCom while it runs (`persist`), under the link's own
+    ``xcom_key`` (``_link_<class name>``). In Airflow 3 the UI never calls `get_link`: the worker calls
+    it when the task ends and stores the answer under ``xcom_key``, where the UI reads it; here it reads
+    back what the operator pushed. Empty when nothing was pushed (no run yet, nothing promoted, or a
+    tracking store without a UI)."""
+
+    def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
+        from airflow.sdk.execution_time.xcom import XCom
+
+        return str(XCom.get_value(ti_key=ti_key, key=self.xcom_key) or "")
+
+    @classmethod
+    def persist(cls, context: Context, url: str | None) -> None:
+        """Push ``url`` for this link of the running task (nothing when None)."""
+        if url:
+            context["ti"].xcom_push(key=cls().xcom_key, value=url)
+
+
+class MlflowRunLink(_XComLink):
+    """The job's MLflow run (the parent of every candidate's run), on every stage operator after the
+    spec is resolved."""
 
     name = "MLflow run"
 
-    def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
-        return str(getattr(operator, "_squeezeflow_links", {}).get(self.name, ""))
+
+class CandidateRunLink(_XComLink):
+    """The candidate's own MLflow run (nested under the job's), on the optimize, gate and benchmark
+    operators."""
+
+    name = "MLflow candidate run"
 
 
-class RegisteredModelLink(BaseOperatorLink):
-    """The model version the job promoted, in the MLflow registry."""
+class RegisteredModelLink(_XComLink):
+    """The model version the job promoted, in the MLflow registry (the promote operator; empty when
+    nothing was promoted)."""
 
     name = "Registered model"
 
-    def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
-        return str(getattr(operator, "_squeezeflow_links", {}).get(self.name, ""))
 
-
-class JobReportLink(BaseOperatorLink):
-    """The job's HTML report, as an artifact of the job's MLflow run."""
+class JobReportLink(_XComLink):
+    """The job's HTML report, as an artifact of the job's MLflow run (the promote operator)."""
 
     name = "Job report"
-
-    def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
-        return str(getattr(operator, "_squeezeflow_links", {}).get(self.name, ""))
 
 
 class SqueezeflowBaseOperator(BaseOperator):
@@ -102,6 +150,7 @@ class SqueezeflowBaseOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("spec", "artifacts")
     ui_color = "#e3f1ea"
+    # The links each operator fills in (`_persist_links`); the Airflow UI shows them on the task.
     operator_extra_links: tuple[BaseOperatorLink, ...] = (MlflowRunLink(),)
 
     def __init__(
@@ -120,16 +169,18 @@ class SqueezeflowBaseOperator(BaseOperator):
         self.aws_conn_id = aws_conn_id
         self.artifacts = artifacts
         self.workdir = workdir
-        self._squeezeflow_links: dict[str, str] = {}
 
     def execute(self, context: Context) -> Any:
+        self._pushed_links: dict[type[_XComLink], str] = {}
         with stage_settings(self.mlflow_conn_id, self.aws_conn_id, self.artifacts, self.workdir) as settings:
+            # Before the stage: a task that fails still links to the job's run it was working for.
+            self._persist_links(context, settings.tracking_uri, None)
             try:
                 result = self.run_stage(settings, context)
             except InvalidInputError as err:
                 # The input is wrong: retrying cannot help, so fail now and say why.
                 raise AirflowFailException(f"{type(err).__name__}: {err}") from err
-            self._remember_links(settings, result)
+            self._persist_links(context, settings.tracking_uri, result)
             return result
 
     def run_stage(self, settings: Settings, context: Context) -> Any:
@@ -171,17 +222,24 @@ class SqueezeflowBaseOperator(BaseOperator):
             )
         return self.execute(context)
 
-    def _remember_links(self, settings: Settings, result: Any) -> None:
-        uri = settings.tracking_uri
-        if not uri.startswith(("http://", "https://")) or not isinstance(result, dict):
-            return
-        record = result.get("candidate", result)
-        run_id = record.get("run_id") or record.get("parent_run_id")
-        exp = result.get("experiment_id")
-        if run_id and exp:
-            self._squeezeflow_links[MlflowRunLink.name] = _url_join(uri, f"#/experiments/{exp}/runs/{run_id}")
-        elif run_id:
-            self._squeezeflow_links[MlflowRunLink.name] = _url_join(uri, f"#/runs/{run_id}")
+    def _persist_links(self, context: Context, tracking_uri: str, result: Any) -> None:
+        """Push the URLs of this operator's extra links (those it declares) to XCom, from what it knows
+        so far: its inputs before the stage runs (``result`` None), and the stage's result after."""
+        declared = {type(link) for link in self.operator_extra_links}
+        urls: dict[type[_XComLink], str | None] = {}
+        records = [r for r in (getattr(self, "ingest", None), result) if isinstance(r, Mapping)]
+        job_run = next((str(r["parent_run_id"]) for r in reversed(records) if r.get("parent_run_id")), None)
+        experiment = next((str(r["experiment_id"]) for r in records if r.get("experiment_id")), None)
+        if job_run:
+            urls[MlflowRunLink] = mlflow_run_url(tracking_uri, job_run, experiment)
+        outcome = result if isinstance(result, Mapping) else getattr(self, "outcome", None)
+        candidate = outcome.get("candidate") if isinstance(outcome, Mapping) else None
+        if isinstance(candidate, Mapping) and candidate.get("run_id"):
+            urls[CandidateRunLink] = mlflow_run_url(tracking_uri, str(candidate["run_id"]))
+        for link, url in urls.items():
+            if link in declared and url and self._pushed_links.get(link) != url:
+                link.persist(context, url)
+                self._pushed_links[link] = url
 
 
 class SqueezeflowResolveSpecOperator(BaseOperator):
@@ -312,6 +370,7 @@ class SqueezeflowOptimizeOperator(SqueezeflowBaseOperator):
     """Build one candidate from one recipe (map it over the plan with ``.expand(recipe=...)``)."""
 
     template_fields: Sequence[str] = ("spec", "artifacts", "ingest", "baseline", "recipe")
+    operator_extra_links = (MlflowRunLink(), CandidateRunLink())
 
     def __init__(self, *, ingest: Any, baseline: Any, recipe: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -336,6 +395,7 @@ class SqueezeflowGateOperator(SqueezeflowBaseOperator):
     """Score one candidate against the accuracy gate (map it over the optimize task's output)."""
 
     template_fields: Sequence[str] = ("spec", "artifacts", "ingest", "baseline", "outcome")
+    operator_extra_links = (MlflowRunLink(), CandidateRunLink())
 
     def __init__(self, *, ingest: Any, baseline: Any, outcome: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -359,6 +419,7 @@ class SqueezeflowBenchmarkOperator(SqueezeflowBaseOperator):
     unmeasured: they cannot be promoted), end its MLflow run and record the trial for the search."""
 
     template_fields: Sequence[str] = ("spec", "artifacts", "ingest", "baseline", "outcome")
+    operator_extra_links = (MlflowRunLink(), CandidateRunLink())
 
     def __init__(self, *, ingest: Any, baseline: Any, outcome: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -458,18 +519,18 @@ class SqueezeflowPromoteOperator(SqueezeflowBaseOperator):
         context["ti"].xcom_push(key="summary", value=md)
         p = result["promotion"]
         uri = settings.tracking_uri
-        if result.get("report_html") and uri.startswith(("http://", "https://")):
-            self._squeezeflow_links[JobReportLink.name] = _url_join(
-                uri, f"#/experiments/{result['experiment_id']}/runs/{result['parent_run_id']}/artifacts"
-            )
-        if p["promoted"] and uri.startswith(("http://", "https://")):
-            self._squeezeflow_links[RegisteredModelLink.name] = _url_join(
-                uri, f"#/models/{p['model_name']}/versions/{p['version']}"
+        if result.get("report_html"):
+            run = mlflow_run_url(uri, str(result["parent_run_id"]), str(result["experiment_id"]))
+            JobReportLink.persist(context, run and f"{run}/artifacts")
+        if p["promoted"]:
+            RegisteredModelLink.persist(
+                context, mlflow_model_version_url(uri, str(p["model_name"]), str(p["version"]))
             )
         return result
 
 
 __all__ = [
+    "CandidateRunLink",
     "JobReportLink",
     "MlflowRunLink",
     "RegisteredModelLink",
@@ -485,6 +546,9 @@ __all__ = [
     "SqueezeflowPromoteOperator",
     "SqueezeflowResolveSpecOperator",
     "SqueezeflowRetrainOperator",
+    "mlflow_model_version_url",
+    "mlflow_run_url",
+    "mlflow_ui_url",
     "params_to_overrides",
     "summary_markdown",
 ]
@@ -536,6 +600,7 @@ class SqueezeflowRetrainOperator(SqueezeflowBaseOperator):
     """
 
     template_fields: Sequence[str] = ("spec", "artifacts", "entrypoint", "train_kwargs")
+    operator_extra_links = ()  # a retrain is not one job's: no run to link to
     ui_color = "#fff3b0"
 
     def __init__(self, *, entrypoint: str, train_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:

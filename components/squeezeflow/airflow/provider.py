@@ -31,6 +31,7 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [{"integration-name": "squeezeflow", "python-modules": ["squeezeflow.airflow.triggers"]}],
         "extra-links": [
             "squeezeflow.airflow.operators.MlflowRunLink",
+            "squeezeflow.airflow.operators.CandidateRunLink",
             "squeezeflow.airflow.operators.RegisteredModelLink",
             "squeezeflow.airflow.operators.JobReportLink",
         ],

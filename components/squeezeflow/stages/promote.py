@@ -27,18 +27,20 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from squeezeflow.errors import InfrastructureError, InvalidInputError, PromotionRefused
-from squeezeflow.registry_tags import contest_tag, rolled_back_tag
+from squeezeflow.registry_tags import MAX_REGISTERED_MODEL_DESCRIPTION_LENGTH, contest_tag, rolled_back_tag
 from squeezeflow.results import (
     BaselineResult,
     BenchmarkResult,
     CandidateOutcome,
+    CandidateResult,
+    GateResult,
     IngestResult,
     PromotionResult,
     content_key,
 )
 from squeezeflow.spec import JobSpec
 from squeezeflow.stages.context import StageContext
-from squeezeflow.tracking import TAG_CANDIDATE, AliasMove
+from squeezeflow.tracking import TAG_CANDIDATE, AliasMove, redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -215,11 +217,7 @@ def promote(
                 }
             ),
         }
-        description = (
-            f"{c.label}: {g.metric_name} {g.candidate_metric:.4f} (baseline {g.baseline_metric:.4f}), "
-            f"{baseline.measure.size_bytes / c.measure.size_bytes:.1f}x smaller, "
-            f"{baseline_bench.p50_ms / bench.p50_ms:.2f}x faster p50 on {bench.profile}"
-        )
+        description = version_description(spec, ingest, c, g, bench, baseline, baseline_bench)
         version = ctx.tracker.register(c.model_id, name, c.run_id, tags, description)
     v = str(version.version)
     vtags = dict(version.tags or {})
@@ -284,6 +282,7 @@ def promote(
         ctx.store.write_record("promote", key, result)
         return result
 
+    ctx.tracker.describe_registered_model(name, registered_model_description(spec))
     ctx.tracker.log(c.run_id, tags={"squeezeflow.promoted": f"{name}/{v}@{alias}"})
     ctx.tracker.log(
         parent, tags={"squeezeflow.promotion": f"{name}/{v}@{alias}", "squeezeflow.promoted_candidate": c.key}
@@ -303,6 +302,72 @@ def promote(
     log.info(result.reason)
     ctx.store.write_record("promote", key, result)
     return result
+
+
+# -- what the registry says about a promotion ------------------------------------------------------
+
+
+def registered_model_description(spec: JobSpec) -> str:
+    """The registered model's description: the spec's ``registry.description``, else what the model is,
+    which job produces it, the metric and the tolerance (Markdown, as the MLflow UI shows it). Written by
+    `Tracker.describe_registered_model`, which never overwrites a description a person wrote."""
+    if spec.registry.description:
+        return spec.registry.description
+    tol = spec.tolerance
+    if tol.mode == "absolute":
+        allowed = f"may drop at most {tol.max_drop:g} from the baseline's"
+    else:
+        allowed = f"may drop at most {tol.max_drop:.2%} of the baseline's"
+    judged = (
+        f"the upper {tol.confidence:.0%} confidence bound of the drop"
+        if tol.method == "bootstrap"
+        else "the measured drop"
+    )
+    better = "p50 latency, then size" if spec.objective == "latency" else "size, then p50 latency"
+    return (
+        f"Compressed versions of `{redact_uri(spec.model.uri)}`, produced by the squeezeflow job "
+        f"`{spec.name}` "
+        "(quantization, pruning, distillation; each version's description gives its recipe).\n\n"
+        f"- metric: `{spec.task.metric}` on the held-out split, {allowed} ({tol.mode} tolerance "
+        f"{tol.max_drop:g}, judged on {judged})\n"
+        f"- promoted only when faster and no larger than the baseline on `{spec.target.name}`\n"
+        f"- @{spec.registry.alias} holds the best promoted version by {better}; "
+        f"`squeezeflow rollback {spec.registry.model_name} --alias {spec.registry.alias}` moves it back\n\n"
+        "Written by squeezeflow; edit it in the registry and squeezeflow leaves it as you wrote it."
+    )[:MAX_REGISTERED_MODEL_DESCRIPTION_LENGTH]
+
+
+def version_description(
+    spec: JobSpec,
+    ingest: IngestResult,
+    candidate: CandidateResult,
+    gate: GateResult,
+    bench: BenchmarkResult,
+    baseline: BaselineResult,
+    baseline_bench: BenchmarkResult,
+) -> str:
+    """A promoted model version's description (Markdown): the recipe, the metric against the baseline, the
+    size and speed ratios against the baseline, and the job's MLflow run."""
+    assert candidate.measure is not None and gate.candidate_metric is not None
+    steps = " → ".join(
+        f"`{s.name}({', '.join(f'{k}={v!r}' for k, v in sorted(s.params.items()))})`"
+        for s in candidate.recipe.steps
+    )
+    drop = "" if gate.drop is None else f", drop {gate.drop:.4f}"
+    if gate.drop_upper is not None and gate.confidence is not None:
+        drop += f" (upper {gate.confidence:.0%} bound {gate.drop_upper:.4f})"
+    size, base_size = candidate.measure.size_bytes, baseline.measure.size_bytes
+    return (
+        f"**{candidate.label}**, compressed from `{redact_uri(spec.model.uri)}` by the squeezeflow job "
+        f"`{spec.name}`.\n\n"
+        f"- recipe: {steps[:1500]}\n"
+        f"- {gate.metric_name}: {gate.candidate_metric:.4f} against the baseline's {gate.baseline_metric:.4f}"
+        f"{drop}; allowed drop {gate.allowed_drop:.4f} (n = {gate.n})\n"
+        f"- size: {base_size / size:.2f}x smaller than the baseline ({size} vs {base_size} bytes)\n"
+        f"- speed: {baseline_bench.p50_ms / bench.p50_ms:.2f}x faster p50 on `{bench.profile}` "
+        f"({bench.p50_ms:.3f} vs {baseline_bench.p50_ms:.3f} ms)\n"
+        f"- job run: MLflow run `{ingest.parent_run_id}` (this candidate's run: `{candidate.run_id}`)"
+    )[:MAX_REGISTERED_MODEL_DESCRIPTION_LENGTH]
 
 
 # -- trusting the evidence --------------------------------------------------------------------------
@@ -448,7 +513,7 @@ def contest_alias(
 
     Moving the alias and recording the move is all or nothing (`_move_alias`): when the registry
     refuses the record, the alias goes back to the version it held and an InfrastructureError says so."""
-    name, alias = spec.registry.model_name, spec.registry.alias
+    name, alias, keep = spec.registry.model_name, spec.registry.alias, spec.registry.history_limit
     stale_s = float(os.environ.get("SQUEEZEFLOW_PROMOTION_STALE_S", "60"))
     settle_s = float(os.environ.get("SQUEEZEFLOW_PROMOTION_SETTLE_S", "2"))
     rivals = ctx.tracker.contest_turn(name, version, alias, stale_s, settle_s)
@@ -470,7 +535,7 @@ def contest_alias(
                 return True, moves[-1].from_version, moves[-1].reason
             before = moves[-1].to_version if moves else None
             why = f"@{alias} already pointed at version {version} (its promotion stopped before recording it)"
-            if _move_alias(ctx, name, alias, version, before, why, record_verdict):
+            if _move_alias(ctx, name, alias, version, before, why, record_verdict, keep):
                 return True, before, why
             continue  # moved by something else meanwhile: compare again
         if holder is None:
@@ -483,7 +548,7 @@ def contest_alias(
             record_verdict(False, holder, why)
             return False, holder, why
         before_the_alias_moves()
-        if _move_alias(ctx, name, alias, version, holder, why, record_verdict):
+        if _move_alias(ctx, name, alias, version, holder, why, record_verdict, keep):
             return True, holder, why
         log.warning("%s@%s moved while version %s was being promoted; comparing again", name, alias, version)
     raise InfrastructureError(
@@ -500,11 +565,13 @@ def _move_alias(
     holder: str | None,
     why: str,
     record_verdict: Callable[[bool, str | None, str], None],
+    history_limit: int,
 ) -> bool:
     """Move ``alias`` from ``holder`` to ``version`` and record it: the history entry (what rollback
     replays), then the verdict. All or nothing (`Tracker.alias_moved`): if either record fails, the
     history entry is taken back, the alias goes back to ``holder`` and an InfrastructureError says so.
-    False, with nothing recorded, when something outside squeezeflow moved the alias at the same time."""
+    False, with nothing recorded, when something outside squeezeflow moved the alias at the same time.
+    Once the move is complete, the history keeps only its newest ``history_limit`` entries."""
     written: list[AliasMove] = []
 
     def take_back() -> None:
@@ -514,8 +581,13 @@ def _move_alias(
     with ctx.tracker.alias_moved(name, alias, version, back_to=holder, undo=take_back):
         if ctx.tracker.alias_version(name, alias) != version:
             return False
-        written.append(ctx.tracker.record_alias_move(name, alias, holder, version, "promote", why))
+        written.append(
+            ctx.tracker.record_alias_move(
+                name, alias, holder, version, "promote", why, history_limit=history_limit
+            )
+        )
         record_verdict(True, holder, why)
+    ctx.tracker.prune_alias_history(name, alias, history_limit)
     return True
 
 
