@@ -189,7 +189,7 @@ def test_gate_verdict_shows_the_drops_upper_bound_when_outcomes_are_given(
     assert "drop ≤ 3.10 pt (95% upper bound)" in md
     bare_html, _ = render_report(result)
     assert "upper bound" not in bare_html
-    assert "-0.20 pt" in bare_html and "2.00×" in bare_html and "0.26×" in bare_html
+    assert "-0.20 pt" in bare_html and "2.00×" in bare_html and "3.8× smaller" in bare_html
 
 
 def test_user_text_is_escaped_in_html_and_markdown() -> None:
@@ -303,12 +303,13 @@ def test_publish_stores_both_documents(
 ) -> None:
     result, outs = promoted
     store = LocalStore(tmp_path / "store")
-    html_ref, md_ref = publish_report(result, outs, store, tmp_path / "work")
-    assert html_ref.uri.endswith(".html") and md_ref.uri.endswith(".md")
+    published = publish_report(result, outs, store, tmp_path / "work")
+    assert published.html_ref.uri.endswith(".html") and published.markdown_ref.uri.endswith(".md")
     html, md = render_report(result, outs)
-    assert store.read_bytes(html_ref, tmp_path / "cache").decode() == html
-    assert store.read_bytes(md_ref, tmp_path / "cache").decode() == md
-    assert publish_report(result, outs, store, tmp_path / "work") == (html_ref, md_ref)  # deterministic
+    assert (published.html, published.markdown) == (html, md), "the caller gets the text it stored"
+    assert store.read_bytes(published.html_ref, tmp_path / "cache").decode() == html
+    assert store.read_bytes(published.markdown_ref, tmp_path / "cache").decode() == md
+    assert publish_report(result, outs, store, tmp_path / "work") == published  # deterministic
 
 
 def test_publish_turns_store_write_failures_into_infrastructure_errors(
