@@ -288,26 +288,21 @@ def _label(cand: Mapping[str, Any]) -> str:
     return str(r.get("name") or "+".join(s["name"] for s in r["steps"]))
 
 
-def _confusion(spec: Mapping[str, Any], settings: Settings, cand: Mapping[str, Any], out: Any) -> None:
-    """The candidate's confusion matrix on the held-out split, for the KFP UI (display only: the gate's
-    decision is the paired test in the gate stage)."""
-    import numpy as np
+def _confusion(settings: Settings, gate: Mapping[str, Any], out: Any) -> None:
+    """The candidate's confusion matrix on the held-out split, for the KFP UI, as the gate recorded it in
+    its evidence (display only: the gate's decision is the paired test in the gate stage)."""
+    from squeezeflow.store import ArtifactRef, open_store
 
-    from squeezeflow.runtime import predict_logits
-    from squeezeflow.stages import StageContext
-    from squeezeflow.store import ArtifactRef
-
-    job = tasks.job_of(spec)
-    ctx = StageContext.open(settings, job.name)
-    ds = ctx.dataset(job.data.uri)
-    test = ds.split("test")
-    path = ctx.store.fetch(ArtifactRef.model_validate(cand["onnx"]), ctx.cache)
-    pred = np.argmax(predict_logits(path, test.x, threads=job.target.intra_op_threads), axis=1)
-    k = ds.meta.num_classes
-    matrix = np.zeros((k, k), dtype=int)
-    np.add.at(matrix, (np.asarray(test.y, dtype=int), pred), 1)
-    names = list(getattr(ds.meta, "class_names", None) or [str(i) for i in range(k)])
-    out.log_confusion_matrix(names, matrix.tolist())
+    if not gate.get("evidence"):
+        raise InvalidInputError("the gate recorded no evidence")
+    ref = ArtifactRef.model_validate(gate["evidence"])
+    evidence = json.loads(open_store(settings.artifacts).read_bytes(ref, settings.workdir / "cache"))
+    confusion = evidence.get("confusion_matrix")
+    if not confusion:
+        raise InvalidInputError(
+            "the gate's evidence has no confusion matrix (too many classes, or an older gate)"
+        )
+    out.log_confusion_matrix(confusion["classes"], confusion["matrix"])
 
 
 def gate(dataset: Any, baseline_model: Any, outcome: str, metrics: Any, confusion: Any) -> str:
@@ -332,9 +327,9 @@ def gate(dataset: Any, baseline_model: Any, outcome: str, metrics: Any, confusio
         },
     )
     cand = gated["candidate"]
-    if cand["status"] == "ok" and cand.get("onnx"):
+    if cand["status"] == "ok" and cand.get("onnx") and g.get("candidate_metric") is not None:
         try:
-            _confusion(spec, settings, cand, confusion)
+            _confusion(settings, g, confusion)
         except Exception as err:  # display only: never fail the gate for it
             log.warning("no confusion matrix for %s: %s", _label(cand), err)
     return json.dumps(gated)
