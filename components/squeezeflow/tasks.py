@@ -310,13 +310,6 @@ def any_passed(outcomes: Sequence[Mapping[str, Any]]) -> bool:
     return any(bool(o.get("gate", {}).get("passed")) for o in outcomes)
 
 
-def verdict_label(outcome: Mapping[str, Any]) -> str:
-    """A candidate outcome's verdict in the words every table uses (`squeezeflow.search.policy`)."""
-    from squeezeflow.search.policy import verdict_of
-
-    return verdict_of(CandidateOutcome.model_validate(dict(outcome)))
-
-
 def gate_verdict(outcomes: Sequence[Mapping[str, Any]]) -> str:
     """One line for a person: how many candidates passed the gate, and the closest miss."""
     from squeezeflow.report import gate_summary
