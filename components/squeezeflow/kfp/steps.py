@@ -388,8 +388,12 @@ def _write_reports(
     if published is not None:
         md, page = published.markdown, published.html
     else:
-        job = JobResult.model_validate(dict(result))
-        md, page = summary_markdown(job), summary_html(job)
+        try:
+            job = JobResult.model_validate(dict(result))
+            md, page = summary_markdown(job), summary_html(job)
+        except Exception:  # a view of the result: a rendering bug must not fail the promotion's step
+            log.warning("could not render the job's summary", exc_info=True)
+            md = page = "The job report could not be rendered; the job's result is this step's output.\n"
     Path(report_markdown.path).write_text(md)
     Path(report_html.path).write_text(page)
 
