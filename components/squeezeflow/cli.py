@@ -128,9 +128,9 @@ def run(
 ) -> None:
     """Run the whole job: ingest, baseline, optimize, gate, benchmark, promote."""
     from squeezeflow.pipeline import run_job
+    from squeezeflow.report import print_summary
     from squeezeflow.spec import check_local_inputs, load_spec
     from squeezeflow.stages import Settings
-    from squeezeflow.summary import print_summary
 
     _setup_logging(verbose)
     job = load_spec(spec)

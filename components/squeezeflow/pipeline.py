@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Mapping
 from contextlib import ExitStack, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from squeezeflow.engine import Engine
 from squeezeflow.errors import InfrastructureError
@@ -32,6 +32,9 @@ from squeezeflow.stages import Settings, StageContext, baseline, ingest, promote
 from squeezeflow.stages.benchmark import budget_violations, check_measurable_here, measure_baseline
 from squeezeflow.stages.promote import eligibility, target_benchmark
 from squeezeflow.tracking import redact_uri
+
+if TYPE_CHECKING:
+    from squeezeflow.report import PublishedReport
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +165,26 @@ def job_result(
 ) -> JobResult:
     """The job's result: one summary row per candidate, the device table (the baseline on every profile
     in ``baseline_benchmarks``, and every measured candidate), the promotion and where everything is
-    tracked."""
+    tracked. Its report is published (`job_result_and_report`)."""
+    return job_result_and_report(
+        spec, settings, ctx, ing, base, target, outcomes, promotion, seconds, baseline_benchmarks
+    )[0]
+
+
+def job_result_and_report(
+    spec: JobSpec,
+    settings: Settings,
+    ctx: StageContext,
+    ing: IngestResult,
+    base: BaselineResult,
+    target: BenchmarkResult,
+    outcomes: list[CandidateOutcome],
+    promotion: PromotionResult,
+    seconds: float,
+    baseline_benchmarks: Mapping[str, BenchmarkResult] | None = None,
+) -> tuple[JobResult, PublishedReport | None]:
+    """`job_result`, and the report it published (None when rendering it failed), so a front door that
+    shows the report has its text without reading it back from the store."""
     rows = []
     for o in outcomes:
         ok, why = eligibility(o, base, target, ing)
@@ -219,13 +241,13 @@ def job_result(
     from squeezeflow.report import publish_report
 
     try:
-        html_ref, md_ref = publish_report(result, outcomes, ctx.store, ctx.workdir)
+        report = publish_report(result, outcomes, ctx.store, ctx.workdir)
     except InfrastructureError:
         raise
     except Exception:
         log.warning("could not render the job report for %s; continuing without it", spec.name, exc_info=True)
-        return result
+        return result, None
     # Also on the job's MLflow run, where the MLflow UI shows it (artifacts tab, report/report.html).
-    html = ctx.store.fetch(html_ref, ctx.cache).read_text(encoding="utf-8")
-    ctx.tracker.log_text(ing.parent_run_id, html, "report/report.html")
-    return result.model_copy(update={"report_html": html_ref.uri, "report_markdown": md_ref.uri})
+    ctx.tracker.log_text(ing.parent_run_id, report.html, "report/report.html")
+    linked = {"report_html": report.html_ref.uri, "report_markdown": report.markdown_ref.uri}
+    return result.model_copy(update=linked), report

@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from squeezeflow.errors import InvalidInputError, SpecError
 from squeezeflow.results import (
@@ -41,6 +41,9 @@ from squeezeflow.results import (
 from squeezeflow.spec import JobSpec, Recipe, parse_spec
 from squeezeflow.spec_document import read_spec_file, read_spec_text
 from squeezeflow.stages import Settings, StageContext
+
+if TYPE_CHECKING:
+    from squeezeflow.report import PublishedReport
 
 log = logging.getLogger(__name__)
 
@@ -307,23 +310,11 @@ def any_passed(outcomes: Sequence[Mapping[str, Any]]) -> bool:
     return any(bool(o.get("gate", {}).get("passed")) for o in outcomes)
 
 
-def verdict_label(outcome: Mapping[str, Any]) -> str:
-    """A candidate outcome's verdict in the words every table uses (`squeezeflow.search.policy`)."""
-    from squeezeflow.search.policy import verdict_of
-
-    return verdict_of(CandidateOutcome.model_validate(dict(outcome)))
-
-
 def gate_verdict(outcomes: Sequence[Mapping[str, Any]]) -> str:
     """One line for a person: how many candidates passed the gate, and the closest miss."""
-    gates = [GateResult.model_validate(o["gate"]) for o in outcomes if o.get("gate")]
-    passed = [g for g in gates if g.passed]
-    if passed:
-        return f"{len(passed)} of {len(gates)} candidates passed the accuracy gate"
-    if not gates:
-        return "no candidate reached the accuracy gate"
-    reasons = "; ".join(sorted({g.reason for g in gates})[:3])
-    return f"none of {len(gates)} candidates passed the accuracy gate: {reasons}"
+    from squeezeflow.report import gate_summary
+
+    return gate_summary([GateResult.model_validate(o["gate"]) for o in outcomes if o.get("gate")])
 
 
 def search_outcomes_task(spec: Mapping[str, Any], settings: Settings, ingest: Mapping[str, Any]) -> list[Doc]:
@@ -346,7 +337,22 @@ def promote_task(
 ) -> Doc:
     """Promote the best eligible candidate and return the job's result (the summary table's rows, the
     promotion, and links to the MLflow runs). ``outcomes`` default to every trial the search recorded."""
-    from squeezeflow.pipeline import job_result
+    return promote_and_report_task(
+        spec, settings, ingest, baseline, baseline_benchmarks, outcomes, started=started
+    )[0]
+
+
+def promote_and_report_task(
+    spec: Mapping[str, Any],
+    settings: Settings,
+    ingest: Mapping[str, Any],
+    baseline: Mapping[str, Any],
+    baseline_benchmarks: Mapping[str, Any],
+    outcomes: Sequence[Mapping[str, Any]] | None = None,
+    started: float | None = None,
+) -> tuple[Doc, PublishedReport | None]:
+    """`promote_task`, and the job report it published (its text: None when rendering it failed)."""
+    from squeezeflow.pipeline import job_result_and_report
     from squeezeflow.search.rounds import search_outcomes
     from squeezeflow.stages import promote
 
@@ -369,5 +375,7 @@ def promote_task(
         for name, doc in baseline_benchmarks.items()
         if not name.startswith("_")
     }
-    result = job_result(job, settings, ctx, ing, base, target, outs, promotion, seconds, base_benches)
-    return _dump(result)
+    result, report = job_result_and_report(
+        job, settings, ctx, ing, base, target, outs, promotion, seconds, base_benches
+    )
+    return _dump(result), report

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -77,6 +79,13 @@ def test_gate_passes_an_unchanged_model_and_fails_one_whose_drop_exceeds_the_tol
     same = _candidate(ctx, ing.job_key, ctx.store.fetch(base.onnx, ctx.cache), "same", run_id)
     verdict = gate(spec, ing, base, same, ctx)
     assert verdict.passed and verdict.drop == 0.0 and verdict.agreement == 1.0
+    # the evidence keeps the confusion matrix a Kubeflow run shows (so no step runs the model again)
+    assert verdict.evidence is not None and verdict.candidate_metric is not None
+    confusion = json.loads(ctx.store.read_bytes(verdict.evidence, ctx.cache))["confusion_matrix"]
+    matrix = np.array(confusion["matrix"])
+    assert matrix.shape == (ing.dataset.num_classes,) * 2 == (len(confusion["classes"]),) * 2
+    assert matrix.sum() == verdict.n
+    assert np.trace(matrix) / verdict.n == pytest.approx(verdict.candidate_metric)
 
     damaged = tiny_module(tiny_model)
     with torch.no_grad():

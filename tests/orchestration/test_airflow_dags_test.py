@@ -4,11 +4,14 @@ with the connections given the way a deployment gives them (environment, not DAG
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 from mlflow import MlflowClient
 
+from squeezeflow.report import summary_markdown
+from squeezeflow.results import JobResult
 from tests.airflow_env import DAG_ID, airflow, task_instances, xcom_value
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -66,8 +69,9 @@ def test_compress_dag_promotes_through_the_registry_and_reports(
     candidate = xcom_value(dag_run["home"], DAG_ID, "gate", key="_link_CandidateRunLink")
     assert candidate.startswith(f"{ui}/#/runs/") and candidate != f"{ui}/#/runs/{run}", candidate
     summary = xcom_value(dag_run["home"], DAG_ID, "promote", key="summary")
-    assert "**Promoted** `int8-static-u8s8`" in summary
-    assert "| int8-dynamic |" in summary
+    assert "**Promoted int8-static-u8s8 as version" in summary
+    assert re.search(r"^\| \[?int8-dynamic\b", summary, re.M), "a row per candidate"
+    assert summary == summary_markdown(JobResult.model_validate(result)), "the summary every door shows"
 
 
 def test_a_promotion_is_announced_on_the_champion_asset(dag_run: dict[str, Any]) -> None:

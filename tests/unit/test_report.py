@@ -27,7 +27,7 @@ from squeezeflow.results import (
     PromotionResult,
 )
 from squeezeflow.spec import Recipe
-from squeezeflow.store import LocalStore
+from squeezeflow.store import ArtifactRef, LocalStore
 
 BASE_SIZE = 1_000_000
 BASE_P50 = 2.0
@@ -189,7 +189,7 @@ def test_gate_verdict_shows_the_drops_upper_bound_when_outcomes_are_given(
     assert "drop ≤ 3.10 pt (95% upper bound)" in md
     bare_html, _ = render_report(result)
     assert "upper bound" not in bare_html
-    assert "-0.20 pt" in bare_html and "2.00×" in bare_html and "0.26×" in bare_html
+    assert "-0.20 pt" in bare_html and "2.00×" in bare_html and "3.8× smaller" in bare_html
 
 
 def test_user_text_is_escaped_in_html_and_markdown() -> None:
@@ -303,12 +303,13 @@ def test_publish_stores_both_documents(
 ) -> None:
     result, outs = promoted
     store = LocalStore(tmp_path / "store")
-    html_ref, md_ref = publish_report(result, outs, store, tmp_path / "work")
-    assert html_ref.uri.endswith(".html") and md_ref.uri.endswith(".md")
+    published = publish_report(result, outs, store, tmp_path / "work")
+    assert published.html_ref.uri.endswith(".html") and published.markdown_ref.uri.endswith(".md")
     html, md = render_report(result, outs)
-    assert store.read_bytes(html_ref, tmp_path / "cache").decode() == html
-    assert store.read_bytes(md_ref, tmp_path / "cache").decode() == md
-    assert publish_report(result, outs, store, tmp_path / "work") == (html_ref, md_ref)  # deterministic
+    assert (published.html, published.markdown) == (html, md), "the caller gets the text it stored"
+    assert store.read_bytes(published.html_ref, tmp_path / "cache").decode() == html
+    assert store.read_bytes(published.markdown_ref, tmp_path / "cache").decode() == md
+    assert publish_report(result, outs, store, tmp_path / "work") == published  # deterministic
 
 
 def test_publish_turns_store_write_failures_into_infrastructure_errors(
@@ -375,3 +376,76 @@ def test_job_result_survives_a_rendering_bug_but_not_a_store_failure(
 
     with pytest.raises(InfrastructureError, match="503"):
         job_result(*_job_result_args(tmp_path, DownStore(tmp_path / "down")))  # type: ignore[arg-type]
+
+
+def _table(markdown: str) -> list[str]:
+    """The candidates table's lines in a Markdown document (from its header to its last row)."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| Candidate |"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return lines[start:end]
+
+
+def test_every_front_door_shows_the_candidates_table_of_one_renderer(
+    tmp_path: Path, promoted: tuple[JobResult, list[CandidateOutcome]]
+) -> None:
+    """The CLI's stored report, the Kubeflow run's Markdown artifact and the Airflow task's summary XCom
+    are one renderer's text for the same result."""
+    from squeezeflow.airflow.operators import summary_markdown as airflow_summary
+    from squeezeflow.kfp.steps import _write_reports as kfp_reports
+    from squeezeflow.report import PublishedReport, render_markdown, summary_markdown
+
+    result, outs = promoted
+    doc = result.model_dump(mode="json")  # what the doors pass between tasks
+    kfp_md, kfp_html = SimpleNamespace(path=tmp_path / "md"), SimpleNamespace(path=tmp_path / "html")
+
+    # a run whose report could not be rendered: Kubeflow shows the same summary as Airflow's XCom
+    kfp_reports(doc, None, kfp_html, kfp_md)
+    assert kfp_md.path.read_text() == airflow_summary(doc) == summary_markdown(result)
+    assert "Promoted int8-static as version 3" in kfp_md.path.read_text()
+    assert "<pre>" in kfp_html.path.read_text() and "<script" not in kfp_html.path.read_text()
+    # and the summary's table is the report's (the CLI stores that one)
+    assert _table(summary_markdown(result)) == _table(render_markdown(result))
+    assert len(_table(render_markdown(result))) == 2 + len(result.candidates)
+
+    # a published report: Kubeflow shows its text, never reading it back from the store (these URIs
+    # point nowhere)
+    html, md = render_report(result, outs)
+    nowhere = tmp_path / "gone"
+    published = PublishedReport(
+        html,
+        md,
+        ArtifactRef(uri=str(nowhere / "r.html"), sha256="0" * 64, size=1),
+        ArtifactRef(uri=str(nowhere / "r.md"), sha256="0" * 64, size=1),
+    )
+    kfp_reports({**doc, "report_markdown": str(nowhere / "r.md")}, published, kfp_html, kfp_md)
+    assert (kfp_md.path.read_text(), kfp_html.path.read_text()) == (md, html)
+    assert md == render_markdown(result, outs)
+
+
+def test_size_against_the_baseline_is_times_smaller_everywhere_as_in_the_verdict(
+    promoted: tuple[JobResult, list[CandidateOutcome]],
+) -> None:
+    from squeezeflow.report import summary_markdown
+
+    result, outs = promoted
+    html, md = render_report(result, outs)
+    assert "3.8× smaller," in html  # the verdict sentence
+    assert "| 260.0 kB | 3.8× smaller |" in md and "| 300.0 kB | 3.3× smaller |" in md
+    assert '<td class="num">3.8× smaller</td>' in html
+    assert "3.8× smaller" in summary_markdown(result)
+    bigger = job([row("fp16-but-bigger", "k9", size_bytes=1_300_000)], promotion(False))
+    assert "| 1.30 MB | 1.3× larger |" in render_report(bigger)[1]
+
+
+def test_the_gate_table_words_each_candidate_as_the_search_policy_does(
+    promoted: tuple[JobResult, list[CandidateOutcome]],
+) -> None:
+    from squeezeflow.report import gate_markdown
+    from squeezeflow.search.policy import verdict_of
+
+    _, outs = promoted
+    text = gate_markdown(outs)
+    assert text.startswith("# Accuracy gate\n\n1 of 3 candidates passed the accuracy gate\n")
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "verdict" not in line]
+    assert [r.split(" | ")[1] for r in rows] == [verdict_of(o) for o in outs] == ["pass", "fail", "not built"]

@@ -437,40 +437,12 @@ class SqueezeflowBenchmarkOperator(SqueezeflowBaseOperator):
 
 
 def summary_markdown(result: Mapping[str, Any]) -> str:
-    """The job's result as a Markdown table (for XCom, the task's log and the UI)."""
-    metric = result["metric_name"]
-    lines = [
-        f"### squeezeflow job `{result['job']}`",
-        "",
-        f"Baseline {metric} {result['baseline_metric']:.4f}, {result['baseline_size_bytes'] / 1e6:.2f} MB, "
-        f"p50 {result['baseline_p50_ms']:.3f} ms on `{result['target_profile']}`.",
-        "",
-        f"| candidate | {metric} | Δ pt | size MB | p50 ms | gate | eligible | note |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in result["candidates"]:
+    """The job's result as Markdown (for XCom, the task's log and the UI): `squeezeflow.report`'s summary,
+    the same table every front door shows."""
+    from squeezeflow.report import summary_markdown as render
+    from squeezeflow.results import JobResult
 
-        def num(v: Any, fmt: str) -> str:
-            return "–" if v is None else format(v, fmt)
-
-        size = None if r["size_bytes"] is None else r["size_bytes"] / 1e6
-        delta = None if r["delta"] is None else 100 * r["delta"]
-        note = str(r.get("error") or r.get("note") or "").replace("|", "/")[:120]
-        lines.append(
-            f"| {r['label']} | {num(r['metric'], '.4f')} | {num(delta, '+.2f')} | {num(size, '.3f')} | "
-            f"{num(r['p50_ms'], '.3f')} | {r['gate']} | {'yes' if r['eligible'] else 'no'} | {note} |"
-        )
-    p = result["promotion"]
-    lines.append("")
-    if p["promoted"]:
-        lines.append(
-            f"**Promoted** `{p['candidate_label']}` as `{p['model_name']}` version {p['version']} "
-            f"@{p['alias']}"
-            + (f" (previously version {p['previous_version']})" if p.get("previous_version") else "")
-        )
-    else:
-        lines.append(f"**Nothing promoted:** {p['reason']}")
-    return "\n".join(lines)
+    return render(JobResult.model_validate(dict(result)))
 
 
 class SqueezeflowPromoteOperator(SqueezeflowBaseOperator):

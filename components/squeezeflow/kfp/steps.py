@@ -17,18 +17,20 @@ secret (see :mod:`squeezeflow.kfp.pipelines`).
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from squeezeflow import tasks
 from squeezeflow.errors import InvalidInputError, SpecError
 from squeezeflow.spec_document import read_spec_text
 from squeezeflow.stages import Settings
+
+if TYPE_CHECKING:
+    from squeezeflow.report import PublishedReport
 
 log = logging.getLogger(__name__)
 
@@ -286,26 +288,21 @@ def _label(cand: Mapping[str, Any]) -> str:
     return str(r.get("name") or "+".join(s["name"] for s in r["steps"]))
 
 
-def _confusion(spec: Mapping[str, Any], settings: Settings, cand: Mapping[str, Any], out: Any) -> None:
-    """The candidate's confusion matrix on the held-out split, for the KFP UI (display only: the gate's
-    decision is the paired test in the gate stage)."""
-    import numpy as np
+def _confusion(settings: Settings, gate: Mapping[str, Any], out: Any) -> None:
+    """The candidate's confusion matrix on the held-out split, for the KFP UI, as the gate recorded it in
+    its evidence (display only: the gate's decision is the paired test in the gate stage)."""
+    from squeezeflow.store import ArtifactRef, open_store
 
-    from squeezeflow.runtime import predict_logits
-    from squeezeflow.stages import StageContext
-    from squeezeflow.store import ArtifactRef
-
-    job = tasks.job_of(spec)
-    ctx = StageContext.open(settings, job.name)
-    ds = ctx.dataset(job.data.uri)
-    test = ds.split("test")
-    path = ctx.store.fetch(ArtifactRef.model_validate(cand["onnx"]), ctx.cache)
-    pred = np.argmax(predict_logits(path, test.x, threads=job.target.intra_op_threads), axis=1)
-    k = ds.meta.num_classes
-    matrix = np.zeros((k, k), dtype=int)
-    np.add.at(matrix, (np.asarray(test.y, dtype=int), pred), 1)
-    names = list(getattr(ds.meta, "class_names", None) or [str(i) for i in range(k)])
-    out.log_confusion_matrix(names, matrix.tolist())
+    if not gate.get("evidence"):
+        raise InvalidInputError("the gate recorded no evidence")
+    ref = ArtifactRef.model_validate(gate["evidence"])
+    evidence = json.loads(open_store(settings.artifacts).read_bytes(ref, settings.workdir / "cache"))
+    confusion = evidence.get("confusion_matrix")
+    if not confusion:
+        raise InvalidInputError(
+            "the gate's evidence has no confusion matrix (too many classes, or an older gate)"
+        )
+    out.log_confusion_matrix(confusion["classes"], confusion["matrix"])
 
 
 def gate(dataset: Any, baseline_model: Any, outcome: str, metrics: Any, confusion: Any) -> str:
@@ -330,9 +327,9 @@ def gate(dataset: Any, baseline_model: Any, outcome: str, metrics: Any, confusio
         },
     )
     cand = gated["candidate"]
-    if cand["status"] == "ok" and cand.get("onnx"):
+    if cand["status"] == "ok" and cand.get("onnx") and g.get("candidate_metric") is not None:
         try:
-            _confusion(spec, settings, cand, confusion)
+            _confusion(settings, g, confusion)
         except Exception as err:  # display only: never fail the gate for it
             log.warning("no confusion matrix for %s: %s", _label(cand), err)
     return json.dumps(gated)
@@ -370,79 +367,33 @@ def trial(
 def gate_verdict(dataset: Any, summary: Any) -> bool:
     """Whether any candidate of the search passed (what the pipeline's ``dsl.If`` branches on), with a
     one-line verdict and a table of the gate results as Markdown. Reads every recorded trial."""
+    from squeezeflow.report import gate_markdown
+    from squeezeflow.results import CandidateOutcome
+
     spec, ing = job_of_dataset(dataset)
     docs = tasks.search_outcomes_task(spec, Settings.resolve(), ing)
-    line = tasks.gate_verdict(docs)
-    rows = ["| candidate | verdict | metric | drop | reason |", "|---|---|---|---|---|"]
-    for d in docs:
-        g = d.get("gate", {})
-        metric = g.get("candidate_metric")
-        drop = g.get("drop")
-        reason = str(g.get("reason", "")).replace("|", "\\|")
-        rows.append(
-            f"| {_label(d['candidate'])} | {tasks.verdict_label(d)} | "
-            f"{'' if metric is None else f'{metric:.4f}'} | "
-            f"{'' if drop is None else f'{drop:+.4f}'} | {reason} |"
-        )
-    Path(summary.path).write_text(f"# Accuracy gate\n\n{line}\n\n" + "\n".join(rows) + "\n")
-    log.info(line)
+    Path(summary.path).write_text(gate_markdown([CandidateOutcome.model_validate(d) for d in docs]))
+    log.info(tasks.gate_verdict(docs))
     return tasks.any_passed(docs)
 
 
-def _read_uri(uri: str) -> str:
-    if uri.startswith("s3://"):
-        from squeezeflow.s3 import parse_s3_uri, s3_call, s3_client
+def _write_reports(
+    result: Mapping[str, Any], published: PublishedReport | None, report_html: Any, report_markdown: Any
+) -> None:
+    """The job's report as KFP ``HTML`` and ``Markdown`` artifacts: the text the promote task published
+    to the artifact store (never read back from it), else, when rendering it failed, the job's summary."""
+    from squeezeflow.report import summary_html, summary_markdown
+    from squeezeflow.results import JobResult
 
-        bucket, key = parse_s3_uri(uri)
-        body = s3_call(f"read of {uri}", s3_client().get_object, Bucket=bucket, Key=key)["Body"].read()
-        return bytes(body).decode()
-    return Path(uri.removeprefix("file://")).read_text()
-
-
-def _fallback_markdown(result: Mapping[str, Any]) -> str:
-    p = result["promotion"]
-    head = (
-        f"# {result['job']}\n\n"
-        f"**{'Promoted' if p['promoted'] else 'Not promoted'}**: {p['reason']}\n\n"
-        f"Baseline {result['metric_name']} {result['baseline_metric']:.4f}, "
-        f"p50 {result['baseline_p50_ms']:.3f} ms on {result['target_profile']}.\n\n"
-        "| candidate | metric | delta | size (bytes) | p50 ms | gate | note |\n"
-        "|---|---|---|---|---|---|---|\n"
-    )
-
-    def cell(v: Any, fmt: str = "{}") -> str:
-        return "" if v is None else fmt.format(v).replace("|", "\\|")
-
-    rows = [
-        f"| {cell(r['label'])} | {cell(r['metric'], '{:.4f}')} | {cell(r['delta'], '{:+.4f}')} | "
-        f"{cell(r['size_bytes'])} | {cell(r['p50_ms'], '{:.3f}')} | {cell(r['gate'])} | {cell(r['note'])} |"
-        for r in result["candidates"]
-    ]
-    return head + "\n".join(rows) + "\n"
-
-
-def _write_reports(result: Mapping[str, Any], report_html: Any, report_markdown: Any) -> None:
-    """The job's report as KFP ``HTML`` and ``Markdown`` artifacts: the ones the pipeline wrote to the
-    artifact store when the result names them, else a summary table made here."""
-    md: str | None = None
-    page: str | None = None
-    for field in ("report_markdown", "report_html"):
-        uri = result.get(field)
-        if not uri:
-            continue
+    if published is not None:
+        md, page = published.markdown, published.html
+    else:
         try:
-            text = _read_uri(str(uri))
-        except Exception as err:
-            log.warning("cannot read the %s at %s: %s", field, uri, err)
-            continue
-        if field == "report_markdown":
-            md = text
-        else:
-            page = text
-    md = md or _fallback_markdown(result)
-    if page is None:
-        title = html.escape(result["job"])
-        page = f"<!doctype html><meta charset='utf-8'><title>{title}</title><pre>{html.escape(md)}</pre>"
+            job = JobResult.model_validate(dict(result))
+            md, page = summary_markdown(job), summary_html(job)
+        except Exception:  # a view of the result: a rendering bug must not fail the promotion's step
+            log.warning("could not render the job's summary", exc_info=True)
+            md = page = "The job report could not be rendered; the job's result is this step's output.\n"
     Path(report_markdown.path).write_text(md)
     Path(report_html.path).write_text(page)
 
@@ -460,7 +411,7 @@ def promote(
     """Promote the best eligible candidate (or nothing); returns the job result as JSON."""
     spec, ing = job_of_dataset(dataset)
     base = read_handle(baseline_model, "baseline")["record"]
-    result = tasks.promote_task(
+    result, published = tasks.promote_and_report_task(
         spec,
         Settings.resolve(),
         ing,
@@ -507,6 +458,6 @@ def promote(
                 "promoted_size_bytes": row["size_bytes"],
             },
         )
-    _write_reports(result, report_html, report_markdown)
+    _write_reports(result, published, report_html, report_markdown)
     log.info("%s: %s", "promoted" if p["promoted"] else "not promoted", p["reason"])
     return json.dumps(result)

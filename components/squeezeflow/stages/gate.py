@@ -36,6 +36,18 @@ from squeezeflow.store import ArtifactRef
 log = logging.getLogger(__name__)
 
 
+# The gate's evidence keeps the candidate's confusion matrix (for a Kubeflow run's view) up to this many
+# classes; past it the matrix is too large to read, and to keep in a JSON document.
+CONFUSION_MAX_CLASSES = 100
+
+
+def confusion_matrix(y: np.ndarray, logits: np.ndarray, num_classes: int) -> list[list[int]]:
+    """Counts of (true class, predicted class): rows are the true class, columns the top-1 prediction."""
+    pred = np.argmax(logits, axis=1)
+    flat = np.asarray(y, dtype=np.int64) * num_classes + pred
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes).tolist()
+
+
 def worst_class_recall_drop(y: np.ndarray, base_logits: np.ndarray, logits: np.ndarray) -> tuple[int, float]:
     """The class whose recall (on the held-out split) the candidate lowers most, and by how much."""
     base_pred, pred = np.argmax(base_logits, 1), np.argmax(logits, 1)
@@ -314,6 +326,7 @@ def gate(
     needed = None
     guards: list[GuardCheck] = []
     worst: tuple[int, float] | None = None
+    confusion: dict[str, object] | None = None
     try:
         check_outputs(logits, ds.meta.num_classes, f"candidate {candidate.label}")
     except Exception as err:
@@ -353,6 +366,12 @@ def gate(
                     + (f"; about {needed} would be needed" if needed else "")
                 )
         worst = worst_class_recall_drop(test.y, base_logits, logits)
+        k = ds.meta.num_classes
+        if k <= CONFUSION_MAX_CLASSES:
+            confusion = {
+                "classes": list(ds.meta.class_names or [str(i) for i in range(k)]),
+                "matrix": confusion_matrix(test.y, logits, k),
+            }
         guards = secondary_guards(
             spec, baseline, test.x, test.y, base_logits, logits, agreement, worst, path, ctx
         )
@@ -387,6 +406,7 @@ def gate(
         "passed": passed,
         "reason": reason,
         "runtime": f"onnxruntime CPUExecutionProvider, {threads} threads",
+        "confusion_matrix": confusion,
     }
     evidence_ref = ctx.store.put_bytes(json.dumps(evidence, indent=2).encode(), suffix=".json")
     ctx.tracker.log_text(candidate.run_id, json.dumps(evidence, indent=2), "gate/evidence.json")

@@ -1,4 +1,5 @@
-"""Readable summaries of a job's result (terminal tables)."""
+"""The job result in a terminal: the candidates and device tables (rich) and the promotion, for the CLI and
+for task logs. Ratios and cells come from `squeezeflow.report.views`, as in every other view."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
+from squeezeflow.report.views import DEVICE_HEADS, candidate_views, device_cells, ms
 from squeezeflow.results import JobResult
 
 
@@ -14,11 +16,8 @@ def _mb(n: int | None) -> str:
     return "-" if n is None else f"{n / 1e6:.2f} MB"
 
 
-def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v:.3f}"
-
-
 def summary_table(result: JobResult) -> Table:
+    """The baseline and one row per candidate: metric, size, latency, how much smaller and faster."""
     t = Table(title=f"squeezeflow job {result.job} ({result.metric_name}, target {result.target_profile})")
     for col, just in [
         ("candidate", "left"),
@@ -39,15 +38,16 @@ def summary_table(result: JobResult) -> Table:
         "",
         _mb(result.baseline_size_bytes),
         "1.0x",
-        _ms(result.baseline_p50_ms),
-        _ms(result.baseline_p95_ms),
+        ms(result.baseline_p50_ms),
+        ms(result.baseline_p95_ms),
         "1.00x",
         "",
         "reference",
     )
-    for r in result.candidates:
-        smaller = f"{result.baseline_size_bytes / r.size_bytes:.1f}x" if r.size_bytes else "-"
-        faster = f"{result.baseline_p50_ms / r.p50_ms:.2f}x" if r.p50_ms else "-"
+    for v in candidate_views(result):
+        r = v.row
+        smaller = "-" if v.times_smaller is None else f"{v.times_smaller:.1f}x"
+        faster = "-" if v.speedup is None else f"{v.speedup:.2f}x"
         style = "bold green" if r.note == "promoted" else None
         t.add_row(
             r.label,
@@ -55,8 +55,8 @@ def summary_table(result: JobResult) -> Table:
             "-" if r.delta is None else f"{r.delta * 100:+.2f} pt",
             _mb(r.size_bytes),
             smaller,
-            _ms(r.p50_ms),
-            _ms(r.p95_ms),
+            ms(r.p50_ms),
+            ms(r.p95_ms),
             faster,
             r.gate,
             r.note,
@@ -67,8 +67,6 @@ def summary_table(result: JobResult) -> Table:
 
 def device_table(result: JobResult) -> Table:
     """The baseline and each measured candidate on every device profile, with budget status."""
-    from squeezeflow.report import DEVICE_HEADS, device_cells
-
     t = Table(title="device profiles (energy: per-operation estimate, not measured)")
     shown = ("Model", "Profile", "p50 ms", "p95 ms", "CV p50", "Peak memory", "Energy mJ (est.)", "Budgets")
     for col in shown:
@@ -82,6 +80,7 @@ def device_table(result: JobResult) -> Table:
 
 
 def print_summary(result: JobResult, console: Console | None = None) -> None:
+    """Both tables, the search's rounds, the promotion (and how to load it) and where everything is."""
     # Wide enough for the table when output is captured (CI logs, Airflow task logs).
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     console.print(summary_table(result))
