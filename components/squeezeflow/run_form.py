@@ -9,8 +9,10 @@ reported against the spec field it sets.
 Bounds and choices are read from the job spec's own JSON Schema (`squeezeflow.spec.JobSpec`), and a
 form's defaults from a spec (`form_defaults`), so the form never disagrees with the spec it changes.
 
-A value that is unset (``None``, an empty string or an empty list) changes nothing: the spec's value (or
-the spec's default) stays.
+A value that is unset changes nothing: the spec's value (or the spec's default) stays. Unset is ``None``,
+an empty string or list, and -1 in a numeric field: Kubeflow's run form (and its local runner) cannot
+leave a parameter empty, so its numeric fields use -1 for "as in the spec" (every numeric field of the
+spec is at least 0; Airflow's form rejects -1 by the field's bounds before a run starts).
 """
 
 from __future__ import annotations
@@ -211,18 +213,30 @@ def field(name: str) -> FormField:
     return _BY_NAME[name]
 
 
-def _unset(value: Any) -> bool:
-    return value is None or (isinstance(value, (str, list, tuple, dict)) and len(value) == 0)
+#: What a form that cannot leave a field empty (Kubeflow's) sends for "unset", per JSON type.
+UNSET_NUMBER = -1
+
+
+def unset_value(f: FormField) -> Any:
+    """The value that leaves ``f`` as the spec has it, in a form whose fields cannot be empty."""
+    return {"string": "", "array": [], "number": float(UNSET_NUMBER), "integer": UNSET_NUMBER}[f.type]
+
+
+def _unset(value: Any, f: FormField | None = None) -> bool:
+    if value is None or (isinstance(value, (str, list, tuple, dict)) and len(value) == 0):
+        return True
+    numeric = f is not None and f.type in ("number", "integer") and not isinstance(value, bool)
+    return numeric and value == UNSET_NUMBER
 
 
 def form_overrides(values: Mapping[str, Any]) -> dict[str, Any]:
     """The spec overrides a filled-in run form makes (a nested mapping for
-    `squeezeflow.tasks.resolve_spec`). Unset values (``None``, ``""``, ``[]``) and names that are not
-    form fields change nothing."""
+    `squeezeflow.tasks.resolve_spec`). Unset values (``None``, ``""``, ``[]``, -1 in a numeric field) and
+    names that are not form fields change nothing."""
     out: dict[str, Any] = {}
     for f in FIELDS:
         value = values.get(f.name)
-        if _unset(value):
+        if _unset(value, f):
             continue
         node = out
         for key in f.path[:-1]:
@@ -233,7 +247,7 @@ def form_overrides(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def missing_without_spec(values: Mapping[str, Any]) -> list[str]:
     """The form fields a job needs that are unset (when there is no spec to take them from)."""
-    return [f.name for f in FIELDS if f.required and _unset(values.get(f.name))]
+    return [f.name for f in FIELDS if f.required and _unset(values.get(f.name), f)]
 
 
 def form_defaults(spec: JobSpec | Mapping[str, Any] | None) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 import json
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import pytest
 import yaml
@@ -23,7 +23,7 @@ from squeezeflow.errors import SpecError
 from squeezeflow.kfp import components as kfp_components
 from squeezeflow.kfp import steps
 from squeezeflow.kfp.pipelines import Champion, stamp
-from squeezeflow.run_form import FIELD_NAMES, FIELDS, form_defaults, form_overrides
+from squeezeflow.run_form import FIELD_NAMES, FIELDS, form_defaults, form_overrides, unset_value
 from tests.reference import TEST_DEVICE, job_doc
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,7 +133,7 @@ def test_a_stamped_form_left_alone_gives_the_stamped_spec(tmp_path: Path) -> Non
 def test_the_generic_pipeline_makes_a_job_from_the_form_alone() -> None:
     params = _root_parameters(CHECKED_IN[0])
     assert params["spec"]["defaultValue"] == ""
-    assert all(params[n]["isOptional"] and "defaultValue" not in params[n] for n in FIELD_NAMES), (
+    assert {n: params[n]["defaultValue"] for n in FIELD_NAMES} == {f.name: unset_value(f) for f in FIELDS}, (
         "the generic form presets nothing: an unset field keeps what a pasted spec says"
     )
     form = {
@@ -144,7 +144,8 @@ def test_the_generic_pipeline_makes_a_job_from_the_form_alone() -> None:
         "model_name": "m",
         "max_drop": 0.02,
     }
-    spec = steps.resolve_spec_param("", {**form, "alias": None, "devices": None})
+    unset = {f.name: unset_value(f) for f in FIELDS}
+    spec = steps.resolve_spec_param("", {**unset, **form})
     assert spec["name"] == "from-the-form" and spec["model"] == {
         "format": "onnx",
         "uri": "s3://models/m.onnx",
@@ -163,8 +164,8 @@ def test_kubeflow_components_take_every_form_field() -> None:
         signature = inspect.signature(component.python_func)
         for f in FIELDS:
             p = signature.parameters[f.name]
-            assert p.default is None, (component.name, f.name)
-            assert get_args(p.annotation) == (PY_TYPES[f.type], type(None)), (component.name, f.name)
+            assert p.default == unset_value(f), (component.name, f.name)
+            assert p.annotation is PY_TYPES[f.type], (component.name, f.name)
 
 
 def test_ingest_outputs_its_record_not_a_timestamp() -> None:
@@ -201,5 +202,11 @@ def test_pipeline_outputs_name_the_promoted_model() -> None:
 
 def test_unset_form_values_change_nothing() -> None:
     assert form_overrides({n: None for n in FIELD_NAMES}) == {}
+    assert form_overrides({f.name: unset_value(f) for f in FIELDS}) == {}
     assert form_overrides({"devices": [], "alias": "", "unknown": 3}) == {}
+    # -1 is Kubeflow's "empty" for a number; 0 and other values are values (the spec judges them)
+    assert form_overrides({"rounds": 0, "max_drop": -0.5}) == {
+        "search": {"rounds": 0},
+        "tolerance": {"max_drop": -0.5},
+    }
     assert form_defaults(None) == dict.fromkeys(FIELD_NAMES)

@@ -9,7 +9,7 @@ These functions are compiled by KFP from their source, so each imports what it u
 (this module must not use ``from __future__ import annotations``: KFP reads the annotations).
 """
 
-from typing import List, NamedTuple, Optional  # noqa: UP035 - KFP reads these annotations
+from typing import List, NamedTuple  # noqa: UP035 - KFP reads these annotations
 
 from kfp import dsl
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
@@ -21,7 +21,8 @@ _OPTS = {"base_image": IMAGE, "install_kfp_package": False}
 
 # The run form's fields (`squeezeflow.run_form.FIELDS`) are written out in `retrain` and `ingest`: KFP
 # compiles a component from its source, so its signature cannot be generated. A unit test keeps both equal
-# to the table; the pipelines' parameters are generated from it.
+# to the table; the pipelines' parameters are generated from it. Their defaults mean "unset" (""/-1/[]:
+# `squeezeflow.run_form.unset_value`), not None, which kfp.local cannot pass to an int input.
 
 
 @dsl.component(**_OPTS)
@@ -30,22 +31,22 @@ def retrain(
     model: Output[Model],
     entrypoint: str = "",
     train_kwargs: str = "{}",
-    job_name: Optional[str] = None,  # noqa: UP045
-    model_uri: Optional[str] = None,  # noqa: UP045
-    model_format: Optional[str] = None,  # noqa: UP045
-    model_factory: Optional[str] = None,  # noqa: UP045
-    data_uri: Optional[str] = None,  # noqa: UP045
-    objective: Optional[str] = None,  # noqa: UP045
-    max_drop: Optional[float] = None,  # noqa: UP045
-    tolerance_mode: Optional[str] = None,  # noqa: UP045
-    max_trials: Optional[int] = None,  # noqa: UP045
-    max_seconds: Optional[float] = None,  # noqa: UP045
-    rounds: Optional[int] = None,  # noqa: UP045
-    parallel_trials: Optional[int] = None,  # noqa: UP045
-    devices: Optional[list] = None,  # noqa: UP045
-    target_device: Optional[str] = None,  # noqa: UP045
-    model_name: Optional[str] = None,  # noqa: UP045
-    alias: Optional[str] = None,  # noqa: UP045
+    job_name: str = "",
+    model_uri: str = "",
+    model_format: str = "",
+    model_factory: str = "",
+    data_uri: str = "",
+    objective: str = "",
+    max_drop: float = -1.0,
+    tolerance_mode: str = "",
+    max_trials: int = -1,
+    max_seconds: float = -1.0,
+    rounds: int = -1,
+    parallel_trials: int = -1,
+    devices: list = [],  # noqa: B006
+    target_device: str = "",
+    model_name: str = "",
+    alias: str = "",
 ) -> str:
     """Retrain the model with a user entry point (`module:callable` that writes a state_dict); returns
     the new model's URI in the artifact store (the `model_uri` given when `entrypoint` is empty)."""
@@ -59,22 +60,22 @@ def retrain(
 def ingest(
     spec: str,
     dataset: Output[Dataset],
-    job_name: Optional[str] = None,  # noqa: UP045
-    model_uri: Optional[str] = None,  # noqa: UP045
-    model_format: Optional[str] = None,  # noqa: UP045
-    model_factory: Optional[str] = None,  # noqa: UP045
-    data_uri: Optional[str] = None,  # noqa: UP045
-    objective: Optional[str] = None,  # noqa: UP045
-    max_drop: Optional[float] = None,  # noqa: UP045
-    tolerance_mode: Optional[str] = None,  # noqa: UP045
-    max_trials: Optional[int] = None,  # noqa: UP045
-    max_seconds: Optional[float] = None,  # noqa: UP045
-    rounds: Optional[int] = None,  # noqa: UP045
-    parallel_trials: Optional[int] = None,  # noqa: UP045
-    devices: Optional[list] = None,  # noqa: UP045
-    target_device: Optional[str] = None,  # noqa: UP045
-    model_name: Optional[str] = None,  # noqa: UP045
-    alias: Optional[str] = None,  # noqa: UP045
+    job_name: str = "",
+    model_uri: str = "",
+    model_format: str = "",
+    model_factory: str = "",
+    data_uri: str = "",
+    objective: str = "",
+    max_drop: float = -1.0,
+    tolerance_mode: str = "",
+    max_trials: int = -1,
+    max_seconds: float = -1.0,
+    rounds: int = -1,
+    parallel_trials: int = -1,
+    devices: list = [],  # noqa: B006
+    target_device: str = "",
+    model_name: str = "",
+    alias: str = "",
 ) -> str:
     """Validate the spec (with the run form's values; an empty spec: the form alone) and the data,
     fingerprint the model. Returns the ingest record as JSON."""

@@ -33,11 +33,11 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import yaml
 
-from squeezeflow.run_form import FIELDS, FormField, form_defaults, spec_defaults
+from squeezeflow.run_form import FIELDS, FormField, form_defaults, spec_defaults, unset_value
 from squeezeflow.spec import parse_spec
 
 #: Environment variables mapped from the Kubernetes secret (key name = variable name). The first two
@@ -236,12 +236,13 @@ def _describe(f: FormField, stamped: bool) -> str:
     text += f" Sets the spec's `{f.spec_field}`."
     if stamped:
         return text + " Default: the stamped spec's value."
+    unset = "-1" if f.type in ("number", "integer") else "Empty"
     if f.required:
-        return text + " Empty: as in `spec`; required when `spec` is empty."
+        return text + f" {unset}: as in `spec`; required when `spec` is empty."
     default = spec_defaults()[f.name]
     if f.type == "array" or default is None:
-        return text + " Empty: as in `spec` (or the spec's default)."
-    return text + f" Empty: as in `spec` (or the spec's default, {_shown(default)})."
+        return text + f" {unset}: as in `spec` (or the spec's default)."
+    return text + f" {unset}: as in `spec` (or the spec's default, {_shown(default)})."
 
 
 def _form_parameters(defaults: FormDefaults) -> tuple[list[inspect.Parameter], list[str]]:
@@ -250,14 +251,14 @@ def _form_parameters(defaults: FormDefaults) -> tuple[list[inspect.Parameter], l
     stamped = defaults.stamped
     params, docs = [], []
     for f in FIELDS:
+        # Never None: kfp.local (2.17) cannot run a pipeline with an optional parameter that has no default
         value = defaults.fields.get(f.name)
-        kind: Any = _PY_TYPES[f.type]
         params.append(
             inspect.Parameter(
                 f.name,
                 inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                default=value,
-                annotation=Optional[kind] if value is None else kind,  # noqa: UP045 - KFP reads it
+                default=unset_value(f) if value is None else value,
+                annotation=_PY_TYPES[f.type],
             )
         )
         docs.append(f"    {f.name}: {_describe(f, stamped)}")
