@@ -210,3 +210,8 @@ def test_unset_form_values_change_nothing() -> None:
         "tolerance": {"max_drop": -0.5},
     }
     assert form_defaults(None) == dict.fromkeys(FIELD_NAMES)
+
+
+def test_the_pipelines_readme_lists_every_form_field() -> None:
+    readme = (REPO / "pipelines" / "README.md").read_text()
+    assert [f.name for f in FIELDS if f"`{f.name}` | `{f.spec_field}`" not in readme] == []

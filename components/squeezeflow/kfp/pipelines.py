@@ -8,10 +8,11 @@
                        -> gate verdict (Collected) -> If passed:  promote (registry alias, report)
                                                       Else:       summarize (same step, nothing moves)
 
-Parameters the run form shows: ``spec`` (a job spec as JSON/YAML text, or an ``s3://`` URI of one) and
-the fields a person changes between runs (model and data URIs, allowed drop, registered model name ...).
-An empty string, a negative ``max_drop`` or ``max_trials`` 0 mean "as in the spec". ``stamp_defaults``
-makes a per-model pipeline whose form is prefilled from a spec (``squeezeflow kfp compile``).
+Parameters the run form shows: ``spec`` (a job spec as JSON/YAML text, an ``s3://`` URI of one, or empty)
+and the run form's fields (`squeezeflow.run_form.FIELDS`, the Airflow DAGs' trigger params too), generated
+with their descriptions. An empty string, -1 in a numeric field or ``[]`` mean "as in the spec"; with
+``spec`` empty the fields alone make the job. `stamp` makes a per-model pipeline whose form is prefilled
+from a spec (``squeezeflow kfp compile``). The pipelines' outputs (`Champion`) name the promoted model.
 
 Deployment settings are not parameters: every task maps the environment that :meth:`Settings.resolve`
 reads from one Kubernetes secret (``secret_name``, a compile-time option), key name = variable name::
