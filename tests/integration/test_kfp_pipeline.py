@@ -90,7 +90,7 @@ def test_compress_pipeline_promotes_through_kfp_local(
     # The spec goes in as the UI would send it (JSON text), with one form field overridden.
     doc["registry"]["model_name"] = "overridden-below"
     pipeline = kfp_components.load_component_from_file(str(COMPRESS_YAML))
-    pipeline(spec=json.dumps(doc), model_name=f"{name}-model")
+    run = pipeline(spec=json.dumps(doc), model_name=f"{name}-model")
 
     client = mlflow.MlflowClient(
         tracking_uri=mlflow_server.tracking_uri, registry_uri=mlflow_server.tracking_uri
@@ -126,13 +126,19 @@ def test_compress_pipeline_promotes_through_kfp_local(
     gates = sorted(p for p in kfp_env.glob("*/for-loop-1-iteration-*/trial") if p.is_dir())
     assert len(gates) == 2
     assert name in (promote_dir / "report_markdown").read_text()
-    result = json.loads(_output(promote_dir))
+    result = json.loads(_output(promote_dir, "result"))
     assert result["promotion"]["version"] == str(mv.version)
+    # the pipeline's own outputs name the promoted model
+    assert run.outputs["promoted"] is True
+    assert run.outputs["registered_model"] == f"{name}-model" and run.outputs["alias"] == "champion"
+    assert run.outputs["version"] == str(mv.version)
+    assert run.outputs["model_uri"] == f"models:/{name}-model/{mv.version}"
     (verdict_dir,) = _task_dirs(kfp_env, "gate-verdict")
     assert "passed the accuracy gate" in (verdict_dir / "summary").read_text()
     (ingest_dir,) = _task_dirs(kfp_env, "ingest")
     ingest_handle = _handle(ingest_dir / "dataset")
     assert ingest_handle["spec"]["registry"]["model_name"] == f"{name}-model"
+    assert json.loads(_output(ingest_dir)) == ingest_handle["record"], "ingest outputs its record"
 
 
 @pytest.mark.timeout(600)
@@ -152,7 +158,7 @@ def test_retrain_and_compress_retrains_then_reports_without_promoting(
     doc = job_doc(model_uri, data_uri, name=name)
     doc["search"]["recipes"] = doc["search"]["recipes"][1:]  # one recipe is enough here
     pipeline = kfp_components.load_component_from_file(str(RETRAIN_YAML))
-    pipeline(
+    run = pipeline(
         spec=json.dumps(doc),
         train_entrypoint="squeezeflow.kfp.retrain:train_zoo_model",
         train_kwargs=json.dumps({"model": "tiny_cnn", "epochs": 1}),
@@ -169,10 +175,43 @@ def test_retrain_and_compress_retrains_then_reports_without_promoting(
 
     assert not _task_dirs(kfp_env, "promote")
     (summary_dir,) = _task_dirs(kfp_env, "promote-2")
-    result = json.loads(_output(summary_dir))
+    result = json.loads(_output(summary_dir, "result"))
     assert result["promotion"]["promoted"] is False
+    assert run.outputs["promoted"] is False and run.outputs["version"] == run.outputs["model_uri"] == ""
+    assert run.outputs["registered_model"] == f"{name}-model"
     assert (summary_dir / "report_markdown").read_text().strip()
     client = mlflow.MlflowClient(
         tracking_uri=mlflow_server.tracking_uri, registry_uri=mlflow_server.tracking_uri
     )
     assert not client.search_model_versions(f"name = '{name}-model'")
+
+
+@pytest.mark.timeout(300)
+def test_the_run_form_alone_makes_a_job_without_a_spec(
+    kfp_env: Path,
+    one_s3_env: S3Endpoint,
+    one_s3_bucket: str,
+    tiny_model: Path,
+    animal_mnist: Path,
+) -> None:
+    """The generic pipeline's ingest step, as its pod runs it, with the `spec` parameter empty: the run
+    form's fields make the job, and the spec's defaults fill in the rest."""
+    from squeezeflow.kfp import components as c
+
+    model_uri, data_uri = upload_inputs(one_s3_env, one_s3_bucket, tiny_model, animal_mnist)
+    task = c.ingest(
+        spec="",
+        job_name=f"form-only-{one_s3_bucket[-8:]}",
+        model_uri=model_uri,
+        model_format="state_dict",
+        model_factory="squeezeflow.zoo.cnn:tiny_cnn",
+        data_uri=data_uri,
+        model_name="form-only-model",
+        max_drop=0.02,
+    )
+    handle = _handle(Path(task.outputs["dataset"].path))
+    assert handle["spec"]["model"]["uri"] == model_uri
+    assert handle["spec"]["tolerance"]["max_drop"] == 0.02
+    assert handle["spec"]["registry"] == {"model_name": "form-only-model", "alias": "champion"}
+    record = json.loads(task.outputs["Output"])
+    assert record == handle["record"] and record["stage"] == "ingest" and record["validation"]["success"]

@@ -113,7 +113,7 @@ components.load_component_from_file(str(out))()
     (promote_dir,) = [
         p for p in (base / "kfp-root").glob("*/promote*") if (p / "executor_output.json").is_file()
     ]
-    value = json.loads((promote_dir / "executor_output.json").read_text())["parameterValues"]["Output"]
+    value = json.loads((promote_dir / "executor_output.json").read_text())["parameterValues"]["result"]
     return {**json.loads(value), "_kfp_root": base / "kfp-root"}
 
 

@@ -78,40 +78,30 @@ def dag_id_for(job_name: str, prefix: str = "squeezeflow_compress_") -> str:
 
 
 def run_params(spec: Mapping[str, Any]) -> dict[str, Param]:
-    """The typed params a person fills in when triggering from the UI; defaults come from the spec, and
-    the job spec validates the result (an invalid value fails `resolve_spec`, naming the field)."""
-    tol = spec.get("tolerance", {})
-    return {
-        "model_uri": Param(
-            spec.get("model", {}).get("uri", ""),
-            type="string",
-            title="Model URI",
-            description="The trained baseline (local path on the workers or s3://bucket/key).",
-        ),
-        "max_drop": Param(
-            tol.get("max_drop", 0.01),
-            type="number",
-            minimum=0,
-            maximum=1,
-            title="Maximum accuracy drop",
-            description="Absolute (0.01 = one point) or relative, per tolerance mode.",
-        ),
-        "tolerance_mode": Param(
-            tol.get("mode", "absolute"), enum=["absolute", "relative"], title="Tolerance mode"
-        ),
-        "devices": Param(
-            spec.get("devices"),
-            type=["null", "array"],
-            title="Device profiles",
-            description="Replace the spec's device profiles (objects; see `squeezeflow spec schema`).",
-        ),
-        "target_device": Param(
-            spec.get("target_device"), type=["null", "string"], title="Target device profile name"
-        ),
-        "max_trials": Param(
-            spec.get("search", {}).get("max_trials", 8), type="integer", minimum=1, title="Candidates at most"
-        ),
-    }
+    """The typed params a person fills in when triggering from the UI, one per field of the run form
+    (`squeezeflow.run_form.FIELDS`, the Kubeflow pipelines' parameters too). Defaults come from the spec,
+    bounds and choices from the job spec's schema; the job spec validates the result (an invalid value
+    fails `resolve_spec`, naming the field)."""
+    from squeezeflow.run_form import FIELDS, form_defaults
+
+    defaults = form_defaults(spec)
+    params: dict[str, Param] = {}
+    for f in FIELDS:
+        schema: dict[str, Any] = dict(f.constraints)
+        if f.type == "array":
+            schema["items"] = {"type": ["object", "string"]}
+        # null: keep the spec's value (and the spec's own value may be null)
+        nullable = f.nullable or f.type == "array" or defaults[f.name] is None
+        if nullable and "enum" in schema:
+            schema["enum"] = [*schema["enum"], None]
+        params[f.name] = Param(
+            defaults[f.name],
+            type=["null", f.type] if nullable else f.type,
+            title=f.title,
+            description=f"{f.description} (spec field `{f.spec_field}`)",
+            **schema,
+        )
+    return params
 
 
 def add_compress_tasks(

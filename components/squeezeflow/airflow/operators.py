@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -33,28 +33,13 @@ from squeezeflow.stages import Settings
 
 log = logging.getLogger(__name__)
 
-# Keys a DAG run's params may set; each maps onto a job spec field (validated by the spec itself).
-PARAM_OVERRIDES: dict[str, Callable[[Any], dict[str, Any]]] = {
-    "model_uri": lambda v: {"model": {"uri": v}},
-    "data_uri": lambda v: {"data": {"uri": v}},
-    "max_drop": lambda v: {"tolerance": {"max_drop": v}},
-    "tolerance_mode": lambda v: {"tolerance": {"mode": v}},
-    "devices": lambda v: {"devices": v},
-    "target_device": lambda v: {"target_device": v},
-    "max_trials": lambda v: {"search": {"max_trials": v}},
-    "alias": lambda v: {"registry": {"alias": v}},
-}
-
 
 def params_to_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Spec overrides from a DAG run's params; unset (None or empty) params change nothing."""
-    out: dict[str, Any] = {}
-    for name, to_spec in PARAM_OVERRIDES.items():
-        value = params.get(name)
-        if value is None or value == "" or value == []:
-            continue
-        out = tasks.merge_overrides(out, to_spec(value))
-    return out
+    """Spec overrides from a DAG run's params: the run form's fields (`squeezeflow.run_form`), the same
+    function the Kubeflow pipelines call; unset (None or empty) params change nothing."""
+    from squeezeflow.run_form import form_overrides
+
+    return form_overrides(params)
 
 
 def mlflow_ui_url(tracking_uri: str, route: str) -> str | None:
@@ -248,9 +233,8 @@ class SqueezeflowResolveSpecOperator(BaseOperator):
 
     :param spec_source: path or ``s3://`` URI of the YAML job spec.
     :param overrides: spec fields to change (a nested mapping).
-    :param use_params: also take overrides from the DAG run's params (``model_uri``, ``max_drop``,
-        ``tolerance_mode``, ``devices``, ``target_device``, ``max_trials``, ``alias``, ``data_uri``) and
-        from the triggering asset event's ``model_uri`` extra.
+    :param use_params: also take overrides from the DAG run's params (the run form's fields,
+        `squeezeflow.run_form.FIELDS`) and from the triggering asset event's ``model_uri`` extra.
     """
 
     template_fields: Sequence[str] = ("spec_source", "overrides")

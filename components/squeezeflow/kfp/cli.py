@@ -80,7 +80,7 @@ def compile_cmd(
     image: ImageOpt = None,
 ) -> None:
     """Stamp a pipeline whose run form is prefilled from SPEC (its JSON as the `spec` parameter's default,
-    and the model and data URIs, allowed drop, registered model ... as the other defaults)."""
+    and its values as the defaults of every field of the run form, the one the Airflow DAGs offer)."""
     from squeezeflow.errors import SqueezeflowError
     from squeezeflow.kfp import pipelines
 

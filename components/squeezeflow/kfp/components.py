@@ -9,7 +9,7 @@ These functions are compiled by KFP from their source, so each imports what it u
 (this module must not use ``from __future__ import annotations``: KFP reads the annotations).
 """
 
-from typing import List  # noqa: UP035 - KFP reads these annotations
+from typing import List, NamedTuple  # noqa: UP035 - KFP reads these annotations
 
 from kfp import dsl
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
@@ -17,6 +17,12 @@ from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metri
 from squeezeflow.kfp import IMAGE
 
 _OPTS = {"base_image": IMAGE, "install_kfp_package": False}
+
+
+# The run form's fields (`squeezeflow.run_form.FIELDS`) are written out in `retrain` and `ingest`: KFP
+# compiles a component from its source, so its signature cannot be generated. A unit test keeps both equal
+# to the table; the pipelines' parameters are generated from it. Their defaults mean "unset" (""/-1/[]:
+# `squeezeflow.run_form.unset_value`), not None, which kfp.local cannot pass to an int input.
 
 
 @dsl.component(**_OPTS)
@@ -27,14 +33,27 @@ def retrain(
     train_kwargs: str = "{}",
     job_name: str = "",
     model_uri: str = "",
+    model_format: str = "",
+    model_factory: str = "",
     data_uri: str = "",
+    objective: str = "",
+    max_drop: float = -1.0,
+    tolerance_mode: str = "",
+    max_trials: int = -1,
+    max_seconds: float = -1.0,
+    rounds: int = -1,
+    parallel_trials: int = -1,
+    devices: list = [],  # noqa: B006
+    target_device: str = "",
+    model_name: str = "",
+    alias: str = "",
 ) -> str:
     """Retrain the model with a user entry point (`module:callable` that writes a state_dict); returns
     the new model's URI in the artifact store (the `model_uri` given when `entrypoint` is empty)."""
+    form = dict(locals())  # the run form's values (and the other inputs, which it ignores)
     from squeezeflow.kfp import steps
 
-    overrides = steps.overrides_from_params(job_name=job_name, model_uri=model_uri, data_uri=data_uri)
-    return steps.retrain(spec, overrides, entrypoint, train_kwargs, model)
+    return steps.retrain(spec, form, entrypoint, train_kwargs, model)
 
 
 @dsl.component(**_OPTS)
@@ -43,30 +62,27 @@ def ingest(
     dataset: Output[Dataset],
     job_name: str = "",
     model_uri: str = "",
+    model_format: str = "",
+    model_factory: str = "",
     data_uri: str = "",
+    objective: str = "",
     max_drop: float = -1.0,
     tolerance_mode: str = "",
-    objective: str = "",
-    max_trials: int = 0,
+    max_trials: int = -1,
+    max_seconds: float = -1.0,
+    rounds: int = -1,
+    parallel_trials: int = -1,
+    devices: list = [],  # noqa: B006
+    target_device: str = "",
     model_name: str = "",
     alias: str = "",
-) -> float:
-    """Validate the spec (with the run form's overrides) and the data, fingerprint the model. Returns the
-    job's start time."""
+) -> str:
+    """Validate the spec (with the run form's values; an empty spec: the form alone) and the data,
+    fingerprint the model. Returns the ingest record as JSON."""
+    form = dict(locals())  # the run form's values (and the other inputs, which it ignores)
     from squeezeflow.kfp import steps
 
-    overrides = steps.overrides_from_params(
-        job_name=job_name,
-        model_uri=model_uri,
-        data_uri=data_uri,
-        max_drop=max_drop,
-        tolerance_mode=tolerance_mode,
-        objective=objective,
-        max_trials=max_trials,
-        model_name=model_name,
-        alias=alias,
-    )
-    return steps.ingest(spec, overrides, dataset)
+    return steps.ingest(spec, form, dataset)
 
 
 @dsl.component(**_OPTS)
@@ -164,24 +180,36 @@ def promote(
     metrics: Output[Metrics],
     report: Output[HTML],
     report_markdown: Output[Markdown],
-    started: float = 0.0,
     previous: List[str] = [],  # noqa: UP006, B006
-) -> str:
+) -> NamedTuple(  # type: ignore[valid-type]
+    "Champion",
+    [
+        ("promoted", bool),
+        ("registered_model", str),
+        ("version", str),
+        ("alias", str),
+        ("model_uri", str),
+        ("result", str),
+    ],
+):
     """Promote the best eligible candidate of the search in the MLflow registry (or nothing) and write the
-    report. Returns the job result as JSON. ``previous``, the last round's outcomes, orders this step
-    after the search; the candidates are read from the store."""
+    report. ``previous``, the last round's outcomes, orders this step after the search; the candidates
+    are read from the store.
+
+    Returns:
+        promoted: Whether a new version now holds the alias.
+        registered_model: The MLflow registered model (the target, also when nothing was promoted).
+        version: The promoted version (empty when nothing was promoted).
+        alias: The registry alias a promotion moves.
+        model_uri: The promoted version's MLflow model URI, models:/<name>/<version> (empty: none).
+        result: The job result as JSON (every candidate, the gate, the benchmarks, the promotion).
+    """
     from squeezeflow.kfp import steps
 
-    return steps.promote(
-        dataset,
-        baseline,
-        baseline_benchmarks,
-        started,
-        promoted_model,
-        metrics,
-        report,
-        report_markdown,
+    out = steps.promote(
+        dataset, baseline, baseline_benchmarks, promoted_model, metrics, report, report_markdown
     )
+    return tuple(out[name] for name in steps.CHAMPION_OUTPUTS)  # the NamedTuple's order
 
 
 __all__ = [

@@ -8,10 +8,11 @@
                        -> gate verdict (Collected) -> If passed:  promote (registry alias, report)
                                                       Else:       summarize (same step, nothing moves)
 
-Parameters the run form shows: ``spec`` (a job spec as JSON/YAML text, or an ``s3://`` URI of one) and
-the fields a person changes between runs (model and data URIs, allowed drop, registered model name ...).
-An empty string, a negative ``max_drop`` or ``max_trials`` 0 mean "as in the spec". ``stamp_defaults``
-makes a per-model pipeline whose form is prefilled from a spec (``squeezeflow kfp compile``).
+Parameters the run form shows: ``spec`` (a job spec as JSON/YAML text, an ``s3://`` URI of one, or empty)
+and the run form's fields (`squeezeflow.run_form.FIELDS`, the Airflow DAGs' trigger params too), generated
+with their descriptions. An empty string, -1 in a numeric field or ``[]`` mean "as in the spec"; with
+``spec`` empty the fields alone make the job. `stamp` makes a per-model pipeline whose form is prefilled
+from a spec (``squeezeflow kfp compile``). The pipelines' outputs (`Champion`) name the promoted model.
 
 Deployment settings are not parameters: every task maps the environment that :meth:`Settings.resolve`
 reads from one Kubernetes secret (``secret_name``, a compile-time option), key name = variable name::
@@ -28,13 +29,17 @@ must see the registry as it is now.
 
 # No `from __future__ import annotations`: KFP reads the pipeline functions' annotations at runtime.
 
+import inspect
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
+
+from squeezeflow.run_form import FIELDS, FormField, form_defaults, spec_defaults, unset_value
+from squeezeflow.spec import parse_spec
 
 #: Environment variables mapped from the Kubernetes secret (key name = variable name). The first two
 #: must be in the secret; the others are optional (IRSA / workload identity needs no keys, AWS no
@@ -62,37 +67,22 @@ DEFAULT_SEARCH_ROUNDS = 6
 
 @dataclass(frozen=True)
 class FormDefaults:
-    """What the run form shows before anyone edits it."""
+    """What the run form shows before anyone edits it: the ``spec`` parameter, and the run form's fields
+    (`squeezeflow.run_form.FIELDS`), each unset (``None``) in the generic pipeline."""
 
     spec: str = ""
-    job_name: str = ""
-    model_uri: str = ""
-    data_uri: str = ""
-    max_drop: float = -1.0
-    tolerance_mode: str = ""
-    objective: str = ""
-    max_trials: int = 0
-    model_name: str = ""
-    alias: str = ""
+    fields: Mapping[str, Any] = field(default_factory=lambda: form_defaults(None))
 
     @classmethod
-    def from_spec(cls, doc: Mapping[str, Any]) -> "FormDefaults":
-        """Defaults stamped from a job spec document (as written, validated by the caller)."""
-        tol = doc.get("tolerance") or {}
-        reg = doc.get("registry") or {}
-        search = doc.get("search") or {}
-        return cls(
-            spec=json.dumps(dict(doc), sort_keys=True),
-            job_name=str(doc.get("name", "")),
-            model_uri=str((doc.get("model") or {}).get("uri", "")),
-            data_uri=str((doc.get("data") or {}).get("uri", "")),
-            max_drop=float(tol.get("max_drop", -1.0)),
-            tolerance_mode=str(tol.get("mode", "")),
-            objective=str(doc.get("objective", "")),
-            max_trials=int(search.get("max_trials", 0)),
-            model_name=str(reg.get("model_name", "")),
-            alias=str(reg.get("alias", "")),
-        )
+    def from_spec(cls, doc: Mapping[str, Any], base_dir: Path | None = None) -> "FormDefaults":
+        """Defaults stamped from a job spec document as written (``spec``) and as validated (the fields:
+        the spec's values, its defaults where it sets none; local paths against ``base_dir``)."""
+        job = parse_spec(dict(doc), source="<stamped spec>", base_dir=base_dir)
+        return cls(spec=json.dumps(dict(doc), sort_keys=True), fields=form_defaults(job))
+
+    @property
+    def stamped(self) -> bool:
+        return any(v is not None for v in self.fields.values())
 
 
 @dataclass(frozen=True)
@@ -154,8 +144,30 @@ def _trial_resources(task: Any, opts: PipelineOptions) -> None:
         task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(opts.trial_gpu)
 
 
-def _compression(ing: Any, opts: PipelineOptions) -> None:
-    """Everything after ingest; ``ing`` is the ingest task."""
+class Champion(NamedTuple):
+    """The compress pipelines' outputs (from the promote step, whichever branch ran it)."""
+
+    promoted: bool
+    registered_model: str
+    version: str
+    alias: str
+    model_uri: str
+    result: str
+
+
+CHAMPION_DOC = """
+Returns:
+    promoted: Whether a new version of the registered model now holds the alias.
+    registered_model: The MLflow registered model (the target, also when nothing was promoted).
+    version: The promoted version (empty when nothing was promoted).
+    alias: The registry alias a promotion moves.
+    model_uri: The promoted version's MLflow model URI, models:/<name>/<version> (empty: none).
+    result: The job result as JSON: every candidate, its gate verdict and benchmarks, the promotion.
+"""
+
+
+def _compression(ing: Any, opts: PipelineOptions) -> Champion:
+    """Everything after ingest; ``ing`` is the ingest task. Returns the pipeline's outputs."""
     from kfp import dsl
 
     from squeezeflow.kfp import components as c
@@ -187,15 +199,14 @@ def _compression(ing: Any, opts: PipelineOptions) -> None:
             trials = _configure(c.trial(dataset=dataset, baseline=base_model, recipe=recipe), opts, "trial")
             _trial_resources(trials, opts)
 
-    def promote(display: str) -> None:
+    def promote(display: str) -> Any:
         task = c.promote(
             dataset=dataset,
             baseline=base_model,
             baseline_benchmarks=base_bench.outputs["Output"],
-            started=ing.outputs["Output"],
             previous=dsl.Collected(trials.outputs["Output"]),
         )
-        _configure(task, opts, display)
+        return _configure(task, opts, display)
 
     verdict = _configure(
         c.gate_verdict(dataset=dataset, previous=dsl.Collected(trials.outputs["Output"])),
@@ -203,9 +214,89 @@ def _compression(ing: Any, opts: PipelineOptions) -> None:
         "gate verdict",
     )
     with dsl.If(verdict.outputs["Output"] == True, name="a candidate passed"):  # noqa: E712 - a KFP condition
-        promote("promote")
+        promoted = promote("promote")
     with dsl.Else(name="nothing passed"):
-        promote("summarize (nothing passed the gate)")
+        summarized = promote("summarize (nothing passed the gate)")
+    return Champion(
+        *(dsl.OneOf(promoted.outputs[name], summarized.outputs[name]) for name in Champion._fields)
+    )
+
+
+_PY_TYPES: dict[str, type] = {"string": str, "number": float, "integer": int, "array": list}
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def _describe(f: FormField, stamped: bool) -> str:
+    """A form field's description in the Kubeflow UI (which cannot check bounds, so they are said)."""
+    text = f"{f.title}. {f.description.rstrip('.')}."
+    if f.hint():
+        text += f" Must be {f.hint()}."
+    text += f" Sets the spec's `{f.spec_field}`."
+    if stamped:
+        return text + " Default: the stamped spec's value."
+    unset = "-1" if f.type in ("number", "integer") else "Empty"
+    if f.required:
+        return text + f" {unset}: as in `spec`; required when `spec` is empty."
+    default = spec_defaults()[f.name]
+    if f.type == "array" or default is None:
+        return text + f" {unset}: as in `spec` (or the spec's default)."
+    return text + f" {unset}: as in `spec` (or the spec's default, {_shown(default)})."
+
+
+def _form_parameters(defaults: FormDefaults) -> tuple[list[inspect.Parameter], list[str]]:
+    """The run form's fields as pipeline parameters (generated from `squeezeflow.run_form.FIELDS`), and
+    their lines of the pipeline's docstring (KFP takes a parameter's description from its "Args:")."""
+    stamped = defaults.stamped
+    params, docs = [], []
+    for f in FIELDS:
+        # Never None: kfp.local (2.17) cannot run a pipeline with an optional parameter that has no default
+        value = defaults.fields.get(f.name)
+        params.append(
+            inspect.Parameter(
+                f.name,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                default=unset_value(f) if value is None else value,
+                annotation=_PY_TYPES[f.type],
+            )
+        )
+        docs.append(f"    {f.name}: {_describe(f, stamped)}")
+    return params, docs
+
+
+def _pipeline_function(
+    body: Callable[[dict[str, Any]], Champion],
+    leading: Sequence[tuple[str, type, Any, str]],
+    defaults: FormDefaults,
+    name: str,
+) -> Callable[..., Champion]:
+    """A pipeline function with the ``leading`` parameters (name, type, default, description) and then the
+    run form's fields: its signature and docstring are what KFP compiles into the run form. ``body``
+    gets every parameter by name."""
+    form, form_docs = _form_parameters(defaults)
+    params = [
+        inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d, annotation=t)
+        for n, t, d, _ in leading
+    ] + form
+    names = [p.name for p in params]
+
+    def pipeline(*args: Any) -> Champion:
+        # KFP calls a pipeline function with its parameters' channels in signature order
+        return body(dict(zip(names, args, strict=True)))
+
+    pipeline.__name__ = pipeline.__qualname__ = name.replace("-", "_")
+    pipeline.__signature__ = inspect.Signature(params, return_annotation=Champion)  # type: ignore[attr-defined]
+    lines = [f"    {n}: {text}" for n, _, _, text in leading] + form_docs
+    pipeline.__doc__ = "The run form.\n\nArgs:\n" + "\n".join(lines) + "\n" + CHAMPION_DOC
+    return pipeline
+
+
+SPEC_DOC = (
+    "A job spec (JSON or YAML text, or an s3:// URI of a spec file) that the fields below change; empty: "
+    "the fields alone make the job."
+)
 
 
 def build_compress(
@@ -221,38 +312,16 @@ def build_compress(
     d = defaults or FormDefaults()
     o = opts or PipelineOptions()
 
-    @dsl.pipeline(
+    def body(values: dict[str, Any]) -> Champion:
+        ing = c.ingest(**values)
+        return _compression(_configure(ing, o, "ingest"), o)
+
+    fn = _pipeline_function(body, [("spec", str, d.spec, SPEC_DOC)], d, name)
+    return dsl.pipeline(
         name=name,
         description="Compress a trained model (int8 quantization, pruning, distillation), gate it on "
         "accuracy, benchmark it and promote the best passing candidate in the MLflow registry.",
-    )
-    def compress(
-        spec: str = d.spec,
-        job_name: str = d.job_name,
-        model_uri: str = d.model_uri,
-        data_uri: str = d.data_uri,
-        max_drop: float = d.max_drop,
-        tolerance_mode: str = d.tolerance_mode,
-        objective: str = d.objective,
-        max_trials: int = d.max_trials,
-        model_name: str = d.model_name,
-        alias: str = d.alias,
-    ) -> None:
-        ing = c.ingest(
-            spec=spec,
-            job_name=job_name,
-            model_uri=model_uri,
-            data_uri=data_uri,
-            max_drop=max_drop,
-            tolerance_mode=tolerance_mode,
-            objective=objective,
-            max_trials=max_trials,
-            model_name=model_name,
-            alias=alias,
-        )
-        _compression(_configure(ing, o, "ingest"), o)
-
-    return compress
+    )(fn)
 
 
 def build_retrain_and_compress(
@@ -270,52 +339,39 @@ def build_retrain_and_compress(
     d = defaults or FormDefaults()
     o = opts or PipelineOptions()
 
-    @dsl.pipeline(
-        name=name,
-        description="Retrain a model with your training entry point (module:callable writing a state_dict), "
-        "then compress, gate, benchmark and promote it.",
-    )
-    def retrain_and_compress(
-        spec: str = d.spec,
-        train_entrypoint: str = entrypoint,
-        train_kwargs: str = train_kwargs,
-        job_name: str = d.job_name,
-        model_uri: str = d.model_uri,
-        data_uri: str = d.data_uri,
-        max_drop: float = d.max_drop,
-        tolerance_mode: str = d.tolerance_mode,
-        objective: str = d.objective,
-        max_trials: int = d.max_trials,
-        model_name: str = d.model_name,
-        alias: str = d.alias,
-    ) -> None:
+    def body(values: dict[str, Any]) -> Champion:
+        form = {f.name: values[f.name] for f in FIELDS}
         trained = _configure(
             c.retrain(
-                spec=spec,
-                entrypoint=train_entrypoint,
-                train_kwargs=train_kwargs,
-                job_name=job_name,
-                model_uri=model_uri,
-                data_uri=data_uri,
+                spec=values["spec"],
+                entrypoint=values["train_entrypoint"],
+                train_kwargs=values["train_kwargs"],
+                **form,
             ),
             o,
             "retrain",
         )
-        ing = c.ingest(
-            spec=spec,
-            job_name=job_name,
-            model_uri=trained.outputs["Output"],
-            data_uri=data_uri,
-            max_drop=max_drop,
-            tolerance_mode=tolerance_mode,
-            objective=objective,
-            max_trials=max_trials,
-            model_name=model_name,
-            alias=alias,
-        )
-        _compression(_configure(ing, o, "ingest"), o)
+        ing = c.ingest(spec=values["spec"], **{**form, "model_uri": trained.outputs["Output"]})
+        return _compression(_configure(ing, o, "ingest"), o)
 
-    return retrain_and_compress
+    leading = [
+        ("spec", str, d.spec, SPEC_DOC),
+        (
+            "train_entrypoint",
+            str,
+            entrypoint,
+            "Training entry point, module:callable, called as fn(data_dir=..., output_path=..., "
+            "base_model_uri=..., **train_kwargs); it writes a state_dict. Empty: compress the model as "
+            "it is.",
+        ),
+        ("train_kwargs", str, train_kwargs, "Keyword arguments of the entry point, a JSON object."),
+    ]
+    fn = _pipeline_function(body, leading, d, name)
+    return dsl.pipeline(
+        name=name,
+        description="Retrain a model with your training entry point (module:callable writing a state_dict), "
+        "then compress, gate, benchmark and promote it.",
+    )(fn)
 
 
 def compile_pipeline(pipeline: Callable[..., Any], out: Path, image: str | None = None) -> Path:
@@ -367,7 +423,7 @@ def stamp(
     from squeezeflow.spec import parse_spec
 
     doc = spec_document(spec_path)
-    defaults = FormDefaults.from_spec(doc)
+    defaults = FormDefaults.from_spec(doc, base_dir=spec_path.resolve().parent)
     pname = name or pipeline_name(str(doc["name"]))
     # unrolled to the spec's rounds (a run form's max_trials can stop the search earlier, not extend it)
     job = parse_spec(doc, source=str(spec_path), base_dir=spec_path.resolve().parent)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from squeezeflow import tasks
 from squeezeflow.errors import InvalidInputError, SpecError
+from squeezeflow.run_form import form_overrides, missing_without_spec
 from squeezeflow.spec_document import read_spec_text
 from squeezeflow.stages import Settings
 
@@ -42,11 +43,17 @@ Doc = dict[str, Any]
 
 
 def write_handle(
-    artifact: Any, stage: str, record: Mapping[str, Any], spec: Mapping[str, Any] | None = None
+    artifact: Any,
+    stage: str,
+    record: Mapping[str, Any],
+    spec: Mapping[str, Any] | None = None,
+    started: float | None = None,
 ) -> None:
     doc: Doc = {"format": HANDLE_FORMAT, "stage": stage, "record": dict(record)}
     if spec is not None:
         doc["spec"] = dict(spec)
+    if started is not None:
+        doc["started"] = started
     path = Path(artifact.path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2, sort_keys=True))
@@ -84,58 +91,24 @@ def _log_metrics(metrics: Any, values: Mapping[str, float | int | None]) -> None
             metrics.log_metric(k, float(v))
 
 
-# -- the job spec from UI parameters --------------------------------------------------------------------
+# -- the job spec from the run form --------------------------------------------------------------------
 
 
-def overrides_from_params(
-    *,
-    job_name: str = "",
-    model_uri: str = "",
-    data_uri: str = "",
-    max_drop: float = -1.0,
-    tolerance_mode: str = "",
-    objective: str = "",
-    max_trials: int = 0,
-    model_name: str = "",
-    alias: str = "",
-) -> Doc:
-    """The spec fields a run form changes. An empty string, a negative drop or zero trials: unchanged."""
-    doc: Doc = {}
-    if job_name:
-        doc["name"] = job_name
-    if model_uri:
-        doc["model"] = {"uri": model_uri}
-    if data_uri:
-        doc["data"] = {"uri": data_uri}
-    tol: Doc = {}
-    if max_drop >= 0:
-        tol["max_drop"] = max_drop
-    if tolerance_mode:
-        tol["mode"] = tolerance_mode
-    if tol:
-        doc["tolerance"] = tol
-    if objective:
-        doc["objective"] = objective
-    if max_trials > 0:
-        doc["search"] = {"max_trials": max_trials}
-    reg: Doc = {}
-    if model_name:
-        reg["model_name"] = model_name
-    if alias:
-        reg["alias"] = alias
-    if reg:
-        doc["registry"] = reg
-    return doc
-
-
-def resolve_spec_param(spec: str, overrides: Mapping[str, Any]) -> Doc:
-    """The ``spec`` pipeline parameter (JSON or YAML text, or an ``s3://`` URI of a spec file) with the
-    run form's overrides, validated."""
+def resolve_spec_param(spec: str, form: Mapping[str, Any]) -> Doc:
+    """The ``spec`` pipeline parameter (JSON or YAML text, an ``s3://`` URI of a spec file, or empty)
+    with the run form's values (`squeezeflow.run_form`) applied, validated. With ``spec`` empty the form
+    alone makes the job, and must fill in the fields a job needs."""
+    overrides = form_overrides(form)
     text = spec.strip()
     if not text:
-        raise SpecError(
-            "the `spec` parameter is empty: paste a job spec (JSON or YAML) or an s3:// URI of one"
-        )
+        missing = missing_without_spec(form)
+        if missing:
+            raise SpecError(
+                "the `spec` parameter is empty, so the run form makes the job; fill in "
+                + ", ".join(f"`{m}`" for m in missing)
+                + " (or paste a job spec, JSON or YAML, or an s3:// URI of one, into `spec`)"
+            )
+        return tasks.resolve_spec({}, overrides)
     if text.startswith("s3://"):
         return tasks.resolve_spec(text, overrides)
     doc = read_spec_text(text, "(the `spec` parameter)")
@@ -147,15 +120,15 @@ def resolve_spec_param(spec: str, overrides: Mapping[str, Any]) -> Doc:
 # -- steps --------------------------------------------------------------------------------------------
 
 
-def retrain(spec: str, overrides: Mapping[str, Any], entrypoint: str, train_kwargs: str, model: Any) -> str:
+def retrain(spec: str, form: Mapping[str, Any], entrypoint: str, train_kwargs: str, model: Any) -> str:
     """Run the user's training entry point and put the new ``state_dict`` in the artifact store.
 
     ``entrypoint`` is ``module:callable``, called as ``fn(data_dir=..., output_path=..., base_model_uri=...,
     **train_kwargs)``; it must write a ``state_dict`` (``torch.save(model.state_dict(), output_path)``)
     that the spec's ``model.factory`` builds. Returns the new model's store URI, or the ``model_uri``
-    override unchanged when ``entrypoint`` is empty (the step is skipped).
+    form value unchanged when ``entrypoint`` is empty (the step is skipped).
     """
-    unchanged = str(overrides.get("model", {}).get("uri") or "")
+    unchanged = str(form.get("model_uri") or "")
     if not entrypoint.strip():
         log.info("no training entry point: compressing the model as it is")
         write_handle(model, "retrain", {"skipped": True, "model_uri": unchanged})
@@ -166,19 +139,21 @@ def retrain(spec: str, overrides: Mapping[str, Any], entrypoint: str, train_kwar
         raise InvalidInputError(f"train_kwargs is not JSON: {err}") from None
     if not isinstance(kwargs, dict):
         raise InvalidInputError("train_kwargs must be a JSON object")
-    doc = resolve_spec_param(spec, overrides)
+    doc = resolve_spec_param(spec, form)
     record = tasks.retrain_task(doc, Settings.resolve(), entrypoint, kwargs)
     write_handle(model, "retrain", record)
     _ref_metadata(model, record["model"], format="state_dict", factory=doc["model"].get("factory"))
     return str(record["model_uri"])
 
 
-def ingest(spec: str, overrides: Mapping[str, Any], dataset: Any) -> float:
-    """Resolve the spec, validate the data and fingerprint the model. Returns the job's start time."""
+def ingest(spec: str, form: Mapping[str, Any], dataset: Any) -> str:
+    """Resolve the spec with the run form's values, validate the data and fingerprint the model. Returns
+    the ingest record as JSON (the dataset and model fingerprints, the validation verdict, the job's
+    MLflow run); the dataset handle also keeps the resolved spec and the job's start time."""
     started = time.time()
-    resolved = resolve_spec_param(spec, overrides)
+    resolved = resolve_spec_param(spec, form)
     record = tasks.ingest_task(resolved, Settings.resolve())
-    write_handle(dataset, "ingest", record, spec=resolved)
+    write_handle(dataset, "ingest", record, spec=resolved, started=started)
     info = record["dataset"]
     _ref_metadata(
         dataset,
@@ -192,7 +167,7 @@ def ingest(spec: str, overrides: Mapping[str, Any], dataset: Any) -> float:
         job=resolved["name"],
         model_source=record["model_source"]["uri"],
     )
-    return started
+    return json.dumps(record, sort_keys=True)
 
 
 def baseline(dataset: Any, model: Any, metrics: Any) -> None:
@@ -398,18 +373,46 @@ def _write_reports(
     Path(report_html.path).write_text(page)
 
 
+#: The compress pipelines' outputs, from the promote step (see `champion_outputs`).
+CHAMPION_OUTPUTS: tuple[str, ...] = (
+    "promoted",
+    "registered_model",
+    "version",
+    "alias",
+    "model_uri",
+    "result",
+)
+
+
+def champion_outputs(result: Mapping[str, Any]) -> dict[str, Any]:
+    """What a pipeline run says about its promotion: whether a version was promoted, the registered
+    model and alias (the targets even when nothing moved), the new version and its MLflow model URI
+    (``models:/<name>/<version>``; both empty when nothing was promoted), and the job result as JSON."""
+    p = result["promotion"]
+    version = str(p.get("version") or "") if p["promoted"] else ""
+    return {
+        "promoted": bool(p["promoted"]),
+        "registered_model": str(p["model_name"]),
+        "version": version,
+        "alias": str(p["alias"]),
+        "model_uri": f"models:/{p['model_name']}/{version}" if version else "",
+        "result": json.dumps(result),
+    }
+
+
 def promote(
     dataset: Any,
     baseline_model: Any,
     baseline_benchmarks: str,
-    started: float,
     promoted_model: Any,
     metrics: Any,
     report_html: Any,
     report_markdown: Any,
-) -> str:
-    """Promote the best eligible candidate (or nothing); returns the job result as JSON."""
+) -> dict[str, Any]:
+    """Promote the best eligible candidate (or nothing) and write the report; returns
+    `champion_outputs`."""
     spec, ing = job_of_dataset(dataset)
+    started = read_handle(dataset, "ingest").get("started")
     base = read_handle(baseline_model, "baseline")["record"]
     result, published = tasks.promote_and_report_task(
         spec,
@@ -460,4 +463,4 @@ def promote(
         )
     _write_reports(result, published, report_html, report_markdown)
     log.info("%s: %s", "promoted" if p["promoted"] else "not promoted", p["reason"])
-    return json.dumps(result)
+    return champion_outputs(result)
