@@ -123,6 +123,13 @@ def run(
     result: Annotated[
         Path | None, typer.Option("--result", help="Write the job result as JSON here.")
     ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Also write the job's HTML report here (default: report.html beside --result, if given).",
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -136,9 +143,14 @@ def run(
     job = load_spec(spec)
     check_local_inputs(job, str(spec))
     _check_writable(result, "--result")
+    if report is None and result is not None:
+        report = result.with_name("report.html")
+    _check_writable(report, "--report")
     settings = Settings.resolve(artifacts=artifacts, tracking_uri=tracking_uri, workdir=workdir)
-    outcome = run_job(job, settings, progress=progress)
+    outcome = run_job(job, settings, progress=progress, report_to=report)
     print_summary(outcome)
+    if report is not None and outcome.report_html and report.exists():
+        typer.echo(f"Report, under a stable name: {report}")
     _write_json(result, outcome.model_dump(mode="json"))
     raise typer.Exit(0 if outcome.promotion.promoted else 1)
 

@@ -7,9 +7,12 @@ time instead; nothing here is needed by them.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Mapping
 from contextlib import ExitStack, nullcontext
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from squeezeflow.engine import Engine
@@ -54,19 +57,36 @@ def _progress(enabled: bool) -> Any:
     )
 
 
-def run_job(spec: JobSpec, settings: Settings, progress: bool = True) -> JobResult:
+def run_job(
+    spec: JobSpec, settings: Settings, progress: bool = True, report_to: Path | None = None
+) -> JobResult:
     """Run every stage of ``spec`` and return the job's result. Re-running the same job reuses every
     recorded stage result: no duplicate runs, candidates or model versions. A job that fails once its
-    MLflow run is open leaves that run FAILED (`end_job_run_failed`); a rerun that succeeds finishes it."""
+    MLflow run is open leaves that run FAILED (`end_job_run_failed`); a rerun that succeeds finishes it.
+    ``report_to``: also write the job's HTML report there (a stable name beside the job's result; the
+    stored one is named by its content)."""
     t0 = time.monotonic()
     check_measurable_here(spec.devices)  # a profile this machine cannot measure fails before any work
     ctx = StageContext.open(settings, spec.name)
     job_run: list[str] = []  # the job's MLflow run, once ingest has opened it
     try:
-        return _run_stages(spec, settings, ctx, progress, t0, job_run)
+        return _run_stages(spec, settings, ctx, progress, t0, job_run, report_to)
     except Exception as err:
         if job_run:
             end_job_run_failed(ctx, job_run[0], err)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (a temporary file beside it, then renamed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -84,7 +104,13 @@ def end_job_run_failed(ctx: StageContext, run_id: str, err: Exception) -> None:
 
 
 def _run_stages(
-    spec: JobSpec, settings: Settings, ctx: StageContext, progress: bool, t0: float, job_run: list[str]
+    spec: JobSpec,
+    settings: Settings,
+    ctx: StageContext,
+    progress: bool,
+    t0: float,
+    job_run: list[str],
+    report_to: Path | None = None,
 ) -> JobResult:
     with _progress(progress) as bar, ExitStack() as held:
         # ingest, baseline, every candidate built (the total grows as the search plans rounds), promote
@@ -118,9 +144,12 @@ def _run_stages(
         target = base_benches[spec.target.name]
         promotion = promote(spec, ing, base, target, outcomes, ctx)
         step("done")
-        return job_result(
+        result, report = job_result_and_report(
             spec, settings, ctx, ing, base, target, outcomes, promotion, time.monotonic() - t0, base_benches
         )
+        if report_to is not None and report is not None:
+            write_text_atomic(report_to, report.html)
+        return result
 
 
 def device_rows(

@@ -38,7 +38,7 @@ from squeezeflow.results import (
     GateResult,
     IngestResult,
 )
-from squeezeflow.spec import JobSpec, Recipe, parse_spec
+from squeezeflow.spec import JobSpec, Recipe, parse_spec, spec_folder
 from squeezeflow.spec_document import read_spec_file, read_spec_text
 from squeezeflow.stages import Settings, StageContext
 
@@ -78,8 +78,8 @@ def _read_spec_document(source: str | Path) -> tuple[Doc, Path | None, str]:
         return data, None, s
     path = Path(s)
     data = read_spec_file(path)
-    parse_spec(data, source=s, base_dir=path.resolve().parent)  # the file alone must be a valid spec
-    return data, path.resolve().parent, s
+    parse_spec(data, source=s, base_dir=spec_folder(path))  # the file alone must be a valid spec
+    return data, spec_folder(path), s
 
 
 def resolve_spec(source: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Doc:

@@ -113,6 +113,29 @@ def test_registered_model_loads_with_pyfunc_and_predicts_like_the_benchmarked_ar
     np.testing.assert_allclose(served, predict_logits(artifact, x), rtol=1e-5, atol=1e-5)
 
 
+def test_the_printed_load_hint_works_as_printed_from_another_directory(
+    promoted_job: tuple[JobResult, Settings], tmp_path: Path
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from squeezeflow.report import print_summary
+
+    result, _ = promoted_job
+    out = io.StringIO()
+    print_summary(result, Console(file=out, width=120))
+    (hint,) = [
+        line.split("load it with: ", 1)[1] for line in out.getvalue().splitlines() if "load it with: " in line
+    ]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = subprocess.run(["bash", "-c", hint], cwd=elsewhere, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Tensor('float32'" in proc.stdout, proc.stdout
+    assert list(elsewhere.iterdir()) == [], "loading the model left files in the current directory"
+
+
 def test_rerun_creates_no_duplicate_runs_candidates_or_versions(
     promoted_job: tuple[JobResult, Settings], wide_model: Path, animal_mnist: Path
 ) -> None:

@@ -167,3 +167,13 @@ def test_two_passes_cannot_declare_the_same_searchable_value() -> None:
     with pytest.raises(ValueError, match="already pass 'structured_prune'"):
         register_pass(Imposter)
     assert "weight_clip_imposter" not in {p["name"] for p in describe_passes()}
+
+
+@pytest.mark.parametrize("bounds", [(0.6, 0.85), (0.3, 0.9), (0.55, 0.6), (0.1, 0.42)])
+def test_the_opening_prune_ratios_lie_on_the_studys_grid(bounds: tuple[float, float]) -> None:
+    space = SearchSpace(prune_ratio=bounds)
+    grid = distributions(space)["prune_ratio"]
+    for trial in first_trials(space):
+        ratio = trial["prune_ratio"]
+        assert grid.low <= ratio <= grid.high
+        assert abs((ratio - grid.low) / grid.step - round((ratio - grid.low) / grid.step)) < 1e-6, ratio

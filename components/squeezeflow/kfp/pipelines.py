@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 import yaml
 
 from squeezeflow.run_form import FIELDS, FormField, form_defaults, spec_defaults, unset_value
-from squeezeflow.spec import parse_spec
+from squeezeflow.spec import parse_spec, spec_folder
 
 #: Environment variables mapped from the Kubernetes secret (key name = variable name). The first two
 #: must be in the secret; the others are optional (IRSA / workload identity needs no keys, AWS no
@@ -397,7 +397,7 @@ def spec_document(path: Path) -> dict[str, Any]:
     from squeezeflow.spec_document import read_spec_file
 
     doc = read_spec_file(path)
-    parse_spec(doc, source=str(path), base_dir=path.resolve().parent)
+    parse_spec(doc, source=str(path), base_dir=spec_folder(path))
     return dict(doc)
 
 
@@ -423,10 +423,10 @@ def stamp(
     from squeezeflow.spec import parse_spec
 
     doc = spec_document(spec_path)
-    defaults = FormDefaults.from_spec(doc, base_dir=spec_path.resolve().parent)
+    defaults = FormDefaults.from_spec(doc, base_dir=spec_folder(spec_path))
     pname = name or pipeline_name(str(doc["name"]))
     # unrolled to the spec's rounds (a run form's max_trials can stop the search earlier, not extend it)
-    job = parse_spec(doc, source=str(spec_path), base_dir=spec_path.resolve().parent)
+    job = parse_spec(doc, source=str(spec_path), base_dir=spec_folder(spec_path))
     opts = dataclasses.replace(opts or PipelineOptions(), rounds=rounds_of(job))
     if retrain:
         fn = build_retrain_and_compress(defaults, opts, name=pname, entrypoint=entrypoint)

@@ -43,7 +43,17 @@ def _strong_then_moderate(domain: Domain) -> list[float]:
     if not isinstance(domain, FloatRange):
         raise TypeError(f"prune_ratio is searched over a FloatRange, not {type(domain).__name__}")
     lo, hi = domain.low, domain.high
-    return list(dict.fromkeys([round(hi - 0.05 if hi - lo >= 0.1 else hi, 2), round((lo + hi) / 2, 2)]))
+    step = domain.step
+
+    def on_grid(x: float) -> float:
+        # The study's distribution holds only low + k * step: an opening value between two grid points
+        # is not one it can tell (Optuna warns and the point is outside the space it models).
+        if not step:
+            return round(x, 2)
+        k = min(round((x - lo) / step), int((hi - lo) / step + 1e-9))
+        return round(lo + k * step, 2)
+
+    return list(dict.fromkeys([on_grid(hi - 0.05 if hi - lo >= 0.1 else hi), on_grid((lo + hi) / 2)]))
 
 
 class StructuredPruneConfig(PassConfig):

@@ -26,7 +26,7 @@ from squeezeflow.report.figures import (
 )
 from squeezeflow.report.html_page import html_page, summary_html
 from squeezeflow.report.markdown import gate_markdown, markdown_document, render_markdown, summary_markdown
-from squeezeflow.report.terminal import device_table, print_summary, summary_table
+from squeezeflow.report.terminal import device_table, load_hint, print_summary, summary_table
 from squeezeflow.report.views import (
     DEVICE_HEADS,
     DEVICE_NOTE,
@@ -102,6 +102,7 @@ __all__ = [
     "experiment_url",
     "gate_markdown",
     "gate_summary",
+    "load_hint",
     "pareto_front",
     "print_summary",
     "publish_report",

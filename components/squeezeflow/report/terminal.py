@@ -79,6 +79,23 @@ def device_table(result: JobResult) -> Table:
     return t
 
 
+def load_hint(tracking_uri: str, model_name: str, alias: str) -> str:
+    """A shell command that loads the promoted model as printed, from any directory: MLflow's default
+    tracking URI is not the job's, and a bare ``mlflow.pyfunc.load_model`` would look for the model in a
+    new ``mlflow.db`` of the current directory. A URI whose password was redacted says where it goes."""
+    import shlex
+
+    code = (
+        f"import mlflow; m = mlflow.pyfunc.load_model('models:/{model_name}@{alias}'); "
+        "print(m.metadata.get_input_schema())"
+    )
+    python = shlex.quote(sys.executable)
+    hint = f"MLFLOW_TRACKING_URI={shlex.quote(tracking_uri)} {python} -c {shlex.quote(code)}"
+    if ":***@" in tracking_uri:
+        hint += "  (put the password back in place of ***)"
+    return hint
+
+
 def print_summary(result: JobResult, console: Console | None = None) -> None:
     """Both tables, the search's rounds, the promotion (and how to load it) and where everything is."""
     # Wide enough for the table when output is captured (CI logs, Airflow task logs).
@@ -102,7 +119,12 @@ def print_summary(result: JobResult, console: Console | None = None) -> None:
             f"version {p.version}, alias @{p.alias}"
             + (f" (was version {p.previous_version})" if p.previous_version else "")
         )
-        console.print(f'  load it with: mlflow.pyfunc.load_model("models:/{p.model_name}@{p.alias}")')
+        console.print(
+            f"  load it with: {load_hint(result.tracking_uri, p.model_name, p.alias)}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     else:
         console.print(f"[bold yellow]Nothing promoted[/]: {p.reason}")
     console.print(
