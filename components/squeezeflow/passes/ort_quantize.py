@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from squeezeflow.errors import PassError
+from squeezeflow.library_output import prints_to_debug_log
 from squeezeflow.passes.base import ModelState, OptimizationPass, PassConfig, PassContext, register_pass
 from squeezeflow.passes.searchable import Categorical, Domain, ProposedStep, Searchable, SearchedTrial
 
@@ -162,18 +163,20 @@ def _quantize_static(
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }[config.calibration_method]
-    quantize_static(
-        str(pre),
-        str(out),
-        reader,
-        quant_format=QuantFormat.QDQ,
-        per_channel=config.per_channel,
-        reduce_range=config.reduce_range,
-        activation_type=_qtype(config.activation_type),
-        weight_type=_qtype(config.weight_type),
-        calibrate_method=method,
-        nodes_to_exclude=[*config.nodes_to_exclude, *exclude] or None,
-    )
+    # ORT's histogram calibrators (entropy, percentile) print their progress to stdout
+    with prints_to_debug_log(log, "ONNX Runtime calibration"):
+        quantize_static(
+            str(pre),
+            str(out),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=config.per_channel,
+            reduce_range=config.reduce_range,
+            activation_type=_qtype(config.activation_type),
+            weight_type=_qtype(config.weight_type),
+            calibrate_method=method,
+            nodes_to_exclude=[*config.nodes_to_exclude, *exclude] or None,
+        )
     return out
 
 
