@@ -26,6 +26,25 @@ FAST_RECIPES = [
 ]
 
 
+# What third-party libraries wrote into every job's output before squeezeflow quieted them (issue 17):
+# torch's exporter on torchvision, Great Expectations' INFO chatter, ONNX Runtime's calibration prints,
+# MLflow's INFO lines through its own stderr handler.
+LIBRARY_NOISE = (
+    "torchvision is not installed",
+    "Skipping registering function",
+    "for ephemeral docs site",
+    "Collecting tensor data",
+    "Finding optimal threshold",
+    "Number of tensors",
+    "Creating initial MLflow database tables",
+)
+
+
+def library_noise(output: str) -> list[str]:
+    """The lines of ``output`` that are known library noise."""
+    return [line for line in output.splitlines() if any(n in line for n in LIBRARY_NOISE)]
+
+
 @pytest.fixture(scope="session")
 def animal_mnist() -> Path:
     return prepare_animal_mnist(CACHE / "animal-mnist")

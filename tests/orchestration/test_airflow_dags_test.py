@@ -10,6 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.airflow_env import DAG_ID, airflow, task_instances, xcom_value
+from tests.reference import library_noise
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -105,6 +106,13 @@ def test_no_credentials_in_xcom_logs_or_mlflow(dag_run: dict[str, Any], mlflow_s
         assert secret not in dag_run["log"], "the run's output"
         assert secret not in logs, "task logs"
         assert secret not in tracked, "MLflow params and tags"
+
+
+def test_task_logs_carry_no_library_noise(dag_run: dict[str, Any]) -> None:
+    """Airflow logs at INFO: Great Expectations' ~230 "Skipping registering function" lines per ingest,
+    its temp-dir line and torch's torchvision warnings used to fill the task logs."""
+    noise = library_noise(dag_run["log"])
+    assert noise == [], "\n".join(noise[:10])
 
 
 def test_a_failed_gate_promotes_nothing_and_still_reports_without_failing_the_run(
