@@ -27,8 +27,8 @@ FAST_RECIPES = [
 
 
 # What third-party libraries wrote into every job's output before squeezeflow quieted them (issue 17):
-# torch's exporter on torchvision, Great Expectations' INFO chatter, ONNX Runtime's calibration prints,
-# MLflow's INFO lines through its own stderr handler.
+# torch's exporter on torchvision and its graph passes' INFO steps, Great Expectations' INFO chatter, ONNX
+# Runtime's calibration prints and quantizer INFO lines, MLflow's INFO lines through its own stderr handler.
 LIBRARY_NOISE = (
     "torchvision is not installed",
     "Skipping registering function",
@@ -36,6 +36,8 @@ LIBRARY_NOISE = (
     "Collecting tensor data",
     "Finding optimal threshold",
     "Number of tensors",
+    "Quantization parameters for tensor",
+    "unused functions to remove",
     "Creating initial MLflow database tables",
 )
 

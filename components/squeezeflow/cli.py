@@ -123,7 +123,7 @@ def run(
     result: Annotated[
         Path | None, typer.Option("--result", help="Write the job result as JSON here.")
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show progress bars (drawn only on a terminal).")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the whole job: ingest, baseline, optimize, gate, benchmark, promote."""

@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from torch import nn
 
 from squeezeflow.datasets.rotten_tomatoes import TokenSplit, load_token_split
-from squeezeflow.library_output import torchvision_ops_unmentioned
+from squeezeflow.library_output import quiet_onnx_export
 from squeezeflow.progress import terminal_progress
 from squeezeflow.zoo.minilm import WEIGHTS_SHA256, MiniLMClassifier, minilm_classifier
 from squeezeflow.zoo.train import TrainResult, _atomic_path, _cached_sidecar, _seed_everything
@@ -233,7 +233,7 @@ def export_minilm_onnx(model: nn.Module, out_path: Path, max_length: int = 64, o
     batch = torch.export.Dim("batch")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(), torchvision_ops_unmentioned():
+    with warnings.catch_warnings(), quiet_onnx_export():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model,
