@@ -26,6 +26,28 @@ FAST_RECIPES = [
 ]
 
 
+# What third-party libraries wrote into every job's output before squeezeflow quieted them (issue 17):
+# torch's exporter on torchvision and its graph passes' INFO steps, Great Expectations' INFO chatter, ONNX
+# Runtime's calibration prints and quantizer INFO lines, MLflow's INFO lines through its own stderr handler.
+LIBRARY_NOISE = (
+    "torchvision is not installed",
+    "Skipping registering function",
+    "for ephemeral docs site",
+    "Collecting tensor data",
+    "Finding optimal threshold",
+    "Number of tensors",
+    "Quantization parameters for tensor",
+    "unused functions to remove",
+    "Creating initial MLflow database tables",
+)
+
+
+def library_noise(output: str) -> list[str]:
+    """The known library noise in ``output`` (whitespace-normalised: a console wraps long lines)."""
+    flat = " ".join(output.split())
+    return [noise for noise in LIBRARY_NOISE if noise in flat]
+
+
 @pytest.fixture(scope="session")
 def animal_mnist() -> Path:
     return prepare_animal_mnist(CACHE / "animal-mnist")

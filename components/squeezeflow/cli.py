@@ -130,7 +130,7 @@ def run(
             help="Also write the job's HTML report here (default: report.html beside --result, if given).",
         ),
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show progress bars (drawn only on a terminal).")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the whole job: ingest, baseline, optimize, gate, benchmark, promote."""

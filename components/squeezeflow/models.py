@@ -17,6 +17,7 @@ import numpy as np
 
 from squeezeflow.errors import ModelLoadError
 from squeezeflow.exported_program import load_exported_program, weights_only_reason
+from squeezeflow.library_output import quiet_onnx_export
 from squeezeflow.spec import ModelSource
 from squeezeflow.user_code import checked_module, import_user_callable
 
@@ -196,6 +197,7 @@ def export_onnx(
             warnings.catch_warnings(),
             contextlib.redirect_stderr(printed),
             contextlib.redirect_stdout(printed),
+            quiet_onnx_export(),
         ):
             warnings.simplefilter("ignore")
             torch.onnx.export(

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from squeezeflow.engine import Engine
 from squeezeflow.errors import InfrastructureError
 from squeezeflow.job_lease import job_lease
+from squeezeflow.progress import terminal_progress
 from squeezeflow.results import (
     BaselineResult,
     BenchmarkResult,
@@ -45,15 +46,14 @@ log = logging.getLogger(__name__)
 def _progress(enabled: bool) -> Any:
     if not enabled:
         return nullcontext(None)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-    return Progress(
+    return terminal_progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        stderr=True,
     )
 
 

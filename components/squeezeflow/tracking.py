@@ -105,6 +105,34 @@ def _is_connection_problem(err: BaseException) -> bool:
     return False
 
 
+# The loggers MLflow configures when it is imported (mlflow.utils.logging_utils).
+_MLFLOW_LOGGERS = ("mlflow", "alembic", "huey", "sqlalchemy.engine")
+
+
+def mlflow_logs_through_logging() -> None:
+    """Hand MLflow's log records to the application's logging, at their own level; call it after
+    ``import mlflow``.
+
+    On import MLflow gives its loggers a stderr handler of their own and stops them propagating, so
+    they bypass the application's configuration: the CLI showed MLflow's INFO lines ("Creating initial
+    MLflow database tables...") whatever its verbosity, and Airflow's task runner, which logs every
+    line a task writes to stderr at ERROR level, logged them as errors. Only what MLflow's own
+    configuration did is undone (``MLFLOW_LOGGING_LEVEL``, when set, still sets MLflow's level)."""
+    from mlflow.utils.logging_utils import MlflowFormatter
+
+    for name in _MLFLOW_LOGGERS:
+        logger = logging.getLogger(name)
+        own = [h for h in logger.handlers if isinstance(h.formatter, MlflowFormatter)]
+        if not own:
+            continue
+        for handler in own:
+            logger.removeHandler(handler)
+        logger.propagate = True
+        if name == "mlflow":
+            level = os.environ.get("MLFLOW_LOGGING_LEVEL")
+            logger.setLevel(level.upper() if level else logging.NOTSET)
+
+
 class _Transient(Exception):
     pass
 
@@ -116,6 +144,7 @@ class Tracker:
         """``experiment``: the job's experiment, created when missing; None for registry-only work."""
         import mlflow
 
+        mlflow_logs_through_logging()
         # MLflow's own HTTP retries back off for minutes by default; bound them so that a dead server
         # becomes a clear failure (exit 3) in tens of seconds. Users may override both.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from squeezeflow.progress import terminal_progress
+
 log = logging.getLogger(__name__)
 
 
@@ -177,7 +179,6 @@ def finetune(
     epoch); the learning-rate schedule is sized to them."""
     import torch
     import torch.nn.functional as F
-    from rich.progress import Progress
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -201,7 +202,7 @@ def finetune(
         best, best_epoch, best_state = initial, 0, copy.deepcopy(model.state_dict())
         history: list[float] = []
         stopped = "epochs"
-        with Progress(transient=True) as bar:
+        with terminal_progress(transient=True) as bar:
             task = bar.add_task(progress_label, total=epochs * steps_per_epoch)
             for epoch in range(1, epochs + 1):
                 model.train()

@@ -4,6 +4,8 @@ on real Animal-MNIST data and real trained models."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +19,7 @@ from squeezeflow.results import JobResult
 from squeezeflow.runtime import predict_logits
 from squeezeflow.spec import parse_spec
 from squeezeflow.stages import Settings
-from tests.reference import job_doc, write_spec
+from tests.reference import job_doc, library_noise, write_spec
 
 pytestmark = pytest.mark.integration
 
@@ -166,8 +168,7 @@ def test_candidate_slower_than_the_baseline_is_never_promoted(
         [
             SQUEEZEFLOW,
             "run",
-            str(spec),
-            "--no-progress",
+            str(spec),  # progress bars on by default: output to a pipe draws none
             "--result",
             str(out),
             "--artifacts",
@@ -180,6 +181,12 @@ def test_candidate_slower_than_the_baseline_is_never_promoted(
         capture_output=True,
         text=True,
         timeout=600,
+        # rich would take these for a terminal and draw the bars
+        env={
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+        },
     )
     assert proc.returncode == 1, proc.stderr[-2000:]
     result = JobResult.model_validate_json(out.read_text())
@@ -194,6 +201,10 @@ def test_candidate_slower_than_the_baseline_is_never_promoted(
         assert row.gate == "not evaluated: slower" and row.metric is None
         assert "not evaluated: slower than the baseline" in row.note
     assert "Nothing promoted" in proc.stdout
+    # a newcomer's first run reads as the job's own output: no library chatter, no dumped progress bars
+    output = proc.stdout + proc.stderr
+    assert library_noise(output) == [], output
+    assert not re.search(r"\d+/\d+ \d+:\d\d:\d\d", output), output
     db = f"sqlite:///{tmp_path / 'm.db'}"
     assert mlflow.MlflowClient(tracking_uri=db, registry_uri=db).search_registered_models() == []
 

@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from squeezeflow.report import summary_markdown
 from squeezeflow.results import JobResult
 from tests.airflow_env import DAG_ID, airflow, task_instances, xcom_value
+from tests.reference import library_noise
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -109,6 +110,13 @@ def test_no_credentials_in_xcom_logs_or_mlflow(dag_run: dict[str, Any], mlflow_s
         assert secret not in dag_run["log"], "the run's output"
         assert secret not in logs, "task logs"
         assert secret not in tracked, "MLflow params and tags"
+
+
+def test_task_logs_carry_no_library_noise(dag_run: dict[str, Any]) -> None:
+    """Airflow logs at INFO: Great Expectations' ~230 "Skipping registering function" lines per ingest,
+    its temp-dir line and torch's torchvision warnings used to fill the task logs."""
+    noise = library_noise(dag_run["log"])
+    assert noise == [], [line for line in dag_run["log"].splitlines() if any(n in line for n in noise)][:10]
 
 
 def test_a_failed_gate_promotes_nothing_and_still_reports_without_failing_the_run(

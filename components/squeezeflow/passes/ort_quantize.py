@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from squeezeflow.errors import PassError
+from squeezeflow.library_output import onnxruntime_quantizer_to_debug_log
 from squeezeflow.passes.base import ModelState, OptimizationPass, PassConfig, PassContext, register_pass
 from squeezeflow.passes.searchable import Categorical, Domain, ProposedStep, Searchable, SearchedTrial
 
@@ -104,13 +105,14 @@ class OrtDynamicInt8(OptimizationPass):
         pre = _preprocess(src, ctx.workdir / "dynamic_pre.onnx")
         out = ctx.workdir / "dynamic_int8.onnx"
         try:
-            quantize_dynamic(
-                str(pre),
-                str(out),
-                weight_type=_qtype(config.weight_type),
-                per_channel=config.per_channel,
-                op_types_to_quantize=config.op_types,
-            )
+            with onnxruntime_quantizer_to_debug_log(log):
+                quantize_dynamic(
+                    str(pre),
+                    str(out),
+                    weight_type=_qtype(config.weight_type),
+                    per_channel=config.per_channel,
+                    op_types_to_quantize=config.op_types,
+                )
         except Exception as err:
             raise PassError(self.name, f"{type(err).__name__}: {str(err)[:300]}") from None
         return ModelState(onnx_path=out)
@@ -162,18 +164,20 @@ def _quantize_static(
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }[config.calibration_method]
-    quantize_static(
-        str(pre),
-        str(out),
-        reader,
-        quant_format=QuantFormat.QDQ,
-        per_channel=config.per_channel,
-        reduce_range=config.reduce_range,
-        activation_type=_qtype(config.activation_type),
-        weight_type=_qtype(config.weight_type),
-        calibrate_method=method,
-        nodes_to_exclude=[*config.nodes_to_exclude, *exclude] or None,
-    )
+    # ORT's histogram calibrators (entropy, percentile) print their progress to stdout
+    with onnxruntime_quantizer_to_debug_log(log):
+        quantize_static(
+            str(pre),
+            str(out),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=config.per_channel,
+            reduce_range=config.reduce_range,
+            activation_type=_qtype(config.activation_type),
+            weight_type=_qtype(config.weight_type),
+            calibrate_method=method,
+            nodes_to_exclude=[*config.nodes_to_exclude, *exclude] or None,
+        )
     return out
 
 

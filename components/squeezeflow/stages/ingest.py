@@ -13,6 +13,7 @@ import numpy as np
 
 from squeezeflow.data import SPLITS, Dataset
 from squeezeflow.errors import DataValidationError
+from squeezeflow.library_output import quiet_great_expectations
 from squeezeflow.models import inline_external_data
 from squeezeflow.perturb import check_perturbations
 from squeezeflow.results import DatasetInfo, IngestResult, ValidationSummary, content_key
@@ -49,8 +50,10 @@ def validate_with_gx(ds: Dataset) -> tuple[bool, int, list[str], dict[str, Any]]
     """Run the dataset's expectation suite, one batch per split. Returns (success, evaluated,
     failed descriptions, full JSON report)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    quiet_great_expectations()
     import great_expectations as gx
 
+    quiet_great_expectations()  # its import set one of them back to INFO
     ctx = gx.get_context(mode="ephemeral")
     try:
         from great_expectations.data_context.types.base import ProgressBarsConfig

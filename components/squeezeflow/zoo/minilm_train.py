@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Any, Final
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from squeezeflow.datasets.rotten_tomatoes import TokenSplit, load_token_split
+from squeezeflow.library_output import quiet_onnx_export
+from squeezeflow.progress import terminal_progress
 from squeezeflow.zoo.minilm import WEIGHTS_SHA256, MiniLMClassifier, minilm_classifier
 from squeezeflow.zoo.train import TrainResult, _atomic_path, _cached_sidecar, _seed_everything
 
@@ -165,13 +167,13 @@ def _finetune(
     best_val, best_epoch, epochs_run, stopped_early = -1.0, 0, 0, False
     best_state: dict[str, Any] = copy.deepcopy(model.state_dict())
     start = time.perf_counter()
-    with Progress(
+    with terminal_progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.3f}"),
         TimeElapsedColumn(),
-        disable=not progress,
+        enabled=progress,
     ) as bar:
         for epoch in range(1, recipe.epochs + 1):
             task = bar.add_task(f"epoch {epoch}/{recipe.epochs}", total=steps_per_epoch, loss=float("nan"))
@@ -231,7 +233,7 @@ def export_minilm_onnx(model: nn.Module, out_path: Path, max_length: int = 64, o
     batch = torch.export.Dim("batch")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_onnx_export():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model,

@@ -28,9 +28,10 @@ from typing import Any, Final
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from torch import nn
 
+from squeezeflow.progress import terminal_progress
 from squeezeflow.zoo.cnn import FACTORIES
 
 __all__ = [
@@ -225,13 +226,13 @@ def _train(
     epochs_run = 0
     stopped_early = False
     start = time.perf_counter()
-    with Progress(
+    with terminal_progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.3f}"),
         TimeElapsedColumn(),
-        disable=not progress,
+        enabled=progress,
         transient=False,
     ) as bar:
         for epoch in range(1, epochs + 1):
