@@ -306,6 +306,11 @@ def test_spec_validate_prints_defaults(tmp_path: Path) -> None:
         0,
     )
     assert search["space"]["prune_ratio"] == [0.3, 0.9] and search["patience"] == 4
-    assert doc["registry"] == {"model_name": "minimal-model", "alias": "champion"}
+    assert doc["registry"] == {
+        "model_name": "minimal-model",
+        "alias": "champion",
+        "description": None,
+        "history_limit": 20,
+    }
     # what it prints is itself a valid, complete spec
     assert JobSpec.model_validate(doc).name == "minimal"
