@@ -13,6 +13,7 @@ single-worker `airflow dags test` run's."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -133,7 +134,9 @@ def celery_run(
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT_S),
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
-            "PYTHONPATH": repo,
+            # tests/ for the hostname callable; components/ so the Airflow processes run this tree's
+            # package, not whichever checkout the virtual environment's editable install points at.
+            "PYTHONPATH": os.pathsep.join([repo, str(Path(repo) / "components")]),
         },
     )
     procs: list[Any] = []
