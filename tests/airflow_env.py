@@ -150,6 +150,28 @@ class BackgroundProcess:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def kill_tree(self) -> list[int]:
+        """SIGKILL the process and everything under it, the way a lost machine takes them: its process
+        group, and the processes that left it (Airflow's task supervisor starts each task runner in a
+        group of its own). Returns the pids killed; `start` starts the process again."""
+        import contextlib
+        import signal
+
+        import psutil
+
+        assert self._proc is not None, f"{self.name} is not running"
+        root = psutil.Process(self._proc.pid)
+        tree = [root, *root.children(recursive=True)]
+        for proc in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        self._proc.wait(10)
+        psutil.wait_procs(tree[1:], timeout=10)
+        self._proc = None
+        return [p.pid for p in tree]
+
     def stop(self) -> None:
         import contextlib
         import signal

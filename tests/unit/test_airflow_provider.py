@@ -197,11 +197,14 @@ def test_the_dags_folder_imports_without_errors() -> None:
     from squeezeflow.search.rounds import rounds_of
     from squeezeflow.spec import load_spec
 
-    rounds = rounds_of(load_spec(REPO / "dags" / "jobs" / "animal_mnist.yaml"))
+    job = load_spec(REPO / "dags" / "jobs" / "animal_mnist.yaml")
+    rounds = rounds_of(job)
     assert rounds > 1, "the shipped job searches: its DAG is unrolled to the search's rounds"
     mapped = {t.task_id for t in compress.tasks if t.is_mapped}  # type: ignore[attr-defined]
     stages = ("optimize", "gate", "benchmark")
     assert mapped == {round_task_id(s, k) for s in stages for k in range(rounds)}
+    caps = {compress.get_task(t).max_active_tis_per_dagrun for t in mapped}
+    assert caps == {job.search.parallel_trials}, "the scheduler runs parallel_trials of a stage at a time"
     assert {round_task_id("plan", k) for k in range(rounds)} <= set(compress.task_ids)
     assert type(compress.timetable).__name__ == "AssetTriggeredTimetable"
     assert {"model_uri", "max_drop", "tolerance_mode", "devices", "target_device"} <= set(compress.params)
@@ -274,6 +277,8 @@ def test_pod_mode_runs_every_stage_in_the_project_image_with_settings_from_a_sec
         assert env_from[0].secret_ref.name == "squeezeflow-env", t.task_id
     assert issubclass(kpo["ingest"].__class__, KubernetesPodOperator)
     assert kpo["benchmark"].partial_kwargs["node_selector"] == {"bench": "true"}  # type: ignore[attr-defined]
+    for stage in ("optimize", "gate", "benchmark"):
+        assert kpo[stage].partial_kwargs["max_active_tis_per_dagrun"] == 2, stage  # type: ignore[attr-defined]
     assert {t.task_id for t in dag.tasks if t.is_mapped} == {"optimize", "gate", "benchmark"}  # type: ignore[attr-defined]
 
     # What a pod runs, run here with the environment the secret would give it.

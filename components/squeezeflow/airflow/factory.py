@@ -117,12 +117,19 @@ def add_compress_tasks(
     pods: Any = None,
     rounds: int | None = None,
     champion: Asset | None = None,
+    parallel_trials: int | None = None,
 ) -> Any:
     """Add the compression tasks to ``dag``, the search unrolled to ``rounds`` rounds (default: what the
     spec asks, ``1 + search.rounds``); returns the promote task. ``artifacts`` unset: see the module
     docstring. With ``pods`` (`squeezeflow.airflow.pods.PodSettings`) every stage runs in its own pod with
     the project's image and reads its settings from a Kubernetes secret instead of Airflow connections and
-    Variables."""
+    Variables.
+
+    Each mapped stage task runs at most ``parallel_trials`` instances at once in a DAG run (Airflow's
+    ``max_active_tis_per_dagrun``; default the spec's ``search.parallel_trials``), so a spec that lists
+    more recipes than that, or a deployment with more worker slots, never builds more candidates side by
+    side than the spec allows. The scheduler enforces it; no pool has to exist."""
+    cap = parallel_trials if parallel_trials is not None else _parallel_trials(spec_source)
     if pods is not None:
         from squeezeflow.airflow.pods import add_pod_tasks
 
@@ -133,6 +140,7 @@ def add_compress_tasks(
             overrides=overrides,
             upstream=upstream,
             rounds=rounds if rounds is not None else _rounds(spec_source),
+            parallel_trials=cap,
         )
     common: dict[str, Any] = {
         "mlflow_conn_id": mlflow_conn_id,
@@ -176,6 +184,7 @@ def add_compress_tasks(
             built = SqueezeflowOptimizeOperator.partial(
                 task_id=round_task_id("optimize", index),
                 map_index_template=CANDIDATE_LABEL,
+                max_active_tis_per_dagrun=cap,
                 spec=spec.output,
                 ingest=ingest.output,
                 baseline=base.output,
@@ -184,6 +193,7 @@ def add_compress_tasks(
             gated = SqueezeflowGateOperator.partial(
                 task_id=round_task_id("gate", index),
                 map_index_template=CANDIDATE_LABEL,
+                max_active_tis_per_dagrun=cap,
                 spec=spec.output,
                 ingest=ingest.output,
                 baseline=base.output,
@@ -192,6 +202,7 @@ def add_compress_tasks(
             measured = SqueezeflowBenchmarkOperator.partial(
                 task_id=round_task_id("benchmark", index),
                 map_index_template=CANDIDATE_LABEL,
+                max_active_tis_per_dagrun=cap,
                 spec=spec.output,
                 ingest=ingest.output,
                 baseline=base.output,
@@ -212,6 +223,18 @@ def add_compress_tasks(
                 task_id="announce_champion", result=promote.output, outlets=[champion]
             )
     return promote
+
+
+def _parallel_trials(spec_source: Any, doc: Mapping[str, Any] | None = None) -> int | None:
+    """The spec's ``search.parallel_trials`` as the DAG file reads it (None, no cap, when the spec cannot
+    be read: `resolve_spec` then fails the run with the spec's message)."""
+    from squeezeflow import tasks
+
+    try:
+        job = tasks.job_of(doc if doc is not None else tasks.resolve_spec(spec_source))
+    except Exception:
+        return None
+    return job.search.parallel_trials
 
 
 def _rounds(spec_source: Any, doc: Mapping[str, Any] | None = None) -> int:
@@ -239,7 +262,8 @@ faster and smaller on the target profile) is **promoted** in the MLflow registry
 
 * The search runs in rounds: `plan` plans the cheap int8 candidates, and each `plan_rK` asks the study
   (rebuilt from every trial recorded so far) for the next `search.parallel_trials` recipes, mapped over
-  the workers. A round plans nothing once the search stops (trial or time budget, patience).
+  the workers; each mapped stage runs at most `search.parallel_trials` task instances at once. A round
+  plans nothing once the search stops (trial or time budget, patience).
 * If no candidate passes the gate, promotion promotes nothing and still writes the report: the run
   succeeds, and every candidate stays tracked in MLflow.
 * The promote task's XCom `summary` holds the candidate table; its *MLflow run* and *Registered model*
@@ -303,6 +327,7 @@ def compress_dag(
         workdir=workdir,
         pods=pods,
         rounds=_rounds(spec_source, doc),
+        parallel_trials=_parallel_trials(spec_source, doc),
         champion=champion_asset(doc["registry"]["model_name"], doc["registry"]["alias"]),
     )
     return dag
@@ -363,6 +388,7 @@ def retrain_and_compress_dag(
         overrides={"model": {"uri": retrain.output}},
         upstream=retrain,
         rounds=_rounds(spec_source, doc),
+        parallel_trials=_parallel_trials(spec_source, doc),
         champion=champion_asset(doc["registry"]["model_name"], doc["registry"]["alias"]),
     )
     return dag

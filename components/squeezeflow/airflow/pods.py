@@ -145,9 +145,11 @@ def add_pod_tasks(
     overrides: Any = None,
     upstream: Any = None,
     rounds: int = 1,
+    parallel_trials: int | None = None,
 ) -> Any:
     """The compression tasks of `factory.add_compress_tasks`, each stage in its own pod, the search
-    unrolled to ``rounds`` rounds."""
+    unrolled to ``rounds`` rounds, each mapped stage running at most ``parallel_trials`` pods at once in
+    a DAG run."""
     from airflow.sdk import task
 
     from squeezeflow.airflow.layout import CANDIDATE_LABEL, round_task_id
@@ -156,6 +158,7 @@ def add_pod_tasks(
         kwargs: dict[str, Any] = {"task_id": task_id, **pods.operator_kwargs(benchmark), **extra}
         if mapped:
             kwargs["map_index_template"] = CANDIDATE_LABEL
+            kwargs["max_active_tis_per_dagrun"] = parallel_trials
         return task.kubernetes(**kwargs)(fn)
 
     with dag:
