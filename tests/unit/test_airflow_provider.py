@@ -212,7 +212,7 @@ def test_the_dags_folder_imports_without_errors() -> None:
     assert retrain is not None
     assert "retrain" in retrain.get_task("resolve_spec").upstream_task_ids
     assert [o.uri for o in retrain.get_task("retrain").outlets] == [
-        "squeezeflow://baselines/animal-mnist-small-resnet"
+        "squeezeflow://baselines/animal-mnist-wide-resnet"
     ]
 
 

@@ -28,9 +28,9 @@ def minimal(**overrides: object) -> dict:
 
 def test_example_spec_loads_with_relative_paths_resolved_against_the_spec_file() -> None:
     spec = load_spec(EXAMPLE)
-    assert spec.name == "animal-mnist-small-resnet"
+    assert spec.name == "animal-mnist-wide-resnet"
     assert Path(spec.model.uri).is_absolute()
-    assert spec.model.uri.endswith(".squeezeflow/demo/models/small_resnet.pt")
+    assert spec.model.uri.endswith(".squeezeflow/demo/models/wide_resnet.pt")
     assert spec.target.name == "local-cpu-2t"
 
 

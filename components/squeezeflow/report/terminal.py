@@ -86,7 +86,7 @@ def load_hint(tracking_uri: str, model_name: str, alias: str) -> str:
     import shlex
 
     code = (
-        f"import mlflow; m = mlflow.pyfunc.load_model('models:/{model_name}@{alias}'); "
+        f'import mlflow; m = mlflow.pyfunc.load_model("models:/{model_name}@{alias}"); '
         "print(m.metadata.get_input_schema())"
     )
     python = shlex.quote(sys.executable)
