@@ -228,8 +228,8 @@ def test_the_cli_tracks_every_trial_and_a_rerun_replays_the_search(doors: dict[s
         r["candidate_key"] for r in result["candidates"]
     ]
     assert len(client.search_runs([result["experiment_id"]])) == runs_before
-    # Beside the result the CLI wrote, the report under a stable name: the stored one's bytes.
+    # Beside the result the CLI wrote, the report under a stable name: the last run's stored report.
     stable = Path(result["_base"]) / "report.html"
-    stored = Path(result["report_html"])
+    stored = Path(again["report_html"])
     assert stable.read_bytes() == stored.read_bytes() and "<html" in stable.read_text()[:500].lower()
     assert again["promotion"]["candidate_key"] == result["promotion"]["candidate_key"]
