@@ -186,12 +186,16 @@ def test_squeezeflow_run_refuses_a_local_profile_it_cannot_measure_before_any_wo
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this machine's ONNX Runtime has CUDA")
     spec = tmp_path / "job.yaml"
+    # The inputs exist (an unreadable model and an empty dataset folder): the profile is what is refused,
+    # before either is read.
+    (tmp_path / "model.onnx").write_bytes(b"")
+    (tmp_path / "data").mkdir()
     spec.write_text(
         yaml.safe_dump(
             {
                 "name": "j",
-                "model": {"format": "onnx", "uri": "missing.onnx"},
-                "data": {"uri": "missing-data"},
+                "model": {"format": "onnx", "uri": "model.onnx"},
+                "data": {"uri": "data"},
                 "registry": {"model_name": "m"},
                 "devices": ["x86-edge-2t", {"profile": "jetson-orin-cuda", "remote": False}],
             }
@@ -216,7 +220,7 @@ def test_squeezeflow_run_refuses_a_local_profile_it_cannot_measure_before_any_wo
     )
     assert proc.returncode == 2, proc.stderr
     assert "DeviceUnavailableError" in proc.stderr and "'jetson-orin-cuda' needs" in proc.stderr
-    assert not store.exists()  # refused before ingest: the missing model and data were never read
+    assert not store.exists()  # refused before ingest: the model and data were never read
 
 
 def test_pytorch_eager_feeds_a_text_model_token_ids(tmp_path: Path) -> None:

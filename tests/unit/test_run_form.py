@@ -114,7 +114,7 @@ def test_a_form_value_reaches_the_spec_the_same_way_through_both_doors(tmp_path:
     assert kfp_spec["search"]["rounds"] == 2 and kfp_spec["search"]["max_seconds"] == 120.0
     assert kfp_spec["search"]["recipes"], "fields the form does not name stay as the spec has them"
     assert [d["name"] for d in kfp_spec["devices"]] == ["edge-4t", "cpu-2t"]
-    assert kfp_spec["registry"] == {"model_name": "cnn-edge", "alias": "staging"}
+    assert (kfp_spec["registry"]["model_name"], kfp_spec["registry"]["alias"]) == ("cnn-edge", "staging")
     assert kfp_spec["model"]["uri"] == "s3://models/cnn.pt" and kfp_spec["data"]["uri"].startswith("s3://")
     # a bad value is reported against the spec field it sets, by both doors alike
     with pytest.raises(SpecError, match=r"tolerance\.max_drop"):
@@ -153,7 +153,10 @@ def test_the_generic_pipeline_makes_a_job_from_the_form_alone() -> None:
         "factory_kwargs": {},
     }
     assert spec["tolerance"]["max_drop"] == 0.02
-    assert spec["registry"] == {"model_name": "m", "alias": "champion"}, "the spec's defaults fill the rest"
+    registry = spec["registry"]
+    assert (registry["model_name"], registry["alias"], registry["history_limit"]) == ("m", "champion", 20), (
+        "the spec's defaults fill the rest"
+    )
     with pytest.raises(SpecError, match="fill in `model_uri`, `data_uri`"):
         steps.resolve_spec_param("  ", {"job_name": "x", "model_format": "onnx", "model_name": "m"})
 
