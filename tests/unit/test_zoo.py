@@ -149,3 +149,11 @@ def test_max_seconds_stops_training_early(dataset_dir: Path) -> None:
 def test_unknown_reference_model_is_rejected(dataset_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown model"):
         train_reference_model("vgg", dataset_dir, tmp_path / "m.pt")
+
+
+def test_the_training_record_gives_the_epochs_run_not_the_recipes_default(
+    dataset_dir: Path, tmp_path: Path
+) -> None:
+    out = train_reference_model("tiny_cnn", dataset_dir, tmp_path / "tiny1.pt", epochs=1, progress=False)
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["epochs"] == meta["training"]["epochs"] == 1 != zoo_train.DEFAULT_EPOCHS["tiny_cnn"]

@@ -399,7 +399,7 @@ def train_reference_model(
         "torch_version": torch.__version__,
         "num_threads": num_threads or torch.get_num_threads(),
         "dataset": meta.get("name"),
-        "training": asdict(recipe),
+        "training": {**asdict(recipe), "epochs": epochs},  # the epochs run, not the recipe's default
     }
     with _atomic_path(sidecar) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
