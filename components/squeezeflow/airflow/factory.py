@@ -181,32 +181,24 @@ def add_compress_tasks(
             )
             # Only ordered after the previous round (no data: a round that planned nothing has no output).
             (base_bench if measured is None else measured) >> plan
+            # What every mapped stage of a round shares: its label in the UI, the cap on trials built side by
+            # side, and the job's inputs.
+            mapped: dict[str, Any] = dict(
+                map_index_template=CANDIDATE_LABEL,
+                max_active_tis_per_dagrun=cap,
+                spec=spec.output,
+                ingest=ingest.output,
+                baseline=base.output,
+                **common,
+            )
             built = SqueezeflowOptimizeOperator.partial(
-                task_id=round_task_id("optimize", index),
-                map_index_template=CANDIDATE_LABEL,
-                max_active_tis_per_dagrun=cap,
-                spec=spec.output,
-                ingest=ingest.output,
-                baseline=base.output,
-                **common,
+                task_id=round_task_id("optimize", index), **mapped
             ).expand(recipe=plan.output)
-            gated = SqueezeflowGateOperator.partial(
-                task_id=round_task_id("gate", index),
-                map_index_template=CANDIDATE_LABEL,
-                max_active_tis_per_dagrun=cap,
-                spec=spec.output,
-                ingest=ingest.output,
-                baseline=base.output,
-                **common,
-            ).expand(outcome=built.output)
+            gated = SqueezeflowGateOperator.partial(task_id=round_task_id("gate", index), **mapped).expand(
+                outcome=built.output
+            )
             measured = SqueezeflowBenchmarkOperator.partial(
-                task_id=round_task_id("benchmark", index),
-                map_index_template=CANDIDATE_LABEL,
-                max_active_tis_per_dagrun=cap,
-                spec=spec.output,
-                ingest=ingest.output,
-                baseline=base.output,
-                **common,
+                task_id=round_task_id("benchmark", index), **mapped
             ).expand(outcome=gated.output)
         promote = SqueezeflowPromoteOperator(
             task_id="promote",
