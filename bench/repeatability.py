@@ -34,7 +34,7 @@ SHAPE = [1, 28, 28]
 
 def default_model(work: Path) -> tuple[Path, str]:
     """A cached reference model exported to ONNX, and its name."""
-    from squeezeflow.models import export_onnx, load_torch_model
+    from squeezeflow.models.sources import export_onnx, load_torch_model
     from squeezeflow.spec import ModelSource
 
     for factory, weights in CACHED:

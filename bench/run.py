@@ -7,7 +7,7 @@ MiniLM classifier on Rotten Tomatoes, and cached under .squeezeflow/bench/), bui
 model per method:
 
   fp32_ort        the baseline exported to ONNX (the reference every ratio is taken against)
-  squeezeflow     the product: a job spec through ``squeezeflow.pipeline.run_job``; its promoted model
+  squeezeflow     the product: a job spec through ``squeezeflow.runner.run_job``; its promoted model
   ort_dynamic     ONNX Runtime ``quantize_dynamic``
   ort_static      ONNX Runtime ``quantize_static`` (QDQ, per-channel, default types)
   torch_pruning   Torch-Pruning magnitude pruning to ~4x fewer MACs + plain fine-tuning
@@ -241,7 +241,7 @@ def run_peer(method: str, python: Path, args: list[str], log_path: Path, out: Pa
 
 
 def build_fp32(m: BenchModel, state_dict: Path, shape: list[int], work: Path) -> Built:
-    from squeezeflow.models import export_onnx
+    from squeezeflow.models.sources import export_onnx
 
     t0 = time.perf_counter()
     dtype = np.int64 if m.text else np.float32
@@ -250,7 +250,7 @@ def build_fp32(m: BenchModel, state_dict: Path, shape: list[int], work: Path) ->
 
 
 def job_doc(m: BenchModel, state_dict: Path, data: Path, mode: Mode) -> dict[str, Any]:
-    from squeezeflow.recipes import default_recipes
+    from squeezeflow.search.recipes import default_recipes
 
     return {
         "apiVersion": "squeezeflow/v1",
@@ -304,11 +304,11 @@ def build_squeezeflow(m: BenchModel, state_dict: Path, data: Path, mode: Mode, c
     """The product end to end (embedded SQLite MLflow, local artifacts); a fresh job every bench run."""
     import yaml
 
-    from squeezeflow.pipeline import run_job
     from squeezeflow.results import CandidateResult
+    from squeezeflow.runner import run_job
     from squeezeflow.spec import parse_spec
     from squeezeflow.stages import Settings
-    from squeezeflow.store import open_store
+    from squeezeflow.store.artifacts import open_store
 
     home = ROOT / m.key / "squeezeflow"
     shutil.rmtree(home, ignore_errors=True)  # recorded stage results would replay the last run
@@ -500,7 +500,7 @@ def latency(path: Path, shape: list[int], mode: Mode) -> dict[str, Any]:
     }
     env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
     proc = subprocess.run(
-        [str(MAIN_PY), "-m", "squeezeflow.bench_worker", json.dumps(request)],
+        [str(MAIN_PY), "-m", "squeezeflow.devices.worker", json.dumps(request)],
         capture_output=True,
         text=True,
         env=env,

@@ -34,7 +34,7 @@ def main() -> None:
     import torch.nn.functional as F
     import torch_pruning as tp
 
-    from squeezeflow.models import export_onnx, import_callable
+    from squeezeflow.models.sources import export_onnx, import_callable
 
     t0 = time.perf_counter()
     torch.manual_seed(0)

@@ -20,7 +20,7 @@ from squeezeflow.results import BenchmarkResult
 from squeezeflow.spec import DeviceProfile, ModelSource
 from squeezeflow.stages import Settings, StageContext
 from squeezeflow.stages.benchmark import FAILURE_STAGE, REQUEST_STAGE, RESULT_STAGE, benchmark
-from squeezeflow.store import ArtifactRef, open_store
+from squeezeflow.store.artifacts import ArtifactRef, open_store
 
 log = logging.getLogger(__name__)
 

@@ -134,8 +134,8 @@ def run(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the whole job: ingest, baseline, optimize, gate, benchmark, promote."""
-    from squeezeflow.pipeline import run_job
     from squeezeflow.report import print_summary
+    from squeezeflow.runner import run_job
     from squeezeflow.spec import check_local_inputs, load_spec
     from squeezeflow.stages import Settings
 

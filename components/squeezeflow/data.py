@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from squeezeflow.errors import DataValidationError
-from squeezeflow.s3 import download_uri
+from squeezeflow.store.s3 import download_uri
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from squeezeflow.spec import DeviceBudgets, Recipe
-from squeezeflow.store import ArtifactRef
+from squeezeflow.store.artifacts import ArtifactRef
 
 
 def content_key(*parts: str) -> str:
@@ -180,7 +180,7 @@ class BenchmarkResult(_Result):
     energy_mj_est: float | None = Field(
         default=None,
         description="Estimated energy per sample in millijoules, from the per-operation model in "
-        "`squeezeflow.energy` (an estimate, not a measurement).",
+        "`squeezeflow.devices.energy` (an estimate, not a measurement).",
     )
     budgets: DeviceBudgets = Field(
         default_factory=DeviceBudgets,

@@ -1,7 +1,7 @@
 """Running ONNX models in ONNX Runtime: sessions with explicit threads, batched prediction (dynamic int8
 one sample at a time), and counting a graph's parameters and MACs.
 
-Kept apart from `squeezeflow.models` (loading and exporting model sources, which needs the job spec's
+Kept apart from `squeezeflow.models.sources` (loading and exporting model sources, which needs the job spec's
 types): the optimization passes run models too, and the spec validates recipes against the passes.
 """
 

@@ -67,7 +67,7 @@ def merge_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> Do
 def _read_spec_document(source: str | Path) -> tuple[Doc, Path | None, str]:
     s = str(source)
     if s.startswith("s3://"):
-        from squeezeflow.s3 import parse_s3_uri, s3_call, s3_client
+        from squeezeflow.store.s3 import parse_s3_uri, s3_call, s3_client
 
         bucket, key = parse_s3_uri(s)
         client = s3_client()
@@ -128,7 +128,7 @@ def retrain_task(
     "seconds"}``.
     """
     from squeezeflow.data import fetch_dataset
-    from squeezeflow.models import import_callable, load_torch_model
+    from squeezeflow.models.sources import import_callable, load_torch_model
 
     job = job_of(spec)
     if job.model.format != "state_dict":
@@ -352,7 +352,7 @@ def promote_and_report_task(
     started: float | None = None,
 ) -> tuple[Doc, PublishedReport | None]:
     """`promote_task`, and the job report it published (its text: None when rendering it failed)."""
-    from squeezeflow.pipeline import job_result_and_report
+    from squeezeflow.runner import job_result_and_report
     from squeezeflow.search.rounds import search_outcomes
     from squeezeflow.stages import promote
 

@@ -29,7 +29,7 @@ import psycopg2
 import pytest
 import sqlalchemy
 
-from squeezeflow.pipeline import run_job
+from squeezeflow.runner import run_job
 from squeezeflow.spec import parse_spec
 from squeezeflow.stages import Settings
 from tests.debian_services import PostgresServer, missing_postgres

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from squeezeflow.pipeline import run_job
 from squeezeflow.report import render_report
+from squeezeflow.runner import run_job
 from squeezeflow.spec import parse_spec
 from squeezeflow.stages import Settings
 from tests.reference import FAST_RECIPES, TEST_DEVICE, job_doc

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from squeezeflow.errors import PassError
-from squeezeflow.models import export_onnx, load_torch_model
+from squeezeflow.models.sources import export_onnx, load_torch_model
 from squeezeflow.passes import ModelState, PassContext, get_pass
 from squeezeflow.spec import parse_spec
 from tests.reference import job_doc, library_noise

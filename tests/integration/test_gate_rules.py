@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from squeezeflow.errors import SpecError
-from squeezeflow.models import export_onnx
+from squeezeflow.models.sources import export_onnx
 from squeezeflow.results import CandidateResult, GateResult
 from squeezeflow.spec import JobSpec, PassStep, Recipe, parse_spec
 from squeezeflow.stages import Settings, StageContext, baseline, gate, ingest

@@ -14,8 +14,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from squeezeflow.pipeline import run_job
 from squeezeflow.results import JobResult
+from squeezeflow.runner import run_job
 from squeezeflow.runtime import predict_logits
 from squeezeflow.spec import parse_spec
 from squeezeflow.stages import Settings

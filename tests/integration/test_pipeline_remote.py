@@ -10,8 +10,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from squeezeflow.pipeline import run_job
 from squeezeflow.results import JobResult
+from squeezeflow.runner import run_job
 from squeezeflow.runtime import predict_logits
 from squeezeflow.spec import parse_spec
 from squeezeflow.stages import Settings
@@ -107,7 +107,7 @@ def test_job_reads_from_s3_writes_to_s3_and_promotes_in_the_mlflow_server(
 def test_artifact_status_tags_only_move_up_so_a_promoted_model_never_expires(
     s3_env: S3Endpoint, s3_bucket: str, tmp_path: Path
 ) -> None:
-    from squeezeflow.store import STATUS_TAG, open_store
+    from squeezeflow.store.artifacts import STATUS_TAG, open_store
 
     store = open_store(f"s3://{s3_bucket}/squeezeflow")
     f = tmp_path / "m.onnx"

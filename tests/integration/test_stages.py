@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from squeezeflow.models import export_onnx
+from squeezeflow.models.sources import export_onnx
 from squeezeflow.results import CandidateResult
 from squeezeflow.spec import PassStep, Recipe, parse_spec
 from squeezeflow.stages import Settings, StageContext, baseline, gate, ingest

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from squeezeflow.search.rounds import PLAN_STAGE, TRIAL_STAGE, RoundPlan, TrialRecord, plan_key, trial_key
-from squeezeflow.store import open_store
+from squeezeflow.store.artifacts import open_store
 from tests.airflow_env import DAG_ID, airflow, airflow_env, task_instances, xcom_value
 from tests.reference import job_doc, write_spec
 

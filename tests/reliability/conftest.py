@@ -43,7 +43,7 @@ def wide_onnx(wide_model: Path) -> Path:
     PyTorch export in every job that uses it."""
     import torch
 
-    from squeezeflow.models import export_onnx
+    from squeezeflow.models.sources import export_onnx
     from squeezeflow.zoo.cnn import wide_resnet
 
     out = wide_model.with_suffix(".onnx")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from squeezeflow.store import LocalStore
+from squeezeflow.store.artifacts import LocalStore
 
 
 def main(root: str, source: str, size: int) -> None:

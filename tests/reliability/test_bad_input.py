@@ -127,7 +127,7 @@ def _write_onnx_spec(inp: Inputs, path: Path) -> Path:
 def _export_tiny_onnx(inp: Inputs) -> Path:
     import torch
 
-    from squeezeflow.models import export_onnx
+    from squeezeflow.models.sources import export_onnx
     from squeezeflow.zoo.cnn import tiny_cnn
 
     model = tiny_cnn()
@@ -167,7 +167,7 @@ def pickle_that_runs_code(inp: Inputs) -> Path:
 def five_outputs_for_ten_classes(inp: Inputs) -> Path:
     from torch import nn
 
-    from squeezeflow.models import export_onnx
+    from squeezeflow.models.sources import export_onnx
 
     path = export_onnx(nn.Sequential(nn.Flatten(), nn.Linear(784, 5)), [1, 28, 28], inp.dir / "five.onnx")
     return _write_onnx_spec(inp, path)
@@ -340,7 +340,7 @@ def factory_that_returns_no_module(inp: Inputs) -> Path:
 def input_shape_mismatch(inp: Inputs) -> Path:
     from torch import nn
 
-    from squeezeflow.models import export_onnx
+    from squeezeflow.models.sources import export_onnx
 
     path = export_onnx(nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 10)), [1, 32, 32], inp.dir / "m32.onnx")
     return _write_onnx_spec(inp, path)
@@ -350,7 +350,7 @@ def nan_outputs(inp: Inputs) -> Path:
     import torch
     from torch import nn
 
-    from squeezeflow.models import export_onnx
+    from squeezeflow.models.sources import export_onnx
 
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
     with torch.no_grad():

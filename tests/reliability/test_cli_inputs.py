@@ -97,7 +97,7 @@ def test_an_onnx_model_with_its_weights_in_a_file_beside_it_is_read_with_them(
 ) -> None:
     import onnx
 
-    from squeezeflow.models import export_onnx
+    from squeezeflow.models.sources import export_onnx
     from tests.reference import tiny_module
 
     folder = tmp_path / "model"

@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 
 from squeezeflow.errors import InfrastructureError
-from squeezeflow.s3 import OUTAGE_WAITS_S
-from squeezeflow.store import ArtifactRef, S3Store, open_store
+from squeezeflow.store.artifacts import ArtifactRef, S3Store, open_store
+from squeezeflow.store.s3 import OUTAGE_WAITS_S
 from tests.reference import job_doc, write_spec
 from tests.reliability.flaky_link import FlakyLink
 from tests.servers import (

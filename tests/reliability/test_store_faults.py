@@ -43,7 +43,7 @@ from typing import Any
 import pytest
 
 from squeezeflow.errors import InfrastructureError
-from squeezeflow.store import STATUS_TAG, S3Store, open_store
+from squeezeflow.store.artifacts import STATUS_TAG, S3Store, open_store
 from tests.reference import job_doc, write_spec
 from tests.reliability.conftest import FAST_DEVICE
 from tests.servers import MlflowServer, S3Endpoint
@@ -475,7 +475,7 @@ def test_every_candidate_s_objects_and_records_are_tagged_with_its_outcome(
     small_data: Path,
     tmp_path: Path,
 ) -> None:
-    from squeezeflow.pipeline import run_job
+    from squeezeflow.runner import run_job
     from squeezeflow.spec import parse_spec
     from squeezeflow.stages import Settings
 

@@ -22,7 +22,7 @@ from mlflow.entities import LoggedModelStatus
 from squeezeflow.results import CandidateResult
 from squeezeflow.spec import Recipe
 from squeezeflow.stages.optimize import candidate_key
-from squeezeflow.store import open_store
+from squeezeflow.store.artifacts import open_store
 from tests.reliability.conftest import World, wait_for
 from tests.servers import MlflowServer
 

@@ -218,7 +218,7 @@ def test_the_dags_folder_imports_without_errors() -> None:
 
 def test_store_record_trigger_fires_when_the_record_appears_and_times_out_otherwise(tmp_path: Path) -> None:
     from squeezeflow.airflow.triggers import StoreRecordTrigger
-    from squeezeflow.store import open_store
+    from squeezeflow.store.artifacts import open_store
 
     store = open_store(tmp_path / "store")
     trigger = StoreRecordTrigger(

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from squeezeflow.bench_worker import TOKEN_POOL_SIZE, _onnx_runner, token_id_pool, token_ids
+from squeezeflow.devices.worker import TOKEN_POOL_SIZE, _onnx_runner, token_id_pool, token_ids
 
 
 def _lengths(batch: np.ndarray) -> np.ndarray:

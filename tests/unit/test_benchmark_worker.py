@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from squeezeflow.bench_worker import measure
+from squeezeflow.devices.worker import measure
 from squeezeflow.errors import DeviceUnavailableError
 
 
@@ -119,7 +119,7 @@ def test_the_benchmark_stage_refuses_a_profile_it_cannot_measure_and_records_not
     from squeezeflow.spec import DeviceProfile
     from squeezeflow.stages.benchmark import RESULT_STAGE, benchmark, benchmark_key
     from squeezeflow.stages.context import StageContext
-    from squeezeflow.store import open_store
+    from squeezeflow.store.artifacts import open_store
 
     if "TensorrtExecutionProvider" in ort.get_available_providers():
         pytest.skip("this machine's ONNX Runtime has TensorRT")

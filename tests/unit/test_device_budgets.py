@@ -19,7 +19,7 @@ from squeezeflow.results import (
 from squeezeflow.spec import DeviceBudgets, DeviceProfile, PassStep, Recipe
 from squeezeflow.stages.benchmark import budget_violations
 from squeezeflow.stages.promote import eligibility
-from squeezeflow.store import ArtifactRef
+from squeezeflow.store.artifacts import ArtifactRef
 
 
 def bench(profile: str = "edge", sha: str = "cand", **over: Any) -> BenchmarkResult:

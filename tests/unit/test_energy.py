@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from squeezeflow.energy import HOROWITZ_45NM, EnergyModel, estimate_energy
+from squeezeflow.devices.energy import HOROWITZ_45NM, EnergyModel, estimate_energy
 
 
 def test_the_model_uses_the_cited_45nm_figures() -> None:

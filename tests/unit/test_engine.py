@@ -11,7 +11,7 @@ import torch
 
 from squeezeflow.errors import PassError, SpecError
 from squeezeflow.passes import ModelState, PassContext, get_pass
-from squeezeflow.recipes import default_recipes
+from squeezeflow.search.recipes import default_recipes
 from squeezeflow.search.space import first_trials, pareto_front, recipe_from_params, recovery_epochs
 from squeezeflow.spec import SearchSpace, parse_spec
 from squeezeflow.zoo.cnn import small_resnet

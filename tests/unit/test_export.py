@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import torch
 
-from squeezeflow.models import export_onnx, strip_debug_metadata
+from squeezeflow.models.sources import export_onnx, strip_debug_metadata
 from squeezeflow.runtime import predict_logits
 from squeezeflow.zoo.cnn import small_resnet
 

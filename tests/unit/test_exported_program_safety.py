@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from squeezeflow.errors import ModelLoadError
-from squeezeflow.models import load_torch_model
+from squeezeflow.models.sources import load_torch_model
 from squeezeflow.spec import ModelSource
 
 

@@ -13,7 +13,7 @@ from kfp.dsl import ClassificationMetrics
 from squeezeflow.errors import InvalidInputError
 from squeezeflow.kfp.steps import _confusion
 from squeezeflow.stages import Settings
-from squeezeflow.store import open_store
+from squeezeflow.store.artifacts import open_store
 
 
 def test_the_gate_step_shows_the_confusion_matrix_from_the_gates_evidence(tmp_path: Path) -> None:

@@ -142,8 +142,8 @@ def test_float_macs_of_an_exported_model_match_the_pytorch_modules(tmp_path: Pat
     import torch
     import torch_pruning as tp
 
-    from squeezeflow.bench_worker import torch_cost
-    from squeezeflow.models import export_onnx
+    from squeezeflow.devices.worker import torch_cost
+    from squeezeflow.models.sources import export_onnx
     from squeezeflow.zoo import cnn
 
     module = getattr(cnn, factory)().eval()

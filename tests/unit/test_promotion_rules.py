@@ -20,7 +20,7 @@ from squeezeflow.results import (
 )
 from squeezeflow.spec import PassStep, Recipe, parse_spec
 from squeezeflow.stages.promote import choose, eligibility
-from squeezeflow.store import ArtifactRef
+from squeezeflow.store.artifacts import ArtifactRef
 
 PROFILE = "cpu"
 
@@ -211,7 +211,7 @@ def test_a_pruned_candidate_is_trusted_although_its_record_stores_its_notes_in_s
     from types import SimpleNamespace
 
     from squeezeflow.stages.promote import _record_problem
-    from squeezeflow.store import open_store
+    from squeezeflow.store.artifacts import open_store
 
     store = open_store(str(tmp_path / "store"))
     cand = outcome("pruned").candidate.model_copy(

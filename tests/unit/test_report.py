@@ -27,7 +27,7 @@ from squeezeflow.results import (
     PromotionResult,
 )
 from squeezeflow.spec import Recipe
-from squeezeflow.store import ArtifactRef, LocalStore
+from squeezeflow.store.artifacts import ArtifactRef, LocalStore
 
 BASE_SIZE = 1_000_000
 BASE_P50 = 2.0
@@ -344,7 +344,7 @@ def _job_result_args(tmp_path: Path, store: object) -> list[object]:
 
 
 def test_job_result_links_the_published_report(tmp_path: Path) -> None:
-    from squeezeflow.pipeline import job_result
+    from squeezeflow.runner import job_result
 
     args = _job_result_args(tmp_path, LocalStore(tmp_path / "store"))
     result = job_result(*args)  # type: ignore[arg-type]
@@ -359,7 +359,7 @@ def test_job_result_survives_a_rendering_bug_but_not_a_store_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from squeezeflow import report
-    from squeezeflow.pipeline import job_result
+    from squeezeflow.runner import job_result
 
     def broken(*_: object) -> tuple[str, str]:
         raise ValueError("a rendering bug")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from squeezeflow.errors import IntegrityError, InvalidInputError
-from squeezeflow.store import LocalStore, open_store, parse_s3_uri
+from squeezeflow.store.artifacts import LocalStore, open_store, parse_s3_uri
 
 
 def test_put_is_content_addressed_and_idempotent(tmp_path: Path) -> None:

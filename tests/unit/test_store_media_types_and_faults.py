@@ -9,8 +9,8 @@ import errno
 import pytest
 
 from squeezeflow.errors import InfrastructureError
-from squeezeflow.s3 import NotS3Answer, check_s3_answer
-from squeezeflow.store import content_type_for, store_fault
+from squeezeflow.store.artifacts import content_type_for, store_fault
+from squeezeflow.store.s3 import NotS3Answer, check_s3_answer
 
 
 @pytest.mark.parametrize(

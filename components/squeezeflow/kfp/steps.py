@@ -266,7 +266,7 @@ def _label(cand: Mapping[str, Any]) -> str:
 def _confusion(settings: Settings, gate: Mapping[str, Any], out: Any) -> None:
     """The candidate's confusion matrix on the held-out split, for the KFP UI, as the gate recorded it in
     its evidence (display only: the gate's decision is the paired test in the gate stage)."""
-    from squeezeflow.store import ArtifactRef, open_store
+    from squeezeflow.store.artifacts import ArtifactRef, open_store
 
     if not gate.get("evidence"):
         raise InvalidInputError("the gate recorded no evidence")

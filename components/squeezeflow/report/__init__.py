@@ -40,7 +40,7 @@ from squeezeflow.report.views import (
     verdict_sentence,
 )
 from squeezeflow.results import CandidateOutcome, JobResult
-from squeezeflow.store import ArtifactRef, ArtifactStore
+from squeezeflow.store.artifacts import ArtifactRef, ArtifactStore
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from squeezeflow.recipes import plan_recipes
 from squeezeflow.results import BaselineResult, CandidateOutcome, IngestResult, content_key
+from squeezeflow.search.recipes import plan_recipes
 from squeezeflow.search.space import (
     Objectives,
     asked_distributions,

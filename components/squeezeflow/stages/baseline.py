@@ -11,7 +11,7 @@ import numpy as np
 
 from squeezeflow.errors import ModelLoadError, SqueezeflowError
 from squeezeflow.metrics import resolve_metric
-from squeezeflow.models import (
+from squeezeflow.models.sources import (
     check_batch_dimension,
     check_input_shape,
     check_onnx,

@@ -23,7 +23,7 @@ from squeezeflow.errors import DeviceUnavailableError, InfrastructureError, Mode
 from squeezeflow.results import BaselineResult, BenchmarkResult, IngestResult, content_key
 from squeezeflow.spec import DeviceBudgets, DeviceProfile, JobSpec, ModelSource
 from squeezeflow.stages.context import StageContext
-from squeezeflow.store import ArtifactRef
+from squeezeflow.store.artifacts import ArtifactRef
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def check_measurable_here(profiles: list[DeviceProfile]) -> None:
     if any(p.execution_provider != "CPUExecutionProvider" for p in local):
         import onnxruntime as ort
 
-        from squeezeflow.bench_worker import check_provider
+        from squeezeflow.devices.worker import check_provider
 
         available = ort.get_available_providers()
         for p in local:
@@ -231,12 +231,12 @@ def _log_metrics(ctx: StageContext, result: BenchmarkResult, run_id: str, model_
 def run_worker(request: dict[str, Any], threads: int, what: str, timeout_s: float) -> dict[str, Any]:
     """Run the benchmark worker on ``request`` in its own process; its numbers, or the error that says
     why the profile cannot be measured here."""
-    from squeezeflow.bench_worker import EXIT_DEVICE_UNAVAILABLE
+    from squeezeflow.devices.worker import EXIT_DEVICE_UNAVAILABLE
 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "squeezeflow.bench_worker", json.dumps(request)],
+            [sys.executable, "-m", "squeezeflow.devices.worker", json.dumps(request)],
             capture_output=True,
             text=True,
             timeout=timeout_s,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from squeezeflow.data import Dataset, fetch_dataset, load_dataset
 from squeezeflow.errors import InvalidInputError
-from squeezeflow.store import ArtifactStore, open_store
+from squeezeflow.store.artifacts import ArtifactStore, open_store
 
 if TYPE_CHECKING:
     from squeezeflow.tracking import Tracker

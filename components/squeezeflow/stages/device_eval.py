@@ -20,7 +20,7 @@ from squeezeflow.errors import DeviceUnavailableError, InfrastructureError, Inte
 from squeezeflow.results import content_key
 from squeezeflow.spec import DeviceProfile
 from squeezeflow.stages.context import StageContext
-from squeezeflow.store import ArtifactRef
+from squeezeflow.store.artifacts import ArtifactRef
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def evaluate_here(request: dict[str, Any], ctx: StageContext) -> None:
     """Run one evaluation request on this machine (what the agent calls) and record its outputs."""
     import onnxruntime as ort
 
-    from squeezeflow.bench_worker import check_provider
+    from squeezeflow.devices.worker import check_provider
     from squeezeflow.runtime import predict_logits
     from squeezeflow.stages.baseline import npy_bytes
 

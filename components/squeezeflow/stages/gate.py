@@ -31,7 +31,7 @@ from squeezeflow.spec import JobSpec, RobustnessCheck
 from squeezeflow.stages.baseline import check_outputs, load_npy
 from squeezeflow.stages.context import StageContext
 from squeezeflow.stages.device_eval import device_agreement, submit_evaluation, wait_for_evaluation
-from squeezeflow.store import ArtifactRef
+from squeezeflow.store.artifacts import ArtifactRef
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ import numpy as np
 from squeezeflow.data import SPLITS, Dataset
 from squeezeflow.errors import DataValidationError
 from squeezeflow.library_output import quiet_great_expectations
-from squeezeflow.models import inline_external_data
+from squeezeflow.models.sources import inline_external_data
 from squeezeflow.perturb import check_perturbations
 from squeezeflow.results import DatasetInfo, IngestResult, ValidationSummary, content_key
-from squeezeflow.s3 import download_uri
 from squeezeflow.spec import JobSpec
 from squeezeflow.stages.context import StageContext
-from squeezeflow.store import sha256_file
+from squeezeflow.store.artifacts import sha256_file
+from squeezeflow.store.s3 import download_uri
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from squeezeflow.errors import InfrastructureError, ModelLoadError, PassError
 from squeezeflow.metrics import resolve_metric
-from squeezeflow.models import check_onnx, export_onnx, load_torch_model
+from squeezeflow.models.sources import check_onnx, export_onnx, load_torch_model
 from squeezeflow.passes import ModelState, PassContext, get_pass
 from squeezeflow.results import BaselineResult, CandidateResult, IngestResult, content_key
 from squeezeflow.runtime import predict_logits

@@ -15,7 +15,6 @@ from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from squeezeflow.engine import Engine
 from squeezeflow.errors import InfrastructureError
 from squeezeflow.job_lease import job_lease
 from squeezeflow.progress import terminal_progress
@@ -29,6 +28,7 @@ from squeezeflow.results import (
     JobResult,
     PromotionResult,
 )
+from squeezeflow.search.engine import Engine
 from squeezeflow.search.policy import verdict_of
 from squeezeflow.search.rounds import RoundPlan, rounds_of
 from squeezeflow.spec import JobSpec

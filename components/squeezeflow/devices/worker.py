@@ -1,7 +1,7 @@
 """Benchmark worker: measures one model in its own process (so one model's arenas, caches and threads
 never skew another's numbers). Reads a JSON request from argv, prints a JSON result.
 
-    python -m squeezeflow.bench_worker '{"model": "m.onnx", "input_shape": [1, 28, 28], ...}'
+    python -m squeezeflow.devices.worker '{"model": "m.onnx", "input_shape": [1, 28, 28], ...}'
 
 Request keys: ``model`` (a local path), ``input_shape`` (one sample, no batch dimension),
 ``intra_op_threads``, ``inter_op_threads``, ``batch_size``, ``warmup``, ``iterations``; optional:
@@ -214,7 +214,7 @@ def _torch_runner(req: dict[str, Any]) -> tuple[Callable[[int], Callable[[], Any
     """The baseline's original PyTorch module in eager mode, and a factory of one-batch runs."""
     import torch
 
-    from squeezeflow.models import load_torch_model
+    from squeezeflow.models.sources import load_torch_model
     from squeezeflow.spec import ModelSource
 
     model = load_torch_model(ModelSource.model_validate(req["torch_source"]), Path(req["model"]))
@@ -320,7 +320,7 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
 
     # The libraries are imported before the baseline RSS is read: the increase is the model's
     # (weights, session, arenas, buffers), not the interpreter's or the runtime's.
-    import squeezeflow.models  # noqa: F401
+    import squeezeflow.models.sources  # noqa: F401
 
     if runtime == "pytorch_eager":
         import torch
@@ -387,7 +387,7 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
 def _cost(req: dict[str, Any], runtime: str, model: Any, batch: int) -> dict[str, Any]:
     """Parameters, MACs and the energy estimate (after the timing, so counting never adds to the
     measured peak memory)."""
-    from squeezeflow.energy import estimate_energy
+    from squeezeflow.devices.energy import estimate_energy
 
     shape = list(req["input_shape"])
     if runtime == "pytorch_eager":

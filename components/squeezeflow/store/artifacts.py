@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from squeezeflow.errors import InfrastructureError, IntegrityError, InvalidInputError
-from squeezeflow.s3 import parse_s3_uri
+from squeezeflow.store.s3 import parse_s3_uri
 
 _CHUNK = 1 << 20
 
@@ -329,7 +329,7 @@ class S3Store(ArtifactStore):
     """An ``s3://bucket/prefix`` store. A PUT is atomic in S3, so no partial object is ever visible."""
 
     def __init__(self, uri: str, credentials: Mapping[str, str | None] | None = None) -> None:
-        from squeezeflow.s3 import s3_client
+        from squeezeflow.store.s3 import s3_client
 
         self.bucket, prefix = parse_s3_uri(uri)
         self.prefix = prefix.strip("/")
@@ -347,7 +347,7 @@ class S3Store(ArtifactStore):
         return key[len(self.prefix) + 1 :] if self.prefix else key
 
     def _put_file(self, key: str, src: Path) -> str:
-        from squeezeflow.s3 import s3_call
+        from squeezeflow.store.s3 import s3_call
 
         sha256 = PurePosixPath(key).name[:64]  # the key is content-addressed
         s3_call(
@@ -361,14 +361,14 @@ class S3Store(ArtifactStore):
         return self.uri_of(key)
 
     def _get_file(self, key: str, dest: Path) -> None:
-        from squeezeflow.s3 import s3_call
+        from squeezeflow.store.s3 import s3_call
 
         s3_call(
             f"download of {self.uri_of(key)}", self.client.download_file, self.bucket, self._k(key), str(dest)
         )
 
     def _put_text(self, key: str, text: str) -> None:
-        from squeezeflow.s3 import s3_call
+        from squeezeflow.store.s3 import s3_call
 
         s3_call(
             f"write of {self.uri_of(key)}",
@@ -380,13 +380,13 @@ class S3Store(ArtifactStore):
         )
 
     def _get_text(self, key: str) -> str | None:
-        from squeezeflow.s3 import s3_get_optional
+        from squeezeflow.store.s3 import s3_get_optional
 
         body = s3_get_optional(self.client, self.bucket, self._k(key), content_type=content_type_for(key))
         return None if body is None else body.decode()
 
     def _holds(self, key: str, sha256: str, size: int) -> bool:
-        from squeezeflow.s3 import s3_head
+        from squeezeflow.store.s3 import s3_head
 
         head = s3_head(self.client, self.bucket, self._k(key))
         if head is None:
@@ -420,7 +420,7 @@ class S3Store(ArtifactStore):
             )
 
     def _raise_tag(self, key: str, status: str) -> None:
-        from squeezeflow.s3 import s3_call
+        from squeezeflow.store.s3 import s3_call
 
         uri, full = self.uri_of(key), self._k(key)
         current = s3_call(f"tags of {uri}", self.client.get_object_tagging, Bucket=self.bucket, Key=full)
@@ -437,7 +437,7 @@ class S3Store(ArtifactStore):
         )
 
     def list_keys(self, prefix: str) -> list[str]:
-        from squeezeflow.s3 import s3_list
+        from squeezeflow.store.s3 import s3_list
 
         full = self._k(prefix) if prefix else self.prefix
         keys = s3_list(self.client, self.bucket, full)

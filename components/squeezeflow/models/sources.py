@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from squeezeflow.errors import ModelLoadError
-from squeezeflow.exported_program import load_exported_program, weights_only_reason
 from squeezeflow.library_output import quiet_onnx_export
+from squeezeflow.models.exported_program import load_exported_program, weights_only_reason
 from squeezeflow.spec import ModelSource
 from squeezeflow.user_code import checked_module, import_user_callable
 
