@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from squeezeflow.spec import DeviceBudgets, Recipe
+from squeezeflow.spec.job import DeviceBudgets, Recipe
 from squeezeflow.store import ArtifactRef
 
 

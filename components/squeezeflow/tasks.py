@@ -38,8 +38,8 @@ from squeezeflow.results import (
     GateResult,
     IngestResult,
 )
-from squeezeflow.spec import JobSpec, Recipe, parse_spec, spec_folder
-from squeezeflow.spec_document import read_spec_file, read_spec_text
+from squeezeflow.spec.document import read_spec_file, read_spec_text
+from squeezeflow.spec.job import JobSpec, Recipe, parse_spec, spec_folder
 from squeezeflow.stages import Settings, StageContext
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ import torch
 from squeezeflow.errors import SpecError
 from squeezeflow.models import export_onnx
 from squeezeflow.results import CandidateResult, GateResult
-from squeezeflow.spec import JobSpec, PassStep, Recipe, parse_spec
+from squeezeflow.spec.job import JobSpec, PassStep, Recipe, parse_spec
 from squeezeflow.stages import Settings, StageContext, baseline, gate, ingest
 from tests.reference import job_doc, tiny_module
 

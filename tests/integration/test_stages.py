@@ -11,7 +11,7 @@ import torch
 
 from squeezeflow.models import export_onnx
 from squeezeflow.results import CandidateResult
-from squeezeflow.spec import PassStep, Recipe, parse_spec
+from squeezeflow.spec.job import PassStep, Recipe, parse_spec
 from squeezeflow.stages import Settings, StageContext, baseline, gate, ingest
 from tests.reference import job_doc, tiny_module
 

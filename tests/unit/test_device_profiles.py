@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from squeezeflow.errors import SpecError
-from squeezeflow.spec import DeviceProfile, parse_spec, profile_library, spec_json_schema
+from squeezeflow.spec.job import DeviceProfile, parse_spec, profile_library, spec_json_schema
 
 
 def spec_doc(*devices: Any, model_format: str = "state_dict", **overrides: Any) -> dict[str, Any]:

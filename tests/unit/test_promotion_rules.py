@@ -18,7 +18,7 @@ from squeezeflow.results import (
     ModelMeasure,
     ValidationSummary,
 )
-from squeezeflow.spec import PassStep, Recipe, parse_spec
+from squeezeflow.spec.job import PassStep, Recipe, parse_spec
 from squeezeflow.stages.promote import choose, eligibility
 from squeezeflow.store import ArtifactRef
 

@@ -34,7 +34,7 @@ from squeezeflow.search.space import (
     recipe_from_params,
     suggest,
 )
-from squeezeflow.spec import JobSpec, Recipe
+from squeezeflow.spec.job import JobSpec, Recipe
 from squeezeflow.stages import StageContext
 
 log = logging.getLogger(__name__)

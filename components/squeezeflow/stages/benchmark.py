@@ -21,7 +21,7 @@ from typing import Any
 
 from squeezeflow.errors import DeviceUnavailableError, InfrastructureError, ModelLoadError
 from squeezeflow.results import BaselineResult, BenchmarkResult, IngestResult, content_key
-from squeezeflow.spec import DeviceBudgets, DeviceProfile, JobSpec, ModelSource
+from squeezeflow.spec.job import DeviceBudgets, DeviceProfile, JobSpec, ModelSource
 from squeezeflow.stages.context import StageContext
 from squeezeflow.store import ArtifactRef
 

@@ -18,7 +18,7 @@ from squeezeflow.models import inline_external_data
 from squeezeflow.perturb import check_perturbations
 from squeezeflow.results import DatasetInfo, IngestResult, ValidationSummary, content_key
 from squeezeflow.s3 import download_uri
-from squeezeflow.spec import JobSpec
+from squeezeflow.spec.job import JobSpec
 from squeezeflow.stages.context import StageContext
 from squeezeflow.store import sha256_file
 

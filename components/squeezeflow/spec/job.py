@@ -33,7 +33,7 @@ from squeezeflow.registry_tags import (
     MAX_MODEL_NAME_LENGTH,
     MAX_REGISTERED_MODEL_DESCRIPTION_LENGTH,
 )
-from squeezeflow.spec_document import read_spec_file
+from squeezeflow.spec.document import read_spec_file
 
 API_VERSION = "squeezeflow/v1"
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
