@@ -52,7 +52,7 @@ def default_model(work: Path) -> tuple[Path, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from squeezeflow.spec.job import DeviceProfile, profile_library
+    from squeezeflow.spec.devices import DeviceProfile, profile_library
     from squeezeflow.stages.benchmark import run_worker
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

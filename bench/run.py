@@ -306,7 +306,7 @@ def build_squeezeflow(m: BenchModel, state_dict: Path, data: Path, mode: Mode, c
 
     from squeezeflow.pipeline import run_job
     from squeezeflow.results import CandidateResult
-    from squeezeflow.spec.job import parse_spec
+    from squeezeflow.spec.load import parse_spec
     from squeezeflow.stages import Settings
     from squeezeflow.store import open_store
 

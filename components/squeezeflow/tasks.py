@@ -39,7 +39,9 @@ from squeezeflow.results import (
     IngestResult,
 )
 from squeezeflow.spec.document import read_spec_file, read_spec_text
-from squeezeflow.spec.job import JobSpec, Recipe, parse_spec, spec_folder
+from squeezeflow.spec.job import JobSpec
+from squeezeflow.spec.load import parse_spec, spec_folder
+from squeezeflow.spec.search import Recipe
 from squeezeflow.stages import Settings, StageContext
 
 if TYPE_CHECKING:

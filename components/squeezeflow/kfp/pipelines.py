@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from squeezeflow.spec.job import parse_spec, spec_folder
+from squeezeflow.spec.load import parse_spec, spec_folder
 from squeezeflow.spec.run_form import FIELDS, FormField, form_defaults, spec_defaults, unset_value
 
 #: Environment variables mapped from the Kubernetes secret (key name = variable name). The first two
@@ -395,7 +395,7 @@ def compile_pipeline(pipeline: Callable[..., Any], out: Path, image: str | None 
 def spec_document(path: Path) -> dict[str, Any]:
     """A spec file's document as written, after validating it."""
     from squeezeflow.spec.document import read_spec_file
-    from squeezeflow.spec.job import parse_spec
+    from squeezeflow.spec.load import parse_spec
 
     doc = read_spec_file(path)
     parse_spec(doc, source=str(path), base_dir=spec_folder(path))
@@ -421,7 +421,7 @@ def stamp(
     import dataclasses
 
     from squeezeflow.search.rounds import rounds_of
-    from squeezeflow.spec.job import parse_spec
+    from squeezeflow.spec.load import parse_spec
 
     doc = spec_document(spec_path)
     defaults = FormDefaults.from_spec(doc, base_dir=spec_folder(spec_path))

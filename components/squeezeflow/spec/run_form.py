@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from squeezeflow.spec.job import JobSpec, parse_spec
+from squeezeflow.spec.job import JobSpec
+from squeezeflow.spec.load import parse_spec
 
 JsonType = Literal["string", "number", "integer", "array"]
 
