@@ -35,7 +35,7 @@ SHAPE = [1, 28, 28]
 def default_model(work: Path) -> tuple[Path, str]:
     """A cached reference model exported to ONNX, and its name."""
     from squeezeflow.models.sources import export_onnx, load_torch_model
-    from squeezeflow.spec import ModelSource
+    from squeezeflow.spec.job import ModelSource
 
     for factory, weights in CACHED:
         if weights.exists():
@@ -52,7 +52,7 @@ def default_model(work: Path) -> tuple[Path, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from squeezeflow.spec import DeviceProfile, profile_library
+    from squeezeflow.spec.devices import DeviceProfile, profile_library
     from squeezeflow.stages.benchmark import run_worker
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

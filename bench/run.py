@@ -306,7 +306,7 @@ def build_squeezeflow(m: BenchModel, state_dict: Path, data: Path, mode: Mode, c
 
     from squeezeflow.results import CandidateResult
     from squeezeflow.runner import run_job
-    from squeezeflow.spec import parse_spec
+    from squeezeflow.spec.load import parse_spec
     from squeezeflow.stages import Settings
     from squeezeflow.store.artifacts import open_store
 

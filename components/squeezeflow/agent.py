@@ -17,7 +17,8 @@ from typing import Any
 
 from squeezeflow.errors import DeviceUnavailableError, InfrastructureError
 from squeezeflow.results import BenchmarkResult
-from squeezeflow.spec import DeviceProfile, ModelSource
+from squeezeflow.spec.devices import DeviceProfile
+from squeezeflow.spec.job import ModelSource
 from squeezeflow.stages import Settings, StageContext
 from squeezeflow.stages.benchmark import FAILURE_STAGE, REQUEST_STAGE, RESULT_STAGE, benchmark
 from squeezeflow.store.artifacts import ArtifactRef, open_store

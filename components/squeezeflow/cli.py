@@ -136,7 +136,7 @@ def run(
     """Run the whole job: ingest, baseline, optimize, gate, benchmark, promote."""
     from squeezeflow.report import print_summary
     from squeezeflow.runner import run_job
-    from squeezeflow.spec import check_local_inputs, load_spec
+    from squeezeflow.spec.load import check_local_inputs, load_spec
     from squeezeflow.stages import Settings
 
     _setup_logging(verbose)
@@ -200,7 +200,7 @@ def stage(
     --trial measures the baseline on every profile."""
     from squeezeflow import tasks
     from squeezeflow.errors import InvalidInputError
-    from squeezeflow.spec import load_spec
+    from squeezeflow.spec.load import load_spec
     from squeezeflow.stages import Settings
 
     _setup_logging(verbose)
@@ -358,7 +358,7 @@ def agent(
 @spec_app.command("schema")
 def spec_schema() -> None:
     """Print the job spec's JSON Schema."""
-    from squeezeflow.spec import spec_json_schema
+    from squeezeflow.spec.load import spec_json_schema
 
     typer.echo(json.dumps(spec_json_schema(), indent=2))
 
@@ -375,7 +375,7 @@ def spec_validate(
     ] = True,
 ) -> None:
     """Validate a job spec: the verdict on stderr, the spec with its defaults filled in on stdout."""
-    from squeezeflow.spec import check_local_inputs, load_spec
+    from squeezeflow.spec.load import check_local_inputs, load_spec
 
     job = load_spec(spec)
     if check_paths:
@@ -421,7 +421,7 @@ def list_profiles() -> None:
     """List the shipped device profiles a spec can name (`devices: [NAME]` or `{profile: NAME, ...}`)."""
     from rich.table import Table
 
-    from squeezeflow.spec import profile_library
+    from squeezeflow.spec.devices import profile_library
 
     t = Table(title="device profiles")
     for col in ("profile", "runtime", "execution provider", "threads", "batch sizes", "remote"):

@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from squeezeflow.spec import DeviceBudgets, Recipe
+from squeezeflow.spec.devices import DeviceBudgets
+from squeezeflow.spec.search import Recipe
 from squeezeflow.store.artifacts import ArtifactRef
 
 

@@ -31,7 +31,7 @@ from squeezeflow.results import (
 from squeezeflow.search.engine import Engine
 from squeezeflow.search.policy import verdict_of
 from squeezeflow.search.rounds import RoundPlan, rounds_of
-from squeezeflow.spec import JobSpec
+from squeezeflow.spec.job import JobSpec
 from squeezeflow.stages import Settings, StageContext, baseline, ingest, promote
 from squeezeflow.stages.benchmark import budget_violations, check_measurable_here, measure_baseline
 from squeezeflow.stages.promote import eligibility, target_benchmark

@@ -38,8 +38,10 @@ from squeezeflow.results import (
     GateResult,
     IngestResult,
 )
-from squeezeflow.spec import JobSpec, Recipe, parse_spec, spec_folder
-from squeezeflow.spec_document import read_spec_file, read_spec_text
+from squeezeflow.spec.document import read_spec_file, read_spec_text
+from squeezeflow.spec.job import JobSpec
+from squeezeflow.spec.load import parse_spec, spec_folder
+from squeezeflow.spec.search import Recipe
 from squeezeflow.stages import Settings, StageContext
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ import pytest
 import sqlalchemy
 
 from squeezeflow.runner import run_job
-from squeezeflow.spec import parse_spec
+from squeezeflow.spec.load import parse_spec
 from squeezeflow.stages import Settings
 from tests.debian_services import PostgresServer, missing_postgres
 from tests.deploy.conftest import RenderFn, Rendering, resolve_env

@@ -12,7 +12,8 @@ import pytest
 from squeezeflow.agent import pending_requests, serve
 from squeezeflow.errors import DeviceUnavailableError, InfrastructureError
 from squeezeflow.models.sources import export_onnx, load_torch_model
-from squeezeflow.spec import DeviceProfile, ModelSource
+from squeezeflow.spec.devices import DeviceProfile
+from squeezeflow.spec.job import ModelSource
 from squeezeflow.stages import Settings, StageContext, benchmark
 from squeezeflow.stages.benchmark import RESULT_STAGE, benchmark_key
 

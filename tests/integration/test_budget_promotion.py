@@ -10,7 +10,7 @@ import pytest
 
 from squeezeflow.report import render_report
 from squeezeflow.runner import run_job
-from squeezeflow.spec import parse_spec
+from squeezeflow.spec.load import parse_spec
 from squeezeflow.stages import Settings
 from tests.reference import FAST_RECIPES, TEST_DEVICE, job_doc
 

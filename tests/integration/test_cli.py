@@ -23,7 +23,7 @@ from squeezeflow.results import (
     IngestResult,
     PromotionResult,
 )
-from squeezeflow.spec import JobSpec
+from squeezeflow.spec.job import JobSpec
 from tests.reference import job_doc, write_spec
 from tests.servers import free_port
 

@@ -15,7 +15,9 @@ import pytest
 from squeezeflow.agent import serve
 from squeezeflow.errors import DeviceUnavailableError, InfrastructureError
 from squeezeflow.results import CandidateResult
-from squeezeflow.spec import JobSpec, PassStep, Recipe, parse_spec
+from squeezeflow.spec.job import JobSpec
+from squeezeflow.spec.load import parse_spec
+from squeezeflow.spec.search import PassStep, Recipe
 from squeezeflow.stages import Settings, StageContext, baseline, gate, ingest
 from squeezeflow.stages.baseline import npy_bytes
 from squeezeflow.stages.device_eval import RESULT_STAGE, evaluation_key

@@ -12,7 +12,7 @@ import pytest
 from squeezeflow.errors import PassError
 from squeezeflow.models.sources import export_onnx, load_torch_model
 from squeezeflow.passes import ModelState, PassContext, get_pass
-from squeezeflow.spec import parse_spec
+from squeezeflow.spec.load import parse_spec
 from tests.reference import job_doc, library_noise
 
 pytestmark = pytest.mark.integration

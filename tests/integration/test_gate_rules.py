@@ -18,7 +18,9 @@ import torch
 from squeezeflow.errors import SpecError
 from squeezeflow.models.sources import export_onnx
 from squeezeflow.results import CandidateResult, GateResult
-from squeezeflow.spec import JobSpec, PassStep, Recipe, parse_spec
+from squeezeflow.spec.job import JobSpec
+from squeezeflow.spec.load import parse_spec
+from squeezeflow.spec.search import PassStep, Recipe
 from squeezeflow.stages import Settings, StageContext, baseline, gate, ingest
 from tests.reference import job_doc, tiny_module
 

@@ -17,7 +17,7 @@ import pytest
 from squeezeflow.results import JobResult
 from squeezeflow.runner import run_job
 from squeezeflow.runtime import predict_logits
-from squeezeflow.spec import parse_spec
+from squeezeflow.spec.load import parse_spec
 from squeezeflow.stages import Settings
 from tests.reference import job_doc, library_noise, write_spec
 

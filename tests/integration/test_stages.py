@@ -11,7 +11,8 @@ import torch
 
 from squeezeflow.models.sources import export_onnx
 from squeezeflow.results import CandidateResult
-from squeezeflow.spec import PassStep, Recipe, parse_spec
+from squeezeflow.spec.load import parse_spec
+from squeezeflow.spec.search import PassStep, Recipe
 from squeezeflow.stages import Settings, StageContext, baseline, gate, ingest
 from tests.reference import job_doc, tiny_module
 

@@ -26,7 +26,7 @@ from squeezeflow.data import load_dataset
 from squeezeflow.datasets.rotten_tomatoes import prepare_rotten_tomatoes_v1
 from squeezeflow.results import CandidateResult
 from squeezeflow.runner import run_job
-from squeezeflow.spec import parse_spec
+from squeezeflow.spec.load import parse_spec
 from squeezeflow.stages import Settings
 from squeezeflow.store.artifacts import open_store
 from squeezeflow.zoo.minilm import minilm_classifier

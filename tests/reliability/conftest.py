@@ -23,7 +23,7 @@ import pytest
 
 from squeezeflow import tasks
 from squeezeflow.results import BaselineResult, BenchmarkResult, CandidateOutcome, IngestResult
-from squeezeflow.spec import JobSpec
+from squeezeflow.spec.job import JobSpec
 from squeezeflow.stages import Settings, StageContext
 from tests.reference import job_doc, write_spec
 from tests.servers import MlflowServer

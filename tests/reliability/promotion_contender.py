@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from squeezeflow.results import BaselineResult, BenchmarkResult, CandidateOutcome, IngestResult
-from squeezeflow.spec import parse_spec
+from squeezeflow.spec.load import parse_spec
 from squeezeflow.stages import Settings, StageContext
 from squeezeflow.stages.promote import promote
 

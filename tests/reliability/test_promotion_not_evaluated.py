@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from squeezeflow.search.policy import run_trial
-from squeezeflow.spec import Recipe
+from squeezeflow.spec.search import Recipe
 from squeezeflow.stages.promote import promote
 from tests.reliability.conftest import World
 from tests.servers import MlflowServer

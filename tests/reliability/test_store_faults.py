@@ -476,7 +476,7 @@ def test_every_candidate_s_objects_and_records_are_tagged_with_its_outcome(
     tmp_path: Path,
 ) -> None:
     from squeezeflow.runner import run_job
-    from squeezeflow.spec import parse_spec
+    from squeezeflow.spec.load import parse_spec
     from squeezeflow.stages import Settings
 
     name = f"outcome-tags-{uuid.uuid4().hex[:8]}"

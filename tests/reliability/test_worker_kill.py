@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus
 
 from squeezeflow.results import CandidateResult
-from squeezeflow.spec import Recipe
+from squeezeflow.spec.search import Recipe
 from squeezeflow.stages.optimize import candidate_key
 from squeezeflow.store.artifacts import open_store
 from tests.reliability.conftest import World, wait_for

@@ -195,7 +195,7 @@ def test_the_dags_folder_imports_without_errors() -> None:
     assert compress is not None
     from squeezeflow.airflow.factory import round_task_id
     from squeezeflow.search.rounds import rounds_of
-    from squeezeflow.spec import load_spec
+    from squeezeflow.spec.load import load_spec
 
     job = load_spec(REPO / "dags" / "jobs" / "animal_mnist.yaml")
     rounds = rounds_of(job)

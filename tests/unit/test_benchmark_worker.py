@@ -116,7 +116,7 @@ def test_a_provider_missing_from_this_onnx_runtime_fails_clearly_through_the_wor
 def test_the_benchmark_stage_refuses_a_profile_it_cannot_measure_and_records_nothing(tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    from squeezeflow.spec import DeviceProfile
+    from squeezeflow.spec.devices import DeviceProfile
     from squeezeflow.stages.benchmark import RESULT_STAGE, benchmark, benchmark_key
     from squeezeflow.stages.context import StageContext
     from squeezeflow.store.artifacts import open_store

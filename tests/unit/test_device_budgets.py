@@ -16,7 +16,8 @@ from squeezeflow.results import (
     ModelMeasure,
     ValidationSummary,
 )
-from squeezeflow.spec import DeviceBudgets, DeviceProfile, PassStep, Recipe
+from squeezeflow.spec.devices import DeviceBudgets, DeviceProfile
+from squeezeflow.spec.search import PassStep, Recipe
 from squeezeflow.stages.benchmark import budget_violations
 from squeezeflow.stages.promote import eligibility
 from squeezeflow.store.artifacts import ArtifactRef

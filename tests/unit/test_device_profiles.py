@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from squeezeflow.errors import SpecError
-from squeezeflow.spec import DeviceProfile, parse_spec, profile_library, spec_json_schema
+from squeezeflow.spec.devices import DeviceProfile, profile_library
+from squeezeflow.spec.load import parse_spec, spec_json_schema
 
 
 def spec_doc(*devices: Any, model_format: str = "state_dict", **overrides: Any) -> dict[str, Any]:

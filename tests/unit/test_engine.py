@@ -13,7 +13,8 @@ from squeezeflow.errors import PassError, SpecError
 from squeezeflow.passes import ModelState, PassContext, get_pass
 from squeezeflow.search.recipes import default_recipes
 from squeezeflow.search.space import first_trials, pareto_front, recipe_from_params, recovery_epochs
-from squeezeflow.spec import SearchSpace, parse_spec
+from squeezeflow.spec.load import parse_spec
+from squeezeflow.spec.search import SearchSpace
 from squeezeflow.zoo.cnn import small_resnet
 
 

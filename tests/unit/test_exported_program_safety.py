@@ -25,7 +25,7 @@ from torch import nn
 
 from squeezeflow.errors import ModelLoadError
 from squeezeflow.models.sources import load_torch_model
-from squeezeflow.spec import ModelSource
+from squeezeflow.spec.job import ModelSource
 
 
 class _Payload:

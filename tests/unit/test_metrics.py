@@ -11,7 +11,7 @@ from squeezeflow.errors import SpecError
 from squeezeflow.gate_stats import paired_bootstrap_metric_drop, samples_needed
 from squeezeflow.metrics import macro_f1, resolve_metric, top1_accuracy, top5_accuracy
 from squeezeflow.perturb import perturb
-from squeezeflow.spec import parse_spec
+from squeezeflow.spec.load import parse_spec
 
 
 def _outputs(n: int = 600, classes: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

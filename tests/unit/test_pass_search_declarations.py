@@ -35,7 +35,7 @@ from squeezeflow.search.space import (
     recipe_from_params,
     suggest,
 )
-from squeezeflow.spec import SearchSpace
+from squeezeflow.spec.search import SearchSpace
 
 
 class WeightClipConfig(PassConfig):

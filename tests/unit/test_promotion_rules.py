@@ -18,7 +18,8 @@ from squeezeflow.results import (
     ModelMeasure,
     ValidationSummary,
 )
-from squeezeflow.spec import PassStep, Recipe, parse_spec
+from squeezeflow.spec.load import parse_spec
+from squeezeflow.spec.search import PassStep, Recipe
 from squeezeflow.stages.promote import choose, eligibility
 from squeezeflow.store.artifacts import ArtifactRef
 

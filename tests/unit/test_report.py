@@ -26,7 +26,7 @@ from squeezeflow.results import (
     JobResult,
     PromotionResult,
 )
-from squeezeflow.spec import Recipe
+from squeezeflow.spec.search import Recipe
 from squeezeflow.store.artifacts import ArtifactRef, LocalStore
 
 BASE_SIZE = 1_000_000

@@ -1,4 +1,4 @@
-"""The run form (`squeezeflow.run_form`) is one table that both front doors offer: the Airflow DAG's
+"""The run form (`squeezeflow.spec.run_form`) is one table that both front doors offer: the Airflow DAG's
 trigger params and the Kubeflow pipelines' parameters have the same fields with the same defaults, a value
 filled in reaches the job spec the same way through both, the generic pipeline makes a job from the form
 alone, and a pipeline run's outputs name the promoted model."""
@@ -23,7 +23,7 @@ from squeezeflow.errors import SpecError
 from squeezeflow.kfp import components as kfp_components
 from squeezeflow.kfp import steps
 from squeezeflow.kfp.pipelines import Champion, stamp
-from squeezeflow.run_form import FIELD_NAMES, FIELDS, form_defaults, form_overrides, unset_value
+from squeezeflow.spec.run_form import FIELD_NAMES, FIELDS, form_defaults, form_overrides, unset_value
 from tests.reference import TEST_DEVICE, job_doc
 
 REPO = Path(__file__).resolve().parents[2]

@@ -22,7 +22,7 @@ from squeezeflow.search.space import (
     recipe_from_params,
     suggest,
 )
-from squeezeflow.spec import SearchSpace
+from squeezeflow.spec.search import SearchSpace
 
 PINS = Path(__file__).parent / "data" / "search_space_pins.json"
 TRIALS = 12

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from squeezeflow.cli import app
 from squeezeflow.errors import SpecError
-from squeezeflow.spec import load_spec, parse_spec
+from squeezeflow.spec.load import load_spec, parse_spec
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "animal_mnist" / "job.yaml"
 

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from squeezeflow.errors import SpecError
-from squeezeflow.spec import load_spec
-from squeezeflow.spec_document import MAX_SPEC_BYTES, read_spec_text
+from squeezeflow.spec.document import MAX_SPEC_BYTES, read_spec_text
+from squeezeflow.spec.load import load_spec
 from tests.reference import job_doc
 
 SQUEEZEFLOW = str(Path(sys.executable).with_name("squeezeflow"))

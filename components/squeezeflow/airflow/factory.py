@@ -79,10 +79,10 @@ def dag_id_for(job_name: str, prefix: str = "squeezeflow_compress_") -> str:
 
 def run_params(spec: Mapping[str, Any]) -> dict[str, Param]:
     """The typed params a person fills in when triggering from the UI, one per field of the run form
-    (`squeezeflow.run_form.FIELDS`, the Kubeflow pipelines' parameters too). Defaults come from the spec,
+    (`squeezeflow.spec.run_form.FIELDS`, the Kubeflow pipelines' parameters too). Defaults come from the spec,
     bounds and choices from the job spec's schema; the job spec validates the result (an invalid value
     fails `resolve_spec`, naming the field)."""
-    from squeezeflow.run_form import FIELDS, form_defaults
+    from squeezeflow.spec.run_form import FIELDS, form_defaults
 
     defaults = form_defaults(spec)
     params: dict[str, Param] = {}

@@ -35,9 +35,9 @@ log = logging.getLogger(__name__)
 
 
 def params_to_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Spec overrides from a DAG run's params: the run form's fields (`squeezeflow.run_form`), the same
+    """Spec overrides from a DAG run's params: the run form's fields (`squeezeflow.spec.run_form`), the same
     function the Kubeflow pipelines call; unset (None or empty) params change nothing."""
-    from squeezeflow.run_form import form_overrides
+    from squeezeflow.spec.run_form import form_overrides
 
     return form_overrides(params)
 
@@ -234,7 +234,7 @@ class SqueezeflowResolveSpecOperator(BaseOperator):
     :param spec_source: path or ``s3://`` URI of the YAML job spec.
     :param overrides: spec fields to change (a nested mapping).
     :param use_params: also take overrides from the DAG run's params (the run form's fields,
-        `squeezeflow.run_form.FIELDS`) and from the triggering asset event's ``model_uri`` extra.
+        `squeezeflow.spec.run_form.FIELDS`) and from the triggering asset event's ``model_uri`` extra.
     """
 
     template_fields: Sequence[str] = ("spec_source", "overrides")

@@ -215,7 +215,7 @@ def _torch_runner(req: dict[str, Any]) -> tuple[Callable[[int], Callable[[], Any
     import torch
 
     from squeezeflow.models.sources import load_torch_model
-    from squeezeflow.spec import ModelSource
+    from squeezeflow.spec.job import ModelSource
 
     model = load_torch_model(ModelSource.model_validate(req["torch_source"]), Path(req["model"]))
     if isinstance(model, torch.export.ExportedProgram):

@@ -19,10 +19,10 @@ from squeezeflow.kfp import IMAGE
 _OPTS = {"base_image": IMAGE, "install_kfp_package": False}
 
 
-# The run form's fields (`squeezeflow.run_form.FIELDS`) are written out in `retrain` and `ingest`: KFP
+# The run form's fields (`squeezeflow.spec.run_form.FIELDS`) are written out in `retrain` and `ingest`: KFP
 # compiles a component from its source, so its signature cannot be generated. A unit test keeps both equal
 # to the table; the pipelines' parameters are generated from it. Their defaults mean "unset" (""/-1/[]:
-# `squeezeflow.run_form.unset_value`), not None, which kfp.local cannot pass to an int input.
+# `squeezeflow.spec.run_form.unset_value`), not None, which kfp.local cannot pass to an int input.
 
 
 @dsl.component(**_OPTS)

@@ -9,10 +9,11 @@
                                                       Else:       summarize (same step, nothing moves)
 
 Parameters the run form shows: ``spec`` (a job spec as JSON/YAML text, an ``s3://`` URI of one, or empty)
-and the run form's fields (`squeezeflow.run_form.FIELDS`, the Airflow DAGs' trigger params too), generated
-with their descriptions. An empty string, -1 in a numeric field or ``[]`` mean "as in the spec"; with
-``spec`` empty the fields alone make the job. `stamp` makes a per-model pipeline whose form is prefilled
-from a spec (``squeezeflow kfp compile``). The pipelines' outputs (`Champion`) name the promoted model.
+and the run form's fields (`squeezeflow.spec.run_form.FIELDS`, the Airflow DAGs' trigger params too),
+generated with their descriptions. An empty string, -1 in a numeric field or ``[]`` mean "as in the
+spec"; with ``spec`` empty the fields alone make the job. `stamp` makes a per-model pipeline whose form is
+prefilled from a spec (``squeezeflow kfp compile``). The pipelines' outputs (`Champion`) name the promoted
+model.
 
 Deployment settings are not parameters: every task maps the environment that :meth:`Settings.resolve`
 reads from one Kubernetes secret (``secret_name``, a compile-time option), key name = variable name::
@@ -38,8 +39,8 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from squeezeflow.run_form import FIELDS, FormField, form_defaults, spec_defaults, unset_value
-from squeezeflow.spec import parse_spec, spec_folder
+from squeezeflow.spec.load import parse_spec, spec_folder
+from squeezeflow.spec.run_form import FIELDS, FormField, form_defaults, spec_defaults, unset_value
 
 #: Environment variables mapped from the Kubernetes secret (key name = variable name). The first two
 #: must be in the secret; the others are optional (IRSA / workload identity needs no keys, AWS no
@@ -68,7 +69,7 @@ DEFAULT_SEARCH_ROUNDS = 6
 @dataclass(frozen=True)
 class FormDefaults:
     """What the run form shows before anyone edits it: the ``spec`` parameter, and the run form's fields
-    (`squeezeflow.run_form.FIELDS`), each unset (``None``) in the generic pipeline."""
+    (`squeezeflow.spec.run_form.FIELDS`), each unset (``None``) in the generic pipeline."""
 
     spec: str = ""
     fields: Mapping[str, Any] = field(default_factory=lambda: form_defaults(None))
@@ -247,7 +248,7 @@ def _describe(f: FormField, stamped: bool) -> str:
 
 
 def _form_parameters(defaults: FormDefaults) -> tuple[list[inspect.Parameter], list[str]]:
-    """The run form's fields as pipeline parameters (generated from `squeezeflow.run_form.FIELDS`), and
+    """The run form's fields as pipeline parameters (generated from `squeezeflow.spec.run_form.FIELDS`), and
     their lines of the pipeline's docstring (KFP takes a parameter's description from its "Args:")."""
     stamped = defaults.stamped
     params, docs = [], []
@@ -393,8 +394,8 @@ def compile_pipeline(pipeline: Callable[..., Any], out: Path, image: str | None 
 
 def spec_document(path: Path) -> dict[str, Any]:
     """A spec file's document as written, after validating it."""
-    from squeezeflow.spec import parse_spec
-    from squeezeflow.spec_document import read_spec_file
+    from squeezeflow.spec.document import read_spec_file
+    from squeezeflow.spec.load import parse_spec
 
     doc = read_spec_file(path)
     parse_spec(doc, source=str(path), base_dir=spec_folder(path))
@@ -420,7 +421,7 @@ def stamp(
     import dataclasses
 
     from squeezeflow.search.rounds import rounds_of
-    from squeezeflow.spec import parse_spec
+    from squeezeflow.spec.load import parse_spec
 
     doc = spec_document(spec_path)
     defaults = FormDefaults.from_spec(doc, base_dir=spec_folder(spec_path))

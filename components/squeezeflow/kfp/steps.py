@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from squeezeflow import tasks
 from squeezeflow.errors import InvalidInputError, SpecError
-from squeezeflow.run_form import form_overrides, missing_without_spec
-from squeezeflow.spec_document import read_spec_text
+from squeezeflow.spec.document import read_spec_text
+from squeezeflow.spec.run_form import form_overrides, missing_without_spec
 from squeezeflow.stages import Settings
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ def _log_metrics(metrics: Any, values: Mapping[str, float | int | None]) -> None
 
 def resolve_spec_param(spec: str, form: Mapping[str, Any]) -> Doc:
     """The ``spec`` pipeline parameter (JSON or YAML text, an ``s3://`` URI of a spec file, or empty)
-    with the run form's values (`squeezeflow.run_form`) applied, validated. With ``spec`` empty the form
+    with the run form's values (`squeezeflow.spec.run_form`) applied, validated. With ``spec`` empty the form
     alone makes the job, and must fill in the fields a job needs."""
     overrides = form_overrides(form)
     text = spec.strip()

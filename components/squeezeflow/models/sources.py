@@ -18,7 +18,7 @@ import numpy as np
 from squeezeflow.errors import ModelLoadError
 from squeezeflow.library_output import quiet_onnx_export
 from squeezeflow.models.exported_program import load_exported_program, weights_only_reason
-from squeezeflow.spec import ModelSource
+from squeezeflow.spec.job import ModelSource
 from squeezeflow.user_code import checked_module, import_user_callable
 
 log = logging.getLogger(__name__)

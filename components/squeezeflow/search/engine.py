@@ -18,7 +18,7 @@ from collections.abc import Callable
 from squeezeflow.results import BaselineResult, CandidateOutcome, IngestResult
 from squeezeflow.search.policy import run_trial
 from squeezeflow.search.rounds import RoundPlan, plan_round, read_trial, rounds_of
-from squeezeflow.spec import JobSpec
+from squeezeflow.spec.job import JobSpec
 from squeezeflow.stages import StageContext
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,8 @@ from squeezeflow.results import (
     IngestResult,
 )
 from squeezeflow.search.rounds import record_trial
-from squeezeflow.spec import JobSpec, Recipe
+from squeezeflow.spec.job import JobSpec
+from squeezeflow.spec.search import Recipe
 from squeezeflow.stages import StageContext, benchmark, gate, optimize
 from squeezeflow.stages.benchmark import (
     RESULT_STAGE,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from squeezeflow.spec import JobSpec, PassStep, Recipe
+from squeezeflow.spec.job import JobSpec
+from squeezeflow.spec.search import PassStep, Recipe
 
 # int8 for token-id (text) models: ONNX Runtime dynamic quantization with per-channel weight scales.
 TEXT_INT8 = PassStep(name="ort_dynamic_int8", params={"per_channel": True})

@@ -34,7 +34,8 @@ from squeezeflow.search.space import (
     recipe_from_params,
     suggest,
 )
-from squeezeflow.spec import JobSpec, Recipe
+from squeezeflow.spec.job import JobSpec
+from squeezeflow.spec.search import Recipe
 from squeezeflow.stages import StageContext
 
 log = logging.getLogger(__name__)

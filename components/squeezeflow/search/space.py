@@ -19,7 +19,7 @@ from squeezeflow.passes import (
 )
 from squeezeflow.passes.finetune import recovery_epochs
 from squeezeflow.passes.searchable import Domain
-from squeezeflow.spec import PassStep, Recipe, SearchSpace
+from squeezeflow.spec.search import PassStep, Recipe, SearchSpace
 
 __all__ = [
     "Objectives",

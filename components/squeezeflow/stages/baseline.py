@@ -20,7 +20,7 @@ from squeezeflow.models.sources import (
 )
 from squeezeflow.results import BaselineResult, IngestResult, ModelMeasure, content_key
 from squeezeflow.runtime import count_macs, count_params, predict_logits
-from squeezeflow.spec import JobSpec
+from squeezeflow.spec.job import JobSpec
 from squeezeflow.stages.context import StageContext
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,8 @@ from typing import Any
 
 from squeezeflow.errors import DeviceUnavailableError, InfrastructureError, ModelLoadError
 from squeezeflow.results import BaselineResult, BenchmarkResult, IngestResult, content_key
-from squeezeflow.spec import DeviceBudgets, DeviceProfile, JobSpec, ModelSource
+from squeezeflow.spec.devices import DeviceBudgets, DeviceProfile
+from squeezeflow.spec.job import JobSpec, ModelSource
 from squeezeflow.stages.context import StageContext
 from squeezeflow.store.artifacts import ArtifactRef
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from squeezeflow.errors import DeviceUnavailableError, InfrastructureError, IntegrityError
 from squeezeflow.results import content_key
-from squeezeflow.spec import DeviceProfile
+from squeezeflow.spec.devices import DeviceProfile
 from squeezeflow.stages.context import StageContext
 from squeezeflow.store.artifacts import ArtifactRef
 

@@ -27,7 +27,8 @@ from squeezeflow.results import (
     content_key,
 )
 from squeezeflow.runtime import predict_logits
-from squeezeflow.spec import JobSpec, RobustnessCheck
+from squeezeflow.spec.gate import RobustnessCheck
+from squeezeflow.spec.job import JobSpec
 from squeezeflow.stages.baseline import check_outputs, load_npy
 from squeezeflow.stages.context import StageContext
 from squeezeflow.stages.device_eval import device_agreement, submit_evaluation, wait_for_evaluation

@@ -17,7 +17,7 @@ from squeezeflow.library_output import quiet_great_expectations
 from squeezeflow.models.sources import inline_external_data
 from squeezeflow.perturb import check_perturbations
 from squeezeflow.results import DatasetInfo, IngestResult, ValidationSummary, content_key
-from squeezeflow.spec import JobSpec
+from squeezeflow.spec.job import JobSpec
 from squeezeflow.stages.context import StageContext
 from squeezeflow.store.artifacts import sha256_file
 from squeezeflow.store.s3 import download_uri

@@ -17,7 +17,8 @@ from squeezeflow.models.sources import check_onnx, export_onnx, load_torch_model
 from squeezeflow.passes import ModelState, PassContext, get_pass
 from squeezeflow.results import BaselineResult, CandidateResult, IngestResult, content_key
 from squeezeflow.runtime import predict_logits
-from squeezeflow.spec import JobSpec, Recipe
+from squeezeflow.spec.job import JobSpec
+from squeezeflow.spec.search import Recipe
 from squeezeflow.stages.baseline import measure_onnx
 from squeezeflow.stages.context import StageContext
 

@@ -38,7 +38,7 @@ from squeezeflow.results import (
     PromotionResult,
     content_key,
 )
-from squeezeflow.spec import JobSpec
+from squeezeflow.spec.job import JobSpec
 from squeezeflow.stages.context import StageContext
 from squeezeflow.tracking import TAG_CANDIDATE, AliasMove, redact_uri
 

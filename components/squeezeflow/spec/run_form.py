@@ -6,7 +6,7 @@ Both front doors build their form from `FIELDS`: the Airflow DAG's trigger param
 which `squeezeflow.tasks.resolve_spec` deep-merges into the job spec and validates, so a bad value is
 reported against the spec field it sets.
 
-Bounds and choices are read from the job spec's own JSON Schema (`squeezeflow.spec.JobSpec`), and a
+Bounds and choices are read from the job spec's own JSON Schema (`squeezeflow.spec.job.JobSpec`), and a
 form's defaults from a spec (`form_defaults`), so the form never disagrees with the spec it changes.
 
 A value that is unset changes nothing: the spec's value (or the spec's default) stays. Unset is ``None``,
@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from squeezeflow.spec import JobSpec, parse_spec
+from squeezeflow.spec.job import JobSpec
+from squeezeflow.spec.load import parse_spec
 
 JsonType = Literal["string", "number", "integer", "array"]
 

@@ -1,0 +1,139 @@
+"""The search block of the job spec: explicit recipes (ordered pass steps), the space the
+multi-objective search may vary, and its budget. Recipes are validated against the registered passes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from squeezeflow.spec.base import NAME_PATTERN, StrictModel
+
+
+class PassStep(StrictModel):
+    name: str = Field(description="Registered pass name, e.g. ort_static_int8.")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Recipe(StrictModel):
+    """An ordered list of passes: one candidate. Serialisable, so one orchestrator task can run it."""
+
+    name: str | None = Field(default=None, pattern=NAME_PATTERN)
+    steps: list[PassStep] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _passes_exist(self) -> Recipe:
+        from squeezeflow.passes import validate_steps
+
+        validate_steps(self.steps)
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or "+".join(s.name for s in self.steps)
+
+    def key(self) -> str:
+        """Content hash of the recipe (name excluded): same passes and params, same key."""
+        blob = json.dumps([s.model_dump(mode="json") for s in self.steps], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+Importance = Literal["magnitude", "taylor", "lamp"]
+QuantizeChoice = Literal["none", "int8", "int8_accuracy_aware"]
+
+
+def _default_importance() -> list[Importance]:
+    return ["magnitude", "taylor"]
+
+
+def _default_quantize() -> list[QuantizeChoice]:
+    return ["none", "int8"]
+
+
+class SearchSpace(StrictModel):
+    """What the multi-objective search may vary for PyTorch models (pruning, distillation, int8)."""
+
+    prune_ratio: tuple[float, float] = Field(
+        default=(0.3, 0.9), description="Range of channel pruning ratios."
+    )
+    importance: list[Importance] = Field(default_factory=_default_importance, min_length=1)
+    distill: list[bool] = Field(
+        default_factory=lambda: [False, True], description="Fine-tune with/without KD."
+    )
+    quantize: list[QuantizeChoice] = Field(
+        default_factory=_default_quantize, min_length=1, description="What follows pruning and fine-tuning."
+    )
+    finetune_epochs: int = Field(
+        default=6, ge=1, le=500, description="Recovery epochs of a candidate pruned by 50% or less."
+    )
+    max_recovery_scale: float = Field(
+        default=3.0,
+        ge=1.0,
+        le=20.0,
+        description="Stronger pruning gets longer recovery at the same training cost: a candidate pruned "
+        "by ratio r fine-tunes for finetune_epochs x ((1 - 0.5) / (1 - r))^2 epochs (its MACs shrink by "
+        "about that factor), capped at this multiple. 1 gives every candidate finetune_epochs.",
+    )
+    finetune_lr: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Peak recovery learning rate; default 3e-3 for float inputs (CNNs), 1e-4 for token-id "
+        "inputs (pretrained transformers, which a CNN's rate would wreck).",
+    )
+    lowrank: bool = Field(default=False, description="Also try low-rank factorisation of large layers.")
+
+    @field_validator("prune_ratio")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = v
+        if not 0.0 <= lo <= hi <= 0.95:
+            raise ValueError(f"need 0 <= low <= high <= 0.95, got {list(v)}")
+        return v
+
+
+class SearchSpec(StrictModel):
+    recipes: list[Recipe] | None = Field(
+        default=None,
+        description="Explicit recipes to try (in order); omitted: cheap int8 recipes first, then a "
+        "multi-objective search over `space` when the model is a PyTorch module.",
+    )
+    space: SearchSpace = Field(default_factory=SearchSpace)
+    max_trials: int = Field(default=8, ge=1, le=10_000, description="Candidates built at most.")
+    rounds: int = Field(
+        default=6,
+        ge=0,
+        le=200,
+        description="Rounds of the adaptive search after round 0 (the cheap int8 candidates, or the "
+        "explicit recipes). Each round asks the study for `parallel_trials` recipes and builds them side by "
+        "side (Airflow: mapped tasks; Kubeflow: a ParallelFor; the CLI: one after another). Airflow DAGs "
+        "and Kubeflow pipelines are unrolled to this many rounds when they are built.",
+    )
+    parallel_trials: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Recipes asked per search round, built in parallel by the orchestrators.",
+    )
+    max_seconds: float = Field(
+        default=1800.0, gt=0, le=30 * 86400, description="Wall-clock budget of the search (at most 30 days)."
+    )
+    patience: int = Field(
+        default=4, ge=1, le=1000, description="Stop when the Pareto front is unchanged this long."
+    )
+    skip_slower_than: float | None = Field(
+        default=1.5,
+        gt=1.0,
+        le=1000,
+        description="A built candidate measured this many times slower than the baseline on a local "
+        "target profile can never be promoted and is not sent to the gate (its row keeps the "
+        "measurement and says why); null sends every candidate to the gate.",
+    )
+    seed: int = Field(
+        default=0,
+        ge=0,
+        le=2**32 - 1,
+        description="Seeds the search and training (NumPy's range: 0 to 2**32-1).",
+    )
