@@ -449,3 +449,40 @@ def test_the_gate_table_words_each_candidate_as_the_search_policy_does(
     assert text.startswith("# Accuracy gate\n\n1 of 3 candidates passed the accuracy gate\n")
     rows = [line for line in text.splitlines() if line.startswith("| ") and "verdict" not in line]
     assert [r.split(" | ")[1] for r in rows] == [verdict_of(o) for o in outs] == ["pass", "fail", "not built"]
+
+
+def test_the_drop_bound_is_explained_where_equal_accuracies_have_different_bounds() -> None:
+    """Two candidates with the same accuracy, one agreeing with the baseline on every sample (bound 0),
+    one gaining and losing samples (a larger bound): the report says what the bound is and what it
+    rests on, next to the table."""
+    from squeezeflow.report.views import BOUND_NOTE
+
+    rows = [row("same-answers", "k1", delta=0.0), row("same-accuracy", "k2", delta=0.0)]
+    result = job(rows, promotion(False))
+    outs = [outcome(rows[0], True, 0.0), outcome(rows[1], True, 0.0013)]
+    outs[1] = outs[1].model_copy(update={"gate": outs[1].gate.model_copy(update={"agreement": 0.97})})
+    html, md = render_report(result, outs)
+    assert "drop ≤ 0.00 pt" in html and "drop ≤ 0.13 pt" in html
+    assert "1500 samples, 99.0% top-1 agreement with the baseline" in html
+    assert "1500 samples, 97.0% top-1 agreement with the baseline" in md
+    note = re.search(r'<p class="meta" id="bound-note">(.*?)</p>', html)
+    assert note is not None and "paired bootstrap" in note.group(1) and "disagree" in note.group(1)
+    assert re.search(r'<th title="[^"]*one-sided upper confidence bound[^"]*">Gate</th>', html)
+    assert "one\\-sided upper confidence bound" not in md and "one-sided upper confidence bound" in md
+    assert BOUND_NOTE.split(":")[0] in md
+    bare_html, bare_md = render_report(result)  # no bounds shown: no note about them
+    assert 'id="bound-note"' not in bare_html and "paired bootstrap" not in bare_md
+
+
+def test_the_candidates_table_has_no_column_that_repeats_the_gate_verdict(
+    promoted: tuple[JobResult, list[CandidateOutcome]],
+) -> None:
+    """A build's failure shows in the Gate column ("not built") and the note; no "Status" column says
+    "ok" on every other row."""
+    result, outs = promoted
+    html, md = render_report(result, outs)
+    heads = re.findall(r"<th[^>]*>(.*?)</th>", html.split('id="candidates"')[1].split("</thead>")[0])
+    assert heads[:4] == ["Candidate", "top1_accuracy", "Δ vs baseline", "Gate"] and "Status" not in heads
+    assert _table(md)[0].startswith("| Candidate | top1\\_accuracy | Δ vs baseline | Gate |")
+    failed = re.search(r'<tr class="failed" data-candidate="k3">(.*?)</tr>', html)
+    assert failed is not None and "failed: pass" in failed.group(1)

@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 
 from squeezeflow.report.views import (
+    BOUND_NOTE,
     DEVICE_HEADS,
     DEVICE_NOTE,
     MAX_ERROR,
@@ -26,6 +27,7 @@ from squeezeflow.report.views import (
     ms,
     note_text,
     run_url,
+    shows_bound,
     size_text,
     size_vs_baseline,
     speedup_text,
@@ -55,7 +57,6 @@ def candidates_table(result: JobResult, views: Sequence[CandidateView]) -> list[
     """The candidates table's lines (header, alignment, one row per candidate)."""
     heads = [
         "Candidate",
-        "Status",
         md(result.metric_name),
         "Δ vs baseline",
         "Gate",
@@ -74,7 +75,6 @@ def candidates_table(result: JobResult, views: Sequence[CandidateView]) -> list[
         rows.append(
             [
                 label,
-                md(r.status),
                 metric_text(r.metric),
                 delta_text(r.delta),
                 md(r.gate + (f" ({detail})" if detail else "")),
@@ -86,7 +86,11 @@ def candidates_table(result: JobResult, views: Sequence[CandidateView]) -> list[
                 md(note_text(v)[:MAX_ERROR]),
             ]
         )
-    return _table(heads, "|---|---|---:|---:|---|---:|---:|---:|---:|---|---|", rows)
+    return _table(heads, "|---|---:|---:|---|---:|---:|---:|---:|---|---|", rows)
+
+
+def _bound_note(views: Sequence[CandidateView]) -> list[str]:
+    return [md(BOUND_NOTE), ""] if shows_bound(views) else []
 
 
 def _devices(result: JobResult) -> list[str]:
@@ -134,6 +138,7 @@ def markdown_document(result: JobResult, views: list[CandidateView], verdict: st
         "Δ is the candidate's metric minus the baseline's, in percentage points. The HTML report has the "
         "accuracy/speedup and size/latency plots.",
         "",
+        *_bound_note(views),
         *_devices(result),
         "## Tracking",
         "",
@@ -162,6 +167,7 @@ def summary_markdown(result: JobResult, outcomes: Sequence[CandidateOutcome] | N
         "",
         *candidates_table(result, views),
         "",
+        *_bound_note(views),
     ]
     if result.report_html:
         lines += [f"Full report: `{result.report_html}`", ""]

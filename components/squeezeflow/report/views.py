@@ -176,7 +176,8 @@ def delta_text(delta: float | None) -> str:
 
 
 def gate_detail(g: GateResult | None) -> str:
-    """What the gate measured beyond pass/fail: the drop's upper bound and the allowance."""
+    """What the gate measured beyond pass/fail: the drop's upper bound, the allowance and what the bound
+    rests on (how many held-out samples, how often the two models agree; see `BOUND_NOTE`)."""
     if g is None:
         return ""
     parts = []
@@ -184,12 +185,30 @@ def gate_detail(g: GateResult | None) -> str:
         conf = f"{g.confidence:.0%} " if g.confidence is not None else ""
         parts.append(f"drop ≤ {g.drop_upper * 100:.2f} pt ({conf}upper bound)")
     parts.append(f"allowed {g.allowed_drop * 100:.2f} pt")
+    if g.n:
+        agree = "" if g.agreement is None else f", {g.agreement:.1%} top-1 agreement with the baseline"
+        parts.append(f"{g.n} samples{agree}")
     if g.samples_needed:
         parts.append(f"~{g.samples_needed} samples needed")
     for check in g.guards:
         if check.limit is not None or not check.passed:
             parts.append(("✓ " if check.passed else "✗ ") + check.detail)
     return "; ".join(parts)
+
+
+BOUND_NOTE = (
+    "Drop bound: a one-sided upper confidence bound on the metric's drop (baseline minus candidate), from "
+    "a paired bootstrap over the held-out samples both models scored (docs/gate.md); a candidate passes "
+    "when the bound is within the allowed drop. The bound grows with the number of samples on which the "
+    "two models disagree, not only with the metric: a candidate right and wrong on exactly the baseline's "
+    "samples has a bound of 0.00 pt, while one with the same accuracy that gains some samples and loses "
+    "as many has a larger bound."
+)
+
+
+def shows_bound(views: Sequence[CandidateView]) -> bool:
+    """Whether any row shows a drop bound (and so needs `BOUND_NOTE`)."""
+    return any(v.gate is not None and v.gate.drop_upper is not None and was_judged(v.row.gate) for v in views)
 
 
 def note_text(v: CandidateView) -> str:
