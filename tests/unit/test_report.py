@@ -19,9 +19,12 @@ from squeezeflow.report import (
     size_latency_points,
 )
 from squeezeflow.results import (
+    BatchLatency,
+    BenchmarkResult,
     CandidateOutcome,
     CandidateResult,
     CandidateRow,
+    DeviceRow,
     GateResult,
     JobResult,
     PromotionResult,
@@ -486,3 +489,65 @@ def test_the_candidates_table_has_no_column_that_repeats_the_gate_verdict(
     assert _table(md)[0].startswith("| Candidate | top1\\_accuracy | Δ vs baseline | Gate |")
     failed = re.search(r'<tr class="failed" data-candidate="k3">(.*?)</tr>', html)
     assert failed is not None and "failed: pass" in failed.group(1)
+
+
+def device(model: str, key: str | None, per_batch: list[tuple[int, float]] | None = None) -> DeviceRow:
+    """A model measured on the ``edge`` profile at batch 1 (and ``per_batch``: other batch sizes' p50)."""
+    others = [
+        BatchLatency(
+            batch_size=b, p50_ms=p50, p95_ms=p50 * 1.2, throughput_per_s=b * 1000 / p50, cv_p50=0.01, rounds=2
+        )
+        for b, p50 in per_batch or []
+    ]
+    first = BatchLatency(batch_size=1, p50_ms=1.0, p95_ms=1.2, throughput_per_s=1000.0, cv_p50=0.01, rounds=2)
+    bench = BenchmarkResult(
+        key=f"b-{model}",
+        model_sha256=model,
+        profile="edge",
+        p50_ms=1.0,
+        p90_ms=1.1,
+        p95_ms=1.2,
+        p99_ms=1.4,
+        mean_ms=1.05,
+        throughput_per_s=1000.0,
+        iterations=600,
+        batch_size=1,
+        size_bytes=320_000,
+        per_batch=[first, *others] if others else [],
+        peak_rss_mb=181.0,
+        peak_rss_increase_mb=15.5,
+    )
+    return DeviceRow(model=model, candidate_key=key, profile="edge", benchmark=bench)
+
+
+def test_other_batch_sizes_show_when_measured_and_their_column_goes_when_none_was() -> None:
+    result = job([row("int8", "k1")], promotion(False))
+    plain = result.model_copy(update={"devices": [device("baseline", None), device("int8", "k1")]})
+    html, md = render_report(plain)
+    assert 'id="devices"' in html and "Other batches" not in html and "Other batches" not in md
+    devices_md = md.split("## Devices", 1)[1].split("\n\n")[1].splitlines()
+    assert devices_md[0].count(" | ") == devices_md[1].count("|") - 2 == devices_md[2].count(" | ")
+
+    batched = result.model_copy(
+        update={"devices": [device("baseline", None, [(8, 4.0)]), device("int8", "k1")]}
+    )
+    html, md = render_report(batched)
+    assert "<th>Other batches</th>" in html and "| Other batches |" in md
+    assert "b8: 4.000 ms, 2000/s" in html and "b8: 4.000 ms, 2000/s" in md
+    int8 = re.search(r"<tr><td[^>]*>int8</td>(.*?)</tr>", html)
+    assert int8 is not None and '<td class="">-</td>' in int8.group(1)  # a row without them: "-"
+
+
+def test_peak_memory_says_what_it_counts(promoted: tuple[JobResult, list[CandidateOutcome]]) -> None:
+    """The increase is the process's peak above its memory before the model was loaded (weights, the
+    runtime's session, arenas and buffers), not the model's size: the cell and the note say so."""
+    from squeezeflow.report.views import DEVICE_NOTE
+
+    result, outs = promoted
+    html, md = render_report(result.model_copy(update={"devices": [device("int8-static", "k1")]}), outs)
+    assert "+15.5 MB to load and run, 181 MB process peak" in html
+    assert "+15.5 MB to load and run, 181 MB process peak" in md
+    assert "MB model" not in html
+    for words in ("before the model was loaded", "session", "arenas", "not the model's file size"):
+        assert words in DEVICE_NOTE
+    assert DEVICE_NOTE.replace("'", "&#x27;") in html

@@ -13,7 +13,6 @@ import html
 from squeezeflow.report.figures import png_base64, report_figures
 from squeezeflow.report.views import (
     BOUND_NOTE,
-    DEVICE_HEADS,
     DEVICE_NOTE,
     MAX_ERROR,
     NUMERIC_DEVICE_HEADS,
@@ -21,7 +20,8 @@ from squeezeflow.report.views import (
     badge,
     count,
     delta_text,
-    device_cells,
+    device_heads,
+    device_row,
     experiment_url,
     gate_detail,
     metric_text,
@@ -93,20 +93,20 @@ def _device_class(head: str) -> str:
 def _devices(result: JobResult) -> list[str]:
     if not result.devices:
         return []
+    heads = device_heads(result.devices)
     out = [
         "<section><h2>Devices</h2>",
         '<div class="table-wrap"><table id="devices"><thead><tr>',
-        "".join(f"<th>{_e(h)}</th>" for h in DEVICE_HEADS),
+        "".join(f"<th>{_e(h)}</th>" for h in heads),
         "</tr></thead><tbody>",
     ]
     for row in result.devices:
-        cells = device_cells(row)
         cls = ' class="failed"' if row.budget_violations else ""
         out.append(
             f"<tr{cls}>"
             + "".join(
                 f'<td class="{_device_class(h)}">{_e(c)}</td>'
-                for h, c in zip(DEVICE_HEADS, cells, strict=True)
+                for h, c in zip(heads, device_row(row, heads), strict=True)
             )
             + "</tr>"
         )

@@ -13,14 +13,15 @@ from collections.abc import Sequence
 
 from squeezeflow.report.views import (
     BOUND_NOTE,
-    DEVICE_HEADS,
     DEVICE_NOTE,
     MAX_ERROR,
+    NUMERIC_DEVICE_HEADS,
     CandidateView,
     candidate_views,
     count,
     delta_text,
-    device_cells,
+    device_heads,
+    device_row,
     gate_detail,
     gate_summary,
     metric_text,
@@ -96,9 +97,10 @@ def _bound_note(views: Sequence[CandidateView]) -> list[str]:
 def _devices(result: JobResult) -> list[str]:
     if not result.devices:
         return []
-    align = "|---|---|---|---:|---:|---:|---:|---:|---|---|---|---:|---|"
-    rows = [[md(c) for c in device_cells(row)] for row in result.devices]
-    return ["## Devices", "", *_table(DEVICE_HEADS, align, rows), "", md(DEVICE_NOTE), ""]
+    heads = device_heads(result.devices)
+    align = "|" + "".join("---:|" if h in NUMERIC_DEVICE_HEADS else "---|" for h in heads)
+    rows = [[md(c) for c in device_row(row, heads)] for row in result.devices]
+    return ["## Devices", "", *_table(heads, align, rows), "", md(DEVICE_NOTE), ""]
 
 
 def _baseline(result: JobResult) -> list[str]:

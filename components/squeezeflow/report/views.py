@@ -264,8 +264,11 @@ NUMERIC_DEVICE_HEADS = frozenset(
 
 DEVICE_NOTE = (
     "Each model measured in its own process with the profile's threads pinned, in rounds until the round "
-    "medians agree (CV p50: their coefficient of variation). Peak memory: what the model added to the "
-    "benchmark process (the budget's quantity) and the process's peak. MACs per sample from the ONNX graph "
+    "medians agree (CV p50: their coefficient of variation). Peak memory: the benchmark process's peak "
+    "resident memory at the profile's batch size above its resident memory just before the model was "
+    "loaded (the runtime library already imported), i.e. the model's weights plus the runtime's session, "
+    "memory arenas and buffers; this is the budget's quantity and is not the model's file size, which is "
+    "often much smaller. Then the process's whole peak. MACs per sample from the ONNX graph "
     "(share in 8-bit integer arithmetic). Energy: an estimate per sample from the 45 nm per-operation "
     "figures of Horowitz (ISSCC 2014) for the MACs and one DRAM read of the weights per batch, not a "
     "measurement. "
@@ -289,8 +292,8 @@ def _macs(b: BenchmarkResult) -> str:
 def _peak(b: BenchmarkResult) -> str:
     if b.peak_rss_mb is None:
         return "-"
-    extra = "" if b.peak_rss_increase_mb is None else f"+{b.peak_rss_increase_mb:.1f} MB model, "
-    return f"{extra}{b.peak_rss_mb:.0f} MB process"
+    extra = "" if b.peak_rss_increase_mb is None else f"+{b.peak_rss_increase_mb:.1f} MB to load and run, "
+    return f"{extra}{b.peak_rss_mb:.0f} MB process peak"
 
 
 def _budget_status(row: DeviceRow) -> str:
@@ -300,6 +303,23 @@ def _budget_status(row: DeviceRow) -> str:
         return "within"
     note = " (not enforced on the baseline)" if row.candidate_key is None else ""
     return "over: " + "; ".join(row.budget_violations) + note
+
+
+OTHER_BATCHES = "Other batches"
+
+
+def device_heads(rows: Sequence[DeviceRow]) -> list[str]:
+    """The device table's columns for ``rows``: `DEVICE_HEADS`, less "Other batches" when no row measured a
+    batch size besides its profile's."""
+    if any(x.batch_size != r.benchmark.batch_size for r in rows for x in r.benchmark.per_batch):
+        return list(DEVICE_HEADS)
+    return [h for h in DEVICE_HEADS if h != OTHER_BATCHES]
+
+
+def device_row(row: DeviceRow, heads: Sequence[str]) -> list[str]:
+    """`device_cells` of ``row`` for the columns ``heads`` (from `device_heads`)."""
+    cells = dict(zip(DEVICE_HEADS, device_cells(row), strict=True))
+    return [cells[h] for h in heads]
 
 
 def device_cells(row: DeviceRow) -> list[str]:
