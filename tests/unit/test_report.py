@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from squeezeflow.errors import InfrastructureError
@@ -551,3 +552,68 @@ def test_peak_memory_says_what_it_counts(promoted: tuple[JobResult, list[Candida
     for words in ("before the model was loaded", "session", "arenas", "not the model's file size"):
         assert words in DEVICE_NOTE
     assert DEVICE_NOTE.replace("'", "&#x27;") in html
+
+
+@pytest.fixture
+def crowded() -> JobResult:
+    """Candidates bunched together, a long label at the right edge, a fast candidate that failed the gate
+    and one skipped as slower."""
+    rows = [
+        row("int8-static-u8s8-per-channel-long", "k1", note="promoted", metric=0.929, p50_ms=0.41),
+        row("int8-dynamic", "k2", metric=0.925, p50_ms=0.42, size_bytes=262_000),
+        row("prune-30+int8", "k3", metric=0.925, p50_ms=0.43, size_bytes=150_000),
+        row("prune-60+int8", "k4", metric=0.881, p50_ms=0.27, size_bytes=120_000, gate="fail"),
+        row("dynamic-conv", "k5", metric=None, delta=None, p50_ms=3.0, gate="not evaluated: slower"),
+    ]
+    return job(rows, promotion(True, "k1", "int8-static-u8s8-per-channel-long"))
+
+
+def test_plot_labels_stay_inside_the_frame_and_clear_of_each_other(crowded: JobResult) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figs = report_figures(crowded, candidate_views(crowded))
+    assert len(figs) == 2
+    for _, _, fig, points in figs:
+        ax = fig.axes[0]
+        canvas = FigureCanvasAgg(fig)  # as the page's PNG is drawn (`png_base64`)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        frame = ax.get_window_extent(renderer)
+        boxes = [t.get_window_extent(renderer) for t in ax.texts]
+        assert len(boxes) == len(points)
+        for t, b in zip(ax.texts, boxes, strict=True):
+            assert frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1, t
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1 :]:
+                assert not a.overlaps(b), (a, b)
+        legend = fig.legends[0].get_window_extent(renderer)
+        assert legend.y1 <= frame.y0, "the legend sits below the axes, never over a label"
+
+
+def test_the_pareto_front_is_drawn_over_gate_passing_candidates_only(crowded: JobResult) -> None:
+    figs = {fid: (cap, fig) for fid, cap, fig, _ in report_figures(crowded, candidate_views(crowded))}
+    # prune-60+int8 (0.12 MB, 0.27 ms, 7.4× faster) beats every model on size and speed but failed the gate
+    cap, fig = figs["plot-size-latency"]
+    assert cap.endswith(
+        "Pareto front (dashed), over the baseline and the candidates that passed the accuracy gate only: "
+        "prune-30+int8, int8-static-u8s8-per-channel-long."
+    )
+    (front,) = [line for line in fig.axes[0].lines if str(line.get_label()).startswith("Pareto front")]
+    xy = list(zip(np.asarray(front.get_xdata()), np.asarray(front.get_ydata()), strict=True))
+    assert xy == [(0.15, 0.43), (0.26, 0.41)]
+    cap, fig = figs["plot-accuracy-speedup"]
+    assert cap.endswith("accuracy gate only: int8-static-u8s8-per-channel-long.")
+    html, _ = render_report(crowded)
+    assert "over the baseline and the candidates that passed the accuracy gate only" in html
+
+
+def test_a_candidate_skipped_as_slower_is_marked_as_such_not_as_a_gate_failure(crowded: JobResult) -> None:
+    figs = report_figures(crowded, candidate_views(crowded))
+    _, _, fig, points = next(f for f in figs if f[0] == "plot-size-latency")
+    skipped = next(p for p in points if p.label == "dynamic-conv")
+    assert skipped.skipped and not skipped.passed
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "not evaluated: slower" in legend and "gate failed" in legend
+    html, md = render_report(crowded)
+    assert '<span class="badge skipped">not evaluated: slower</span>' in html
+    assert "| not evaluated: slower |" in md
