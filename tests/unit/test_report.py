@@ -617,3 +617,20 @@ def test_a_candidate_skipped_as_slower_is_marked_as_such_not_as_a_gate_failure(c
     html, md = render_report(crowded)
     assert '<span class="badge skipped">not evaluated: slower</span>' in html
     assert "| not evaluated: slower |" in md
+
+
+def test_the_terminal_table_words_verdicts_as_the_report_does(crowded: JobResult) -> None:
+    """The gate column holds `verdict_of`'s word ("not evaluated: slower" for a candidate skipped as
+    slower), as the HTML and Markdown tables do; the eligibility note has its own column."""
+    from rich.console import Console
+
+    from squeezeflow.report import summary_table
+
+    table = summary_table(crowded)
+    heads = [str(c.header) for c in table.columns]
+    assert heads[-2:] == ["gate", "note"]
+    gates = list(table.columns[-2].cells)[1:]  # after the baseline's row
+    assert gates == [r.gate for r in crowded.candidates] and "not evaluated: slower" in gates
+    console = Console(width=250, record=True)
+    console.print(table)
+    assert "not evaluated: slower" in console.export_text()
