@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from squeezeflow.errors import InfrastructureError
@@ -19,9 +20,12 @@ from squeezeflow.report import (
     size_latency_points,
 )
 from squeezeflow.results import (
+    BatchLatency,
+    BenchmarkResult,
     CandidateOutcome,
     CandidateResult,
     CandidateRow,
+    DeviceRow,
     GateResult,
     JobResult,
     PromotionResult,
@@ -449,3 +453,184 @@ def test_the_gate_table_words_each_candidate_as_the_search_policy_does(
     assert text.startswith("# Accuracy gate\n\n1 of 3 candidates passed the accuracy gate\n")
     rows = [line for line in text.splitlines() if line.startswith("| ") and "verdict" not in line]
     assert [r.split(" | ")[1] for r in rows] == [verdict_of(o) for o in outs] == ["pass", "fail", "not built"]
+
+
+def test_the_drop_bound_is_explained_where_equal_accuracies_have_different_bounds() -> None:
+    """Two candidates with the same accuracy, one agreeing with the baseline on every sample (bound 0),
+    one gaining and losing samples (a larger bound): the report says what the bound is and what it
+    rests on, next to the table."""
+    from squeezeflow.report.views import BOUND_NOTE
+
+    rows = [row("same-answers", "k1", delta=0.0), row("same-accuracy", "k2", delta=0.0)]
+    result = job(rows, promotion(False))
+    outs = [outcome(rows[0], True, 0.0), outcome(rows[1], True, 0.0013)]
+    outs[1] = outs[1].model_copy(update={"gate": outs[1].gate.model_copy(update={"agreement": 0.97})})
+    html, md = render_report(result, outs)
+    assert "drop ≤ 0.00 pt" in html and "drop ≤ 0.13 pt" in html
+    assert "1500 samples, 99.0% top-1 agreement with the baseline" in html
+    assert "1500 samples, 97.0% top-1 agreement with the baseline" in md
+    note = re.search(r'<p class="meta" id="bound-note">(.*?)</p>', html)
+    assert note is not None and "paired bootstrap" in note.group(1) and "disagree" in note.group(1)
+    assert re.search(r'<th title="[^"]*one-sided upper confidence bound[^"]*">Gate</th>', html)
+    assert "one\\-sided upper confidence bound" not in md and "one-sided upper confidence bound" in md
+    assert BOUND_NOTE.split(":")[0] in md
+    bare_html, bare_md = render_report(result)  # no bounds shown: no note about them
+    assert 'id="bound-note"' not in bare_html and "paired bootstrap" not in bare_md
+
+
+def test_the_candidates_table_has_no_column_that_repeats_the_gate_verdict(
+    promoted: tuple[JobResult, list[CandidateOutcome]],
+) -> None:
+    """A build's failure shows in the Gate column ("not built") and the note; no "Status" column says
+    "ok" on every other row."""
+    result, outs = promoted
+    html, md = render_report(result, outs)
+    heads = re.findall(r"<th[^>]*>(.*?)</th>", html.split('id="candidates"')[1].split("</thead>")[0])
+    assert heads[:4] == ["Candidate", "top1_accuracy", "Δ vs baseline", "Gate"] and "Status" not in heads
+    assert _table(md)[0].startswith("| Candidate | top1\\_accuracy | Δ vs baseline | Gate |")
+    failed = re.search(r'<tr class="failed" data-candidate="k3">(.*?)</tr>', html)
+    assert failed is not None and "failed: pass" in failed.group(1)
+
+
+def device(model: str, key: str | None, per_batch: list[tuple[int, float]] | None = None) -> DeviceRow:
+    """A model measured on the ``edge`` profile at batch 1 (and ``per_batch``: other batch sizes' p50)."""
+    others = [
+        BatchLatency(
+            batch_size=b, p50_ms=p50, p95_ms=p50 * 1.2, throughput_per_s=b * 1000 / p50, cv_p50=0.01, rounds=2
+        )
+        for b, p50 in per_batch or []
+    ]
+    first = BatchLatency(batch_size=1, p50_ms=1.0, p95_ms=1.2, throughput_per_s=1000.0, cv_p50=0.01, rounds=2)
+    bench = BenchmarkResult(
+        key=f"b-{model}",
+        model_sha256=model,
+        profile="edge",
+        p50_ms=1.0,
+        p90_ms=1.1,
+        p95_ms=1.2,
+        p99_ms=1.4,
+        mean_ms=1.05,
+        throughput_per_s=1000.0,
+        iterations=600,
+        batch_size=1,
+        size_bytes=320_000,
+        per_batch=[first, *others] if others else [],
+        peak_rss_mb=181.0,
+        peak_rss_increase_mb=15.5,
+    )
+    return DeviceRow(model=model, candidate_key=key, profile="edge", benchmark=bench)
+
+
+def test_other_batch_sizes_show_when_measured_and_their_column_goes_when_none_was() -> None:
+    result = job([row("int8", "k1")], promotion(False))
+    plain = result.model_copy(update={"devices": [device("baseline", None), device("int8", "k1")]})
+    html, md = render_report(plain)
+    assert 'id="devices"' in html and "Other batches" not in html and "Other batches" not in md
+    devices_md = md.split("## Devices", 1)[1].split("\n\n")[1].splitlines()
+    assert devices_md[0].count(" | ") == devices_md[1].count("|") - 2 == devices_md[2].count(" | ")
+
+    batched = result.model_copy(
+        update={"devices": [device("baseline", None, [(8, 4.0)]), device("int8", "k1")]}
+    )
+    html, md = render_report(batched)
+    assert "<th>Other batches</th>" in html and "| Other batches |" in md
+    assert "b8: 4.000 ms, 2000/s" in html and "b8: 4.000 ms, 2000/s" in md
+    int8 = re.search(r"<tr><td[^>]*>int8</td>(.*?)</tr>", html)
+    assert int8 is not None and '<td class="">-</td>' in int8.group(1)  # a row without them: "-"
+
+
+def test_peak_memory_says_what_it_counts(promoted: tuple[JobResult, list[CandidateOutcome]]) -> None:
+    """The increase is the process's peak above its memory before the model was loaded (weights, the
+    runtime's session, arenas and buffers), not the model's size: the cell and the note say so."""
+    from squeezeflow.report.views import DEVICE_NOTE
+
+    result, outs = promoted
+    html, md = render_report(result.model_copy(update={"devices": [device("int8-static", "k1")]}), outs)
+    assert "+15.5 MB to load and run, 181 MB process peak" in html
+    assert "+15.5 MB to load and run, 181 MB process peak" in md
+    assert "MB model" not in html
+    for words in ("before the model was loaded", "session", "arenas", "not the model's file size"):
+        assert words in DEVICE_NOTE
+    assert DEVICE_NOTE.replace("'", "&#x27;") in html
+
+
+@pytest.fixture
+def crowded() -> JobResult:
+    """Candidates bunched together, a long label at the right edge, a fast candidate that failed the gate
+    and one skipped as slower."""
+    rows = [
+        row("int8-static-u8s8-per-channel-long", "k1", note="promoted", metric=0.929, p50_ms=0.41),
+        row("int8-dynamic", "k2", metric=0.925, p50_ms=0.42, size_bytes=262_000),
+        row("prune-30+int8", "k3", metric=0.925, p50_ms=0.43, size_bytes=150_000),
+        row("prune-60+int8", "k4", metric=0.881, p50_ms=0.27, size_bytes=120_000, gate="fail"),
+        row("dynamic-conv", "k5", metric=None, delta=None, p50_ms=3.0, gate="not evaluated: slower"),
+    ]
+    return job(rows, promotion(True, "k1", "int8-static-u8s8-per-channel-long"))
+
+
+def test_plot_labels_stay_inside_the_frame_and_clear_of_each_other(crowded: JobResult) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figs = report_figures(crowded, candidate_views(crowded))
+    assert len(figs) == 2
+    for _, _, fig, points in figs:
+        ax = fig.axes[0]
+        canvas = FigureCanvasAgg(fig)  # as the page's PNG is drawn (`png_base64`)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        frame = ax.get_window_extent(renderer)
+        boxes = [t.get_window_extent(renderer) for t in ax.texts]
+        assert len(boxes) == len(points)
+        for t, b in zip(ax.texts, boxes, strict=True):
+            assert frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1, t
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1 :]:
+                assert not a.overlaps(b), (a, b)
+        legend = fig.legends[0].get_window_extent(renderer)
+        assert legend.y1 <= frame.y0, "the legend sits below the axes, never over a label"
+
+
+def test_the_pareto_front_is_drawn_over_gate_passing_candidates_only(crowded: JobResult) -> None:
+    figs = {fid: (cap, fig) for fid, cap, fig, _ in report_figures(crowded, candidate_views(crowded))}
+    # prune-60+int8 (0.12 MB, 0.27 ms, 7.4× faster) beats every model on size and speed but failed the gate
+    cap, fig = figs["plot-size-latency"]
+    assert cap.endswith(
+        "Pareto front (dashed), over the baseline and the candidates that passed the accuracy gate only: "
+        "prune-30+int8, int8-static-u8s8-per-channel-long."
+    )
+    (front,) = [line for line in fig.axes[0].lines if str(line.get_label()).startswith("Pareto front")]
+    xy = list(zip(np.asarray(front.get_xdata()), np.asarray(front.get_ydata()), strict=True))
+    assert xy == [(0.15, 0.43), (0.26, 0.41)]
+    cap, fig = figs["plot-accuracy-speedup"]
+    assert cap.endswith("accuracy gate only: int8-static-u8s8-per-channel-long.")
+    html, _ = render_report(crowded)
+    assert "over the baseline and the candidates that passed the accuracy gate only" in html
+
+
+def test_a_candidate_skipped_as_slower_is_marked_as_such_not_as_a_gate_failure(crowded: JobResult) -> None:
+    figs = report_figures(crowded, candidate_views(crowded))
+    _, _, fig, points = next(f for f in figs if f[0] == "plot-size-latency")
+    skipped = next(p for p in points if p.label == "dynamic-conv")
+    assert skipped.skipped and not skipped.passed
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "not evaluated: slower" in legend and "gate failed" in legend
+    html, md = render_report(crowded)
+    assert '<span class="badge skipped">not evaluated: slower</span>' in html
+    assert "| not evaluated: slower |" in md
+
+
+def test_the_terminal_table_words_verdicts_as_the_report_does(crowded: JobResult) -> None:
+    """The gate column holds `verdict_of`'s word ("not evaluated: slower" for a candidate skipped as
+    slower), as the HTML and Markdown tables do; the eligibility note has its own column."""
+    from rich.console import Console
+
+    from squeezeflow.report import summary_table
+
+    table = summary_table(crowded)
+    heads = [str(c.header) for c in table.columns]
+    assert heads[-2:] == ["gate", "note"]
+    gates = list(table.columns[-2].cells)[1:]  # after the baseline's row
+    assert gates == [r.gate for r in crowded.candidates] and "not evaluated: slower" in gates
+    console = Console(width=250, record=True)
+    console.print(table)
+    assert "not evaluated: slower" in console.export_text()

@@ -12,7 +12,7 @@ import html
 
 from squeezeflow.report.figures import png_base64, report_figures
 from squeezeflow.report.views import (
-    DEVICE_HEADS,
+    BOUND_NOTE,
     DEVICE_NOTE,
     MAX_ERROR,
     NUMERIC_DEVICE_HEADS,
@@ -20,12 +20,14 @@ from squeezeflow.report.views import (
     badge,
     count,
     delta_text,
-    device_cells,
+    device_heads,
+    device_row,
     experiment_url,
     gate_detail,
     metric_text,
     ms,
     run_url,
+    shows_bound,
     size_text,
     size_vs_baseline,
     speedup_text,
@@ -91,20 +93,20 @@ def _device_class(head: str) -> str:
 def _devices(result: JobResult) -> list[str]:
     if not result.devices:
         return []
+    heads = device_heads(result.devices)
     out = [
         "<section><h2>Devices</h2>",
         '<div class="table-wrap"><table id="devices"><thead><tr>',
-        "".join(f"<th>{_e(h)}</th>" for h in DEVICE_HEADS),
+        "".join(f"<th>{_e(h)}</th>" for h in heads),
         "</tr></thead><tbody>",
     ]
     for row in result.devices:
-        cells = device_cells(row)
         cls = ' class="failed"' if row.budget_violations else ""
         out.append(
             f"<tr{cls}>"
             + "".join(
                 f'<td class="{_device_class(h)}">{_e(c)}</td>'
-                for h, c in zip(DEVICE_HEADS, cells, strict=True)
+                for h, c in zip(heads, device_row(row, heads), strict=True)
             )
             + "</tr>"
         )
@@ -130,7 +132,6 @@ def _row(result: JobResult, v: CandidateView) -> str:
         note = _e(r.note)
     cells = [
         f'<td class="label">{label}</td>',
-        f"<td>{_e(r.status)}</td>",
         f'<td class="num">{metric_text(r.metric)}</td>',
         f'<td class="num">{_e(delta_text(r.delta))}</td>',
         f'<td class="gate"{title}>{gate}</td>',
@@ -169,9 +170,9 @@ def _plots(result: JobResult, views: list[CandidateView]) -> list[str]:
 def html_page(result: JobResult, views: list[CandidateView], verdict: str) -> str:
     """The whole page, from the views and the verdict sentence (`squeezeflow.report.views`)."""
     p = result.promotion
+    bound = shows_bound(views)
     heads = [
         "Candidate",
-        "Status",
         result.metric_name,
         "Δ vs baseline",
         "Gate",
@@ -201,13 +202,18 @@ def html_page(result: JobResult, views: list[CandidateView], verdict: str) -> st
         "</dl></section>",
         "<section><h2>Candidates</h2>",
         '<div class="table-wrap"><table id="candidates"><thead><tr>',
-        "".join(f"<th>{_e(h)}</th>" for h in heads),
+        "".join(
+            f'<th title="{_e(BOUND_NOTE)}">{_e(h)}</th>' if h == "Gate" and bound else f"<th>{_e(h)}</th>"
+            for h in heads
+        ),
         "</tr></thead><tbody>",
         *(_row(result, v) for v in views),
         "</tbody></table></div>",
         f'<p class="meta">Latency is measured on the target profile {_e(result.target_profile)}; '
         "speedup is the baseline's p50 over the candidate's. Δ is the candidate's metric minus the "
-        "baseline's, in percentage points. Hover a gate verdict for the gate's full reasoning.</p></section>",
+        "baseline's, in percentage points. Hover a gate verdict for the gate's full reasoning.</p>",
+        f'<p class="meta" id="bound-note">{_e(BOUND_NOTE)}</p>' if bound else "",
+        "</section>",
         *_devices(result),
         *_plots(result, views),
     ]

@@ -12,20 +12,23 @@ import re
 from collections.abc import Sequence
 
 from squeezeflow.report.views import (
-    DEVICE_HEADS,
+    BOUND_NOTE,
     DEVICE_NOTE,
     MAX_ERROR,
+    NUMERIC_DEVICE_HEADS,
     CandidateView,
     candidate_views,
     count,
     delta_text,
-    device_cells,
+    device_heads,
+    device_row,
     gate_detail,
     gate_summary,
     metric_text,
     ms,
     note_text,
     run_url,
+    shows_bound,
     size_text,
     size_vs_baseline,
     speedup_text,
@@ -55,7 +58,6 @@ def candidates_table(result: JobResult, views: Sequence[CandidateView]) -> list[
     """The candidates table's lines (header, alignment, one row per candidate)."""
     heads = [
         "Candidate",
-        "Status",
         md(result.metric_name),
         "Δ vs baseline",
         "Gate",
@@ -74,7 +76,6 @@ def candidates_table(result: JobResult, views: Sequence[CandidateView]) -> list[
         rows.append(
             [
                 label,
-                md(r.status),
                 metric_text(r.metric),
                 delta_text(r.delta),
                 md(r.gate + (f" ({detail})" if detail else "")),
@@ -86,15 +87,20 @@ def candidates_table(result: JobResult, views: Sequence[CandidateView]) -> list[
                 md(note_text(v)[:MAX_ERROR]),
             ]
         )
-    return _table(heads, "|---|---|---:|---:|---|---:|---:|---:|---:|---|---|", rows)
+    return _table(heads, "|---|---:|---:|---|---:|---:|---:|---:|---|---|", rows)
+
+
+def _bound_note(views: Sequence[CandidateView]) -> list[str]:
+    return [md(BOUND_NOTE), ""] if shows_bound(views) else []
 
 
 def _devices(result: JobResult) -> list[str]:
     if not result.devices:
         return []
-    align = "|---|---|---|---:|---:|---:|---:|---:|---|---|---|---:|---|"
-    rows = [[md(c) for c in device_cells(row)] for row in result.devices]
-    return ["## Devices", "", *_table(DEVICE_HEADS, align, rows), "", md(DEVICE_NOTE), ""]
+    heads = device_heads(result.devices)
+    align = "|" + "".join("---:|" if h in NUMERIC_DEVICE_HEADS else "---|" for h in heads)
+    rows = [[md(c) for c in device_row(row, heads)] for row in result.devices]
+    return ["## Devices", "", *_table(heads, align, rows), "", md(DEVICE_NOTE), ""]
 
 
 def _baseline(result: JobResult) -> list[str]:
@@ -134,6 +140,7 @@ def markdown_document(result: JobResult, views: list[CandidateView], verdict: st
         "Δ is the candidate's metric minus the baseline's, in percentage points. The HTML report has the "
         "accuracy/speedup and size/latency plots.",
         "",
+        *_bound_note(views),
         *_devices(result),
         "## Tracking",
         "",
@@ -162,6 +169,7 @@ def summary_markdown(result: JobResult, outcomes: Sequence[CandidateOutcome] | N
         "",
         *candidates_table(result, views),
         "",
+        *_bound_note(views),
     ]
     if result.report_html:
         lines += [f"Full report: `{result.report_html}`", ""]

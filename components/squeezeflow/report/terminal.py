@@ -17,7 +17,8 @@ def _mb(n: int | None) -> str:
 
 
 def summary_table(result: JobResult) -> Table:
-    """The baseline and one row per candidate: metric, size, latency, how much smaller and faster."""
+    """The baseline and one row per candidate: metric, size, latency, how much smaller and faster, the gate
+    verdict (`verdict_of`'s word, as in every table) and the note (why eligible or not)."""
     t = Table(title=f"squeezeflow job {result.job} ({result.metric_name}, target {result.target_profile})")
     for col, just in [
         ("candidate", "left"),
@@ -29,7 +30,7 @@ def summary_table(result: JobResult) -> Table:
         ("p95 ms", "right"),
         ("faster", "right"),
         ("gate", "center"),
-        ("verdict", "left"),
+        ("note", "left"),
     ]:
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     t.add_row(

@@ -176,7 +176,8 @@ def delta_text(delta: float | None) -> str:
 
 
 def gate_detail(g: GateResult | None) -> str:
-    """What the gate measured beyond pass/fail: the drop's upper bound and the allowance."""
+    """What the gate measured beyond pass/fail: the drop's upper bound, the allowance and what the bound
+    rests on (how many held-out samples, how often the two models agree; see `BOUND_NOTE`)."""
     if g is None:
         return ""
     parts = []
@@ -184,12 +185,30 @@ def gate_detail(g: GateResult | None) -> str:
         conf = f"{g.confidence:.0%} " if g.confidence is not None else ""
         parts.append(f"drop ≤ {g.drop_upper * 100:.2f} pt ({conf}upper bound)")
     parts.append(f"allowed {g.allowed_drop * 100:.2f} pt")
+    if g.n:
+        agree = "" if g.agreement is None else f", {g.agreement:.1%} top-1 agreement with the baseline"
+        parts.append(f"{g.n} samples{agree}")
     if g.samples_needed:
         parts.append(f"~{g.samples_needed} samples needed")
     for check in g.guards:
         if check.limit is not None or not check.passed:
             parts.append(("✓ " if check.passed else "✗ ") + check.detail)
     return "; ".join(parts)
+
+
+BOUND_NOTE = (
+    "Drop bound: a one-sided upper confidence bound on the metric's drop (baseline minus candidate), from "
+    "a paired bootstrap over the held-out samples both models scored (docs/gate.md); a candidate passes "
+    "when the bound is within the allowed drop. The bound grows with the number of samples on which the "
+    "two models disagree, not only with the metric: a candidate right and wrong on exactly the baseline's "
+    "samples has a bound of 0.00 pt, while one with the same accuracy that gains some samples and loses "
+    "as many has a larger bound."
+)
+
+
+def shows_bound(views: Sequence[CandidateView]) -> bool:
+    """Whether any row shows a drop bound (and so needs `BOUND_NOTE`)."""
+    return any(v.gate is not None and v.gate.drop_upper is not None and was_judged(v.row.gate) for v in views)
 
 
 def note_text(v: CandidateView) -> str:
@@ -245,8 +264,11 @@ NUMERIC_DEVICE_HEADS = frozenset(
 
 DEVICE_NOTE = (
     "Each model measured in its own process with the profile's threads pinned, in rounds until the round "
-    "medians agree (CV p50: their coefficient of variation). Peak memory: what the model added to the "
-    "benchmark process (the budget's quantity) and the process's peak. MACs per sample from the ONNX graph "
+    "medians agree (CV p50: their coefficient of variation). Peak memory: the benchmark process's peak "
+    "resident memory at the profile's batch size above its resident memory just before the model was "
+    "loaded (the runtime library already imported), i.e. the model's weights plus the runtime's session, "
+    "memory arenas and buffers; this is the budget's quantity and is not the model's file size, which is "
+    "often much smaller. Then the process's whole peak. MACs per sample from the ONNX graph "
     "(share in 8-bit integer arithmetic). Energy: an estimate per sample from the 45 nm per-operation "
     "figures of Horowitz (ISSCC 2014) for the MACs and one DRAM read of the weights per batch, not a "
     "measurement. "
@@ -270,8 +292,8 @@ def _macs(b: BenchmarkResult) -> str:
 def _peak(b: BenchmarkResult) -> str:
     if b.peak_rss_mb is None:
         return "-"
-    extra = "" if b.peak_rss_increase_mb is None else f"+{b.peak_rss_increase_mb:.1f} MB model, "
-    return f"{extra}{b.peak_rss_mb:.0f} MB process"
+    extra = "" if b.peak_rss_increase_mb is None else f"+{b.peak_rss_increase_mb:.1f} MB to load and run, "
+    return f"{extra}{b.peak_rss_mb:.0f} MB process peak"
 
 
 def _budget_status(row: DeviceRow) -> str:
@@ -281,6 +303,23 @@ def _budget_status(row: DeviceRow) -> str:
         return "within"
     note = " (not enforced on the baseline)" if row.candidate_key is None else ""
     return "over: " + "; ".join(row.budget_violations) + note
+
+
+OTHER_BATCHES = "Other batches"
+
+
+def device_heads(rows: Sequence[DeviceRow]) -> list[str]:
+    """The device table's columns for ``rows``: `DEVICE_HEADS`, less "Other batches" when no row measured a
+    batch size besides its profile's."""
+    if any(x.batch_size != r.benchmark.batch_size for r in rows for x in r.benchmark.per_batch):
+        return list(DEVICE_HEADS)
+    return [h for h in DEVICE_HEADS if h != OTHER_BATCHES]
+
+
+def device_row(row: DeviceRow, heads: Sequence[str]) -> list[str]:
+    """`device_cells` of ``row`` for the columns ``heads`` (from `device_heads`)."""
+    cells = dict(zip(DEVICE_HEADS, device_cells(row), strict=True))
+    return [cells[h] for h in heads]
 
 
 def device_cells(row: DeviceRow) -> list[str]:
