@@ -41,9 +41,9 @@ LABELS = [r["name"] for r in FAST_RECIPES]
 KILLED_TASK, KILLED_INDEX = "optimize", 0
 # A try whose heartbeat is this old is failed (and retried) by the scheduler; the default is 300 s.
 HEARTBEAT_TIMEOUT_S = 30
-# The DAG waits 30-60 s (30 s, exponential backoff with jitter) before a retry; what this test proves is
-# that the retry happens and leaves no duplicates, not how long it waits, so a cluster policy in this
-# installation's own AIRFLOW_HOME/config (on every Airflow process's path) makes it 1 s.
+# The DAG waits 30 s before a retry; what this test proves is that the retry happens and leaves no
+# duplicates, not how long it waits, so a cluster policy in this installation's own AIRFLOW_HOME/config
+# (on every Airflow process's path) makes it 1 s.
 LOCAL_SETTINGS = """from datetime import timedelta
 
 
