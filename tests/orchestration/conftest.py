@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.airflow_env import DAG_ID, airflow, airflow_env
+from tests.airflow_env import DAG_ID, airflow, airflow_env, migrate_db
 from tests.reference import job_doc, write_spec
 
 
@@ -32,7 +32,7 @@ def single_worker_run(
         artifacts=f"s3://{preferred_s3_bucket}/dags-test",
         spec=spec,
     )
-    airflow(env, "db", "migrate")
+    migrate_db(env)
     t0 = time.monotonic()
     out = airflow(env, "dags", "test", DAG_ID)
     yield {

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.airflow_env import airflow, airflow_env, task_instances, xcom_value
+from tests.airflow_env import airflow, airflow_env, migrate_db, task_instances, xcom_value
 from tests.reference import job_doc, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -34,7 +34,7 @@ def test_retrain_stores_and_announces_a_new_model_and_compresses_it(
         spec=spec,
         extra={"SQUEEZEFLOW_TRAIN_KWARGS": json.dumps({"model": "tiny_cnn", "epochs": 1})},
     )
-    airflow(env, "db", "migrate")
+    migrate_db(env)
     airflow(env, "dags", "test", DAG)
 
     states = {

@@ -28,7 +28,7 @@ import pytest
 
 from squeezeflow.search.rounds import PLAN_STAGE, TRIAL_STAGE, RoundPlan, TrialRecord, plan_key, trial_key
 from squeezeflow.store.artifacts import open_store
-from tests.airflow_env import DAG_ID, airflow, airflow_env, task_instances, xcom_value
+from tests.airflow_env import DAG_ID, airflow, airflow_env, migrate_db, task_instances, xcom_value
 from tests.reference import job_doc, write_spec
 
 pytestmark = [
@@ -78,7 +78,7 @@ def _run_airflow(spec: Path, base: Path, tracking_uri: str) -> dict[str, Any]:
     env = airflow_env(
         base / "home", tracking_uri=tracking_uri, s3=None, artifacts=str(base / "artifacts"), spec=spec
     )
-    airflow(env, "db", "migrate")
+    migrate_db(env)
     airflow(env, "dags", "test", DAG_ID, timeout=900)
     tis = task_instances(base / "home", DAG_ID)
     result = xcom_value(base / "home", DAG_ID, "promote")
