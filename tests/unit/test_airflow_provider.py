@@ -289,3 +289,27 @@ def test_pod_mode_runs_every_stage_in_the_project_image_with_settings_from_a_sec
     ing = ingest_in_pod(doc)
     assert ing["validation"]["success"] is True
     assert [r["name"] for r in plan_in_pod(doc, ing, 0)] == ["int8-static-u8s8", "int8-dynamic"]
+
+
+def test_a_failed_stage_is_retried_later_each_time(tmp_path: Path) -> None:
+    """The retry delays grow (Airflow's own next-retry computation) and stay bounded."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from airflow.models.taskinstance import TaskInstance
+
+    from squeezeflow.airflow.factory import compress_dag
+
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(job_doc("m.pt", tmp_path, name="retries")))
+    dag = compress_dag(spec)
+    ti = TaskInstance(task=dag.get_task("ingest"), run_id="r", dag_version_id=uuid.uuid4())
+    ti.end_date = datetime(2026, 1, 1, tzinfo=UTC)
+    delays = []
+    for try_number in (1, 2, 3):
+        ti.try_number = try_number
+        delays.append(ti.next_retry_datetime() - ti.end_date)
+    assert delays[0] >= timedelta(seconds=30)
+    assert delays[0] < delays[1] < delays[2] <= timedelta(minutes=10), delays
+    ti.try_number = 30
+    assert ti.next_retry_datetime() - ti.end_date == timedelta(minutes=10)

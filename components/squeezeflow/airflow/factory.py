@@ -55,6 +55,13 @@ log = logging.getLogger(__name__)
 
 START = datetime(2026, 1, 1)
 
+# Retries of a failed stage (an unreachable service; bad input fails without retries): 30 s, then about
+# twice as long each time (Airflow adds up to one delay of jitter), never more than 10 minutes. Airflow
+# 3.3 reads `retry_exponential_backoff` as the multiplier: `True` (1) would retry every 30 s.
+RETRY_DELAY = timedelta(seconds=30)
+RETRY_BACKOFF = 2.0
+MAX_RETRY_DELAY = timedelta(minutes=10)
+
 
 class SpecImportWarning(UserWarning):
     """A job spec in a DAG folder did not validate; no DAG was made from it."""
@@ -279,8 +286,9 @@ def _dag(
         doc_md=doc_md,
         default_args={
             "retries": retries,
-            "retry_delay": timedelta(seconds=30),
-            "retry_exponential_backoff": True,
+            "retry_delay": RETRY_DELAY,
+            "retry_exponential_backoff": RETRY_BACKOFF,
+            "max_retry_delay": MAX_RETRY_DELAY,
         },
     )
 
