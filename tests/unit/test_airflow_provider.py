@@ -313,3 +313,56 @@ def test_a_failed_stage_is_retried_later_each_time(tmp_path: Path) -> None:
     assert delays[0] < delays[1] < delays[2] <= timedelta(minutes=10), delays
     ti.try_number = 30
     assert ti.next_retry_datetime() - ti.end_date == timedelta(minutes=10)
+
+
+def test_pod_mode_resolves_the_spec_with_the_run_form_and_the_announced_model_like_in_process(
+    tmp_path: Path,
+) -> None:
+    """A run triggered with params (and by an asset event announcing a model) gets the same spec in pod
+    mode as in process: the pod's arguments, rendered as Airflow renders them when the task runs, carry
+    the run form and the event's model."""
+    from datetime import UTC, datetime
+
+    from airflow.sdk import Asset
+    from airflow.sdk.definitions.param import process_params
+    from airflow.sdk.execution_time.comms import AssetEventDagRunReferenceResult
+    from airflow.sdk.execution_time.context import TriggeringAssetEventsAccessor
+
+    from squeezeflow.airflow.factory import compress_dag
+    from squeezeflow.airflow.operators import SqueezeflowResolveSpecOperator
+    from squeezeflow.airflow.pods import PodSettings, resolve_spec_in_pod
+
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(job_doc("m.pt", tmp_path, name="pod-form")))
+    dag = compress_dag(spec, pods=PodSettings())
+    task = dag.get_task("resolve_spec")
+    params = process_params(
+        dag, task, {"max_drop": 0.03, "data_uri": str(tmp_path / "other-data")}, suppress_exception=False
+    )
+    announced = Asset("squeezeflow://baselines/pod-form")
+    event = AssetEventDagRunReferenceResult(
+        asset={"name": announced.name, "uri": announced.uri, "extra": {}},
+        extra={"model_uri": str(tmp_path / "new.pt")},
+        source_task_id=None,
+        source_dag_id=None,
+        source_run_id=None,
+        source_map_index=None,
+        source_aliases=[],
+        timestamp=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    context: Any = {"params": params, "triggering_asset_events": TriggeringAssetEventsAccessor.build([event])}
+    task.render_template_fields(context)
+    in_pod = resolve_spec_in_pod(*task.op_args, **task.op_kwargs)  # type: ignore[attr-defined]
+    assert in_pod["tolerance"]["max_drop"] == 0.03
+    assert in_pod["data"]["uri"] == str(tmp_path / "other-data")
+    assert in_pod["model"]["uri"] == str(tmp_path / "new.pt")
+    in_process = SqueezeflowResolveSpecOperator(
+        task_id="resolve_spec", spec_source=str(spec), aws_conn_id=None
+    ).execute(context)
+    assert in_pod == in_process
+
+    # Triggered by hand with the form as it stands: the spec's own values.
+    untouched = compress_dag(spec, pods=PodSettings()).get_task("resolve_spec")  # not rendered yet
+    plain: Any = {"params": process_params(dag, untouched, {}, suppress_exception=False)}
+    untouched.render_template_fields(plain)
+    assert resolve_spec_in_pod(*untouched.op_args) == tasks.resolve_spec(spec)  # type: ignore[attr-defined]
