@@ -366,3 +366,34 @@ def test_pod_mode_resolves_the_spec_with_the_run_form_and_the_announced_model_li
     plain: Any = {"params": process_params(dag, untouched, {}, suppress_exception=False)}
     untouched.render_template_fields(plain)
     assert resolve_spec_in_pod(*untouched.op_args) == tasks.resolve_spec(spec)  # type: ignore[attr-defined]
+
+
+def test_the_retrain_dag_parses_without_its_spec_and_each_run_retrains_on_the_spec_as_it_is_then(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.definitions.param import process_params
+
+    dag_file = REPO / "dags" / "squeezeflow_retrain_and_compress.py"
+    spec = tmp_path / "job.yaml"
+    monkeypatch.setenv("SQUEEZEFLOW_SPEC", str(spec))
+
+    missing = DagBag(dag_folder=str(dag_file))
+    assert missing.import_errors == {}, "a missing spec breaks no DAG file"
+    (warning,) = missing.captured_warnings[str(dag_file)]
+    assert "cannot read the job spec" in warning and str(spec) in warning
+    assert "read_spec" in missing.dags["squeezeflow_retrain_and_compress"].task_ids
+
+    spec.write_text(yaml.safe_dump(job_doc("m.pt", tmp_path, name="weekly")))
+    dag = DagBag(dag_folder=str(dag_file)).dags["squeezeflow_retrain_and_compress"]
+    edited = job_doc("m.pt", tmp_path, name="weekly")
+    edited["data"]["uri"] = str(tmp_path / "newer-data")
+    spec.write_text(yaml.safe_dump(edited))  # after the DAG was parsed
+    read, retrain = dag.get_task("read_spec"), dag.get_task("retrain")
+    assert retrain.upstream_task_ids == {"read_spec"}
+    assert retrain.spec.operator is read  # type: ignore[attr-defined]  # the retrain trains on read_spec's output
+    # A scheduled run's params: the form's defaults, from the DAG file as the worker parses it to run a task.
+    reparsed = DagBag(dag_folder=str(dag_file)).dags["squeezeflow_retrain_and_compress"]
+    params = process_params(reparsed, reparsed.get_task("read_spec"), {}, suppress_exception=False)
+    context: Any = {"params": params}
+    assert read.execute(context)["data"]["uri"] == str(tmp_path / "newer-data")
