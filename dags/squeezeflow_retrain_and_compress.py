@@ -10,6 +10,10 @@ passed to the entry point.
 Configuration (read at parse time): ``SQUEEZEFLOW_SPEC`` (the job spec; default the demo's spec in
 ``dags/jobs/``), ``SQUEEZEFLOW_JOBS_DIR``; at run time the operators read ``SQUEEZEFLOW_ARTIFACTS`` (the
 artifact store) and the connections ``squeezeflow_mlflow`` (type ``mlflow``) and ``aws_default``.
+
+Each run reads the spec file when it starts (``read_spec``), so an edit takes effect on the next run;
+parsing reads it only for the DAG's shape. A spec that cannot be read leaves the DAG in place with an
+import warning, and its runs fail in ``read_spec`` with the spec's message.
 """
 
 from __future__ import annotations

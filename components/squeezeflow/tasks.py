@@ -66,6 +66,24 @@ def merge_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> Do
     return out
 
 
+def run_overrides(
+    form: Mapping[str, Any] | None,
+    event_model_uris: Sequence[str | None] = (),
+    wired: Mapping[str, Any] | None = None,
+) -> Doc:
+    """The spec overrides of one orchestrated run, later wins: the run form's values
+    (`squeezeflow.run_form.form_overrides`; unset ones change nothing), then the model the run's
+    triggering asset events announced (their ``model_uri`` extra, the last one given), then what the DAG
+    itself wires in (a retrain's new model). Both Airflow paths, in-process and pod, call this."""
+    from squeezeflow.run_form import form_overrides
+
+    out = form_overrides(form or {})
+    for uri in event_model_uris:
+        if uri:
+            out = merge_overrides(out, {"model": {"uri": uri}})
+    return merge_overrides(out, wired or {})
+
+
 def _read_spec_document(source: str | Path) -> tuple[Doc, Path | None, str]:
     s = str(source)
     if s.startswith("s3://"):

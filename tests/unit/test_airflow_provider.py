@@ -289,3 +289,111 @@ def test_pod_mode_runs_every_stage_in_the_project_image_with_settings_from_a_sec
     ing = ingest_in_pod(doc)
     assert ing["validation"]["success"] is True
     assert [r["name"] for r in plan_in_pod(doc, ing, 0)] == ["int8-static-u8s8", "int8-dynamic"]
+
+
+def test_a_failed_stage_is_retried_later_each_time(tmp_path: Path) -> None:
+    """The retry delays grow (Airflow's own next-retry computation) and stay bounded."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from airflow.models.taskinstance import TaskInstance
+
+    from squeezeflow.airflow.factory import compress_dag
+
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(job_doc("m.pt", tmp_path, name="retries")))
+    dag = compress_dag(spec)
+    ti = TaskInstance(task=dag.get_task("ingest"), run_id="r", dag_version_id=uuid.uuid4())
+    ti.end_date = datetime(2026, 1, 1, tzinfo=UTC)
+    delays = []
+    for try_number in (1, 2, 3):
+        ti.try_number = try_number
+        delays.append(ti.next_retry_datetime() - ti.end_date)
+    assert delays[0] >= timedelta(seconds=30)
+    assert delays[0] < delays[1] < delays[2] <= timedelta(minutes=10), delays
+    ti.try_number = 30
+    assert ti.next_retry_datetime() - ti.end_date == timedelta(minutes=10)
+
+
+def test_pod_mode_resolves_the_spec_with_the_run_form_and_the_announced_model_like_in_process(
+    tmp_path: Path,
+) -> None:
+    """A run triggered with params (and by an asset event announcing a model) gets the same spec in pod
+    mode as in process: the pod's arguments, rendered as Airflow renders them when the task runs, carry
+    the run form and the event's model."""
+    from datetime import UTC, datetime
+
+    from airflow.sdk import Asset
+    from airflow.sdk.definitions.param import process_params
+    from airflow.sdk.execution_time.comms import AssetEventDagRunReferenceResult
+    from airflow.sdk.execution_time.context import TriggeringAssetEventsAccessor
+
+    from squeezeflow.airflow.factory import compress_dag
+    from squeezeflow.airflow.operators import SqueezeflowResolveSpecOperator
+    from squeezeflow.airflow.pods import PodSettings, resolve_spec_in_pod
+
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(job_doc("m.pt", tmp_path, name="pod-form")))
+    dag = compress_dag(spec, pods=PodSettings())
+    task = dag.get_task("resolve_spec")
+    params = process_params(
+        dag, task, {"max_drop": 0.03, "data_uri": str(tmp_path / "other-data")}, suppress_exception=False
+    )
+    announced = Asset("squeezeflow://baselines/pod-form")
+    event = AssetEventDagRunReferenceResult(
+        asset={"name": announced.name, "uri": announced.uri, "extra": {}},
+        extra={"model_uri": str(tmp_path / "new.pt")},
+        source_task_id=None,
+        source_dag_id=None,
+        source_run_id=None,
+        source_map_index=None,
+        source_aliases=[],
+        timestamp=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    context: Any = {"params": params, "triggering_asset_events": TriggeringAssetEventsAccessor.build([event])}
+    task.render_template_fields(context)
+    in_pod = resolve_spec_in_pod(*task.op_args, **task.op_kwargs)  # type: ignore[attr-defined]
+    assert in_pod["tolerance"]["max_drop"] == 0.03
+    assert in_pod["data"]["uri"] == str(tmp_path / "other-data")
+    assert in_pod["model"]["uri"] == str(tmp_path / "new.pt")
+    in_process = SqueezeflowResolveSpecOperator(
+        task_id="resolve_spec", spec_source=str(spec), aws_conn_id=None
+    ).execute(context)
+    assert in_pod == in_process
+
+    # Triggered by hand with the form as it stands: the spec's own values.
+    untouched = compress_dag(spec, pods=PodSettings()).get_task("resolve_spec")  # not rendered yet
+    plain: Any = {"params": process_params(dag, untouched, {}, suppress_exception=False)}
+    untouched.render_template_fields(plain)
+    assert resolve_spec_in_pod(*untouched.op_args) == tasks.resolve_spec(spec)  # type: ignore[attr-defined]
+
+
+def test_the_retrain_dag_parses_without_its_spec_and_each_run_retrains_on_the_spec_as_it_is_then(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.definitions.param import process_params
+
+    dag_file = REPO / "dags" / "squeezeflow_retrain_and_compress.py"
+    spec = tmp_path / "job.yaml"
+    monkeypatch.setenv("SQUEEZEFLOW_SPEC", str(spec))
+
+    missing = DagBag(dag_folder=str(dag_file))
+    assert missing.import_errors == {}, "a missing spec breaks no DAG file"
+    (warning,) = missing.captured_warnings[str(dag_file)]
+    assert "cannot read the job spec" in warning and str(spec) in warning
+    assert "read_spec" in missing.dags["squeezeflow_retrain_and_compress"].task_ids
+
+    spec.write_text(yaml.safe_dump(job_doc("m.pt", tmp_path, name="weekly")))
+    dag = DagBag(dag_folder=str(dag_file)).dags["squeezeflow_retrain_and_compress"]
+    edited = job_doc("m.pt", tmp_path, name="weekly")
+    edited["data"]["uri"] = str(tmp_path / "newer-data")
+    spec.write_text(yaml.safe_dump(edited))  # after the DAG was parsed
+    read, retrain = dag.get_task("read_spec"), dag.get_task("retrain")
+    assert retrain.upstream_task_ids == {"read_spec"}
+    assert retrain.spec.operator is read  # type: ignore[attr-defined]  # the retrain trains on read_spec's output
+    # A scheduled run's params: the form's defaults, from the DAG file as the worker parses it to run a task.
+    reparsed = DagBag(dag_folder=str(dag_file)).dags["squeezeflow_retrain_and_compress"]
+    params = process_params(reparsed, reparsed.get_task("read_spec"), {}, suppress_exception=False)
+    context: Any = {"params": params}
+    assert read.execute(context)["data"]["uri"] == str(tmp_path / "newer-data")

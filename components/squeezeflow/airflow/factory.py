@@ -55,9 +55,17 @@ log = logging.getLogger(__name__)
 
 START = datetime(2026, 1, 1)
 
+# Retries of a failed stage (an unreachable service; bad input fails without retries): 30 s, then about
+# twice as long each time (Airflow adds up to one delay of jitter), never more than 10 minutes. Airflow
+# 3.3 reads `retry_exponential_backoff` as the multiplier: `True` (1) would retry every 30 s.
+RETRY_DELAY = timedelta(seconds=30)
+RETRY_BACKOFF = 2.0
+MAX_RETRY_DELAY = timedelta(minutes=10)
+
 
 class SpecImportWarning(UserWarning):
-    """A job spec in a DAG folder did not validate; no DAG was made from it."""
+    """A job spec could not be read or did not validate when a DAG file was parsed: `dags_from_folder`
+    made no DAG from it; the retrain DAG was made, and its runs fail until the spec is fixed."""
 
 
 def baseline_asset(job_name: str) -> Asset:
@@ -264,23 +272,38 @@ faster and smaller on the target profile) is **promoted** in the MLflow registry
 
 
 def _dag(
-    doc: Mapping[str, Any], dag_id: str, schedule: Any, tags: list[str] | None, retries: int, doc_md: str
+    doc: Mapping[str, Any] | None,
+    dag_id: str,
+    schedule: Any,
+    tags: list[str] | None,
+    retries: int,
+    doc_md: str,
+    spec_source: str | Path | None = None,
 ) -> DAG:
+    """The DAG itself; ``doc`` None: the spec at ``spec_source`` could not be read when the DAG was
+    parsed (no run form; the run reads the spec again and fails with its message if it still cannot)."""
+    if doc is None:
+        description = f"Compress the job in {spec_source} (unreadable when this DAG was parsed)"
+    else:
+        description = (
+            f"Compress {doc['name']} ({doc['model']['format']}) and promote it to "
+            f"{doc['registry']['model_name']}@{doc['registry']['alias']}"
+        )
     return DAG(
         dag_id=dag_id,
-        description=f"Compress {doc['name']} ({doc['model']['format']}) and promote it to "
-        f"{doc['registry']['model_name']}@{doc['registry']['alias']}",
+        description=description,
         schedule=schedule,
         start_date=START,
         catchup=False,
         max_active_runs=1,
         tags=["squeezeflow", *(tags or [])],
-        params=run_params(doc),
+        params=run_params(doc) if doc is not None else {},
         doc_md=doc_md,
         default_args={
             "retries": retries,
-            "retry_delay": timedelta(seconds=30),
-            "retry_exponential_backoff": True,
+            "retry_delay": RETRY_DELAY,
+            "retry_exponential_backoff": RETRY_BACKOFF,
+            "max_retry_delay": MAX_RETRY_DELAY,
         },
     )
 
@@ -353,18 +376,37 @@ def retrain_and_compress_dag(
     workdir: str | None = None,
     retries: int = 2,
 ) -> DAG:
-    """Scheduled retraining with the user's entry point, then the compression tasks on the new model."""
+    """Scheduled retraining with the user's entry point, then the compression tasks on the new model.
+
+    Every run reads the spec when it starts (`read_spec`, with the run form applied): the retrain trains
+    on what the spec says then, not on a copy from when the DAG file was parsed. Parse time reads it only
+    for the DAG's shape (search rounds, the job's baseline and champion assets, the run form); a spec that
+    cannot be read then still makes the DAG, with a `SpecImportWarning`, and its runs fail in
+    `read_spec` with the spec's message until it is fixed."""
     from squeezeflow.airflow.operators import SqueezeflowRetrainOperator
 
-    doc = _spec_doc(spec_source, spec)
-    dag = _dag(doc, dag_id, schedule, ["retrain", *(tags or [])], retries, RETRAIN_DOC)
+    doc: dict[str, Any] | None
+    try:
+        doc = _spec_doc(spec_source, spec)
+    except Exception as err:  # a missing file, a bad spec, an unreachable S3: say so, keep the DAG
+        warnings.warn(
+            SpecImportWarning(
+                f"{spec_source}: cannot read the job spec ({err}); runs will fail until it is fixed"
+            ),
+            stacklevel=2,
+        )
+        doc = None
+    dag = _dag(doc, dag_id, schedule, ["retrain", *(tags or [])], retries, RETRAIN_DOC, spec_source)
     with dag:
+        read = SqueezeflowResolveSpecOperator(
+            task_id="read_spec", spec_source=str(spec_source), aws_conn_id=aws_conn_id
+        )
         retrain = SqueezeflowRetrainOperator(
             task_id="retrain",
-            spec=doc,
+            spec=read.output,
             entrypoint=entrypoint,
             train_kwargs=train_kwargs,
-            outlets=[baseline_asset(doc["name"])],
+            outlets=[baseline_asset(doc["name"])] if doc is not None else [],
             mlflow_conn_id=mlflow_conn_id,
             aws_conn_id=aws_conn_id,
             artifacts=artifacts,
@@ -379,9 +421,11 @@ def retrain_and_compress_dag(
         workdir=workdir,
         overrides={"model": {"uri": retrain.output}},
         upstream=retrain,
-        rounds=_rounds(spec_source, doc),
-        parallel_trials=_parallel_trials(spec_source, doc),
-        champion=champion_asset(doc["registry"]["model_name"], doc["registry"]["alias"]),
+        rounds=_rounds(spec_source, doc) if doc is not None else 1,
+        parallel_trials=_parallel_trials(spec_source, doc) if doc is not None else None,
+        champion=champion_asset(doc["registry"]["model_name"], doc["registry"]["alias"])
+        if doc is not None
+        else None,
     )
     return dag
 

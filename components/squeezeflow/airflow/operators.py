@@ -257,15 +257,13 @@ class SqueezeflowResolveSpecOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         # Later wins: the run's params, then a triggering asset event's model, then the DAG's wiring.
-        overrides: dict[str, Any] = {}
+        form: Mapping[str, Any] = {}
+        uris: list[str | None] = []
         if self.use_params:
-            overrides = params_to_overrides(context.get("params") or {})
+            form = context.get("params") or {}
             for events in (context.get("triggering_asset_events") or {}).values():
-                for event in events:
-                    extra = getattr(event, "extra", None) or {}
-                    if extra.get("model_uri"):
-                        overrides = tasks.merge_overrides(overrides, {"model": {"uri": extra["model_uri"]}})
-        overrides = tasks.merge_overrides(overrides, self.overrides or {})
+                uris += [(getattr(event, "extra", None) or {}).get("model_uri") for event in events]
+        overrides = tasks.run_overrides(form, uris, self.overrides)
         from squeezeflow.airflow.hooks import aws_environment, patched_environ
 
         try:

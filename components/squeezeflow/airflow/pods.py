@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from squeezeflow import IMAGE
+from squeezeflow.run_form import FIELD_NAMES
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,38 @@ class PodSettings:
         return kwargs
 
 
-def resolve_spec_in_pod(spec_source: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+# What the in-process `resolve_spec` reads from the task's context, rendered by Airflow into the pod's
+# arguments when the task runs (the pod has no Airflow context): the run form's values as a JSON object
+# (only the form's fields, the DAG's params) and the triggering asset events' ``model_uri`` extras as a
+# JSON list. `resolve_spec_in_pod` turns them into overrides with `tasks.run_overrides`, as in process.
+RUN_FORM_TEMPLATE = (
+    "{" + ", ".join(f'"{name}": {{{{ params.get("{name}") | tojson }}}}' for name in FIELD_NAMES) + "}"
+)
+EVENT_MODEL_URIS_TEMPLATE = (
+    "{%- set found = namespace(uris=[]) -%}"
+    "{%- set triggered = triggering_asset_events if triggering_asset_events is defined else {} -%}"
+    "{%- for events in triggered.values() -%}{%- for event in events -%}"
+    "{%- set found.uris = found.uris + [(event.extra or {}).get('model_uri')] -%}"
+    "{%- endfor -%}{%- endfor -%}"
+    "{{ found.uris | tojson }}"
+)
+
+
+def resolve_spec_in_pod(
+    spec_source: str,
+    overrides: dict[str, Any] | None = None,
+    form: str | dict[str, Any] | None = None,
+    event_model_uris: str | list[str | None] | None = None,
+) -> dict[str, Any]:
+    """``form`` and ``event_model_uris``: `RUN_FORM_TEMPLATE` and `EVENT_MODEL_URIS_TEMPLATE` as
+    rendered (JSON text; already parsed where the DAG renders templates as native objects)."""
+    import json
+
     from squeezeflow import tasks
 
-    return tasks.resolve_spec(spec_source, overrides)
+    values = json.loads(form) if isinstance(form, str) else form
+    uris = json.loads(event_model_uris) if isinstance(event_model_uris, str) else event_model_uris
+    return tasks.resolve_spec(spec_source, tasks.run_overrides(values, uris or (), overrides) or None)
 
 
 def ingest_in_pod(spec: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +191,9 @@ def add_pod_tasks(
         return task.kubernetes(**kwargs)(fn)
 
     with dag:
-        spec = pod(resolve_spec_in_pod, "resolve_spec")(spec_source, overrides)
+        spec = pod(resolve_spec_in_pod, "resolve_spec")(
+            spec_source, overrides, RUN_FORM_TEMPLATE, EVENT_MODEL_URIS_TEMPLATE
+        )
         if upstream is not None:
             upstream >> spec
         ing = pod(ingest_in_pod, "ingest")(spec)
