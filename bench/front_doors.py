@@ -7,7 +7,7 @@
 Prepares the data, the trained model and the job spec exactly as ``bench/run.py`` does (same functions,
 same mode tables, seed 0), writes the spec once, then runs that one file through
 
-  cli      ``squeezeflow run`` (which calls ``squeezeflow.pipeline.run_job``)
+  cli      ``squeezeflow run`` (which calls ``squeezeflow.runner.run_job``)
   airflow  ``airflow dags test squeezeflow_compress_on_new_model`` on the repo's dags/ folder, with the
            environment the tests give it (``tests/airflow_env.py``: a throwaway AIRFLOW_HOME, the MLflow
            connection, a local artifact store, ``SQUEEZEFLOW_SPEC``)
