@@ -30,6 +30,7 @@ from squeezeflow import tasks
 from squeezeflow.airflow.hooks import DEFAULT_AWS_CONN_ID, DEFAULT_MLFLOW_CONN_ID, stage_settings
 from squeezeflow.errors import InvalidInputError
 from squeezeflow.results import (
+    BaselineBenchmarks,
     BaselineResult,
     CandidateOutcome,
     IngestResult,
@@ -38,7 +39,7 @@ from squeezeflow.results import (
     Trial,
     parse_baseline_benchmarks,
 )
-from squeezeflow.spec import JobSpec
+from squeezeflow.spec import JobSpec, Recipe
 from squeezeflow.stages import Settings
 
 log = logging.getLogger(__name__)
@@ -190,9 +191,9 @@ class SqueezeflowBaseOperator(BaseOperator):
             return doc
 
     def run_stage(self, settings: Settings, context: Context) -> Any:
-        """The stage call, on the typed records parsed from this operator's arguments (`job`, `_ingest`,
-        ...); every concrete operator below defines it. Its typed result goes to XCom as JSON
-        (`to_xcom`), except `Pending`, on which the task defers."""
+        """The stage call, on the typed records parsed from this operator's JSON arguments (`job`,
+        ``IngestResult.model_validate(self.ingest)``, ...); every concrete operator below defines it. Its
+        typed result goes to XCom as JSON (`to_xcom`), except `Pending`, on which the task defers."""
         raise NotImplementedError(f"{type(self).__name__} does not define run_stage")
 
     def job(self) -> JobSpec:
@@ -328,7 +329,7 @@ class SqueezeflowBaselineBenchmarkOperator(SqueezeflowBaseOperator):
         self.ingest = ingest
         self.baseline = baseline
 
-    def run_stage(self, settings: Settings, context: Context) -> Any:
+    def run_stage(self, settings: Settings, context: Context) -> BaselineBenchmarks | Pending:
         return tasks.baseline_benchmark_task(
             self.job(),
             settings,
@@ -355,7 +356,7 @@ class SqueezeflowPlanOperator(SqueezeflowBaseOperator):
         self.ingest = ingest
         self.round_index = round_index
 
-    def run_stage(self, settings: Settings, context: Context) -> Any:
+    def run_stage(self, settings: Settings, context: Context) -> list[Recipe]:
         recipes = tasks.plan_task(
             self.job(), settings, IngestResult.model_validate(self.ingest), self.round_index
         )
