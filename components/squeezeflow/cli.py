@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -19,6 +19,8 @@ from rich.console import Console
 
 from squeezeflow.errors import SqueezeflowError
 from squeezeflow.kfp.cli import kfp_app
+
+_Record = TypeVar("_Record", bound=BaseModel)
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Automated model optimization with an accuracy gate."
@@ -198,8 +200,17 @@ def stage(
     """Run one stage of the job as an orchestrator task does (the same task functions Airflow's
     operators and Kubeflow's components call), reading its inputs from JSON files. `benchmark` without
     --trial measures the baseline on every profile."""
+    from pydantic_core import to_jsonable_python
+
     from squeezeflow import tasks
     from squeezeflow.errors import InvalidInputError
+    from squeezeflow.results import (
+        BaselineResult,
+        CandidateOutcome,
+        IngestResult,
+        Trial,
+        parse_baseline_benchmarks,
+    )
     from squeezeflow.spec.load import load_spec
     from squeezeflow.stages import Settings
 
@@ -207,47 +218,46 @@ def stage(
     job = load_spec(spec)
     _check_writable(out, "--out")
     settings = Settings.resolve(artifacts=artifacts, tracking_uri=tracking_uri, workdir=workdir)
-    doc = job.model_dump(mode="json", by_alias=True)
 
     def need(path: Path | None, flag: str) -> Any:
-        """A stage input read from its JSON file; the records a flag names are checked here, so a wrong
-        file is reported against its flag."""
-        from squeezeflow.results import BaselineResult, IngestResult
+        """A stage input read from its JSON file."""
+        return _read_json(path, flag, name)
 
-        doc = _read_json(path, flag, name)
-        records: dict[str, type[BaseModel]] = {"--ingest": IngestResult, "--baseline": BaselineResult}
-        expected = records.get(flag)
-        if expected is not None:
-            try:
-                expected.model_validate(doc)
-            except ValidationError as err:
-                problems = "; ".join(
-                    f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in err.errors()[:5]
-                )
-                raise InvalidInputError(f"{flag} {path} is not a {expected.__name__}: {problems}") from None
-        return doc
+    def record(path: Path | None, flag: str, expected: type[_Record]) -> _Record:
+        """A record read from its JSON file and checked here, so a wrong file is reported against its
+        flag."""
+        doc = need(path, flag)
+        try:
+            return expected.model_validate(doc)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in err.errors()[:5]
+            )
+            raise InvalidInputError(f"{flag} {path} is not a {expected.__name__}: {problems}") from None
 
-    def trial() -> dict[str, Any]:
+    def trial() -> Trial:
         got = need(trial_json, "--trial")
         if not isinstance(got, dict):
             raise InvalidInputError(f"--trial {trial_json} is not a trial (a JSON object)")
         # a bare candidate record (what `stage optimize` wrote before 0.1) is the start of a trial
-        return {"candidate": got} if got.get("stage") == "optimize" else got
+        return Trial.model_validate({"candidate": got} if got.get("stage") == "optimize" else got)
 
     try:
         result: Any
         if name == "ingest":
-            result = tasks.ingest_task(doc, settings)
+            result = tasks.ingest_task(job, settings)
         elif name == "baseline":
-            result = tasks.baseline_task(doc, settings, need(ingest_json, "--ingest"))
+            result = tasks.baseline_task(job, settings, record(ingest_json, "--ingest", IngestResult))
         elif name == "plan":
-            result = tasks.plan_task(doc, settings, need(ingest_json, "--ingest"), round_index)
+            result = tasks.plan_task(
+                job, settings, record(ingest_json, "--ingest", IngestResult), round_index
+            )
         elif name == "optimize":
-            ing = need(ingest_json, "--ingest")
+            ing = record(ingest_json, "--ingest", IngestResult)
             if recipe_json is not None:
-                recipe = need(recipe_json, "--recipe")
+                recipe = tasks.parse_recipe(need(recipe_json, "--recipe"))
             elif recipe_index is not None:
-                planned = tasks.plan_task(doc, settings, ing, round_index)
+                planned = tasks.plan_task(job, settings, ing, round_index)
                 if recipe_index >= len(planned):
                     raise InvalidInputError(
                         f"--recipe-index {recipe_index} is out of range: round {round_index} planned "
@@ -256,32 +266,44 @@ def stage(
                 recipe = planned[recipe_index]
             else:
                 raise InvalidInputError("stage 'optimize' needs --recipe or --recipe-index")
-            result = tasks.optimize_task(doc, settings, ing, need(baseline_json, "--baseline"), recipe)
+            base = record(baseline_json, "--baseline", BaselineResult)
+            result = tasks.optimize_task(job, settings, ing, base, recipe)
         elif name == "gate":
-            ing, base = need(ingest_json, "--ingest"), need(baseline_json, "--baseline")
-            result = tasks.gate_task(doc, settings, ing, base, trial())
+            ing = record(ingest_json, "--ingest", IngestResult)
+            base = record(baseline_json, "--baseline", BaselineResult)
+            result = tasks.gate_task(job, settings, ing, base, trial())
         elif name == "benchmark":
-            ing, base = need(ingest_json, "--ingest"), need(baseline_json, "--baseline")
+            ing = record(ingest_json, "--ingest", IngestResult)
+            base = record(baseline_json, "--baseline", BaselineResult)
             if trial_json is None:
-                result = tasks.baseline_benchmark_task(doc, settings, ing, base)
+                result = tasks.baseline_benchmark_task(job, settings, ing, base)
             else:
                 got = trial()
-                if "gate" not in got:
+                if got.gate is None:
                     raise InvalidInputError(
                         f"--trial {trial_json} has no gate verdict: run `stage gate` first"
                     )
-                result = tasks.benchmark_task(doc, settings, ing, base, got)
+                result = tasks.benchmark_task(job, settings, ing, base, got)
         elif name == "promote":
             benches = need(baseline_benchmark_json, "--baseline-benchmark")
             if isinstance(benches, dict) and "profile" in benches:  # one benchmark record
                 benches = {benches["profile"]: benches}
-            outcomes = None if not outcome_json else [need(p, "--outcome") for p in outcome_json]
+            if not isinstance(benches, dict):
+                raise InvalidInputError(
+                    f"--baseline-benchmark {baseline_benchmark_json} is not a benchmark record, nor one "
+                    "per profile"
+                )
+            outcomes = (
+                None
+                if not outcome_json
+                else [CandidateOutcome.model_validate(need(p, "--outcome")) for p in outcome_json]
+            )
             result = tasks.promote_task(
-                doc,
+                job,
                 settings,
-                need(ingest_json, "--ingest"),
-                need(baseline_json, "--baseline"),
-                benches,
+                record(ingest_json, "--ingest", IngestResult),
+                record(baseline_json, "--baseline", BaselineResult),
+                parse_baseline_benchmarks(benches),
                 outcomes,
             )
         else:
@@ -295,11 +317,12 @@ def stage(
         raise InvalidInputError(
             f"stage {name!r}: an input file is not what this stage takes: {problems}"
         ) from None
+    payload = to_jsonable_python(result)  # the typed result as JSON, at this door's edge
     if out is None:
-        typer.echo(json.dumps(result, indent=2))
+        typer.echo(json.dumps(payload, indent=2))
     else:
-        _write_json(out, result)
-    if name == "promote" and not result["promotion"]["promoted"]:
+        _write_json(out, payload)
+    if name == "promote" and not result.promotion.promoted:
         raise typer.Exit(1)
 
 

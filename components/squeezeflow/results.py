@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    model_serializer,
+)
 
 from squeezeflow.spec.devices import DeviceBudgets
 from squeezeflow.spec.search import Recipe
@@ -206,6 +214,63 @@ class CandidateOutcome(_Result):
     candidate: CandidateResult
     gate: GateResult
     benchmarks: list[BenchmarkResult] = Field(default_factory=list)
+
+
+class Trial(_Result):
+    """One candidate's trial so far, as it goes from task to task: built (``candidate``), then judged
+    (``gate``; a candidate skipped as slower also carries the ``benchmarks`` measurement that decided it).
+    Its JSON has only the parts it has (``{"candidate": ...}`` after the build); a finished trial is a
+    `CandidateOutcome`."""
+
+    candidate: CandidateResult
+    gate: GateResult | None = None
+    benchmarks: list[BenchmarkResult] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _only_what_it_has(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        doc: dict[str, Any] = handler(self)
+        return {k: v for k, v in doc.items() if k == "candidate" or v}
+
+    @classmethod
+    def of(cls, outcome: CandidateOutcome) -> Trial:
+        return cls(candidate=outcome.candidate, gate=outcome.gate, benchmarks=outcome.benchmarks)
+
+
+class Pending(BaseModel):
+    """Not done yet: the records device agents still owe (`squeezeflow agent`), by profile. A task that
+    may wait (``defer_remote``) returns this instead of its result; call it again once every record
+    exists. Never serialised: the Airflow operators defer on it (`StoreRecordTrigger` polls the store)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    stage: str = Field(description="The store stage the records are written under.")
+    keys: dict[str, str] = Field(description="Profile name -> record key.")
+
+
+#: The baseline measured on every device profile, keyed by profile name.
+BaselineBenchmarks = dict[str, BenchmarkResult]
+_BASELINE_BENCHMARKS: TypeAdapter[BaselineBenchmarks] = TypeAdapter(BaselineBenchmarks)
+
+
+def parse_baseline_benchmarks(doc: Mapping[str, Any]) -> BaselineBenchmarks:
+    """`BaselineBenchmarks` from its JSON (``{profile: benchmark record}``)."""
+    return _BASELINE_BENCHMARKS.validate_python(dict(doc))
+
+
+def dump_baseline_benchmarks(benches: Mapping[str, BenchmarkResult]) -> dict[str, Any]:
+    """`BaselineBenchmarks` as JSON (``{profile: benchmark record}``)."""
+    return dict(_BASELINE_BENCHMARKS.dump_python(dict(benches), mode="json"))
+
+
+class RetrainResult(_Result):
+    """A retrained baseline in the artifact store."""
+
+    entrypoint: str
+    kwargs: dict[str, Any]
+    model: ArtifactRef
+    model_uri: str
+    previous_model_uri: str
+    seconds: float
 
 
 class PromotionResult(_Result):

@@ -1,14 +1,17 @@
-"""The stages as orchestrator tasks: JSON in, JSON out.
+"""The stages as orchestrator tasks: typed records in, typed records out.
 
 Airflow operators, Kubeflow components and ``squeezeflow stage`` are thin wrappers over these functions.
-Everything they pass between tasks is a small JSON document (a spec, a stage record, a recipe) that refers
-to artifacts by URI and content hash, never the artifacts themselves, so it fits in an XCom or a KFP
-parameter. The rules about a candidate are the search's (`squeezeflow.search.policy`), and the search's
-state is in the artifact store (`squeezeflow.search.rounds`), so every door runs the same search.
+Everything they pass between tasks is a small record (a spec, a stage result in `squeezeflow.results`, a
+recipe) that refers to artifacts by URI and content hash, never the artifacts themselves, so its JSON fits
+in an XCom or a KFP parameter; each adapter converts to and from that JSON at its own edge
+(``model_dump(mode="json")`` / ``model_validate``). A task that may wait for device agents
+(``defer_remote``) returns `Pending` instead of its result while they still owe records. The rules about
+a candidate are the search's (`squeezeflow.search.policy`), and the search's state is in the artifact
+store (`squeezeflow.search.rounds`), so every door runs the same search.
 
 The chain for one job::
 
-    spec = resolve_spec(source, overrides)          # validated, defaults filled in, paths absolute
+    spec = resolve_job(source, overrides)           # validated, defaults filled in, paths absolute
     ing = ingest_task(spec, settings)
     base = baseline_task(spec, settings, ing)
     base_bench = baseline_benchmark_task(spec, settings, ing, base)
@@ -31,12 +34,15 @@ from typing import TYPE_CHECKING, Any
 
 from squeezeflow.errors import InvalidInputError, SpecError
 from squeezeflow.results import (
+    BaselineBenchmarks,
     BaselineResult,
-    BenchmarkResult,
     CandidateOutcome,
-    CandidateResult,
     GateResult,
     IngestResult,
+    JobResult,
+    Pending,
+    RetrainResult,
+    Trial,
 )
 from squeezeflow.spec.document import read_spec_file, read_spec_text
 from squeezeflow.spec.job import JobSpec
@@ -49,10 +55,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Doc = dict[str, Any]
 
-
-def merge_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> Doc:
+def merge_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Deep-merge ``overrides`` into a copy of ``base``; a ``None`` override leaves the value alone and
     lists are replaced whole."""
     out = dict(copy.deepcopy(base))
@@ -70,12 +74,12 @@ def run_overrides(
     form: Mapping[str, Any] | None,
     event_model_uris: Sequence[str | None] = (),
     wired: Mapping[str, Any] | None = None,
-) -> Doc:
+) -> dict[str, Any]:
     """The spec overrides of one orchestrated run, later wins: the run form's values
-    (`squeezeflow.run_form.form_overrides`; unset ones change nothing), then the model the run's
+    (`squeezeflow.spec.run_form.form_overrides`; unset ones change nothing), then the model the run's
     triggering asset events announced (their ``model_uri`` extra, the last one given), then what the DAG
     itself wires in (a retrain's new model). Both Airflow paths, in-process and pod, call this."""
-    from squeezeflow.run_form import form_overrides
+    from squeezeflow.spec.run_form import form_overrides
 
     out = form_overrides(form or {})
     for uri in event_model_uris:
@@ -84,7 +88,7 @@ def run_overrides(
     return merge_overrides(out, wired or {})
 
 
-def _read_spec_document(source: str | Path) -> tuple[Doc, Path | None, str]:
+def _read_spec_document(source: str | Path) -> tuple[dict[str, Any], Path | None, str]:
     s = str(source)
     if s.startswith("s3://"):
         from squeezeflow.store.s3 import parse_s3_uri, s3_call, s3_client
@@ -102,7 +106,9 @@ def _read_spec_document(source: str | Path) -> tuple[Doc, Path | None, str]:
     return data, spec_folder(path), s
 
 
-def resolve_spec(source: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Doc:
+def resolve_job(
+    source: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+) -> JobSpec:
     """A job spec ready to pass between tasks: validated, defaults filled in, local paths absolute.
 
     ``source`` is a spec file, an ``s3://`` URI of one, or an already-parsed document (relative paths
@@ -117,11 +123,24 @@ def resolve_spec(source: str | Path | Mapping[str, Any], overrides: Mapping[str,
     if overrides:
         doc = merge_overrides(doc, overrides)
         name = f"{name} (with overrides {sorted(k for k, v in overrides.items() if v is not None)})"
-    job = parse_spec(doc, source=name, base_dir=base_dir)
+    return parse_spec(doc, source=name, base_dir=base_dir)
+
+
+def resolve_spec(
+    source: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """`resolve_job` as the JSON document the adapters pass between tasks (an XCom, a KFP handle);
+    `job_of` reads it back."""
+    return spec_json(resolve_job(source, overrides))
+
+
+def spec_json(job: JobSpec) -> dict[str, Any]:
+    """A job spec as the JSON document adapters pass between tasks."""
     return job.model_dump(mode="json", by_alias=True)
 
 
 def job_of(spec: Mapping[str, Any] | JobSpec) -> JobSpec:
+    """The job spec from its JSON document (what `resolve_spec` returned)."""
     return spec if isinstance(spec, JobSpec) else parse_spec(dict(spec), source="<resolved spec>")
 
 
@@ -129,28 +148,22 @@ def open_context(spec: JobSpec, settings: Settings) -> StageContext:
     return StageContext.open(settings, spec.name)
 
 
-def _dump(model: Any) -> Doc:
-    return dict(model.model_dump(mode="json"))
-
-
 def retrain_task(
-    spec: Mapping[str, Any],
+    job: JobSpec,
     settings: Settings,
     entrypoint: str,
     train_kwargs: Mapping[str, Any] | None = None,
-) -> Doc:
+) -> RetrainResult:
     """Run the user's training entry point and put the new ``state_dict`` in the artifact store.
 
     ``entrypoint`` is ``module:callable``, called as ``fn(data_dir=..., output_path=..., base_model_uri=...,
     **train_kwargs)`` (see `squeezeflow.zoo.train.train_zoo_model`); it must write a ``state_dict`` that the
     spec's ``model.factory`` builds, which is checked (loaded with ``weights_only=True``) before anything
-    uses it. Returns ``{"model": ArtifactRef, "model_uri", "previous_model_uri", "entrypoint", "kwargs",
-    "seconds"}``.
+    uses it.
     """
     from squeezeflow.data import fetch_dataset
     from squeezeflow.models.sources import import_callable, load_torch_model
 
-    job = job_of(spec)
     if job.model.format != "state_dict":
         raise SpecError(f"retraining writes a state_dict; the spec's model.format is {job.model.format!r}")
     kwargs = dict(train_kwargs or {})
@@ -165,237 +178,205 @@ def retrain_task(
     load_torch_model(job.model, out)
     ref = ctx.store.put_file(out, suffix=".pt")
     log.info("retrained %s with %s: %s", job.name, entrypoint, ref.uri)
-    return {
-        "entrypoint": entrypoint,
-        "kwargs": kwargs,
-        "model": ref.model_dump(mode="json"),
-        "model_uri": ref.uri,
-        "previous_model_uri": job.model.uri,
-        "seconds": round(time.time() - started, 3),
-    }
+    return RetrainResult(
+        entrypoint=entrypoint,
+        kwargs=kwargs,
+        model=ref,
+        model_uri=ref.uri,
+        previous_model_uri=job.model.uri,
+        seconds=round(time.time() - started, 3),
+    )
 
 
-def ingest_task(spec: Mapping[str, Any], settings: Settings) -> Doc:
+def ingest_task(job: JobSpec, settings: Settings) -> IngestResult:
     from squeezeflow.stages import ingest
 
-    job = job_of(spec)
-    return _dump(ingest(job, open_context(job, settings)))
+    return ingest(job, open_context(job, settings))
 
 
-def baseline_task(spec: Mapping[str, Any], settings: Settings, ingest: Mapping[str, Any]) -> Doc:
+def baseline_task(job: JobSpec, settings: Settings, ingest: IngestResult) -> BaselineResult:
     from squeezeflow.stages import baseline
 
-    job = job_of(spec)
-    return _dump(baseline(job, IngestResult.model_validate(ingest), open_context(job, settings)))
+    return baseline(job, ingest, open_context(job, settings))
 
 
 def baseline_benchmark_task(
-    spec: Mapping[str, Any],
+    job: JobSpec,
     settings: Settings,
-    ingest: Mapping[str, Any],
-    baseline: Mapping[str, Any],
+    ingest: IngestResult,
+    baseline: BaselineResult,
     defer_remote: bool = False,
-) -> Doc:
+) -> BaselineBenchmarks | Pending:
     """The baseline measured on every device profile, keyed by profile name. With ``defer_remote``,
-    remote profiles still being measured are listed under ``"_pending"`` (profile -> record key)."""
+    while remote profiles are still being measured: `Pending` on their benchmark records."""
     from squeezeflow.search.policy import measure_on_profiles
+    from squeezeflow.stages.benchmark import RESULT_STAGE
 
-    job = job_of(spec)
-    ing = IngestResult.model_validate(ingest)
-    base = BaselineResult.model_validate(baseline)
     done, pending = measure_on_profiles(
         job,
         open_context(job, settings),
-        base.onnx,
-        ing.dataset.input_shape,
-        base.parent_run_id,
-        base.model_id,
+        baseline.onnx,
+        ingest.dataset.input_shape,
+        baseline.parent_run_id,
+        baseline.model_id,
         defer_remote,
-        ingest=ing,
+        ingest=ingest,
     )
-    docs = {name: _dump(b) for name, b in done.items()}
-    return {**docs, "_pending": pending} if pending else docs
+    return Pending(stage=RESULT_STAGE, keys=pending) if pending else done
 
 
-def plan_task(
-    spec: Mapping[str, Any], settings: Settings, ingest: Mapping[str, Any], round_index: int = 0
-) -> list[Doc]:
+def plan_task(job: JobSpec, settings: Settings, ingest: IngestResult, round_index: int = 0) -> list[Recipe]:
     """Ask: the recipes of search round ``round_index``, one per mapped task (an empty list when the
     search has stopped). Round 0 is the cheap candidates; later rounds ask the study, rebuilt from the
     trials recorded so far. Recorded, so a retried task gets the same recipes."""
     from squeezeflow.search.rounds import plan_round
 
-    job = job_of(spec)
-    ing = IngestResult.model_validate(ingest)
-    plan = plan_round(job, ing, round_index, open_context(job, settings))
-    return [r.model_dump(mode="json") for r in plan.recipes]
+    return list(plan_round(job, ingest, round_index, open_context(job, settings)).recipes)
+
+
+def parse_recipe(doc: Mapping[str, Any]) -> Recipe:
+    """A recipe from its JSON; a malformed one is an input error naming it."""
+    try:
+        return Recipe.model_validate(dict(doc))
+    except Exception as err:
+        raise InvalidInputError(f"invalid recipe {dict(doc)!r}: {err}") from None
 
 
 def optimize_task(
-    spec: Mapping[str, Any],
+    job: JobSpec,
     settings: Settings,
-    ingest: Mapping[str, Any],
-    baseline: Mapping[str, Any],
-    recipe: Mapping[str, Any],
-) -> Doc:
-    """Build one candidate. Returns ``{"candidate": ...}``, the start of a candidate outcome."""
+    ingest: IngestResult,
+    baseline: BaselineResult,
+    recipe: Recipe,
+) -> Trial:
+    """Build one candidate: the start of its trial."""
     from squeezeflow.search.policy import build
 
-    job = job_of(spec)
-    try:
-        r = Recipe.model_validate(dict(recipe))
-    except Exception as err:
-        raise InvalidInputError(f"invalid recipe {dict(recipe)!r}: {err}") from None
-    cand = build(
-        job,
-        IngestResult.model_validate(ingest),
-        BaselineResult.model_validate(baseline),
-        r,
-        open_context(job, settings),
-    )
-    return {"candidate": _dump(cand)}
+    return Trial(candidate=build(job, ingest, baseline, recipe, open_context(job, settings)))
 
 
 def gate_task(
-    spec: Mapping[str, Any],
+    job: JobSpec,
     settings: Settings,
-    ingest: Mapping[str, Any],
-    baseline: Mapping[str, Any],
-    outcome: Mapping[str, Any],
+    ingest: IngestResult,
+    baseline: BaselineResult,
+    trial: Trial,
     defer_remote: bool = False,
-) -> Doc:
-    """Latency first, then the accuracy gate, for one candidate. Adds ``"gate"`` to the outcome (and, for
-    a candidate skipped as slower, its ``"benchmarks"``: the measurement that decided it).
+) -> Trial | Pending:
+    """Latency first, then the accuracy gate, for one candidate: the trial with its ``gate`` (and, for a
+    candidate skipped as slower, its ``benchmarks``: the measurement that decided it).
 
     With ``defer_remote``, held-out evaluations that device agents still owe (profiles with
-    ``evaluate_on_device``) are only requested: the result lists them under ``"_pending"`` (profile ->
-    record key, stage ``"_pending_stage"``) and no verdict is given until they are recorded."""
+    ``evaluate_on_device``) are only requested: while any is missing the result is `Pending` on their
+    evaluation records, and no verdict is given until they are recorded."""
     from squeezeflow.search.policy import judge, screen
     from squeezeflow.stages.device_eval import FAILURE_STAGE, RESULT_STAGE, submit_evaluation
 
-    job = job_of(spec)
-    cand = CandidateResult.model_validate(outcome["candidate"])
-    ing = IngestResult.model_validate(ingest)
-    base = BaselineResult.model_validate(baseline)
+    cand = trial.candidate
     ctx = open_context(job, settings)
-    skipped = screen(job, ing, base, cand, ctx)
+    skipped = screen(job, ingest, baseline, cand, ctx)
     if skipped is not None:
-        return _dump(skipped)
+        return Trial.of(skipped)
     if defer_remote and cand.status == "ok" and cand.onnx is not None:
         pending = {}
         for p in job.devices:
             if p.evaluate_on_device:
-                key = submit_evaluation(cand.onnx, job.data.uri, ing.dataset.sha256, p, ctx)
+                key = submit_evaluation(cand.onnx, job.data.uri, ingest.dataset.sha256, p, ctx)
                 if ctx.store.read_record(RESULT_STAGE, key) is None and (
                     ctx.store.read_record(FAILURE_STAGE, key) is None
                 ):
                     pending[p.name] = key
         if pending:
-            return {**dict(outcome), "_pending": pending, "_pending_stage": RESULT_STAGE}
-    verdict = judge(job, ing, base, cand, ctx)
-    return {**dict(outcome), "gate": _dump(verdict)}
+            return Pending(stage=RESULT_STAGE, keys=pending)
+    verdict = judge(job, ingest, baseline, cand, ctx)
+    return trial.model_copy(update={"gate": verdict})
 
 
 def benchmark_task(
-    spec: Mapping[str, Any],
+    job: JobSpec,
     settings: Settings,
-    ingest: Mapping[str, Any],
-    baseline: Mapping[str, Any],
-    outcome: Mapping[str, Any],
+    ingest: IngestResult,
+    baseline: BaselineResult,
+    trial: Trial,
     defer_remote: bool = False,
-) -> Doc:
+) -> CandidateOutcome | Pending:
     """Measure one candidate on every device profile when it passed the gate (one that did not cannot be
     promoted: device time would be spent on nothing), end its MLflow run and record the trial for the
     search. Returns the complete outcome; with ``defer_remote`` and remote profiles still being
-    measured, returns ``{"_pending": {profile: record key}}`` instead (call again once they exist)."""
+    measured, `Pending` on their benchmark records instead (call again once they exist)."""
     from squeezeflow.search.policy import finish, measure
+    from squeezeflow.stages.benchmark import RESULT_STAGE
 
-    job = job_of(spec)
+    if trial.gate is None:
+        raise InvalidInputError("the trial has no gate verdict: run the gate first")
     ctx = open_context(job, settings)
-    ing = IngestResult.model_validate(ingest)
-    cand = CandidateResult.model_validate(outcome["candidate"])
-    verdict = GateResult.model_validate(outcome["gate"])
-    if outcome.get("benchmarks"):  # skipped as slower: its measurement is what decided it
-        benches = [BenchmarkResult.model_validate(b) for b in outcome["benchmarks"]]
+    if trial.benchmarks:  # skipped as slower: its measurement is what decided it
+        benches = list(trial.benchmarks)
     else:
-        benches, pending = measure(job, ing, cand, verdict, ctx, defer_remote)
+        benches, pending = measure(job, ingest, trial.candidate, trial.gate, ctx, defer_remote)
         if pending:
-            return {"_pending": pending}
-    done = CandidateOutcome(candidate=cand, gate=verdict, benchmarks=benches)
-    return _dump(finish(job, ing, BaselineResult.model_validate(baseline), done, ctx))
+            return Pending(stage=RESULT_STAGE, keys=pending)
+    done = CandidateOutcome(candidate=trial.candidate, gate=trial.gate, benchmarks=benches)
+    return finish(job, ingest, baseline, done, ctx)
 
 
-def any_passed(outcomes: Sequence[Mapping[str, Any]]) -> bool:
+def any_passed(outcomes: Sequence[Trial | CandidateOutcome]) -> bool:
     """Whether any candidate passed the accuracy gate."""
-    return any(bool(o.get("gate", {}).get("passed")) for o in outcomes)
+    return any(o.gate is not None and o.gate.passed for o in outcomes)
 
 
-def gate_verdict(outcomes: Sequence[Mapping[str, Any]]) -> str:
+def gate_verdict(outcomes: Sequence[Trial | CandidateOutcome]) -> str:
     """One line for a person: how many candidates passed the gate, and the closest miss."""
     from squeezeflow.report import gate_summary
 
-    return gate_summary([GateResult.model_validate(o["gate"]) for o in outcomes if o.get("gate")])
+    gates: list[GateResult] = [o.gate for o in outcomes if o.gate is not None]
+    return gate_summary(gates)
 
 
-def search_outcomes_task(spec: Mapping[str, Any], settings: Settings, ingest: Mapping[str, Any]) -> list[Doc]:
+def search_outcomes_task(job: JobSpec, settings: Settings, ingest: IngestResult) -> list[CandidateOutcome]:
     """Every recorded trial's outcome, in plan order (whichever door ran them)."""
     from squeezeflow.search.rounds import search_outcomes
 
-    job = job_of(spec)
-    ing = IngestResult.model_validate(ingest)
-    return [_dump(o) for o in search_outcomes(ing, open_context(job, settings))]
+    return list(search_outcomes(ingest, open_context(job, settings)))
 
 
 def promote_task(
-    spec: Mapping[str, Any],
+    job: JobSpec,
     settings: Settings,
-    ingest: Mapping[str, Any],
-    baseline: Mapping[str, Any],
-    baseline_benchmarks: Mapping[str, Any],
-    outcomes: Sequence[Mapping[str, Any]] | None = None,
+    ingest: IngestResult,
+    baseline: BaselineResult,
+    baseline_benchmarks: BaselineBenchmarks,
+    outcomes: Sequence[CandidateOutcome] | None = None,
     started: float | None = None,
-) -> Doc:
+) -> JobResult:
     """Promote the best eligible candidate and return the job's result (the summary table's rows, the
     promotion, and links to the MLflow runs). ``outcomes`` default to every trial the search recorded."""
     return promote_and_report_task(
-        spec, settings, ingest, baseline, baseline_benchmarks, outcomes, started=started
+        job, settings, ingest, baseline, baseline_benchmarks, outcomes, started=started
     )[0]
 
 
 def promote_and_report_task(
-    spec: Mapping[str, Any],
+    job: JobSpec,
     settings: Settings,
-    ingest: Mapping[str, Any],
-    baseline: Mapping[str, Any],
-    baseline_benchmarks: Mapping[str, Any],
-    outcomes: Sequence[Mapping[str, Any]] | None = None,
+    ingest: IngestResult,
+    baseline: BaselineResult,
+    baseline_benchmarks: BaselineBenchmarks,
+    outcomes: Sequence[CandidateOutcome] | None = None,
     started: float | None = None,
-) -> tuple[Doc, PublishedReport | None]:
+) -> tuple[JobResult, PublishedReport | None]:
     """`promote_task`, and the job report it published (its text: None when rendering it failed)."""
     from squeezeflow.runner import job_result_and_report
     from squeezeflow.search.rounds import search_outcomes
     from squeezeflow.stages import promote
 
-    job = job_of(spec)
     ctx = open_context(job, settings)
-    ing = IngestResult.model_validate(ingest)
-    base = BaselineResult.model_validate(baseline)
     if job.target.name not in baseline_benchmarks:
         raise InvalidInputError(f"no baseline benchmark for the target profile {job.target.name!r}")
-    target = BenchmarkResult.model_validate(baseline_benchmarks[job.target.name])
-    outs = (
-        search_outcomes(ing, ctx)
-        if outcomes is None
-        else [CandidateOutcome.model_validate(dict(o)) for o in outcomes]
-    )
-    promotion = promote(job, ing, base, target, outs, ctx)
+    target = baseline_benchmarks[job.target.name]
+    outs = search_outcomes(ingest, ctx) if outcomes is None else list(outcomes)
+    promotion = promote(job, ingest, baseline, target, outs, ctx)
     seconds = 0.0 if started is None else max(0.0, time.time() - started)
-    base_benches = {
-        name: BenchmarkResult.model_validate(doc)
-        for name, doc in baseline_benchmarks.items()
-        if not name.startswith("_")
-    }
-    result, report = job_result_and_report(
-        job, settings, ctx, ing, base, target, outs, promotion, seconds, base_benches
+    return job_result_and_report(
+        job, settings, ctx, ingest, baseline, target, outs, promotion, seconds, dict(baseline_benchmarks)
     )
-    return _dump(result), report

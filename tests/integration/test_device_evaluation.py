@@ -137,3 +137,49 @@ def test_evaluate_on_device_is_refused_for_a_local_profile(tiny_model: Path, ani
 
     with pytest.raises(SpecError, match="evaluate_on_device needs a remote"):
         _spec(tiny_model, animal_mnist, {**EDGE, "remote": False})
+
+
+def test_an_airflow_gate_defers_until_the_device_has_answered_then_gives_its_verdict(
+    settings: Settings, tiny_model: Path, animal_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In Airflow (``defer_remote``) the gate task does not wait in a worker: while the device owes its
+    answers it returns `Pending` on their records, and the operator defers on that to the triggerer;
+    once the record exists the same call gives the verdict, and the XCom is the trial's JSON."""
+    pytest.importorskip("airflow")
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from squeezeflow import tasks
+    from squeezeflow.airflow.operators import SqueezeflowGateOperator
+    from squeezeflow.results import Pending, Trial
+
+    spec = _spec(tiny_model, animal_mnist, EDGE)
+    ctx = StageContext.open(settings, "device-eval")
+    ing, base, cand = _baseline_as_candidate(spec, ctx)
+    key = evaluation_key(base.onnx, ing.dataset.sha256, spec.devices[1])
+
+    waiting = tasks.gate_task(spec, settings, ing, base, Trial(candidate=cand), defer_remote=True)
+    assert waiting == Pending(stage=RESULT_STAGE, keys={"edge": key})
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
+    gate_op = SqueezeflowGateOperator(
+        task_id="gate",
+        spec=tasks.spec_json(spec),
+        ingest=ing.model_dump(mode="json"),
+        baseline=base.model_dump(mode="json"),
+        outcome={"candidate": cand.model_dump(mode="json")},
+        mlflow_conn_id=None,
+        aws_conn_id=None,
+        artifacts=settings.artifacts,
+        workdir=str(settings.workdir),
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        gate_op.execute({})  # type: ignore[arg-type]
+    trigger = deferred.value.trigger
+    assert (trigger.stage, trigger.keys) == (RESULT_STAGE, [key])  # type: ignore[attr-defined]
+
+    # the device answers (its outputs are this machine's): the task, resumed, gives the verdict
+    local = ctx.store.put_bytes(npy_bytes(np.load(ctx.store.fetch(base.logits, ctx.cache))), suffix=".npy")
+    ctx.store.write_record(RESULT_STAGE, key, {"key": key, "profile": "edge", "outputs": local.model_dump()})
+    xcom = gate_op.execute({})  # type: ignore[arg-type]
+    assert set(xcom) == {"candidate", "gate"} and xcom["gate"]["passed"], xcom
+    assert Trial.model_validate(xcom).gate is not None

@@ -90,9 +90,9 @@ def test_minilm_job_builds_int64_candidates_with_vocab_and_head_pruning(tmp_path
 
     # An orchestrator fans out over the planned recipes: planned from the ingest record, a text model
     # gets the text defaults (it used to get the image ones: static int8, which wrecks a transformer).
-    spec = tasks.resolve_spec(doc)
+    spec = tasks.resolve_job(doc)
     planned = tasks.plan_task(spec, settings, tasks.ingest_task(spec, settings), 0)
-    assert [r["name"] for r in planned] == ["trim-int8-dynamic-pc", "trim", "vocab-qat-trim-int8-dynamic-pc"]
+    assert [r.name for r in planned] == ["trim-int8-dynamic-pc", "trim", "vocab-qat-trim-int8-dynamic-pc"]
 
     rows = {r.label: r for r in result.candidates}
     searched = "vocab-prune55-magnitude-kd-trim-int8dyn"

@@ -22,7 +22,14 @@ from typing import Any
 import pytest
 
 from squeezeflow import tasks
-from squeezeflow.results import BaselineResult, BenchmarkResult, CandidateOutcome, IngestResult
+from squeezeflow.results import (
+    BaselineResult,
+    BenchmarkResult,
+    CandidateOutcome,
+    IngestResult,
+    Trial,
+    dump_baseline_benchmarks,
+)
 from squeezeflow.spec.job import JobSpec
 from squeezeflow.stages import Settings, StageContext
 from tests.reference import job_doc, write_spec
@@ -81,7 +88,7 @@ class World:
     def spec(self, model_name: str, **overrides: Any) -> JobSpec:
         """This job's spec promoting to ``model_name`` (each test uses its own registered model)."""
         doc = {**self.doc, "registry": {"model_name": model_name, "alias": "champion"}, **overrides}
-        return tasks.job_of(tasks.resolve_spec(doc))
+        return tasks.resolve_job(doc)
 
     def context(self) -> StageContext:
         return StageContext.open(self.settings, self.doc["name"])
@@ -124,16 +131,30 @@ def world(
     settings = Settings(
         artifacts=str(root / "artifacts"), tracking_uri=mlflow_server.tracking_uri, workdir=root / "work"
     )
-    spec = tasks.resolve_spec(doc)
+    spec = tasks.resolve_job(doc)
     ing = tasks.ingest_task(spec, settings)
     base = tasks.baseline_task(spec, settings, ing)
     benches = tasks.baseline_benchmark_task(spec, settings, ing, base)
+    assert isinstance(benches, dict)
     outcomes = []
     for recipe in tasks.plan_task(spec, settings, ing, 0):
-        o = tasks.optimize_task(spec, settings, ing, base, recipe)
-        o = tasks.gate_task(spec, settings, ing, base, o)
-        outcomes.append(tasks.benchmark_task(spec, settings, ing, base, o))
-    w = World(doc, write_spec(root / "job.yaml", doc), settings, ing, base, benches, outcomes, root)
+        gated = tasks.gate_task(
+            spec, settings, ing, base, tasks.optimize_task(spec, settings, ing, base, recipe)
+        )
+        assert isinstance(gated, Trial)
+        done = tasks.benchmark_task(spec, settings, ing, base, gated)
+        assert isinstance(done, CandidateOutcome)
+        outcomes.append(done.model_dump(mode="json"))
+    w = World(
+        doc,
+        write_spec(root / "job.yaml", doc),
+        settings,
+        ing.model_dump(mode="json"),
+        base.model_dump(mode="json"),
+        dump_baseline_benchmarks(benches),
+        outcomes,
+        root,
+    )
     _check_eligible(w)
     return w
 

@@ -24,7 +24,7 @@ def test_the_gate_step_shows_the_confusion_matrix_from_the_gates_evidence(tmp_pa
     )
     shown = ClassificationMetrics(name="confusion", uri=str(tmp_path / "c"), metadata={})
     # the gate record names its evidence; no model, dataset or tracking server is needed to show it
-    _confusion(settings, {"evidence": evidence.model_dump()}, shown)
+    _confusion(settings, evidence, shown)
     assert shown.metadata["confusionMatrix"] == {
         "annotationSpecs": [{"displayName": "cat"}, {"displayName": "dog"}],
         "rows": [{"row": [7, 1]}, {"row": [0, 9]}],
@@ -32,4 +32,4 @@ def test_the_gate_step_shows_the_confusion_matrix_from_the_gates_evidence(tmp_pa
 
     older = open_store(settings.artifacts).put_bytes(b'{"passed": true}', suffix=".json")
     with pytest.raises(InvalidInputError, match="no confusion matrix"):
-        _confusion(settings, {"evidence": older.model_dump()}, shown)
+        _confusion(settings, older, shown)

@@ -404,7 +404,7 @@ def test_every_front_door_shows_the_candidates_table_of_one_renderer(
     kfp_md, kfp_html = SimpleNamespace(path=tmp_path / "md"), SimpleNamespace(path=tmp_path / "html")
 
     # a run whose report could not be rendered: Kubeflow shows the same summary as Airflow's XCom
-    kfp_reports(doc, None, kfp_html, kfp_md)
+    kfp_reports(result, None, kfp_html, kfp_md)
     assert kfp_md.path.read_text() == airflow_summary(doc) == summary_markdown(result)
     assert "Promoted int8-static as version 3" in kfp_md.path.read_text()
     assert "<pre>" in kfp_html.path.read_text() and "<script" not in kfp_html.path.read_text()

@@ -29,6 +29,18 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from squeezeflow import tasks
 from squeezeflow.airflow.hooks import DEFAULT_AWS_CONN_ID, DEFAULT_MLFLOW_CONN_ID, stage_settings
 from squeezeflow.errors import InvalidInputError
+from squeezeflow.results import (
+    BaselineBenchmarks,
+    BaselineResult,
+    CandidateOutcome,
+    IngestResult,
+    JobResult,
+    Pending,
+    Trial,
+    parse_baseline_benchmarks,
+)
+from squeezeflow.spec.job import JobSpec
+from squeezeflow.spec.search import Recipe
 from squeezeflow.stages import Settings
 
 log = logging.getLogger(__name__)
@@ -40,6 +52,14 @@ def params_to_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
     from squeezeflow.spec.run_form import form_overrides
 
     return form_overrides(params)
+
+
+def to_xcom(value: Any) -> Any:
+    """A task's typed result as the JSON an XCom holds: each record's ``model_dump(mode="json")``, in
+    the lists and mappings it comes in."""
+    from pydantic_core import to_jsonable_python
+
+    return to_jsonable_python(value)
 
 
 def mlflow_ui_url(tracking_uri: str, route: str) -> str | None:
@@ -165,32 +185,35 @@ class SqueezeflowBaseOperator(BaseOperator):
             except InvalidInputError as err:
                 # The input is wrong: retrying cannot help, so fail now and say why.
                 raise AirflowFailException(f"{type(err).__name__}: {err}") from err
-            self._persist_links(context, settings.tracking_uri, result)
-            return result
+            if isinstance(result, Pending):
+                self._defer(settings, result)
+            doc = to_xcom(result)
+            self._persist_links(context, settings.tracking_uri, doc)
+            return doc
 
     def run_stage(self, settings: Settings, context: Context) -> Any:
-        """The stage call; every concrete operator below defines it."""
+        """The stage call, on the typed records parsed from this operator's JSON arguments (`job`,
+        ``IngestResult.model_validate(self.ingest)``, ...); every concrete operator below defines it. Its
+        typed result goes to XCom as JSON (`to_xcom`), except `Pending`, on which the task defers."""
         raise NotImplementedError(f"{type(self).__name__} does not define run_stage")
 
-    def _defer_if_pending(self, settings: Settings, result: Any) -> None:
+    def job(self) -> JobSpec:
+        """The resolved job spec, from its JSON (``spec``)."""
+        return tasks.job_of(self.spec)
+
+    def _defer(self, settings: Settings, pending: Pending) -> None:
         """Hand the wait for remote device measurements (or on-device evaluations) to the triggerer (no
         worker slot is held); the task resumes in `execute_complete`, which finds every record written.
         The triggerer polls the store every ``$SQUEEZEFLOW_AGENT_POLL_S`` seconds (default 10)."""
-        pending = result.get("_pending") if isinstance(result, dict) else None
-        if not pending:
-            return
         from squeezeflow.airflow.triggers import StoreRecordTrigger
 
-        timeout = max(
-            (float(d.get("remote_timeout_s", 3600)) for d in self.spec.get("devices", []) if d.get("remote")),
-            default=3600.0,
-        )
-        log.info("waiting (deferred) for device agents: %s", ", ".join(sorted(pending)))
+        timeout = max((float(d.remote_timeout_s) for d in self.job().devices if d.remote), default=3600.0)
+        log.info("waiting (deferred) for device agents: %s", ", ".join(sorted(pending.keys)))
         self.defer(
             trigger=StoreRecordTrigger(
                 artifacts=settings.artifacts,
-                stage=str(result.get("_pending_stage", "benchmark")),
-                keys=sorted(pending.values()),
+                stage=pending.stage,
+                keys=sorted(pending.keys.values()),
                 aws_conn_id=self.aws_conn_id,
                 poll_interval_s=float(os.environ.get("SQUEEZEFLOW_AGENT_POLL_S", "10")),
                 timeout_s=timeout,
@@ -278,8 +301,8 @@ class SqueezeflowResolveSpecOperator(BaseOperator):
 class SqueezeflowIngestOperator(SqueezeflowBaseOperator):
     """Validate the dataset (structure and a Great Expectations suite) and record the inputs' hashes."""
 
-    def run_stage(self, settings: Settings, context: Context) -> dict[str, Any]:
-        return tasks.ingest_task(self.spec, settings)
+    def run_stage(self, settings: Settings, context: Context) -> IngestResult:
+        return tasks.ingest_task(self.job(), settings)
 
 
 class SqueezeflowBaselineOperator(SqueezeflowBaseOperator):
@@ -291,8 +314,8 @@ class SqueezeflowBaselineOperator(SqueezeflowBaseOperator):
         super().__init__(**kwargs)
         self.ingest = ingest
 
-    def run_stage(self, settings: Settings, context: Context) -> dict[str, Any]:
-        return tasks.baseline_task(self.spec, settings, self.ingest)
+    def run_stage(self, settings: Settings, context: Context) -> BaselineResult:
+        return tasks.baseline_task(self.job(), settings, IngestResult.model_validate(self.ingest))
 
 
 class SqueezeflowBaselineBenchmarkOperator(SqueezeflowBaseOperator):
@@ -305,12 +328,14 @@ class SqueezeflowBaselineBenchmarkOperator(SqueezeflowBaseOperator):
         self.ingest = ingest
         self.baseline = baseline
 
-    def run_stage(self, settings: Settings, context: Context) -> dict[str, Any]:
-        result = tasks.baseline_benchmark_task(
-            self.spec, settings, self.ingest, self.baseline, defer_remote=True
+    def run_stage(self, settings: Settings, context: Context) -> BaselineBenchmarks | Pending:
+        return tasks.baseline_benchmark_task(
+            self.job(),
+            settings,
+            IngestResult.model_validate(self.ingest),
+            BaselineResult.model_validate(self.baseline),
+            defer_remote=True,
         )
-        self._defer_if_pending(settings, result)
-        return result
 
 
 class SqueezeflowPlanOperator(SqueezeflowBaseOperator):
@@ -330,13 +355,15 @@ class SqueezeflowPlanOperator(SqueezeflowBaseOperator):
         self.ingest = ingest
         self.round_index = round_index
 
-    def run_stage(self, settings: Settings, context: Context) -> list[dict[str, Any]]:
-        recipes = tasks.plan_task(self.spec, settings, self.ingest, self.round_index)
+    def run_stage(self, settings: Settings, context: Context) -> list[Recipe]:
+        recipes = tasks.plan_task(
+            self.job(), settings, IngestResult.model_validate(self.ingest), self.round_index
+        )
         log.info(
             "round %d: %d candidates: %s",
             self.round_index,
             len(recipes),
-            ", ".join(r.get("name") or "?" for r in recipes) or "(the search has stopped)",
+            ", ".join(r.name or "?" for r in recipes) or "(the search has stopped)",
         )
         return recipes
 
@@ -360,12 +387,18 @@ class SqueezeflowOptimizeOperator(SqueezeflowBaseOperator):
         self.baseline = baseline
         self.recipe = recipe
 
-    def run_stage(self, settings: Settings, context: Context) -> dict[str, Any]:
+    def run_stage(self, settings: Settings, context: Context) -> Trial:
         context["squeezeflow_candidate"] = _label(self.recipe)  # type: ignore[typeddict-unknown-key]
-        out = tasks.optimize_task(self.spec, settings, self.ingest, self.baseline, self.recipe)
-        cand = out["candidate"]
-        if cand["status"] != "ok":
-            log.warning("candidate %s was not built: %s", cand["recipe"].get("name"), cand.get("error"))
+        out = tasks.optimize_task(
+            self.job(),
+            settings,
+            IngestResult.model_validate(self.ingest),
+            BaselineResult.model_validate(self.baseline),
+            tasks.parse_recipe(self.recipe),
+        )
+        cand = out.candidate
+        if cand.status != "ok":
+            log.warning("candidate %s was not built: %s", cand.recipe.name, cand.error)
         return out
 
 
@@ -385,14 +418,18 @@ class SqueezeflowGateOperator(SqueezeflowBaseOperator):
         self.baseline = baseline
         self.outcome = outcome
 
-    def run_stage(self, settings: Settings, context: Context) -> dict[str, Any]:
+    def run_stage(self, settings: Settings, context: Context) -> Trial | Pending:
         context["squeezeflow_candidate"] = _candidate_label(self.outcome)  # type: ignore[typeddict-unknown-key]
         out = tasks.gate_task(
-            self.spec, settings, self.ingest, self.baseline, self.outcome, defer_remote=True
+            self.job(),
+            settings,
+            IngestResult.model_validate(self.ingest),
+            BaselineResult.model_validate(self.baseline),
+            Trial.model_validate(self.outcome),
+            defer_remote=True,
         )
-        self._defer_if_pending(settings, out)
-        g = out["gate"]
-        log.info("%s: %s", _candidate_label(out), g["reason"])
+        if isinstance(out, Trial) and out.gate is not None:
+            log.info("%s: %s", _candidate_label(self.outcome), out.gate.reason)
         return out
 
 
@@ -409,22 +446,24 @@ class SqueezeflowBenchmarkOperator(SqueezeflowBaseOperator):
         self.baseline = baseline
         self.outcome = outcome
 
-    def run_stage(self, settings: Settings, context: Context) -> dict[str, Any]:
+    def run_stage(self, settings: Settings, context: Context) -> CandidateOutcome | Pending:
         context["squeezeflow_candidate"] = _candidate_label(self.outcome)  # type: ignore[typeddict-unknown-key]
-        result = tasks.benchmark_task(
-            self.spec, settings, self.ingest, self.baseline, self.outcome, defer_remote=True
+        return tasks.benchmark_task(
+            self.job(),
+            settings,
+            IngestResult.model_validate(self.ingest),
+            BaselineResult.model_validate(self.baseline),
+            Trial.model_validate(self.outcome),
+            defer_remote=True,
         )
-        self._defer_if_pending(settings, result)
-        return result
 
 
-def summary_markdown(result: Mapping[str, Any]) -> str:
+def summary_markdown(result: Mapping[str, Any] | JobResult) -> str:
     """The job's result as Markdown (for XCom, the task's log and the UI): `squeezeflow.report`'s summary,
     the same table every front door shows."""
     from squeezeflow.report import summary_markdown as render
-    from squeezeflow.results import JobResult
 
-    return render(JobResult.model_validate(dict(result)))
+    return render(result if isinstance(result, JobResult) else JobResult.model_validate(dict(result)))
 
 
 class SqueezeflowPromoteOperator(SqueezeflowBaseOperator):
@@ -452,34 +491,32 @@ class SqueezeflowPromoteOperator(SqueezeflowBaseOperator):
         self.baseline_benchmarks = baseline_benchmarks
         self.outcomes = outcomes
 
-    def run_stage(self, settings: Settings, context: Context) -> dict[str, Any]:
+    def run_stage(self, settings: Settings, context: Context) -> JobResult:
         started = None
         dag_run = context.get("dag_run")
         start_date = getattr(dag_run, "start_date", None)
         if start_date is not None:
             started = start_date.timestamp()
         result = tasks.promote_task(
-            self.spec,
+            self.job(),
             settings,
-            self.ingest,
-            self.baseline,
-            self.baseline_benchmarks,
-            None if self.outcomes is None else list(self.outcomes),
+            IngestResult.model_validate(self.ingest),
+            BaselineResult.model_validate(self.baseline),
+            parse_baseline_benchmarks(self.baseline_benchmarks),
+            None if self.outcomes is None else [CandidateOutcome.model_validate(o) for o in self.outcomes],
             started=started or time.time(),
         )
         md = summary_markdown(result)
         for line in md.splitlines():
             log.info("%s", line)
         context["ti"].xcom_push(key="summary", value=md)
-        p = result["promotion"]
+        p = result.promotion
         uri = settings.tracking_uri
-        if result.get("report_html"):
-            run = mlflow_run_url(uri, str(result["parent_run_id"]), str(result["experiment_id"]))
+        if result.report_html:
+            run = mlflow_run_url(uri, result.parent_run_id, result.experiment_id)
             JobReportLink.persist(context, run and f"{run}/artifacts")
-        if p["promoted"]:
-            RegisteredModelLink.persist(
-                context, mlflow_model_version_url(uri, str(p["model_name"]), str(p["version"]))
-            )
+        if p.promoted:
+            RegisteredModelLink.persist(context, mlflow_model_version_url(uri, p.model_name, str(p.version)))
         return result
 
 
@@ -563,10 +600,10 @@ class SqueezeflowRetrainOperator(SqueezeflowBaseOperator):
         self.train_kwargs = train_kwargs or {}
 
     def run_stage(self, settings: Settings, context: Context) -> str:
-        record = tasks.retrain_task(self.spec, settings, str(self.entrypoint), dict(self.train_kwargs))
+        record = tasks.retrain_task(self.job(), settings, str(self.entrypoint), dict(self.train_kwargs))
         for asset in self.outlets or []:
             context["outlet_events"][asset].extra = {
-                "model_uri": record["model_uri"],
-                "sha256": record["model"]["sha256"],
+                "model_uri": record.model_uri,
+                "sha256": record.model.sha256,
             }
-        return str(record["model_uri"])
+        return record.model_uri

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from squeezeflow import IMAGE
-from squeezeflow.run_form import FIELD_NAMES
+from squeezeflow.spec.run_form import FIELD_NAMES
 
 
 @dataclass(frozen=True)
@@ -98,61 +98,87 @@ def resolve_spec_in_pod(
     return tasks.resolve_spec(spec_source, tasks.run_overrides(values, uris or (), overrides) or None)
 
 
+# The pod entry points: each parses its JSON arguments into the typed records `squeezeflow.tasks` takes,
+# and returns the task's result as the JSON the pod's XCom holds (its records' ``model_dump(mode="json")``).
+
+
 def ingest_in_pod(spec: dict[str, Any]) -> dict[str, Any]:
     from squeezeflow import tasks
     from squeezeflow.stages import Settings
 
-    return tasks.ingest_task(spec, Settings.resolve())
+    return tasks.ingest_task(tasks.job_of(spec), Settings.resolve()).model_dump(mode="json")
 
 
 def baseline_in_pod(spec: dict[str, Any], ingest: dict[str, Any]) -> dict[str, Any]:
     from squeezeflow import tasks
+    from squeezeflow.results import IngestResult
     from squeezeflow.stages import Settings
 
-    return tasks.baseline_task(spec, Settings.resolve(), ingest)
+    ing = IngestResult.model_validate(ingest)
+    return tasks.baseline_task(tasks.job_of(spec), Settings.resolve(), ing).model_dump(mode="json")
 
 
 def baseline_benchmark_in_pod(
     spec: dict[str, Any], ingest: dict[str, Any], baseline: dict[str, Any]
 ) -> dict[str, Any]:
     from squeezeflow import tasks
+    from squeezeflow.results import BaselineResult, IngestResult, Pending, dump_baseline_benchmarks
     from squeezeflow.stages import Settings
 
-    return tasks.baseline_benchmark_task(spec, Settings.resolve(), ingest, baseline)
+    ing, base = IngestResult.model_validate(ingest), BaselineResult.model_validate(baseline)
+    benches = tasks.baseline_benchmark_task(tasks.job_of(spec), Settings.resolve(), ing, base)
+    assert not isinstance(benches, Pending)  # a pod waits for device agents (no defer_remote)
+    return dump_baseline_benchmarks(benches)
 
 
 def plan_in_pod(spec: dict[str, Any], ingest: dict[str, Any], round_index: int = 0) -> list[dict[str, Any]]:
     from squeezeflow import tasks
+    from squeezeflow.results import IngestResult
     from squeezeflow.stages import Settings
 
-    return tasks.plan_task(spec, Settings.resolve(), ingest, round_index)
+    ing = IngestResult.model_validate(ingest)
+    recipes = tasks.plan_task(tasks.job_of(spec), Settings.resolve(), ing, round_index)
+    return [r.model_dump(mode="json") for r in recipes]
 
 
 def optimize_in_pod(
     spec: dict[str, Any], ingest: dict[str, Any], baseline: dict[str, Any], recipe: dict[str, Any]
 ) -> dict[str, Any]:
     from squeezeflow import tasks
+    from squeezeflow.results import BaselineResult, IngestResult
     from squeezeflow.stages import Settings
 
-    return tasks.optimize_task(spec, Settings.resolve(), ingest, baseline, recipe)
+    ing, base = IngestResult.model_validate(ingest), BaselineResult.model_validate(baseline)
+    trial = tasks.optimize_task(tasks.job_of(spec), Settings.resolve(), ing, base, tasks.parse_recipe(recipe))
+    return trial.model_dump(mode="json")
 
 
 def gate_in_pod(
     spec: dict[str, Any], ingest: dict[str, Any], baseline: dict[str, Any], outcome: dict[str, Any]
 ) -> dict[str, Any]:
     from squeezeflow import tasks
+    from squeezeflow.results import BaselineResult, IngestResult, Trial
     from squeezeflow.stages import Settings
 
-    return tasks.gate_task(spec, Settings.resolve(), ingest, baseline, outcome)
+    ing, base = IngestResult.model_validate(ingest), BaselineResult.model_validate(baseline)
+    gated = tasks.gate_task(tasks.job_of(spec), Settings.resolve(), ing, base, Trial.model_validate(outcome))
+    assert isinstance(gated, Trial)  # a pod waits for device agents (no defer_remote)
+    return gated.model_dump(mode="json")
 
 
 def benchmark_in_pod(
     spec: dict[str, Any], ingest: dict[str, Any], baseline: dict[str, Any], outcome: dict[str, Any]
 ) -> dict[str, Any]:
     from squeezeflow import tasks
+    from squeezeflow.results import BaselineResult, CandidateOutcome, IngestResult, Trial
     from squeezeflow.stages import Settings
 
-    return tasks.benchmark_task(spec, Settings.resolve(), ingest, baseline, outcome)
+    ing, base = IngestResult.model_validate(ingest), BaselineResult.model_validate(baseline)
+    done = tasks.benchmark_task(
+        tasks.job_of(spec), Settings.resolve(), ing, base, Trial.model_validate(outcome)
+    )
+    assert isinstance(done, CandidateOutcome)  # a pod waits for device agents (no defer_remote)
+    return done.model_dump(mode="json")
 
 
 def promote_in_pod(
@@ -162,9 +188,17 @@ def promote_in_pod(
     baseline_benchmarks: dict[str, Any],
 ) -> dict[str, Any]:
     from squeezeflow import tasks
+    from squeezeflow.results import BaselineResult, IngestResult, parse_baseline_benchmarks
     from squeezeflow.stages import Settings
 
-    return tasks.promote_task(spec, Settings.resolve(), ingest, baseline, baseline_benchmarks)
+    result = tasks.promote_task(
+        tasks.job_of(spec),
+        Settings.resolve(),
+        IngestResult.model_validate(ingest),
+        BaselineResult.model_validate(baseline),
+        parse_baseline_benchmarks(baseline_benchmarks),
+    )
+    return result.model_dump(mode="json")
 
 
 def add_pod_tasks(

@@ -26,9 +26,23 @@ from typing import TYPE_CHECKING, Any
 
 from squeezeflow import tasks
 from squeezeflow.errors import InvalidInputError, SpecError
+from squeezeflow.results import (
+    BaselineResult,
+    BenchmarkResult,
+    CandidateOutcome,
+    CandidateResult,
+    IngestResult,
+    JobResult,
+    Pending,
+    Trial,
+    dump_baseline_benchmarks,
+    parse_baseline_benchmarks,
+)
 from squeezeflow.spec.document import read_spec_text
+from squeezeflow.spec.job import JobSpec
 from squeezeflow.spec.run_form import form_overrides, missing_without_spec
 from squeezeflow.stages import Settings
+from squeezeflow.store.artifacts import ArtifactRef
 
 if TYPE_CHECKING:
     from squeezeflow.report import PublishedReport
@@ -36,7 +50,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HANDLE_FORMAT = "squeezeflow.kfp-handle/v1"
-Doc = dict[str, Any]
 
 
 # -- handles ------------------------------------------------------------------------------------------
@@ -49,7 +62,7 @@ def write_handle(
     spec: Mapping[str, Any] | None = None,
     started: float | None = None,
 ) -> None:
-    doc: Doc = {"format": HANDLE_FORMAT, "stage": stage, "record": dict(record)}
+    doc: dict[str, Any] = {"format": HANDLE_FORMAT, "stage": stage, "record": dict(record)}
     if spec is not None:
         doc["spec"] = dict(spec)
     if started is not None:
@@ -59,7 +72,7 @@ def write_handle(
     path.write_text(json.dumps(doc, indent=2, sort_keys=True))
 
 
-def read_handle(artifact: Any, stage: str) -> Doc:
+def read_handle(artifact: Any, stage: str) -> dict[str, Any]:
     try:
         doc = json.loads(Path(artifact.path).read_text())
     except (OSError, ValueError) as err:
@@ -69,17 +82,29 @@ def read_handle(artifact: Any, stage: str) -> Doc:
     return doc
 
 
-def job_of_dataset(dataset: Any) -> tuple[Doc, Doc]:
+def job_of_dataset(dataset: Any) -> tuple[JobSpec, IngestResult]:
     """The resolved job spec and the ingest record, from the dataset artifact."""
     doc = read_handle(dataset, "ingest")
-    return doc["spec"], doc["record"]
+    return tasks.job_of(doc["spec"]), IngestResult.model_validate(doc["record"])
 
 
-def _ref_metadata(artifact: Any, ref: Mapping[str, Any] | None, **extra: Any) -> None:
-    if ref:
-        artifact.metadata["store_uri"] = ref["uri"]
-        artifact.metadata["sha256"] = ref["sha256"]
-        artifact.metadata["size_bytes"] = int(ref["size"])
+def baseline_of(baseline_model: Any) -> BaselineResult:
+    """The baseline record, from the baseline model artifact."""
+    return BaselineResult.model_validate(read_handle(baseline_model, "baseline")["record"])
+
+
+def _finished(result: Any) -> Any:
+    """A KFP step never defers: its tasks wait for device agents themselves (``defer_remote`` off)."""
+    if isinstance(result, Pending):  # pragma: no cover - only a task called with defer_remote returns it
+        raise AssertionError(f"a KFP step got {result!r}; its tasks must wait for device agents")
+    return result
+
+
+def _ref_metadata(artifact: Any, ref: ArtifactRef | None, **extra: Any) -> None:
+    if ref is not None:
+        artifact.metadata["store_uri"] = ref.uri
+        artifact.metadata["sha256"] = ref.sha256
+        artifact.metadata["size_bytes"] = int(ref.size)
     for k, v in extra.items():
         if v is not None:
             artifact.metadata[k] = v
@@ -94,7 +119,7 @@ def _log_metrics(metrics: Any, values: Mapping[str, float | int | None]) -> None
 # -- the job spec from the run form --------------------------------------------------------------------
 
 
-def resolve_spec_param(spec: str, form: Mapping[str, Any]) -> Doc:
+def resolve_spec_param(spec: str, form: Mapping[str, Any]) -> dict[str, Any]:
     """The ``spec`` pipeline parameter (JSON or YAML text, an ``s3://`` URI of a spec file, or empty)
     with the run form's values (`squeezeflow.spec.run_form`) applied, validated. With ``spec`` empty the form
     alone makes the job, and must fill in the fields a job needs."""
@@ -140,10 +165,10 @@ def retrain(spec: str, form: Mapping[str, Any], entrypoint: str, train_kwargs: s
     if not isinstance(kwargs, dict):
         raise InvalidInputError("train_kwargs must be a JSON object")
     doc = resolve_spec_param(spec, form)
-    record = tasks.retrain_task(doc, Settings.resolve(), entrypoint, kwargs)
-    write_handle(model, "retrain", record)
-    _ref_metadata(model, record["model"], format="state_dict", factory=doc["model"].get("factory"))
-    return str(record["model_uri"])
+    record = tasks.retrain_task(tasks.job_of(doc), Settings.resolve(), entrypoint, kwargs)
+    write_handle(model, "retrain", record.model_dump(mode="json"))
+    _ref_metadata(model, record.model, format="state_dict", factory=doc["model"].get("factory"))
+    return record.model_uri
 
 
 def ingest(spec: str, form: Mapping[str, Any], dataset: Any) -> str:
@@ -152,20 +177,21 @@ def ingest(spec: str, form: Mapping[str, Any], dataset: Any) -> str:
     MLflow run); the dataset handle also keeps the resolved spec and the job's start time."""
     started = time.time()
     resolved = resolve_spec_param(spec, form)
-    record = tasks.ingest_task(resolved, Settings.resolve())
+    result = tasks.ingest_task(tasks.job_of(resolved), Settings.resolve())
+    record = result.model_dump(mode="json")
     write_handle(dataset, "ingest", record, spec=resolved, started=started)
-    info = record["dataset"]
+    info = result.dataset
     _ref_metadata(
         dataset,
         None,
-        store_uri=info["uri"],
-        sha256=info["sha256"],
-        name=info["name"],
-        num_classes=info["num_classes"],
-        split_sizes=json.dumps(info["split_sizes"]),
-        validation_passed=bool(record["validation"]["success"]),
+        store_uri=info.uri,
+        sha256=info.sha256,
+        name=info.name,
+        num_classes=info.num_classes,
+        split_sizes=json.dumps(info.split_sizes),
+        validation_passed=bool(result.validation.success),
         job=resolved["name"],
-        model_source=record["model_source"]["uri"],
+        model_source=result.model_source.uri,
     )
     return json.dumps(record, sort_keys=True)
 
@@ -173,34 +199,34 @@ def ingest(spec: str, form: Mapping[str, Any], dataset: Any) -> str:
 def baseline(dataset: Any, model: Any, metrics: Any) -> None:
     spec, ing = job_of_dataset(dataset)
     record = tasks.baseline_task(spec, Settings.resolve(), ing)
-    write_handle(model, "baseline", record)
-    _ref_metadata(model, record["onnx"], format="onnx", metric_name=record["metric_name"], role="baseline")
-    m = record["measure"]
+    write_handle(model, "baseline", record.model_dump(mode="json"))
+    _ref_metadata(model, record.onnx, format="onnx", metric_name=record.metric_name, role="baseline")
+    m = record.measure
     _log_metrics(
         metrics,
         {
-            record["metric_name"]: record["metric"],
-            f"val_{record['metric_name']}": record["val_metric"],
-            "size_bytes": m["size_bytes"],
-            "params": m["params"],
-            "macs": m["macs"],
+            record.metric_name: record.metric,
+            f"val_{record.metric_name}": record.val_metric,
+            "size_bytes": m.size_bytes,
+            "params": m.params,
+            "macs": m.macs,
         },
     )
 
 
-def _bench_metrics(metrics: Any, benches: Sequence[Mapping[str, Any]]) -> None:
+def _bench_metrics(metrics: Any, benches: Sequence[BenchmarkResult]) -> None:
     for b in benches:
-        p = b["profile"]
+        p = b.profile
         _log_metrics(
             metrics,
             {
-                f"{p}.p50_ms": b["p50_ms"],
-                f"{p}.p95_ms": b["p95_ms"],
-                f"{p}.p99_ms": b["p99_ms"],
-                f"{p}.throughput_per_s": b["throughput_per_s"],
-                f"{p}.cv_p50": b.get("cv_p50"),
-                f"{p}.peak_rss_increase_mb": b.get("peak_rss_increase_mb"),
-                f"{p}.energy_mj_est": b.get("energy_mj_est"),
+                f"{p}.p50_ms": b.p50_ms,
+                f"{p}.p95_ms": b.p95_ms,
+                f"{p}.p99_ms": b.p99_ms,
+                f"{p}.throughput_per_s": b.throughput_per_s,
+                f"{p}.cv_p50": b.cv_p50,
+                f"{p}.peak_rss_increase_mb": b.peak_rss_increase_mb,
+                f"{p}.energy_mj_est": b.energy_mj_est,
             },
         )
 
@@ -208,10 +234,9 @@ def _bench_metrics(metrics: Any, benches: Sequence[Mapping[str, Any]]) -> None:
 def baseline_benchmark(dataset: Any, baseline_model: Any, metrics: Any) -> str:
     """The baseline on every device profile; returns ``{profile: benchmark record}`` as JSON."""
     spec, ing = job_of_dataset(dataset)
-    base = read_handle(baseline_model, "baseline")["record"]
-    out = tasks.baseline_benchmark_task(spec, Settings.resolve(), ing, base)
+    out = _finished(tasks.baseline_benchmark_task(spec, Settings.resolve(), ing, baseline_of(baseline_model)))
     _bench_metrics(metrics, list(out.values()))
-    return json.dumps(out)
+    return json.dumps(dump_baseline_benchmarks(out))
 
 
 #: What a round that plans nothing iterates over: ``dsl.ParallelFor`` needs one item (kfp.local does not
@@ -230,12 +255,12 @@ def plan(dataset: Any, round_index: int = 0) -> list[str]:
     recipes = tasks.plan_task(spec, Settings.resolve(), ing, round_index)
     if not recipes:
         return [json.dumps({NO_TRIAL: f"round {round_index}: the search has stopped"})]
-    return [json.dumps(r, sort_keys=True) for r in recipes]
+    return [json.dumps(r.model_dump(mode="json"), sort_keys=True) for r in recipes]
 
 
 def optimize(dataset: Any, baseline_model: Any, recipe: str, candidate: Any) -> str:
     spec, ing = job_of_dataset(dataset)
-    base = read_handle(baseline_model, "baseline")["record"]
+    base = baseline_of(baseline_model)
     try:
         r = json.loads(recipe)
     except ValueError as err:
@@ -243,36 +268,35 @@ def optimize(dataset: Any, baseline_model: Any, recipe: str, candidate: Any) -> 
     if _no_trial(r):
         write_handle(candidate, "optimize", r)
         return json.dumps(r)
-    outcome = tasks.optimize_task(spec, Settings.resolve(), ing, base, r)
-    cand = outcome["candidate"]
-    write_handle(candidate, "optimize", cand)
+    outcome = tasks.optimize_task(spec, Settings.resolve(), ing, base, tasks.parse_recipe(r))
+    cand = outcome.candidate
+    write_handle(candidate, "optimize", cand.model_dump(mode="json"))
     _ref_metadata(
         candidate,
-        cand.get("onnx"),
+        cand.onnx,
         format="onnx",
-        recipe=cand["recipe_key"][:12],
+        recipe=cand.recipe_key[:12],
         label=_label(cand),
-        status=cand["status"],
-        error=cand.get("error"),
+        status=cand.status,
+        error=cand.error,
     )
-    return json.dumps(outcome)
+    return json.dumps(outcome.model_dump(mode="json"))
 
 
-def _label(cand: Mapping[str, Any]) -> str:
-    r = cand["recipe"]
-    return str(r.get("name") or "+".join(s["name"] for s in r["steps"]))
+def _label(cand: CandidateResult) -> str:
+    r = cand.recipe
+    return str(r.name or "+".join(s.name for s in r.steps))
 
 
-def _confusion(settings: Settings, gate: Mapping[str, Any], out: Any) -> None:
+def _confusion(settings: Settings, evidence: ArtifactRef | None, out: Any) -> None:
     """The candidate's confusion matrix on the held-out split, for the KFP UI, as the gate recorded it in
-    its evidence (display only: the gate's decision is the paired test in the gate stage)."""
-    from squeezeflow.store.artifacts import ArtifactRef, open_store
+    its ``evidence`` (display only: the gate's decision is the paired test in the gate stage)."""
+    from squeezeflow.store.artifacts import open_store
 
-    if not gate.get("evidence"):
+    if evidence is None:
         raise InvalidInputError("the gate recorded no evidence")
-    ref = ArtifactRef.model_validate(gate["evidence"])
-    evidence = json.loads(open_store(settings.artifacts).read_bytes(ref, settings.workdir / "cache"))
-    confusion = evidence.get("confusion_matrix")
+    kept = json.loads(open_store(settings.artifacts).read_bytes(evidence, settings.workdir / "cache"))
+    confusion = kept.get("confusion_matrix")
     if not confusion:
         raise InvalidInputError(
             "the gate's evidence has no confusion matrix (too many classes, or an older gate)"
@@ -282,32 +306,33 @@ def _confusion(settings: Settings, gate: Mapping[str, Any], out: Any) -> None:
 
 def gate(dataset: Any, baseline_model: Any, outcome: str, metrics: Any, confusion: Any) -> str:
     spec, ing = job_of_dataset(dataset)
-    base = read_handle(baseline_model, "baseline")["record"]
+    base = baseline_of(baseline_model)
     settings = Settings.resolve()
     if _no_trial(json.loads(outcome)):
         return outcome
-    gated = tasks.gate_task(spec, settings, ing, base, json.loads(outcome))
-    g = gated["gate"]
+    gated: Trial = _finished(tasks.gate_task(spec, settings, ing, base, Trial.model_validate_json(outcome)))
+    g = gated.gate
+    assert g is not None  # the gate task always gives its verdict
     _log_metrics(
         metrics,
         {
-            "passed": 1.0 if g["passed"] else 0.0,
-            "baseline_metric": g["baseline_metric"],
-            "candidate_metric": g["candidate_metric"],
-            "drop": g["drop"],
-            "drop_upper": g.get("drop_upper"),
-            "allowed_drop": g["allowed_drop"],
-            "agreement": g["agreement"],
-            "n": g["n"],
+            "passed": 1.0 if g.passed else 0.0,
+            "baseline_metric": g.baseline_metric,
+            "candidate_metric": g.candidate_metric,
+            "drop": g.drop,
+            "drop_upper": g.drop_upper,
+            "allowed_drop": g.allowed_drop,
+            "agreement": g.agreement,
+            "n": g.n,
         },
     )
-    cand = gated["candidate"]
-    if cand["status"] == "ok" and cand.get("onnx") and g.get("candidate_metric") is not None:
+    cand = gated.candidate
+    if cand.status == "ok" and cand.onnx and g.candidate_metric is not None:
         try:
-            _confusion(settings, g, confusion)
+            _confusion(settings, g.evidence, confusion)
         except Exception as err:  # display only: never fail the gate for it
             log.warning("no confusion matrix for %s: %s", _label(cand), err)
-    return json.dumps(gated)
+    return json.dumps(gated.model_dump(mode="json"))
 
 
 def benchmark(dataset: Any, baseline_model: Any, outcome: str, metrics: Any) -> str:
@@ -315,12 +340,14 @@ def benchmark(dataset: Any, baseline_model: Any, outcome: str, metrics: Any) -> 
     spec, ing = job_of_dataset(dataset)
     if _no_trial(json.loads(outcome)):
         return outcome
-    base = read_handle(baseline_model, "baseline")["record"]
-    done = tasks.benchmark_task(spec, Settings.resolve(), ing, base, json.loads(outcome))
-    _bench_metrics(metrics, done["benchmarks"])
-    if not done["benchmarks"]:
+    base = baseline_of(baseline_model)
+    done: CandidateOutcome = _finished(
+        tasks.benchmark_task(spec, Settings.resolve(), ing, base, Trial.model_validate_json(outcome))
+    )
+    _bench_metrics(metrics, done.benchmarks)
+    if not done.benchmarks:
         metrics.log_metric("benchmarked", 0.0)
-    return json.dumps(done)
+    return json.dumps(done.model_dump(mode="json"))
 
 
 def trial(
@@ -343,29 +370,26 @@ def gate_verdict(dataset: Any, summary: Any) -> bool:
     """Whether any candidate of the search passed (what the pipeline's ``dsl.If`` branches on), with a
     one-line verdict and a table of the gate results as Markdown. Reads every recorded trial."""
     from squeezeflow.report import gate_markdown
-    from squeezeflow.results import CandidateOutcome
 
     spec, ing = job_of_dataset(dataset)
-    docs = tasks.search_outcomes_task(spec, Settings.resolve(), ing)
-    Path(summary.path).write_text(gate_markdown([CandidateOutcome.model_validate(d) for d in docs]))
-    log.info(tasks.gate_verdict(docs))
-    return tasks.any_passed(docs)
+    outcomes = tasks.search_outcomes_task(spec, Settings.resolve(), ing)
+    Path(summary.path).write_text(gate_markdown(outcomes))
+    log.info(tasks.gate_verdict(outcomes))
+    return tasks.any_passed(outcomes)
 
 
 def _write_reports(
-    result: Mapping[str, Any], published: PublishedReport | None, report_html: Any, report_markdown: Any
+    result: JobResult, published: PublishedReport | None, report_html: Any, report_markdown: Any
 ) -> None:
     """The job's report as KFP ``HTML`` and ``Markdown`` artifacts: the text the promote task published
     to the artifact store (never read back from it), else, when rendering it failed, the job's summary."""
     from squeezeflow.report import summary_html, summary_markdown
-    from squeezeflow.results import JobResult
 
     if published is not None:
         md, page = published.markdown, published.html
     else:
         try:
-            job = JobResult.model_validate(dict(result))
-            md, page = summary_markdown(job), summary_html(job)
+            md, page = summary_markdown(result), summary_html(result)
         except Exception:  # a view of the result: a rendering bug must not fail the promotion's step
             log.warning("could not render the job's summary", exc_info=True)
             md = page = "The job report could not be rendered; the job's result is this step's output.\n"
@@ -413,54 +437,53 @@ def promote(
     `champion_outputs`."""
     spec, ing = job_of_dataset(dataset)
     started = read_handle(dataset, "ingest").get("started")
-    base = read_handle(baseline_model, "baseline")["record"]
     result, published = tasks.promote_and_report_task(
         spec,
         Settings.resolve(),
         ing,
-        base,
-        json.loads(baseline_benchmarks),
+        baseline_of(baseline_model),
+        parse_baseline_benchmarks(json.loads(baseline_benchmarks)),
         started=started or None,
     )
-    p = result["promotion"]
-    write_handle(promoted_model, "promote", p)
+    p = result.promotion
+    write_handle(promoted_model, "promote", p.model_dump(mode="json"))
     promoted_ref = None
-    if p["promoted"]:
+    if p.promoted:
         outcomes = tasks.search_outcomes_task(spec, Settings.resolve(), ing)
-        chosen = next((o["candidate"] for o in outcomes if o["candidate"]["key"] == p["candidate_key"]), None)
-        promoted_ref = chosen.get("onnx") if chosen else None
+        chosen = next((o.candidate for o in outcomes if o.candidate.key == p.candidate_key), None)
+        promoted_ref = chosen.onnx if chosen else None
     _ref_metadata(
         promoted_model,
         promoted_ref,
-        promoted=bool(p["promoted"]),
-        reason=p["reason"],
-        registered_model=p["model_name"],
-        alias=p["alias"],
-        version=p.get("version"),
-        candidate=p.get("candidate_label"),
-        tracking_uri=result.get("tracking_uri"),
+        promoted=bool(p.promoted),
+        reason=p.reason,
+        registered_model=p.model_name,
+        alias=p.alias,
+        version=p.version,
+        candidate=p.candidate_label,
+        tracking_uri=result.tracking_uri,
     )
     _log_metrics(
         metrics,
         {
-            "promoted": 1.0 if p["promoted"] else 0.0,
-            "baseline_metric": result["baseline_metric"],
-            "baseline_p50_ms": result["baseline_p50_ms"],
-            "baseline_size_bytes": result["baseline_size_bytes"],
-            "candidates": len(result["candidates"]),
-            "seconds": result["seconds"],
+            "promoted": 1.0 if p.promoted else 0.0,
+            "baseline_metric": result.baseline_metric,
+            "baseline_p50_ms": result.baseline_p50_ms,
+            "baseline_size_bytes": result.baseline_size_bytes,
+            "candidates": len(result.candidates),
+            "seconds": result.seconds,
         },
     )
-    row = next((r for r in result["candidates"] if r["candidate_key"] == p.get("candidate_key")), None)
+    row = next((r for r in result.candidates if r.candidate_key == p.candidate_key), None)
     if row is not None:
         _log_metrics(
             metrics,
             {
-                "promoted_metric": row["metric"],
-                "promoted_p50_ms": row["p50_ms"],
-                "promoted_size_bytes": row["size_bytes"],
+                "promoted_metric": row.metric,
+                "promoted_p50_ms": row.p50_ms,
+                "promoted_size_bytes": row.size_bytes,
             },
         )
     _write_reports(result, published, report_html, report_markdown)
-    log.info("%s: %s", "promoted" if p["promoted"] else "not promoted", p["reason"])
-    return champion_outputs(result)
+    log.info("%s: %s", "promoted" if p.promoted else "not promoted", p.reason)
+    return champion_outputs(result.model_dump(mode="json"))
