@@ -26,14 +26,14 @@ from pydantic import (
 )
 
 from squeezeflow.errors import SpecError
-from squeezeflow.registry_tags import (
+from squeezeflow.spec_document import read_spec_file
+from squeezeflow.tracking.registry_tags import (
     DEFAULT_HISTORY_LIMIT,
     MAX_ALIAS_LENGTH,
     MAX_HISTORY_LIMIT,
     MAX_MODEL_NAME_LENGTH,
     MAX_REGISTERED_MODEL_DESCRIPTION_LENGTH,
 )
-from squeezeflow.spec_document import read_spec_file
 
 API_VERSION = "squeezeflow/v1"
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -531,7 +531,7 @@ _PRESENTATION_FIELDS = ("description", "history_limit")
 
 class RegistryTarget(_Strict):
     # Both limits are what the MLflow registry accepts; the alias's also leaves room for the tag keys
-    # squeezeflow builds from it (squeezeflow.registry_tags).
+    # squeezeflow builds from it (squeezeflow.tracking.registry_tags).
     model_name: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
         max_length=MAX_MODEL_NAME_LENGTH,

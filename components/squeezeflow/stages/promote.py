@@ -27,7 +27,6 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from squeezeflow.errors import InfrastructureError, InvalidInputError, PromotionRefused
-from squeezeflow.registry_tags import MAX_REGISTERED_MODEL_DESCRIPTION_LENGTH, contest_tag, rolled_back_tag
 from squeezeflow.results import (
     BaselineResult,
     BenchmarkResult,
@@ -40,7 +39,14 @@ from squeezeflow.results import (
 )
 from squeezeflow.spec import JobSpec
 from squeezeflow.stages.context import StageContext
-from squeezeflow.tracking import TAG_CANDIDATE, AliasMove, redact_uri
+from squeezeflow.tracking.aliases import AliasMove
+from squeezeflow.tracking.client import redact_uri
+from squeezeflow.tracking.registry_tags import (
+    MAX_REGISTERED_MODEL_DESCRIPTION_LENGTH,
+    contest_tag,
+    rolled_back_tag,
+)
+from squeezeflow.tracking.runs import TAG_CANDIDATE
 
 log = logging.getLogger(__name__)
 
