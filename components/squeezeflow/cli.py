@@ -340,7 +340,7 @@ def rollback(
     """Move an alias back to the version it held before its last promotion (or to --to VERSION);
     the move is recorded in the registered model's alias history."""
     from squeezeflow.stages import Settings
-    from squeezeflow.tracking import Tracker
+    from squeezeflow.tracking.tracker import Tracker
 
     _setup_logging(verbose)
     settings = Settings.resolve(tracking_uri=tracking_uri)

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from squeezeflow.tracking import PARAM_LEASE, TAG_LEASE, Tracker
+from squeezeflow.tracking.runs import PARAM_LEASE, TAG_LEASE
+from squeezeflow.tracking.tracker import Tracker
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from squeezeflow.spec.job import JobSpec
 from squeezeflow.stages import Settings, StageContext, baseline, ingest, promote
 from squeezeflow.stages.benchmark import budget_violations, check_measurable_here, measure_baseline
 from squeezeflow.stages.promote import eligibility, target_benchmark
-from squeezeflow.tracking import redact_uri
+from squeezeflow.tracking.client import redact_uri
 
 if TYPE_CHECKING:
     from squeezeflow.report import PublishedReport

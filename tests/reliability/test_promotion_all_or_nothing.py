@@ -25,7 +25,7 @@ from mlflow import MlflowClient
 from squeezeflow.errors import InfrastructureError
 from squeezeflow.results import CandidateOutcome
 from squeezeflow.stages.promote import promote
-from squeezeflow.tracking import Tracker
+from squeezeflow.tracking.tracker import Tracker
 from tests.reliability.conftest import World
 from tests.servers import MlflowServer
 

@@ -22,7 +22,8 @@ import pytest
 from mlflow import MlflowClient
 
 from squeezeflow.results import CandidateOutcome, PromotionResult
-from squeezeflow.tracking import Tracker, contest_tag
+from squeezeflow.tracking.registry_tags import contest_tag
+from squeezeflow.tracking.tracker import Tracker
 from tests.reference import REPO
 from tests.reliability.conftest import World, wait_for
 from tests.servers import MlflowServer

@@ -18,15 +18,15 @@ import json
 
 import pytest
 
-from squeezeflow.registry_tags import DEFAULT_HISTORY_LIMIT
 from squeezeflow.stages.promote import Standing, beats, standing
-from squeezeflow.tracking import (
+from squeezeflow.tracking.aliases import (
     AliasMove,
     chain_after,
     history_limit_of,
     previous_holder,
     rollback_chain,
 )
+from squeezeflow.tracking.registry_tags import DEFAULT_HISTORY_LIMIT
 
 
 def _tags(p50: float, size: int, **over: str) -> dict[str, str]:

@@ -17,10 +17,10 @@ import pytest
 from mlflow import MlflowClient
 
 from squeezeflow.errors import InvalidInputError
-from squeezeflow.registry_tags import TAG_DESCRIPTION_SHA256, history_prefix
 from squeezeflow.results import CandidateOutcome
 from squeezeflow.stages.promote import promote
-from squeezeflow.tracking import Tracker
+from squeezeflow.tracking.registry_tags import TAG_DESCRIPTION_SHA256, history_prefix
+from squeezeflow.tracking.tracker import Tracker
 from tests.reliability.conftest import World
 from tests.servers import MlflowServer
 

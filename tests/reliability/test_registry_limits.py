@@ -1,7 +1,7 @@
 """The longest alias and registered model name the job spec accepts are what the MLflow registry
 accepts, tag keys squeezeflow builds from them included.
 
-What the tests prove: the limits mirrored in `squeezeflow.registry_tags` are the installed MLflow's;
+What the tests prove: the limits mirrored in `squeezeflow.tracking.registry_tags` are the installed MLflow's;
 every registry tag key squeezeflow builds from the longest accepted alias fits MLflow's 250-character
 limit exactly (one character more would not); an alias and a model name of exactly those lengths
 promote twice and roll back through a real MLflow server, every move recorded in the alias history;
@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from squeezeflow import registry_tags
-from squeezeflow.registry_tags import MAX_ALIAS_LENGTH, MAX_MODEL_NAME_LENGTH, alias_tag_keys
 from squeezeflow.results import CandidateOutcome
 from squeezeflow.stages.promote import promote
-from squeezeflow.tracking import Tracker
+from squeezeflow.tracking import registry_tags
+from squeezeflow.tracking.registry_tags import MAX_ALIAS_LENGTH, MAX_MODEL_NAME_LENGTH, alias_tag_keys
+from squeezeflow.tracking.tracker import Tracker
 from tests.reference import write_spec
 from tests.reliability.conftest import World
 from tests.servers import MlflowServer

@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 
 from squeezeflow.results import CandidateOutcome, content_key
 from squeezeflow.stages.promote import promote
-from squeezeflow.tracking import Tracker
+from squeezeflow.tracking.tracker import Tracker
 from tests.reliability.conftest import World
 from tests.servers import MlflowServer
 

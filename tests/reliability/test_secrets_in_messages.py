@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 
 from squeezeflow.errors import InfrastructureError
-from squeezeflow.tracking import Tracker, redact_uri
+from squeezeflow.tracking.client import redact_uri
+from squeezeflow.tracking.tracker import Tracker
 from tests.servers import free_port
 
 PASSWORD = "sqf-Pa55word-in-the-uri"

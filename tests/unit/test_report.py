@@ -329,7 +329,7 @@ def test_publish_turns_store_write_failures_into_infrastructure_errors(
 def _job_result_args(tmp_path: Path, store: object) -> list[object]:
     """`pipeline.job_result`'s arguments for a job with no candidates: the stage records are stand-ins
     with only the fields it reads; the store and the MLflow tracker (SQLite) are real."""
-    from squeezeflow.tracking import Tracker
+    from squeezeflow.tracking.tracker import Tracker
 
     ns = SimpleNamespace
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "empty-job")

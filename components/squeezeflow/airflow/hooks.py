@@ -105,7 +105,7 @@ class MlflowHook(BaseHook):
         The answer never quotes the password."""
         from mlflow import MlflowClient
 
-        from squeezeflow.tracking import redact_password, redact_uri
+        from squeezeflow.tracking.client import redact_password, redact_uri
 
         try:
             uri = self.tracking_uri()

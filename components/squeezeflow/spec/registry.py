@@ -6,14 +6,14 @@ import re
 
 from pydantic import Field, field_validator
 
-from squeezeflow.registry_tags import (
+from squeezeflow.spec.base import StrictModel
+from squeezeflow.tracking.registry_tags import (
     DEFAULT_HISTORY_LIMIT,
     MAX_ALIAS_LENGTH,
     MAX_HISTORY_LIMIT,
     MAX_MODEL_NAME_LENGTH,
     MAX_REGISTERED_MODEL_DESCRIPTION_LENGTH,
 )
-from squeezeflow.spec.base import StrictModel
 
 # RegistryTarget fields that change how the registry shows and keeps a result, not the result.
 PRESENTATION_FIELDS = ("description", "history_limit")
@@ -21,7 +21,7 @@ PRESENTATION_FIELDS = ("description", "history_limit")
 
 class RegistryTarget(StrictModel):
     # Both limits are what the MLflow registry accepts; the alias's also leaves room for the tag keys
-    # squeezeflow builds from it (squeezeflow.registry_tags).
+    # squeezeflow builds from it (squeezeflow.tracking.registry_tags).
     model_name: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
         max_length=MAX_MODEL_NAME_LENGTH,

@@ -13,7 +13,7 @@ from squeezeflow.errors import InvalidInputError
 from squeezeflow.store.artifacts import ArtifactStore, open_store
 
 if TYPE_CHECKING:
-    from squeezeflow.tracking import Tracker
+    from squeezeflow.tracking.tracker import Tracker
 
 DEFAULT_HOME = Path(".squeezeflow")
 
@@ -32,7 +32,7 @@ class Settings:
     ) -> Settings:
         """Explicit values first, then SQUEEZEFLOW_* / MLFLOW_TRACKING_URI, then the embedded defaults
         under ./.squeezeflow (a local artifact directory and a SQLite MLflow store)."""
-        from squeezeflow.tracking import default_tracking_uri
+        from squeezeflow.tracking.client import default_tracking_uri
 
         home = Path(os.environ.get("SQUEEZEFLOW_HOME", DEFAULT_HOME))
         wd = Path(workdir or os.environ.get("SQUEEZEFLOW_WORKDIR") or home / "work")
@@ -92,7 +92,7 @@ class StageContext:
 
     @classmethod
     def open(cls, settings: Settings, experiment: str) -> StageContext:
-        from squeezeflow.tracking import Tracker
+        from squeezeflow.tracking.tracker import Tracker
 
         settings.workdir.mkdir(parents=True, exist_ok=True)
         return cls(

@@ -27,7 +27,6 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from squeezeflow.errors import InfrastructureError, InvalidInputError, PromotionRefused
-from squeezeflow.registry_tags import MAX_REGISTERED_MODEL_DESCRIPTION_LENGTH, contest_tag, rolled_back_tag
 from squeezeflow.results import (
     BaselineResult,
     BenchmarkResult,
@@ -40,7 +39,14 @@ from squeezeflow.results import (
 )
 from squeezeflow.spec.job import JobSpec
 from squeezeflow.stages.context import StageContext
-from squeezeflow.tracking import TAG_CANDIDATE, AliasMove, redact_uri
+from squeezeflow.tracking.aliases import AliasMove
+from squeezeflow.tracking.client import redact_uri
+from squeezeflow.tracking.registry_tags import (
+    MAX_REGISTERED_MODEL_DESCRIPTION_LENGTH,
+    contest_tag,
+    rolled_back_tag,
+)
+from squeezeflow.tracking.runs import TAG_CANDIDATE
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +129,11 @@ def promote(
     """Register the best eligible candidate and move the alias to it when it beats the version the
     alias holds (see `contest_alias`). Only candidates and gate verdicts that match their records
     in the artifact store count (`evidence_problem`). Idempotent: a retry finds the version it
-    registered and the contest it already decided."""
+    registered and the contest it already decided.
+
+    The steps: choose the winner (`_choose_winner`), check its artifact (`_check_artifact`), register
+    it (`_register`), contend for the alias (`_contest`), record the outcome (`_record_nothing_promoted`,
+    `_record_lost`, `_record_promoted`)."""
     name, alias = spec.registry.model_name, spec.registry.alias
     key = content_key(
         "promote",
@@ -139,8 +149,28 @@ def promote(
         ctx.tracker.finish(ingest.parent_run_id)
         return PromotionResult.model_validate(recorded)
 
-    parent = ingest.parent_run_id
     previous = ctx.tracker.alias_version(name, alias)
+    best, passed_over = _choose_winner(spec, ingest, baseline, baseline_bench, outcomes, ctx)
+    if best is None:
+        return _record_nothing_promoted(spec, key, ingest, previous, passed_over, ctx)
+    bench = _check_artifact(best, baseline, baseline_bench, ingest)
+    version = _register(spec, ingest, baseline, baseline_bench, best, bench, ctx)
+    won, holder, why = _contest(spec, key, version, best, baseline, ctx)
+    if not won:
+        return _record_lost(spec, key, ingest, best, str(version.version), holder, why, ctx)
+    return _record_promoted(spec, key, ingest, best, str(version.version), holder, why, ctx)
+
+
+def _choose_winner(
+    spec: JobSpec,
+    ingest: IngestResult,
+    baseline: BaselineResult,
+    baseline_bench: BenchmarkResult,
+    outcomes: list[CandidateOutcome],
+    ctx: StageContext,
+) -> tuple[CandidateOutcome | None, str]:
+    """Choose the winner: the best eligible candidate (`choose`) among those whose records match the
+    artifact store (`evidence_problem`), and ""; or None and why each candidate was passed over."""
     distrusted = {
         o.candidate.key: why
         for o in outcomes
@@ -148,77 +178,101 @@ def promote(
     }
     trusted = [o for o in outcomes if o.candidate.key not in distrusted]
     best = choose(spec, trusted, baseline, baseline_bench, ingest)
-    if best is None:
-        reasons = "; ".join(
-            f"{o.candidate.label}: "
-            + (distrusted.get(o.candidate.key) or eligibility(o, baseline, baseline_bench, ingest)[1])
-            for o in outcomes
-        )
-        result = PromotionResult(
-            key=key,
-            promoted=False,
-            model_name=name,
-            alias=alias,
-            previous_version=previous,
-            reason=f"no candidate is eligible, nothing promoted ({reasons or 'no candidates'})",
-        )
-        ctx.tracker.log(
-            parent,
-            tags={"squeezeflow.promotion": "none", "squeezeflow.promotion_reason": result.reason[:5000]},
-        )
-        ctx.tracker.finish(parent)
-        ctx.store.write_record("promote", key, result)
-        return result
+    if best is not None:
+        return best, ""
+    reasons = "; ".join(
+        f"{o.candidate.label}: "
+        + (distrusted.get(o.candidate.key) or eligibility(o, baseline, baseline_bench, ingest)[1])
+        for o in outcomes
+    )
+    return None, reasons
 
-    c, g = best.candidate, best.gate
+
+def _check_artifact(
+    best: CandidateOutcome, baseline: BaselineResult, baseline_bench: BenchmarkResult, ingest: IngestResult
+) -> BenchmarkResult:
+    """Check the winner before it is registered: it has its LoggedModel, ONNX artifact, measurements and
+    a benchmark on the target profile (returned), and is still eligible (defensive: `choose` only
+    returns eligible candidates); PromotionRefused when it is not."""
+    c = best.candidate
     bench = target_benchmark(best, baseline_bench.profile)
     assert c.model_id and c.onnx and c.measure and bench is not None
     ok, why = eligibility(best, baseline, baseline_bench, ingest)
-    if not ok:  # defensive: choose() only returns eligible candidates
+    if not ok:
         raise PromotionRefused(f"refusing to promote {c.label}: {why}")
+    return bench
 
-    contest = contest_tag(alias)
+
+def _register(
+    spec: JobSpec,
+    ingest: IngestResult,
+    baseline: BaselineResult,
+    baseline_bench: BenchmarkResult,
+    best: CandidateOutcome,
+    bench: BenchmarkResult,
+    ctx: StageContext,
+) -> Any:
+    """Register the winner: its model version, found again when a retry or another promotion registered
+    it already, else created with its evidence (candidate, baseline, dataset, gate, benchmark) as tags
+    and, in the same call, as a contender for the alias (``squeezeflow.contest.<alias> = pending``)."""
+    name, alias = spec.registry.model_name, spec.registry.alias
+    c, g = best.candidate, best.gate
+    assert c.model_id and c.onnx and c.measure  # `_check_artifact`
     version = ctx.tracker.find_version(name, c.key)
-    if version is None:
-        tags = {
-            TAG_CANDIDATE: c.key,
-            contest: "pending",
-            "squeezeflow.job_key": ingest.job_key,
-            "squeezeflow.recipe": json.dumps(c.recipe.model_dump(mode="json"))[:5000],
-            "squeezeflow.candidate_sha256": c.onnx.sha256,
-            "squeezeflow.baseline_source": spec.model.uri,
-            "squeezeflow.baseline_sha256": ingest.model_source.sha256,
-            "squeezeflow.baseline_onnx_sha256": baseline.onnx.sha256,
-            "squeezeflow.dataset_sha256": ingest.dataset.sha256,
-            "squeezeflow.gate": json.dumps(
-                {
-                    "passed": g.passed,
-                    "metric": g.metric_name,
-                    "baseline": g.baseline_metric,
-                    "candidate": g.candidate_metric,
-                    "drop": g.drop,
-                    "drop_upper": g.drop_upper,
-                    "confidence": g.confidence,
-                    "allowed_drop": g.allowed_drop,
-                    "n": g.n,
-                }
-            ),
-            "squeezeflow.gate_evidence_uri": g.evidence.uri if g.evidence else "",
-            "squeezeflow.benchmark": json.dumps(
-                {
-                    "profile": bench.profile,
-                    "profile_settings": profile_settings_digest(spec),
-                    "p50_ms": bench.p50_ms,
-                    "p95_ms": bench.p95_ms,
-                    "p99_ms": bench.p99_ms,
-                    "baseline_p50_ms": baseline_bench.p50_ms,
-                    "size_bytes": c.measure.size_bytes,
-                    "baseline_size_bytes": baseline.measure.size_bytes,
-                }
-            ),
-        }
-        description = version_description(spec, ingest, c, g, bench, baseline, baseline_bench)
-        version = ctx.tracker.register(c.model_id, name, c.run_id, tags, description)
+    if version is not None:
+        return version
+    tags = {
+        TAG_CANDIDATE: c.key,
+        contest_tag(alias): "pending",
+        "squeezeflow.job_key": ingest.job_key,
+        "squeezeflow.recipe": json.dumps(c.recipe.model_dump(mode="json"))[:5000],
+        "squeezeflow.candidate_sha256": c.onnx.sha256,
+        "squeezeflow.baseline_source": spec.model.uri,
+        "squeezeflow.baseline_sha256": ingest.model_source.sha256,
+        "squeezeflow.baseline_onnx_sha256": baseline.onnx.sha256,
+        "squeezeflow.dataset_sha256": ingest.dataset.sha256,
+        "squeezeflow.gate": json.dumps(
+            {
+                "passed": g.passed,
+                "metric": g.metric_name,
+                "baseline": g.baseline_metric,
+                "candidate": g.candidate_metric,
+                "drop": g.drop,
+                "drop_upper": g.drop_upper,
+                "confidence": g.confidence,
+                "allowed_drop": g.allowed_drop,
+                "n": g.n,
+            }
+        ),
+        "squeezeflow.gate_evidence_uri": g.evidence.uri if g.evidence else "",
+        "squeezeflow.benchmark": json.dumps(
+            {
+                "profile": bench.profile,
+                "profile_settings": profile_settings_digest(spec),
+                "p50_ms": bench.p50_ms,
+                "p95_ms": bench.p95_ms,
+                "p99_ms": bench.p99_ms,
+                "baseline_p50_ms": baseline_bench.p50_ms,
+                "size_bytes": c.measure.size_bytes,
+                "baseline_size_bytes": baseline.measure.size_bytes,
+            }
+        ),
+    }
+    description = version_description(spec, ingest, c, g, bench, baseline, baseline_bench)
+    return ctx.tracker.register(c.model_id, name, c.run_id, tags, description)
+
+
+def _contest(
+    spec: JobSpec, key: str, version: Any, best: CandidateOutcome, baseline: BaselineResult, ctx: StageContext
+) -> tuple[bool, str | None, str]:
+    """The alias contest for the registered ``version``: (won, the version it lost to or took the alias
+    from, why). A retry of this promotion (``key``) after its contest was decided reports that decision
+    and never contests again (the alias may have been rolled back since); a version rolled back from
+    the alias loses; any other takes its turn in `contest_alias` (joining the queue when another
+    promotion registered it)."""
+    name, alias = spec.registry.model_name, spec.registry.alias
+    c, g = best.candidate, best.gate
+    contest = contest_tag(alias)
     v = str(version.version)
     vtags = dict(version.tags or {})
     if vtags.get(contest) in ("won", "lost") and vtags.get(contest_tag(alias, "by")) == key:
@@ -227,61 +281,114 @@ def promote(
         won = vtags[contest] == "won"
         holder = vtags.get(contest_tag(alias, "against")) or None
         why = vtags.get(contest_tag(alias, "reason"), "")
-    elif vtags.get(rolled_back_tag(alias)):
-        won, holder = False, ctx.tracker.alias_version(name, alias)
+        return won, holder, why
+    if vtags.get(rolled_back_tag(alias)):
         why = (
             f"version {v} was rolled back from @{alias}, so squeezeflow does not promote it again "
             f"(to do so deliberately: squeezeflow rollback {name} --alias {alias} --to {v})"
         )
-    else:
-        if vtags.get(contest) != "pending":  # registered by another promotion: join the queue
-            ctx.tracker.set_version_tags(name, v, {contest: "pending"})
+        return False, ctx.tracker.alias_version(name, alias), why
+    if vtags.get(contest) != "pending":  # registered by another promotion: join the queue
+        ctx.tracker.set_version_tags(name, v, {contest: "pending"})
 
-        def before_the_alias_moves() -> None:
-            from squeezeflow.stages.gate import mark_candidate
+    def before_the_alias_moves() -> None:
+        from squeezeflow.stages.gate import mark_candidate
 
-            mark_candidate(ctx, baseline, c, g, "promoted")  # never let a lifecycle rule expire what serves
+        mark_candidate(ctx, baseline, c, g, "promoted")  # never let a lifecycle rule expire what serves
 
-        def record_verdict(won: bool, holder: str | None, why: str) -> None:
-            # The verdict last: it ends this version's turn in the queue, and a retry trusts it.
-            verdict = {
-                contest_tag(alias, "against"): holder or "",
-                contest_tag(alias, "reason"): why[:5000],
-                contest_tag(alias, "by"): key,
-                contest: "won" if won else "lost",
-            }
-            ctx.tracker.set_version_tags(name, v, verdict)
+    def record_verdict(won: bool, holder: str | None, why: str) -> None:
+        # The verdict last: it ends this version's turn in the queue, and a retry trusts it.
+        verdict = {
+            contest_tag(alias, "against"): holder or "",
+            contest_tag(alias, "reason"): why[:5000],
+            contest_tag(alias, "by"): key,
+            contest: "won" if won else "lost",
+        }
+        ctx.tracker.set_version_tags(name, v, verdict)
 
-        won, holder, why = contest_alias(spec, ctx, v, vtags, before_the_alias_moves, record_verdict)
+    return contest_alias(spec, ctx, v, vtags, before_the_alias_moves, record_verdict)
 
-    if not won:
-        reason = f"{c.label} (registered as version {v}) lost the promotion to @{alias}: {why}"
-        lost_to = f"{name}/{holder}" if holder else "none"
-        ctx.tracker.log(c.run_id, tags={"squeezeflow.promotion": f"lost ({lost_to})"})
-        ctx.tracker.log(
-            parent,
-            tags={
-                "squeezeflow.promotion": "lost",
-                "squeezeflow.promotion_reason": reason[:5000],
-                "squeezeflow.promotion_lost_to": lost_to,
-            },
-        )
-        ctx.tracker.finish(parent)
-        result = PromotionResult(
-            key=key,
-            promoted=False,
-            model_name=name,
-            alias=alias,
-            previous_version=ctx.tracker.alias_version(name, alias),
-            lost_to=holder,
-            contender_key=c.key,
-            contender_version=v,
-            reason=reason,
-        )
-        log.info(result.reason)
-        ctx.store.write_record("promote", key, result)
-        return result
 
+def _record_nothing_promoted(
+    spec: JobSpec, key: str, ingest: IngestResult, previous: str | None, passed_over: str, ctx: StageContext
+) -> PromotionResult:
+    """Record that no candidate was eligible (``passed_over``: why each was passed over) on the job's
+    run, end the run, and write the promotion record."""
+    parent = ingest.parent_run_id
+    result = PromotionResult(
+        key=key,
+        promoted=False,
+        model_name=spec.registry.model_name,
+        alias=spec.registry.alias,
+        previous_version=previous,
+        reason=f"no candidate is eligible, nothing promoted ({passed_over or 'no candidates'})",
+    )
+    ctx.tracker.log(
+        parent,
+        tags={"squeezeflow.promotion": "none", "squeezeflow.promotion_reason": result.reason[:5000]},
+    )
+    ctx.tracker.finish(parent)
+    ctx.store.write_record("promote", key, result)
+    return result
+
+
+def _record_lost(
+    spec: JobSpec,
+    key: str,
+    ingest: IngestResult,
+    best: CandidateOutcome,
+    v: str,
+    holder: str | None,
+    why: str,
+    ctx: StageContext,
+) -> PromotionResult:
+    """Record that version ``v`` of the winner lost the contest to ``holder``, on the candidate's run and
+    the job's run, end the job's run, and write the promotion record."""
+    name, alias = spec.registry.model_name, spec.registry.alias
+    c, parent = best.candidate, ingest.parent_run_id
+    reason = f"{c.label} (registered as version {v}) lost the promotion to @{alias}: {why}"
+    lost_to = f"{name}/{holder}" if holder else "none"
+    ctx.tracker.log(c.run_id, tags={"squeezeflow.promotion": f"lost ({lost_to})"})
+    ctx.tracker.log(
+        parent,
+        tags={
+            "squeezeflow.promotion": "lost",
+            "squeezeflow.promotion_reason": reason[:5000],
+            "squeezeflow.promotion_lost_to": lost_to,
+        },
+    )
+    ctx.tracker.finish(parent)
+    result = PromotionResult(
+        key=key,
+        promoted=False,
+        model_name=name,
+        alias=alias,
+        previous_version=ctx.tracker.alias_version(name, alias),
+        lost_to=holder,
+        contender_key=c.key,
+        contender_version=v,
+        reason=reason,
+    )
+    log.info(result.reason)
+    ctx.store.write_record("promote", key, result)
+    return result
+
+
+def _record_promoted(
+    spec: JobSpec,
+    key: str,
+    ingest: IngestResult,
+    best: CandidateOutcome,
+    v: str,
+    holder: str | None,
+    why: str,
+    ctx: StageContext,
+) -> PromotionResult:
+    """Record that version ``v`` of the winner took the alias from ``holder``: the registered model's
+    description, tags on the candidate's run and the job's run, the end of the job's run, and the
+    promotion record."""
+    name, alias = spec.registry.model_name, spec.registry.alias
+    c, parent = best.candidate, ingest.parent_run_id
     ctx.tracker.describe_registered_model(name, registered_model_description(spec))
     ctx.tracker.log(c.run_id, tags={"squeezeflow.promoted": f"{name}/{v}@{alias}"})
     ctx.tracker.log(
