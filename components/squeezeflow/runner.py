@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from squeezeflow.errors import InfrastructureError
-from squeezeflow.job_lease import job_lease
 from squeezeflow.progress import terminal_progress
 from squeezeflow.results import (
     BaselineResult,
@@ -36,6 +35,7 @@ from squeezeflow.stages import Settings, StageContext, baseline, ingest, promote
 from squeezeflow.stages.benchmark import budget_violations, check_measurable_here, measure_baseline
 from squeezeflow.stages.promote import eligibility, target_benchmark
 from squeezeflow.tracking.client import redact_uri
+from squeezeflow.tracking.lease import job_lease
 
 if TYPE_CHECKING:
     from squeezeflow.report import PublishedReport
@@ -129,7 +129,7 @@ def _run_stages(
         ing = ingest(spec, ctx)
         job_run.append(ing.parent_run_id)
         # One process at a time per job: another one running the same job is waited for, and then its
-        # records are reused (squeezeflow.job_lease).
+        # records are reused (squeezeflow.tracking.lease).
         held.enter_context(job_lease(ctx.tracker, ing.parent_run_id))
         step("baseline")
         base = baseline(spec, ing, ctx)

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from mlflow.entities import LoggedModelStatus, ViewType
 
-from squeezeflow.job_lease import JobLease
+from squeezeflow.tracking.lease import JobLease
 from squeezeflow.tracking.tracker import Tracker
 from tests.reliability.cli_jobs import CliJob, new_job
 from tests.servers import MlflowServer

@@ -14,5 +14,6 @@ One module a job (import from the module; this package re-exports nothing):
 - `aliases`: promotion bookkeeping: the alias contest, the alias history and rollback chain, rollback.
 - `registry_tags`: the registry tag keys built from an alias and MLflow's length limits (imports no
   MLflow: the job spec validates with it).
+- `lease`: one process at a time per job, a lease on the job's parent run.
 - `tracker`: `Tracker`, every job above on one client: what the stages hold.
 """

@@ -18,7 +18,7 @@ TAG_JOB = "squeezeflow.job_key"
 TAG_CANDIDATE = "squeezeflow.candidate_key"
 TAG_MODEL_ID = "squeezeflow.model_id"
 TAG_PARENT = "mlflow.parentRunId"
-# The job's lease (squeezeflow.job_lease): claims are run params, the holder's heartbeat a run tag.
+# The job's lease (squeezeflow.tracking.lease): claims are run params, the holder's heartbeat a run tag.
 PARAM_LEASE = "squeezeflow.lease."
 TAG_LEASE = "squeezeflow.lease"
 
