@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from squeezeflow.gate_stats import (
+from squeezeflow.gate.perturb import default_perturbations, perturb
+from squeezeflow.gate.stats import (
     DropEstimate,
     paired_bootstrap_drop,
     paired_bootstrap_metric_drop,
     samples_needed,
 )
 from squeezeflow.metrics import PER_SAMPLE, resolve_metric
-from squeezeflow.perturb import default_perturbations, perturb
 from squeezeflow.results import (
     BaselineResult,
     CandidateResult,
