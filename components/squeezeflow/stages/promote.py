@@ -65,7 +65,7 @@ def eligibility(
     if g.baseline_sha256 != baseline.onnx.sha256 or g.dataset_sha256 != ingest.dataset.sha256:
         return False, "gate evidence belongs to a different baseline or dataset"
     if not g.passed:
-        from squeezeflow.stages.gate import is_not_evaluated
+        from squeezeflow.gate.verdicts import is_not_evaluated
 
         return False, g.reason if is_not_evaluated(g) else f"failed the gate: {g.reason}"
     bench = target_benchmark(outcome, baseline_bench.profile)
