@@ -3,11 +3,16 @@ on the same samples."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 
 from squeezeflow.gate.stats import DropEstimate, paired_bootstrap_drop, paired_bootstrap_metric_drop
 from squeezeflow.metrics import PER_SAMPLE, resolve_metric
+from squeezeflow.results import BaselineResult
 from squeezeflow.spec import JobSpec
+from squeezeflow.store import ArtifactRef
 
 # The gate's evidence keeps the candidate's confusion matrix (for a Kubeflow run's view) up to this many
 # classes; past it the matrix is too large to read, and to keep in a JSON document.
@@ -56,4 +61,57 @@ def drop_estimate(
         confidence=tol.confidence,
         samples=tol.bootstrap_samples,
         seed=spec.search.seed,
+    )
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """What a candidate is judged on: its model, the held-out split, and both models' outputs on it."""
+
+    model: ArtifactRef  # the candidate's ONNX, as stored
+    model_path: Path  # its local copy
+    x: np.ndarray
+    y: np.ndarray
+    logits: np.ndarray  # the candidate's outputs
+    base_logits: np.ndarray  # the baseline's, on the same samples
+    num_classes: int
+    class_names: list[str] | None
+
+    @property
+    def n(self) -> int:
+        """How many held-out samples."""
+        return int(self.y.shape[0])
+
+
+@dataclass(frozen=True)
+class Scores:
+    """What the gate measured of a candidate whose outputs are usable."""
+
+    metric: float  # the primary metric
+    drop: float  # the baseline's metric minus the candidate's
+    agreement: float  # top-1 agreement with the baseline
+    estimate: DropEstimate  # the paired bootstrap of the drop
+    worst: tuple[int, float]  # the class whose recall dropped most, and by how much
+    confusion: dict[str, object] | None  # classes and counts; None past CONFUSION_MAX_CLASSES
+
+
+def score(spec: JobSpec, baseline: BaselineResult, held: HeldOut) -> Scores:
+    """The candidate's primary metric, its drop from the baseline's (measured and bootstrapped), its
+    agreement with the baseline, its worst class and its confusion matrix."""
+    metric = resolve_metric(baseline.metric_name)(held.y, held.logits)
+    k = held.num_classes
+    return Scores(
+        metric=metric,
+        drop=baseline.metric - metric,
+        agreement=float(np.mean(np.argmax(held.logits, 1) == np.argmax(held.base_logits, 1))),
+        estimate=drop_estimate(baseline.metric_name, held.y, held.base_logits, held.logits, spec),
+        worst=worst_class_recall_drop(held.y, held.base_logits, held.logits),
+        confusion=(
+            {
+                "classes": list(held.class_names or [str(i) for i in range(k)]),
+                "matrix": confusion_matrix(held.y, held.logits, k),
+            }
+            if k <= CONFUSION_MAX_CLASSES
+            else None
+        ),
     )
