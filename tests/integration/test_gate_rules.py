@@ -129,7 +129,7 @@ def test_agreement_guard_fails_a_candidate_that_keeps_accuracy_but_changes_its_a
 def test_robustness_guard_fails_a_candidate_that_only_breaks_on_noisy_inputs(
     judge: Judge, tiny_model: Path, animal_mnist: Path
 ) -> None:
-    from squeezeflow.perturb import perturb
+    from squeezeflow.gate.perturb import perturb
 
     with np.load(animal_mnist / "test.npz") as z:
         clean = z["x"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from squeezeflow.gate_stats import paired_bootstrap_drop, samples_needed
+from squeezeflow.gate.stats import paired_bootstrap_drop, samples_needed
 
 
 def correct(n: int, wrong: list[int]) -> np.ndarray:

@@ -8,9 +8,9 @@ import pytest
 from sklearn.metrics import f1_score, top_k_accuracy_score
 
 from squeezeflow.errors import SpecError
-from squeezeflow.gate_stats import paired_bootstrap_metric_drop, samples_needed
+from squeezeflow.gate.perturb import perturb
+from squeezeflow.gate.stats import paired_bootstrap_metric_drop, samples_needed
 from squeezeflow.metrics import macro_f1, resolve_metric, top1_accuracy, top5_accuracy
-from squeezeflow.perturb import perturb
 from squeezeflow.spec.load import parse_spec
 
 

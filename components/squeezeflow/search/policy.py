@@ -20,6 +20,7 @@ import time
 from typing import Literal
 
 from squeezeflow.errors import DeviceUnavailableError
+from squeezeflow.gate.verdicts import is_not_evaluated, not_evaluated
 from squeezeflow.results import (
     BaselineResult,
     BenchmarkResult,
@@ -39,7 +40,7 @@ from squeezeflow.stages.benchmark import (
     note_reference_skip,
     submit_remote,
 )
-from squeezeflow.stages.gate import is_not_evaluated, mark_candidate, not_evaluated
+from squeezeflow.stages.gate import mark_candidate
 
 log = logging.getLogger(__name__)
 

@@ -1,23 +1,24 @@
 """Gate: is the candidate still accurate? Measured on the artifact that ships (ONNX, under ONNX Runtime
-with the target profile's threads), on the held-out split, paired with the baseline's predictions."""
+with the target profile's threads), on the held-out split, paired with the baseline's predictions.
+
+This stage runs the models and keeps the records; what is measured and how it is decided is in
+``squeezeflow.gate``."""
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
 
-from squeezeflow.gate_stats import (
-    DropEstimate,
-    paired_bootstrap_drop,
-    paired_bootstrap_metric_drop,
-    samples_needed,
-)
-from squeezeflow.metrics import PER_SAMPLE, resolve_metric
-from squeezeflow.perturb import default_perturbations, perturb
+from squeezeflow.gate.evidence import evidence_document, tracking_metrics, tracking_tags
+from squeezeflow.gate.guards import agreement_check, class_recall_check, device_check, robustness_check
+from squeezeflow.gate.perturb import default_perturbations, perturb
+from squeezeflow.gate.rules import Decision, Judgement, tolerance_decision, with_guards
+from squeezeflow.gate.scoring import HeldOut, score
+from squeezeflow.gate.verdicts import measured, not_built, verdict_key
+from squeezeflow.metrics import resolve_metric
 from squeezeflow.results import (
     BaselineResult,
     CandidateResult,
@@ -37,122 +38,138 @@ from squeezeflow.store.artifacts import ArtifactRef
 log = logging.getLogger(__name__)
 
 
-# The gate's evidence keeps the candidate's confusion matrix (for a Kubeflow run's view) up to this many
-# classes; past it the matrix is too large to read, and to keep in a JSON document.
-CONFUSION_MAX_CLASSES = 100
-
-
-def confusion_matrix(y: np.ndarray, logits: np.ndarray, num_classes: int) -> list[list[int]]:
-    """Counts of (true class, predicted class): rows are the true class, columns the top-1 prediction."""
-    pred = np.argmax(logits, axis=1)
-    flat = np.asarray(y, dtype=np.int64) * num_classes + pred
-    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes).tolist()
-
-
-def worst_class_recall_drop(y: np.ndarray, base_logits: np.ndarray, logits: np.ndarray) -> tuple[int, float]:
-    """The class whose recall (on the held-out split) the candidate lowers most, and by how much."""
-    base_pred, pred = np.argmax(base_logits, 1), np.argmax(logits, 1)
-    worst, worst_drop = 0, -1.0
-    for c in np.unique(y):
-        mask = y == c
-        d = float(np.mean(base_pred[mask] == c) - np.mean(pred[mask] == c))
-        if d > worst_drop:
-            worst, worst_drop = int(c), d
-    return worst, worst_drop
-
-
-def drop_estimate(
-    metric_name: str, y: np.ndarray, base_logits: np.ndarray, logits: np.ndarray, spec: JobSpec
-) -> DropEstimate:
-    """The paired bootstrap of the primary metric's drop: resampling per-sample scores where the
-    metric is a mean over samples, recomputing the metric per resample otherwise."""
-    tol = spec.tolerance
-    per_sample = PER_SAMPLE.get(metric_name)
-    if per_sample is not None:
-        return paired_bootstrap_drop(
-            per_sample(y, base_logits),
-            per_sample(y, logits),
-            confidence=tol.confidence,
-            samples=tol.bootstrap_samples,
-            seed=spec.search.seed,
-        )
-    return paired_bootstrap_metric_drop(
-        resolve_metric(metric_name),
-        y,
-        base_logits,
-        logits,
-        confidence=tol.confidence,
-        samples=tol.bootstrap_samples,
-        seed=spec.search.seed,
-    )
-
-
-def secondary_guards(
+def gate(
     spec: JobSpec,
+    ingest: IngestResult,
     baseline: BaselineResult,
-    x: np.ndarray,
-    y: np.ndarray,
-    base_logits: np.ndarray,
-    logits: np.ndarray,
-    agreement: float,
-    worst: tuple[int, float],
-    candidate_path: Path,
+    candidate: CandidateResult,
     ctx: StageContext,
+) -> GateResult:
+    """Decide whether ``candidate`` keeps the primary metric within the spec's tolerance: load what it
+    is judged on, score and judge it, then record the verdict and its evidence. A verdict already
+    recorded for the same inputs is returned as it was."""
+    key = verdict_key(spec, ingest, baseline, candidate)
+    recorded = recorded_verdict(key, baseline, candidate, ctx)
+    if recorded is not None:
+        return recorded
+    if candidate.status != "ok" or candidate.onnx is None:
+        return record(not_built(spec, ingest, baseline, candidate, key), baseline, candidate, ctx)
+    held = load(spec, baseline, candidate.onnx, ctx)
+    judged = judge(spec, ingest, baseline, candidate, held, ctx)
+    evidence = publish(spec, ingest, baseline, candidate, held, judged, ctx)
+    return record(
+        measured(spec, ingest, baseline, candidate, key, held, judged, evidence), baseline, candidate, ctx
+    )
+
+
+def recorded_verdict(
+    key: str, baseline: BaselineResult, candidate: CandidateResult, ctx: StageContext
+) -> GateResult | None:
+    """The verdict recorded under ``key``, if any, its candidate tagged again with it (a retry may have
+    died between the record and the tags: tagging again is idempotent)."""
+    recorded = ctx.store.read_record("gate", key)
+    if recorded is None:
+        return None
+    verdict = GateResult.model_validate(recorded)
+    mark_candidate(ctx, baseline, candidate, verdict, "passed" if verdict.passed else "failed")
+    return verdict
+
+
+def load(spec: JobSpec, baseline: BaselineResult, model: ArtifactRef, ctx: StageContext) -> HeldOut:
+    """The held-out split, the candidate's outputs on it (its ONNX ``model`` run here) and the
+    baseline's (as the baseline stage stored them)."""
+    ds = ctx.dataset(spec.data.uri)
+    test = ds.split("test")
+    path = ctx.store.fetch(model, ctx.cache)
+    logits = predict_logits(path, test.x, threads=spec.target.intra_op_threads)
+    return HeldOut(
+        model=model,
+        model_path=path,
+        x=test.x,
+        y=test.y,
+        logits=logits,
+        base_logits=load_npy(ctx.store.fetch(baseline.logits, ctx.cache)),
+        num_classes=ds.meta.num_classes,
+        class_names=ds.meta.class_names,
+    )
+
+
+def judge(
+    spec: JobSpec,
+    ingest: IngestResult,
+    baseline: BaselineResult,
+    candidate: CandidateResult,
+    held: HeldOut,
+    ctx: StageContext,
+) -> Judgement:
+    """Score the candidate and decide: the tolerance rule on the primary metric, then the secondary
+    guards (a failing one fails a candidate the rule passed). Unusable outputs fail it unscored."""
+    try:
+        check_outputs(held.logits, held.num_classes, f"candidate {candidate.label}")
+    except Exception as err:
+        return Judgement(scores=None, decision=Decision(passed=False, reason=str(err)), guards=[])
+    scores = score(spec, baseline, held)
+    decision = tolerance_decision(spec, baseline, scores, held.n)
+    guards = [
+        class_recall_check(spec.tolerance, scores.worst),
+        agreement_check(spec.tolerance, scores.agreement),
+    ]
+    guards += robustness_checks(spec, baseline, held, ctx)
+    guards += on_device_checks(spec, ingest, baseline, held.model, held.y, held.logits, ctx)
+    return Judgement(scores=scores, decision=with_guards(decision, guards), guards=guards)
+
+
+def publish(
+    spec: JobSpec,
+    ingest: IngestResult,
+    baseline: BaselineResult,
+    candidate: CandidateResult,
+    held: HeldOut,
+    judged: Judgement,
+    ctx: StageContext,
+) -> ArtifactRef:
+    """Keep the verdict's evidence document in the store and on the candidate's MLflow run, with the
+    run's gate metrics and tags; the stored document's reference."""
+    evidence = evidence_document(spec, ingest, baseline, candidate, held, judged)
+    evidence_ref = ctx.store.put_bytes(json.dumps(evidence, indent=2).encode(), suffix=".json")
+    ctx.tracker.log_text(candidate.run_id, json.dumps(evidence, indent=2), "gate/evidence.json")
+    ctx.tracker.log(
+        candidate.run_id,
+        metrics=tracking_metrics(spec, baseline, held, judged),
+        tags=tracking_tags(judged),
+        model_id=candidate.model_id,
+    )
+    log.info("gate %s: %s", candidate.label, judged.decision.reason)
+    return evidence_ref
+
+
+def record(
+    verdict: GateResult, baseline: BaselineResult, candidate: CandidateResult, ctx: StageContext
+) -> GateResult:
+    """Record ``verdict`` and tag what the store holds of its candidate with it; ``verdict``."""
+    ctx.store.write_record("gate", verdict.key, verdict)
+    mark_candidate(ctx, baseline, candidate, verdict, "passed" if verdict.passed else "failed")
+    return verdict
+
+
+def robustness_checks(
+    spec: JobSpec, baseline: BaselineResult, held: HeldOut, ctx: StageContext
 ) -> list[GuardCheck]:
-    """The gate's secondary conditions. Each is always measured and reported; it only decides when
-    the spec sets its limit. ``worst`` is the class whose recall dropped most, and by how much."""
-    tol = spec.tolerance
-    checks: list[GuardCheck] = []
-    cls, cls_drop = worst
-    limit = tol.max_class_recall_drop
-    ok = limit is None or cls_drop <= limit + 1e-12
-    checks.append(
-        GuardCheck(
-            name="class_recall",
-            value=cls_drop,
-            limit=limit,
-            passed=ok,
-            detail=f"class {cls} loses {cls_drop:.4f} of its recall"
-            + (f", more than the allowed {limit:.4f} per class" if not ok and limit is not None else ""),
-        )
-    )
-    floor = tol.min_agreement
-    ok = floor is None or agreement >= floor - 1e-12
-    checks.append(
-        GuardCheck(
-            name="agreement",
-            value=agreement,
-            limit=floor,
-            passed=ok,
-            detail=f"top-1 agreement with the baseline {agreement:.4f}"
-            + (f", below the required {floor:.4f}" if not ok and floor is not None else ""),
-        )
-    )
-    rob = tol.robustness
-    if rob is not None:
-        metric_fn = resolve_metric(baseline.metric_name)
-        xs, ys = x[: rob.samples], y[: rob.samples]
-        threads = spec.target.intra_op_threads
-        base_path = ctx.store.fetch(baseline.onnx, ctx.cache)
-        for i, kind in enumerate(rob.perturbations or default_perturbations(xs)):
-            xp = perturb(xs, kind, rob.severity, seed=spec.search.seed + i, pad_token_id=rob.pad_token_id)
-            base_m = metric_fn(
-                ys, _baseline_logits(base_path, baseline.onnx.sha256, xp, kind, rob, ctx, threads)
-            )
-            cand_m = metric_fn(ys, predict_logits(candidate_path, xp, threads=threads))
-            d = base_m - cand_m
-            ok = d <= rob.max_drop + 1e-12
-            checks.append(
-                GuardCheck(
-                    name=f"robustness:{kind}",
-                    value=d,
-                    limit=rob.max_drop,
-                    passed=ok,
-                    detail=f"under {kind} (severity {rob.severity:g}, n={len(ys)}) {baseline.metric_name} "
-                    f"{cand_m:.4f} vs baseline {base_m:.4f} (drop {d:+.4f})"
-                    + (f", more than the allowed {rob.max_drop:.4f}" if not ok else ""),
-                )
-            )
+    """When the spec asks for it: baseline and candidate scored on the first ``samples`` held-out inputs
+    under each perturbation, one guard a perturbation."""
+    rob = spec.tolerance.robustness
+    if rob is None:
+        return []
+    checks = []
+    metric_fn = resolve_metric(baseline.metric_name)
+    xs, ys = held.x[: rob.samples], held.y[: rob.samples]
+    threads = spec.target.intra_op_threads
+    base_path = ctx.store.fetch(baseline.onnx, ctx.cache)
+    for i, kind in enumerate(rob.perturbations or default_perturbations(xs)):
+        xp = perturb(xs, kind, rob.severity, seed=spec.search.seed + i, pad_token_id=rob.pad_token_id)
+        base_m = metric_fn(ys, _baseline_logits(base_path, baseline.onnx.sha256, xp, kind, rob, ctx, threads))
+        cand_m = metric_fn(ys, predict_logits(held.model_path, xp, threads=threads))
+        checks.append(robustness_check(rob, kind, baseline.metric_name, len(ys), base_m, cand_m))
     return checks
 
 
@@ -169,7 +186,6 @@ def on_device_checks(
     candidate, compared with this machine's. Waits for the agent (or fails clearly after the profile's
     ``remote_timeout_s``): a candidate is never passed without the evidence the spec asked for."""
     checks = []
-    floor = spec.tolerance.min_device_agreement
     metric_fn = resolve_metric(baseline.metric_name)
     for profile in spec.devices:
         if not profile.evaluate_on_device:
@@ -178,18 +194,8 @@ def on_device_checks(
         device = wait_for_evaluation(ctx, key, profile)
         same, max_diff = device_agreement(logits, device)
         device_metric = metric_fn(y, device) if device.shape == logits.shape else float("nan")
-        ok = same >= floor - 1e-12
         checks.append(
-            GuardCheck(
-                name=f"device:{profile.name}",
-                value=same,
-                limit=floor,
-                passed=ok,
-                detail=f"on {profile.name} ({profile.execution_provider}) the top-1 answers equal this "
-                f"machine's on {same:.4f} of n={len(y)} samples ({baseline.metric_name} there "
-                f"{device_metric:.4f}, largest output difference {max_diff:.3g})"
-                + ("" if ok else f", below the required {floor:.4f}"),
-            )
+            device_check(spec.tolerance, profile, baseline.metric_name, len(y), same, max_diff, device_metric)
         )
     return checks
 
@@ -211,37 +217,6 @@ def _baseline_logits(
     return out
 
 
-NOT_EVALUATED = "not-evaluated/"
-
-
-def not_evaluated(
-    spec: JobSpec, ingest: IngestResult, baseline: BaselineResult, candidate: CandidateResult, reason: str
-) -> GateResult:
-    """A failing verdict for a candidate the engine did not send to the gate (``reason`` says why). It is
-    not recorded: the gate stage itself would judge the same candidate on its merits."""
-    return GateResult(
-        key=f"{NOT_EVALUATED}{candidate.key}",
-        candidate_key=candidate.key,
-        candidate_sha256=candidate.onnx.sha256 if candidate.onnx else None,
-        baseline_sha256=baseline.onnx.sha256,
-        dataset_sha256=ingest.dataset.sha256,
-        passed=False,
-        reason=reason,
-        metric_name=baseline.metric_name,
-        baseline_metric=baseline.metric,
-        candidate_metric=None,
-        drop=None,
-        allowed_drop=spec.tolerance.allowed_drop(baseline.metric),
-        n=0,
-        agreement=None,
-    )
-
-
-def is_not_evaluated(verdict: GateResult) -> bool:
-    """Whether ``verdict`` is `not_evaluated`'s: the candidate never went to the gate."""
-    return verdict.key.startswith(NOT_EVALUATED)
-
-
 def mark_candidate(
     ctx: StageContext,
     baseline: BaselineResult,
@@ -261,189 +236,3 @@ def mark_candidate(
         if verdict.evidence is not None:
             ctx.store.mark(verdict.evidence, status)
         ctx.store.mark_record("gate", verdict.key, status)
-
-
-def gate(
-    spec: JobSpec,
-    ingest: IngestResult,
-    baseline: BaselineResult,
-    candidate: CandidateResult,
-    ctx: StageContext,
-) -> GateResult:
-    """Decide whether ``candidate`` keeps the primary metric within the spec's tolerance."""
-    # Everything the verdict depends on: the same candidate judged under another metric, baseline,
-    # dataset, tolerance or bootstrap seed is a different verdict.
-    key = content_key(
-        "gate",
-        candidate.key,
-        candidate.onnx.sha256 if candidate.onnx else "",
-        spec.tolerance.model_dump_json(),
-        baseline.key,
-        baseline.metric_name,
-        baseline.onnx.sha256,
-        ingest.dataset.sha256,
-        str(spec.search.seed),
-    )
-    recorded = ctx.store.read_record("gate", key)
-    if recorded is not None:
-        verdict = GateResult.model_validate(recorded)
-        # A retry may have died between the record and the tags: tagging again is idempotent.
-        mark_candidate(ctx, baseline, candidate, verdict, "passed" if verdict.passed else "failed")
-        return verdict
-
-    allowed = spec.tolerance.allowed_drop(baseline.metric)
-    common = {
-        "key": key,
-        "candidate_key": candidate.key,
-        "baseline_sha256": baseline.onnx.sha256,
-        "dataset_sha256": ingest.dataset.sha256,
-        "metric_name": baseline.metric_name,
-        "baseline_metric": baseline.metric,
-        "allowed_drop": allowed,
-    }
-    if candidate.status != "ok" or candidate.onnx is None:
-        result = GateResult(
-            **common,
-            candidate_sha256=None,
-            passed=False,
-            reason=f"candidate was not built: {candidate.error}",
-            candidate_metric=None,
-            drop=None,
-            n=0,
-            agreement=None,
-        )
-        ctx.store.write_record("gate", key, result)
-        mark_candidate(ctx, baseline, candidate, result, "failed")
-        return result
-
-    ds = ctx.dataset(spec.data.uri)
-    test = ds.split("test")
-    path = ctx.store.fetch(candidate.onnx, ctx.cache)
-    threads = spec.target.intra_op_threads
-    logits = predict_logits(path, test.x, threads=threads)
-    base_logits = load_npy(ctx.store.fetch(baseline.logits, ctx.cache))
-    tol = spec.tolerance
-    estimate: DropEstimate | None = None
-    needed = None
-    guards: list[GuardCheck] = []
-    worst: tuple[int, float] | None = None
-    confusion: dict[str, object] | None = None
-    try:
-        check_outputs(logits, ds.meta.num_classes, f"candidate {candidate.label}")
-    except Exception as err:
-        metric, drop, agreement, passed, reason = None, None, None, False, str(err)
-    else:
-        metric_fn = resolve_metric(baseline.metric_name)
-        metric = metric_fn(test.y, logits)
-        drop = baseline.metric - metric
-        agreement = float(np.mean(np.argmax(logits, 1) == np.argmax(base_logits, 1)))
-        estimate = drop_estimate(baseline.metric_name, test.y, base_logits, logits, spec)
-        bound = estimate.upper if tol.method == "bootstrap" else drop
-        n = len(test)
-        if tol.method == "bootstrap" and baseline.metric_name in PER_SAMPLE and 1.0 / n > allowed:
-            passed = False
-            needed = math.ceil(1.0 / allowed) if allowed > 0 else None
-            reason = (
-                f"the held-out split has only n={n} samples: one sample moves {baseline.metric_name} by "
-                f"{1.0 / n:.4f}, more than the allowed drop {allowed:.4f}"
-                + (f"; at least {needed} samples are needed" if needed else "")
-            )
-        else:
-            passed = bound <= allowed + 1e-12
-            what = (
-                f"upper {tol.confidence:.0%} bound of the drop {bound:+.4f}"
-                if tol.method == "bootstrap"
-                else f"drop {bound:+.4f}"
-            )
-            reason = (
-                f"{baseline.metric_name} {metric:.4f} vs baseline {baseline.metric:.4f} (drop {drop:+.4f}); "
-                f"{what} {'within' if passed else 'exceeds'} the allowed {allowed:.4f} ({tol.mode}) on n={n}"
-            )
-            if not passed and tol.method == "bootstrap" and drop <= allowed:
-                needed = samples_needed(estimate, allowed)
-                reason += (
-                    f": the measured drop is within tolerance but n={n} held-out samples cannot show it at "
-                    f"{tol.confidence:.0%} confidence"
-                    + (f"; about {needed} would be needed" if needed else "")
-                )
-        worst = worst_class_recall_drop(test.y, base_logits, logits)
-        k = ds.meta.num_classes
-        if k <= CONFUSION_MAX_CLASSES:
-            confusion = {
-                "classes": list(ds.meta.class_names or [str(i) for i in range(k)]),
-                "matrix": confusion_matrix(test.y, logits, k),
-            }
-        guards = secondary_guards(
-            spec, baseline, test.x, test.y, base_logits, logits, agreement, worst, path, ctx
-        )
-        guards += on_device_checks(spec, ingest, baseline, candidate.onnx, test.y, logits, ctx)
-        failed = [g for g in guards if not g.passed]
-        if failed and passed:
-            passed = False
-            reason += "; but " + "; ".join(g.detail for g in failed)
-    evidence = {
-        "candidate": candidate.label,
-        "candidate_key": candidate.key,
-        "candidate_sha256": candidate.onnx.sha256,
-        "baseline_sha256": baseline.onnx.sha256,
-        "dataset_sha256": ingest.dataset.sha256,
-        "metric": baseline.metric_name,
-        "baseline_metric": baseline.metric,
-        "candidate_metric": metric,
-        "drop": drop,
-        "allowed_drop": allowed,
-        "tolerance": spec.tolerance.model_dump(),
-        "n": len(test),
-        "top1_agreement": agreement,
-        "method": spec.tolerance.method,
-        "confidence": spec.tolerance.confidence,
-        "drop_lower": estimate.lower if estimate else None,
-        "drop_upper": estimate.upper if estimate else None,
-        "discordant_samples": estimate.discordant if estimate else None,
-        "samples_needed": needed,
-        "worst_class": worst[0] if worst else None,
-        "worst_class_recall_drop": worst[1] if worst else None,
-        "guards": [g.model_dump(mode="json") for g in guards],
-        "passed": passed,
-        "reason": reason,
-        "runtime": f"onnxruntime CPUExecutionProvider, {threads} threads",
-        "confusion_matrix": confusion,
-    }
-    evidence_ref = ctx.store.put_bytes(json.dumps(evidence, indent=2).encode(), suffix=".json")
-    ctx.tracker.log_text(candidate.run_id, json.dumps(evidence, indent=2), "gate/evidence.json")
-    metrics = {"gate.n": float(len(test)), "gate.allowed_drop": allowed}
-    for g in guards:
-        metrics[f"gate.{g.name.replace(':', '.')}"] = g.value
-    if estimate is not None:
-        metrics.update({"gate.drop_upper": estimate.upper, "gate.drop_lower": estimate.lower})
-    if metric is not None and drop is not None and agreement is not None:
-        metrics.update(
-            {baseline.metric_name: metric, f"{baseline.metric_name}_drop": drop, "top1_agreement": agreement}
-        )
-    ctx.tracker.log(
-        candidate.run_id,
-        metrics=metrics,
-        tags={"squeezeflow.gate": "passed" if passed else "failed", "squeezeflow.gate_reason": reason[:5000]},
-        model_id=candidate.model_id,
-    )
-    log.info("gate %s: %s", candidate.label, reason)
-    result = GateResult(
-        **common,
-        candidate_sha256=candidate.onnx.sha256,
-        passed=passed,
-        reason=reason,
-        candidate_metric=metric,
-        drop=drop,
-        n=len(test),
-        agreement=agreement,
-        drop_upper=estimate.upper if estimate else None,
-        confidence=spec.tolerance.confidence,
-        samples_needed=needed,
-        worst_class=worst[0] if worst else None,
-        worst_class_recall_drop=worst[1] if worst else None,
-        guards=guards,
-        evidence=evidence_ref,
-    )
-    ctx.store.write_record("gate", key, result)
-    mark_candidate(ctx, baseline, candidate, result, "passed" if passed else "failed")
-    return result

@@ -13,9 +13,9 @@ import numpy as np
 
 from squeezeflow.data import SPLITS, Dataset
 from squeezeflow.errors import DataValidationError
+from squeezeflow.gate.perturb import check_perturbations
 from squeezeflow.library_output import quiet_great_expectations
 from squeezeflow.models.sources import inline_external_data
-from squeezeflow.perturb import check_perturbations
 from squeezeflow.results import DatasetInfo, IngestResult, ValidationSummary, content_key
 from squeezeflow.spec.job import JobSpec
 from squeezeflow.stages.context import StageContext

@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from squeezeflow.errors import InfrastructureError, InvalidInputError, PromotionRefused
+from squeezeflow.gate.verdicts import is_not_evaluated
 from squeezeflow.results import (
     BaselineResult,
     BenchmarkResult,
@@ -71,8 +72,6 @@ def eligibility(
     if g.baseline_sha256 != baseline.onnx.sha256 or g.dataset_sha256 != ingest.dataset.sha256:
         return False, "gate evidence belongs to a different baseline or dataset"
     if not g.passed:
-        from squeezeflow.stages.gate import is_not_evaluated
-
         return False, g.reason if is_not_evaluated(g) else f"failed the gate: {g.reason}"
     bench = target_benchmark(outcome, baseline_bench.profile)
     if bench is None or bench.model_sha256 != c.onnx.sha256:
