@@ -92,13 +92,19 @@ def onnx_cost(path: Path | str, input_shape: list[int]) -> OnnxCost:
     from onnx import TensorProto, numpy_helper
 
     model = onnx.load(str(path))
+    any_rank = False
     if model.graph.input:
         dims = model.graph.input[0].type.tensor_type.shape.dim
+        if not dims:  # an input of any rank (squeezeflow.onnx_heads): one batched sample
+            any_rank = True
+            for _ in range(len(input_shape) + 1):
+                dims.add()
         for d, v in zip(dims, [1, *input_shape], strict=False):
             d.ClearField("dim_param")
             d.dim_value = v
     try:
-        model = onnx.shape_inference.infer_shapes(model)
+        # data_prop: the heads' Reshape takes its target shape from the input's, computed in the graph.
+        model = onnx.shape_inference.infer_shapes(model, data_prop=any_rank)
     except Exception as err:  # exotic graphs: count what has shapes already
         log.warning(
             "ONNX shape inference failed on %s (%s); MACs are counted where shapes are known", path, err

@@ -18,6 +18,7 @@ from squeezeflow.models import (
     export_onnx,
     load_torch_model,
 )
+from squeezeflow.onnx_heads import class_labels, with_prediction_heads
 from squeezeflow.results import BaselineResult, IngestResult, ModelMeasure, content_key
 from squeezeflow.runtime import count_macs, count_params, predict_logits
 from squeezeflow.spec import JobSpec
@@ -112,7 +113,12 @@ def baseline(spec: JobSpec, ingest: IngestResult, ctx: StageContext) -> Baseline
         return BaselineResult.model_validate(recorded)
 
     ds = ctx.dataset(spec.data.uri)
-    onnx_path = baseline_onnx_path(spec, ingest, ctx)
+    # The file gated, benchmarked and promoted answers with class names and scores too.
+    onnx_path = with_prediction_heads(
+        baseline_onnx_path(spec, ingest, ctx),
+        ctx.scratch(f"baseline-{ingest.job_key}") / "baseline.served.onnx",
+        class_labels(ds.meta.class_names, ds.meta.num_classes),
+    )
     test = ds.split("test")
     threads = spec.target.intra_op_threads
     what = f"model {spec.model.uri}"
