@@ -197,8 +197,10 @@ def takes_any_rank(path: Path) -> bool:
 
 def served_outputs(path: Path, x: Any) -> dict[str, Any]:
     """Every named output of the graph on ``x``, as the MLflow ``onnx`` flavor returns them."""
-    from squeezeflow.runtime import session
+    import onnxruntime as ort
 
-    sess = session(path, intra_op_threads=1)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     return dict(zip(names, sess.run(names, {sess.get_inputs()[0].name: x}), strict=True))
