@@ -41,108 +41,109 @@ def with_prediction_heads(src: Path, dst: Path, labels: Sequence[str]) -> Path:
     """Write ``src`` with the prediction heads to ``dst`` (returned); ``src``'s first output is the
     logits, one score per class of ``labels``. A graph that has them already is copied as it is."""
     import onnx
-    from onnx import TensorProto, helper
+    from onnx import helper
 
     model = onnx.load(str(src))
-    if has_prediction_heads(model):
-        onnx.save(model, str(dst))
-        return dst
-    graph = model.graph
-    nodes: list[Any] = []
+    if not has_prediction_heads(model):
+        graph = model.graph
+        any_rank = _batch_a_single_sample(graph)
+        _add_output_heads(graph, labels)
+        if not any(o.domain == _ML_DOMAIN for o in model.opset_import):
+            model.opset_import.append(helper.make_opsetid(_ML_DOMAIN, _ML_OPSET))
+        # Checked with the input's rank declared: ONNX's checker wants one on a graph input, while the
+        # ONNX IR and ONNX Runtime read a tensor type without a shape as "any rank", which is what lets
+        # the graph take one sample as well as a batch.
+        onnx.checker.check_model(model)
+        if any_rank is not None:
+            any_rank.type.tensor_type.ClearField("shape")
+    onnx.save(model, str(dst))
+    return dst
+
+
+def _batch_a_single_sample(graph: Any) -> Any | None:
+    """Put Reshape(x, concat([-1], shape(x)[-rank:])) in front of the graph's only input: it adds the
+    batch dimension to one sample and leaves a batch as it is. Returns that input (whose rank the caller
+    then clears), or None where the graph has several inputs, or one of unknown rank or passed through."""
+    import onnx
+    from onnx import TensorProto, helper
+
     initializers = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
-
-    # One sample or a batch: Reshape(x, concat([-1], shape(x)[-rank:])) adds the batch dimension to a
-    # sample and leaves a batch as it is. Only for a single input of known rank.
-    if len(inputs) == 1 and inputs[0].type.tensor_type.HasField("shape"):
-        first = inputs[0]
-        rank = len(first.type.tensor_type.shape.dim) - 1
-        if rank >= 1:
-            for n in graph.node:
-                n.input[:] = [_BATCHED if i == first.name else i for i in n.input]
-            for o in graph.output:
-                if o.name == first.name:  # an input passed straight through: leave the graph alone
-                    raise ValueError(f"{src.name}: its input {first.name!r} is also an output")
-            batched = onnx.ValueInfoProto()
-            batched.CopyFrom(first)
-            batched.name = _BATCHED
-            graph.value_info.append(batched)  # the original input's type, kept for without_prediction_heads
-            nodes += [
-                helper.make_node("Shape", [first.name], [_PREFIX + "shape"], name=_PREFIX + "shape"),
-                helper.make_node(
-                    "Slice",
-                    [_PREFIX + "shape", _PREFIX + "minus_rank", _PREFIX + "end"],
-                    [_PREFIX + "sample_shape"],
-                    name=_PREFIX + "sample_shape",
-                ),
-                helper.make_node(
-                    "Concat",
-                    [_PREFIX + "minus_one", _PREFIX + "sample_shape"],
-                    [_PREFIX + "target_shape"],
-                    axis=0,
-                    name=_PREFIX + "target_shape",
-                ),
-                helper.make_node(
-                    "Reshape", [first.name, _PREFIX + "target_shape"], [_BATCHED], name=_PREFIX + "batch"
-                ),
-            ]
-            graph.initializer.extend(
-                [
-                    helper.make_tensor(_PREFIX + "minus_rank", TensorProto.INT64, [1], [-rank]),
-                    helper.make_tensor(_PREFIX + "end", TensorProto.INT64, [1], [2**62]),
-                    helper.make_tensor(_PREFIX + "minus_one", TensorProto.INT64, [1], [-1]),
-                ]
-            )
-
-    first_out = graph.output[0]
-    rest = list(graph.output[1:])
-    logits = onnx.ValueInfoProto()
-    logits.CopyFrom(first_out)
-    if first_out.name != LOGITS:
-        logits.name = LOGITS
-        nodes.append(helper.make_node("Identity", [first_out.name], [LOGITS], name=_PREFIX + "logits"))
-    index = _PREFIX + "class_index"
-    # The Reshape must run before the model's nodes: nodes are kept in topological order.
-    head_front = [n for n in nodes if n.op_type in ("Shape", "Slice", "Concat", "Reshape")]
-    body = [n for n in graph.node if not n.name.startswith(_PREFIX)]
-    tail = [n for n in nodes if n not in head_front]
-    tail += [
-        helper.make_node("Softmax", [LOGITS], [SCORES], axis=-1, name=_PREFIX + "scores"),
-        helper.make_node("ArgMax", [LOGITS], [index], axis=-1, keepdims=0, name=_PREFIX + "argmax"),
+    if len(inputs) != 1 or not inputs[0].type.tensor_type.HasField("shape"):
+        return None
+    first = inputs[0]
+    rank = len(first.type.tensor_type.shape.dim) - 1
+    if rank < 1 or any(o.name == first.name for o in graph.output):
+        return None
+    for n in graph.node:
+        n.input[:] = [_BATCHED if i == first.name else i for i in n.input]
+    batched = onnx.ValueInfoProto()
+    batched.CopyFrom(first)
+    batched.name = _BATCHED
+    graph.value_info.append(batched)  # the input's own type, for without_prediction_heads
+    p = _PREFIX
+    front = [
+        helper.make_node("Shape", [first.name], [p + "shape"], name=p + "shape"),
         helper.make_node(
-            "LabelEncoder",
-            [index],
-            [LABEL],
-            domain=_ML_DOMAIN,
-            keys_int64s=list(range(len(labels))),
-            values_strings=list(labels),
-            default_string="",
-            name=_PREFIX + "label",
+            "Slice", [p + "shape", p + "minus_rank", p + "end"], [p + "sample_shape"], name=p + "sample_shape"
         ),
+        helper.make_node(
+            "Concat", [p + "minus_one", p + "sample_shape"], [p + "target_shape"], axis=0, name=p + "target"
+        ),
+        helper.make_node("Reshape", [first.name, p + "target_shape"], [_BATCHED], name=p + "batch"),
     ]
+    graph.initializer.extend(
+        [
+            helper.make_tensor(p + "minus_rank", TensorProto.INT64, [1], [-rank]),
+            helper.make_tensor(p + "end", TensorProto.INT64, [1], [2**62]),
+            helper.make_tensor(p + "minus_one", TensorProto.INT64, [1], [-1]),
+        ]
+    )
+    body = list(graph.node)
     del graph.node[:]
-    graph.node.extend([*head_front, *body, *tail])
+    graph.node.extend([*front, *body])  # nodes stay in topological order
+    return first
+
+
+def _add_output_heads(graph: Any, labels: Sequence[str]) -> None:
+    """Outputs ``logits`` (the first output, renamed through an Identity where needed), ``scores``
+    (Softmax) and ``label`` (ArgMax, then LabelEncoder to ``labels``), then the graph's other outputs."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    p = _PREFIX
+    first, *rest = graph.output
+    logits = onnx.ValueInfoProto()
+    logits.CopyFrom(first)
+    if first.name != LOGITS:
+        logits.name = LOGITS
+        graph.node.append(helper.make_node("Identity", [first.name], [LOGITS], name=p + "logits"))
+    graph.node.extend(
+        [
+            helper.make_node("Softmax", [LOGITS], [SCORES], axis=-1, name=p + "scores"),
+            helper.make_node("ArgMax", [LOGITS], [p + "class_index"], axis=-1, keepdims=0, name=p + "argmax"),
+            helper.make_node(
+                "LabelEncoder",
+                [p + "class_index"],
+                [LABEL],
+                domain=_ML_DOMAIN,
+                keys_int64s=list(range(len(labels))),
+                values_strings=list(labels),
+                default_string="",
+                name=p + "label",
+            ),
+        ]
+    )
+    scores_type = logits.type.tensor_type.elem_type or TensorProto.FLOAT
     del graph.output[:]
     graph.output.extend(
         [
             logits,
-            helper.make_tensor_value_info(SCORES, TensorProto.FLOAT, ["batch", len(labels)]),
+            helper.make_tensor_value_info(SCORES, scores_type, ["batch", len(labels)]),
             helper.make_tensor_value_info(LABEL, TensorProto.STRING, ["batch"]),
             *rest,
         ]
     )
-    if not any(o.domain == _ML_DOMAIN for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid(_ML_DOMAIN, _ML_OPSET))
-    if len(nodes) >= 4:
-        # Checked with the input's rank declared: ONNX's checker wants one on a graph input, while the
-        # ONNX IR and ONNX Runtime take a tensor type without a shape as "any rank", which is what
-        # lets the graph take one sample as well as a batch.
-        onnx.checker.check_model(model)
-        next(i for i in graph.input if i.name == nodes[0].input[0]).type.tensor_type.ClearField("shape")
-    else:
-        onnx.checker.check_model(model)
-    onnx.save(model, str(dst))
-    return dst
 
 
 def without_prediction_heads(src: Path, dst: Path) -> Path:
