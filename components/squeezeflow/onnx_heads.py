@@ -46,6 +46,7 @@ def with_prediction_heads(src: Path, dst: Path, labels: Sequence[str]) -> Path:
     model = onnx.load(str(src))
     if not has_prediction_heads(model):
         graph = model.graph
+        _free_head_names(graph)
         any_rank = _batch_a_single_sample(graph)
         _add_output_heads(graph, labels)
         if not any(o.domain == _ML_DOMAIN for o in model.opset_import):
@@ -58,6 +59,31 @@ def with_prediction_heads(src: Path, dst: Path, labels: Sequence[str]) -> Path:
             any_rank.type.tensor_type.ClearField("shape")
     onnx.save(model, str(dst))
     return dst
+
+
+def _free_head_names(graph: Any) -> None:
+    """Rename the model's own tensors called ``scores`` or ``label`` (or ``logits``, where that is not
+    its first output) so the heads' outputs can have those names: a graph names each tensor once."""
+    taken = {LOGITS, SCORES, LABEL} - {graph.output[0].name}
+    used = {
+        *(i.name for i in graph.input),
+        *(t.name for t in graph.initializer),
+        *(o for n in graph.node for o in n.output),
+    }
+    renamed: dict[str, str] = {}
+    for name in sorted(taken & used):
+        new = f"{name}.model"
+        while new in used:
+            new += "_"
+        renamed[name] = new
+        used.add(new)
+    if not renamed:
+        return
+    for n in graph.node:
+        n.input[:] = [renamed.get(i, i) for i in n.input]
+        n.output[:] = [renamed.get(o, o) for o in n.output]
+    for v in [*graph.input, *graph.output, *graph.value_info, *graph.initializer]:
+        v.name = renamed.get(v.name, v.name)
 
 
 def _batch_a_single_sample(graph: Any) -> Any | None:

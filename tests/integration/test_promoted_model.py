@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_promoted_model_returns_labels_scores_and_logits_for_a_sample_or_a_batch(
-    mlflow_server: MlflowServer, tiny_model: Path, animal_mnist: Path, tmp_path: Path
+    mlflow_server: MlflowServer, tiny_model: Path, small_data: Path, tmp_path: Path
 ) -> None:
     from squeezeflow.spec import parse_spec
 
@@ -31,7 +31,7 @@ def test_promoted_model_returns_labels_scores_and_logits_for_a_sample_or_a_batch
         ),
         "promoted-model",
     )
-    spec = parse_spec(job_doc(tiny_model, animal_mnist, name="promoted-model"))
+    spec = parse_spec(job_doc(tiny_model, small_data, name="promoted-model"))
     base = baseline(spec, ingest(spec, ctx), ctx)
     model_id = ctx.tracker.run_tags(base.parent_run_id)[TAG_MODEL_ID]
     # registered and aliased as the promote stage does
@@ -44,8 +44,8 @@ def test_promoted_model_returns_labels_scores_and_logits_for_a_sample_or_a_batch
     served = Path(mlflow.artifacts.download_artifacts(f"{uri}/model.onnx", dst_path=str(tmp_path / "dl")))
     assert hashlib.sha256(served.read_bytes()).hexdigest() == base.onnx.sha256  # the gated file
 
-    names = json.loads((animal_mnist / "dataset.json").read_text())["class_names"]
-    x = np.load(animal_mnist / "test.npz")["x"][:8]
+    names = json.loads((small_data / "dataset.json").read_text())["class_names"]
+    x = np.load(small_data / "test.npz")["x"][:8]
     model = mlflow.pyfunc.load_model(uri)
     batch = model.predict(x)
     assert set(batch) >= {"label", "scores", "logits"}

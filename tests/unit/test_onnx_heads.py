@@ -55,3 +55,29 @@ def test_heads_answer_class_names_scores_and_logits_for_a_sample_or_a_batch_what
 def test_a_dataset_without_class_names_labels_each_class_by_its_index() -> None:
     assert class_labels(None, 3) == ["0", "1", "2"]
     assert class_labels(["a", "b"], 2) == ["a", "b"]
+
+
+def test_heads_take_their_names_from_a_graph_that_uses_them_for_its_own_tensors(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.eye(4, 3, dtype=np.float32), "label")  # an initializer named label
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "label"], ["scores"]),
+            helper.make_node("Relu", ["scores"], ["out"]),
+        ],
+        "clash",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 3])],
+        [w],
+    )
+    bare = tmp_path / "clash.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(bare))
+    served = with_prediction_heads(bare, tmp_path / "served.onnx", ["a", "b", "c"])
+    x = np.array([[0.0, 2.0, -1.0, 5.0]], np.float32)
+    logits, scores, label = ort.InferenceSession(str(served), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x}
+    )
+    np.testing.assert_allclose(logits, [[0.0, 2.0, 0.0]])
+    assert list(label) == ["b"] and scores.shape == (1, 3)
