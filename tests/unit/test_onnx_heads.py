@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from squeezeflow.models import check_onnx
 from squeezeflow.onnx_heads import class_labels, with_prediction_heads, without_prediction_heads
 from squeezeflow.runtime import predict_logits
 
@@ -46,6 +47,7 @@ def test_heads_answer_class_names_scores_and_logits_for_a_sample_or_a_batch_what
     again = with_prediction_heads(served, tmp_path / "again.onnx", ["cat", "dog", "owl"])
     assert again.read_bytes() == served.read_bytes()
     back = without_prediction_heads(served, tmp_path / "back.onnx")
+    check_onnx(back, "the classifier")  # ONNX's checker wants the input's rank declared
     bare_sess = ort.InferenceSession(str(back), providers=["CPUExecutionProvider"])
     assert [o.name for o in bare_sess.get_outputs()] == ["out"]
     assert len(bare_sess.get_inputs()[0].shape) == 3
