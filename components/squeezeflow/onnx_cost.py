@@ -85,6 +85,22 @@ def _known(shape: list[int] | None) -> bool:
     return shape is not None and all(d > 0 for d in shape)
 
 
+def _fix_one_sample(model: Any, input_shape: list[int]) -> bool:
+    """Give the first input the shape of one batched sample; True where it declared no rank (an input
+    of any rank, see squeezeflow.onnx_heads)."""
+    if not model.graph.input:
+        return False
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    any_rank = not dims
+    if any_rank:
+        for _ in range(len(input_shape) + 1):
+            dims.add()
+    for d, v in zip(dims, [1, *input_shape], strict=False):
+        d.ClearField("dim_param")
+        d.dim_value = v
+    return any_rank
+
+
 def onnx_cost(path: Path | str, input_shape: list[int]) -> OnnxCost:
     """Count ``path``'s parameters, MACs (and the 8-bit integer share) and weight bytes for one sample
     of shape ``input_shape`` (no batch dimension)."""
@@ -92,13 +108,10 @@ def onnx_cost(path: Path | str, input_shape: list[int]) -> OnnxCost:
     from onnx import TensorProto, numpy_helper
 
     model = onnx.load(str(path))
-    if model.graph.input:
-        dims = model.graph.input[0].type.tensor_type.shape.dim
-        for d, v in zip(dims, [1, *input_shape], strict=False):
-            d.ClearField("dim_param")
-            d.dim_value = v
+    any_rank = _fix_one_sample(model, input_shape)
     try:
-        model = onnx.shape_inference.infer_shapes(model)
+        # data_prop: the heads' Reshape takes its target shape from the input's, computed in the graph.
+        model = onnx.shape_inference.infer_shapes(model, data_prop=any_rank)
     except Exception as err:  # exotic graphs: count what has shapes already
         log.warning(
             "ONNX shape inference failed on %s (%s); MACs are counted where shapes are known", path, err

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from squeezeflow.errors import ModelLoadError
+from squeezeflow.onnx_heads import LOGITS
 
 
 def session(
@@ -65,7 +66,8 @@ def predict_logits(
     threads: int = 2,
     provider: str = "CPUExecutionProvider",
 ) -> np.ndarray:
-    """Run the ONNX model over ``x`` in batches and return its first output.
+    """Run the ONNX model over ``x`` in batches and return its logits: its first output,
+    or the one named ``logits`` where the graph has prediction heads.
 
     ``batch_size`` defaults to 256, and to 1 for a model whose answers depend on their batch
     (dynamic int8, see ``batch_dependent``): it is then evaluated as it runs at batch 1, one sample at
@@ -92,7 +94,10 @@ def predict_logits(
 
         order = np.argsort(token_lengths(x), kind="stable")
         x = x[order]
-    outs = [sess.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+    # The logits by name where the graph has prediction heads (squeezeflow.onnx_heads) after them.
+    names = [o.name for o in sess.get_outputs()]
+    wanted = [LOGITS] if LOGITS in names else names[:1]
+    outs = [sess.run(wanted, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
     logits = np.concatenate(outs, axis=0)
     if order is not None:
         restored = np.empty_like(logits)

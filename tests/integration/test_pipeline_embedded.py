@@ -3,6 +3,7 @@ on real Animal-MNIST data and real trained models."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -113,6 +114,11 @@ def test_registered_model_loads_with_pyfunc_and_predicts_like_the_benchmarked_ar
     sha = client.get_model_version_by_alias(p.model_name, p.alias).tags["squeezeflow.candidate_sha256"]
     artifact = Path(settings.artifacts) / "objects" / sha[:2] / f"{sha}.onnx"
     np.testing.assert_allclose(served, predict_logits(artifact, x), rtol=1e-5, atol=1e-5)
+    # the promoted file is, byte for byte, the candidate the gate and the benchmark read
+    promoted = mlflow.artifacts.download_artifacts(f"models:/{p.model_name}@{p.alias}/model.onnx")
+    assert hashlib.sha256(Path(promoted).read_bytes()).hexdigest() == sha
+    names = json.loads((animal_mnist / "dataset.json").read_text())["class_names"]
+    assert list(loaded.predict(x[:4])["label"]) == [names[i] for i in served[:4].argmax(axis=1)]
 
 
 def test_the_printed_load_hint_works_as_printed_from_another_directory(

@@ -248,3 +248,39 @@ def test_trim_padding_refuses_models_whose_answer_depends_on_the_padding(rt_v1: 
     flat = torch.nn.Sequential(torch.nn.Embedding(30_522, 4), torch.nn.Flatten(), torch.nn.Linear(64 * 4, 2))
     with pytest.raises(PassError, match=r"trim_padding.*does not run on trimmed inputs"):
         _run("trim_padding", flat, ctx)
+
+
+def test_prediction_heads_keep_a_token_id_model_answering_its_logits_for_a_sample_or_a_batch(
+    rt_v1: Path, tmp_path: Path
+) -> None:
+    import onnxruntime as ort
+
+    from squeezeflow.onnx_cost import onnx_cost
+    from squeezeflow.onnx_heads import with_prediction_heads, without_prediction_heads
+
+    torch.manual_seed(0)
+    bare = export_onnx(
+        minilm_classifier(num_layers=2, pretrained=True).eval(), [64], tmp_path / "bare.onnx", dtype=np.int64
+    )
+    names = load_dataset(rt_v1).meta.class_names
+    assert names
+    served = with_prediction_heads(bare, tmp_path / "served.onnx", names)
+    x = load_dataset(rt_v1).split("val").x[:6]
+    logits = predict_logits(bare, x, threads=1)
+    np.testing.assert_allclose(predict_logits(served, x, threads=1), logits, atol=1e-5)
+
+    sess = ort.InferenceSession(str(served), providers=["CPUExecutionProvider"])
+    label, scores = sess.run(["label", "scores"], {"input": x})
+    assert list(label) == [names[i] for i in logits.argmax(1)]
+    np.testing.assert_allclose(scores.sum(1), 1.0, rtol=1e-5)
+    (one,) = sess.run(["logits"], {"input": x[0]})  # one row of token ids, no batch dimension
+    np.testing.assert_allclose(one, logits[:1], atol=1e-5)
+
+    # the benchmark's vocabulary bound and the MAC count see through the heads
+    assert token_id_bound(served, "input") == token_id_bound(bare, "input")
+    assert onnx_cost(served, [64]).macs == onnx_cost(bare, [64]).macs
+    # the passes get the bare classifier back, input rank included
+    again = without_prediction_heads(served, tmp_path / "again.onnx")
+    first = ort.InferenceSession(str(again), providers=["CPUExecutionProvider"]).get_inputs()[0]
+    assert len(first.shape) == 2 and first.type == "tensor(int64)"
+    np.testing.assert_allclose(predict_logits(again, x, threads=1), logits, atol=1e-5)

@@ -83,12 +83,14 @@ def device_table(result: JobResult) -> Table:
 def load_hint(tracking_uri: str, model_name: str, alias: str) -> str:
     """A shell command that loads the promoted model as printed, from any directory: MLflow's default
     tracking URI is not the job's, and a bare ``mlflow.pyfunc.load_model`` would look for the model in a
-    new ``mlflow.db`` of the current directory. A URI whose password was redacted says where it goes."""
+    new ``mlflow.db`` of the current directory. It prints what ``predict`` returns (label, scores, logits;
+    the input has no schema, as it takes a sample or a batch). A URI whose password was redacted says
+    where it goes."""
     import shlex
 
     code = (
         f'import mlflow; m = mlflow.pyfunc.load_model("models:/{model_name}@{alias}"); '
-        "print(m.metadata.get_input_schema())"
+        "print(m.metadata.get_output_schema())"
     )
     python = shlex.quote(sys.executable)
     hint = f"MLFLOW_TRACKING_URI={shlex.quote(tracking_uri)} {python} -c {shlex.quote(code)}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import re
@@ -18,6 +19,7 @@ from squeezeflow.models.sources import (
     export_onnx,
     load_torch_model,
 )
+from squeezeflow.onnx_heads import class_labels, with_prediction_heads, without_prediction_heads
 from squeezeflow.results import BaselineResult, IngestResult, ModelMeasure, content_key
 from squeezeflow.runtime import count_macs, count_params, predict_logits
 from squeezeflow.spec.job import JobSpec
@@ -57,6 +59,12 @@ def baseline_onnx_path(spec: JobSpec, ingest: IngestResult, ctx: StageContext) -
     src = ctx.store.fetch(ingest.model_source, ctx.cache)
     what = f"model {spec.model.uri}"
     if spec.model.format == "onnx":
+        # A model squeezeflow promoted: start again from its classifier, input rank included. A file
+        # that does not load is left to check_onnx, which says why.
+        with contextlib.suppress(Exception):
+            src = without_prediction_heads(
+                src, ctx.scratch(f"baseline-{ingest.job_key}") / "source.bare.onnx"
+            )
         model = check_onnx(src, what)
         check_batch_dimension(
             model,
@@ -112,7 +120,12 @@ def baseline(spec: JobSpec, ingest: IngestResult, ctx: StageContext) -> Baseline
         return BaselineResult.model_validate(recorded)
 
     ds = ctx.dataset(spec.data.uri)
-    onnx_path = baseline_onnx_path(spec, ingest, ctx)
+    # The file gated, benchmarked and promoted answers with class names and scores too.
+    onnx_path = with_prediction_heads(
+        baseline_onnx_path(spec, ingest, ctx),
+        ctx.scratch(f"baseline-{ingest.job_key}") / "baseline.served.onnx",
+        class_labels(ds.meta.class_names, ds.meta.num_classes),
+    )
     test = ds.split("test")
     threads = spec.target.intra_op_threads
     what = f"model {spec.model.uri}"

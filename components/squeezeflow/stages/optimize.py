@@ -14,6 +14,7 @@ from typing import Any
 from squeezeflow.errors import InfrastructureError, ModelLoadError, PassError
 from squeezeflow.metrics import resolve_metric
 from squeezeflow.models.sources import check_onnx, export_onnx, load_torch_model
+from squeezeflow.onnx_heads import class_labels, with_prediction_heads, without_prediction_heads
 from squeezeflow.passes import ModelState, PassContext, get_pass
 from squeezeflow.results import BaselineResult, CandidateResult, IngestResult, content_key
 from squeezeflow.runtime import predict_logits
@@ -47,7 +48,11 @@ def _apply(
         src = ctx.store.fetch(ingest.model_source, ctx.cache)
         state = ModelState(torch_module=load_torch_model(spec.model, src))
     else:
-        state = ModelState(onnx_path=ctx.store.fetch(baseline.onnx, ctx.cache))
+        # The passes work on the bare classifier; the candidate gets the heads back when it is built.
+        bare = work / "baseline.bare.onnx"
+        state = ModelState(
+            onnx_path=without_prediction_heads(ctx.store.fetch(baseline.onnx, ctx.cache), bare)
+        )
     train, val = ds.split("train"), ds.split("val")
     teacher = None
     if (
@@ -136,6 +141,14 @@ def optimize(
         state = _apply(recipe, spec, ingest, baseline, ctx, key, notes)
         assert state.onnx_path is not None
         check_onnx(state.onnx_path, f"candidate {recipe.label}")
+        meta = ctx.dataset(spec.data.uri).meta
+        state = ModelState(
+            onnx_path=with_prediction_heads(
+                state.onnx_path,
+                ctx.scratch(f"candidate-{key}") / "candidate.served.onnx",
+                class_labels(meta.class_names, meta.num_classes),
+            )
+        )
     except InfrastructureError:
         raise
     except (PassError, ModelLoadError) as err:

@@ -32,11 +32,14 @@ class LoggedModels(Runs):
             return finished
 
         def do() -> str:
-            from squeezeflow.runtime import predict_logits
+            from squeezeflow.onnx_heads import served_outputs, takes_any_rank
 
             model = onnx.load(str(onnx_path))
-            output = predict_logits(onnx_path, input_example, threads=1)
-            signature = infer_signature(input_example, {"logits": output})
+            # A graph that takes one sample as well as a batch has no input schema: MLflow's checks a
+            # tensor's rank against it, and the graph itself checks the element type and sample shape.
+            signature = infer_signature(
+                None if takes_any_rank(onnx_path) else input_example, served_outputs(onnx_path, input_example)
+            )
             # The LoggedModel is created here, in the run's experiment, and handed to the flavor with
             # the run (both passed through to mlflow.models.Model.log), instead of resuming the run as
             # MLflow's active ("fluent") run: ending that marks the run FINISHED, so a job killed
