@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from squeezeflow.stages import Settings, StageContext, baseline, ingest
-from squeezeflow.tracking import TAG_MODEL_ID
+from squeezeflow.tracking.models import TAG_MODEL_ID
 from tests.reference import job_doc
 from tests.servers import MlflowServer
 
