@@ -87,6 +87,25 @@ class FinetuneReport:
     seconds: float
     stopped: str
     history: list[float] = field(default_factory=list)
+    planned_epochs: int | None = None
+    budget_seconds: float | None = None
+
+
+def fit_schedule(
+    budget_s: float, epochs: int, steps_per_epoch: int, step_s: float, val_s: float
+) -> tuple[int, int]:
+    """(epochs, steps per epoch) of a schedule that fits ``budget_s`` seconds, given a training step's
+    and a validation pass's measured cost: ``epochs`` when they fit; else as many whole epochs as fit
+    (at least one); else one shortened epoch (at least one step). A recovery that runs its whole
+    one-cycle schedule in fewer epochs ends annealed, at a low rate; one cut off half way ends at a high
+    rate, which costs more accuracy than the epochs it saves."""
+    epoch_s = steps_per_epoch * step_s + val_s
+    fits = int(budget_s // epoch_s) if epoch_s > 0 else epochs
+    if fits >= epochs:
+        return epochs, steps_per_epoch
+    if fits >= 1:
+        return fits, steps_per_epoch
+    return 1, max(1, min(steps_per_epoch, int((budget_s - val_s) // step_s) if step_s > 0 else 1))
 
 
 def token_lengths(x: np.ndarray, pad_id: int = 0) -> np.ndarray:
@@ -165,6 +184,7 @@ def finetune(
     trim_padding: bool = False,
     quant_aware: bool = False,
     max_steps: int | None = None,
+    deadline: float | None = None,
 ) -> FinetuneReport:
     """Fine-tune ``model`` in place; returns what happened. ``alpha`` weighs the distillation term.
 
@@ -176,7 +196,13 @@ def finetune(
     ``fake_int8_dynamic``; for a model that dynamic int8 will quantize next.
 
     ``max_steps``: at most this many batches per epoch (a seeded random subset of the train split each
-    epoch); the learning-rate schedule is sized to them."""
+    epoch); the learning-rate schedule is sized to them.
+
+    ``max_seconds`` and ``deadline`` (epoch seconds, ``time.time()``) bound the training time: the cost
+    of a training step and of a validation pass are measured first, and the schedule is sized to what
+    fits (`fit_schedule`), so a recovery with less time runs a shorter one-cycle schedule to its end
+    rather than being cut off at a high learning rate. A last check ends training after the epoch that
+    overruns."""
     import torch
     import torch.nn.functional as F
 
@@ -186,22 +212,42 @@ def finetune(
     steps_per_epoch = max(1, (len(xt) + batch_size - 1) // batch_size)
     if max_steps is not None:
         steps_per_epoch = min(steps_per_epoch, max_steps)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15, anneal_strategy="cos"
-    )
     images = augment and xt.ndim == 4 and xt.shape[-1] >= 16
     if teacher is not None:
         teacher.eval()
     t0 = time.monotonic()
+    budget = _budget(max_seconds, deadline)
     trim = trim_padding and xt.ndim == 2 and not xt.is_floating_point()
     lengths = token_lengths(train_x) if trim else None
     simulated = fake_int8_dynamic(model) if quant_aware else contextlib.nullcontext(0)
+    planned = epochs
     with simulated as covered:
         initial = accuracy(model, val_x, val_y, trim_padding=trim)
+        if budget is not None:
+            val_s = time.monotonic() - t0
+            step_s = _step_seconds(model, teacher, xt, yt, batch_size, temperature, seed)
+            left = budget - (time.monotonic() - t0)
+            full_steps = steps_per_epoch
+            epochs, steps_per_epoch = fit_schedule(left, epochs, steps_per_epoch, step_s, val_s)
+            if epochs < planned or steps_per_epoch < full_steps:
+                log.info(
+                    "%s: %.0f s left for training (a step %.3f s, validation %.1f s): %d epoch(s) of %d "
+                    "steps instead of %d",
+                    progress_label,
+                    left,
+                    step_s,
+                    val_s,
+                    epochs,
+                    steps_per_epoch,
+                    planned,
+                )
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15, anneal_strategy="cos"
+        )
         best, best_epoch, best_state = initial, 0, copy.deepcopy(model.state_dict())
         history: list[float] = []
-        stopped = "epochs"
+        stopped = "epochs" if epochs == planned else "time budget (shorter schedule)"
         with terminal_progress(transient=True) as bar:
             task = bar.add_task(progress_label, total=epochs * steps_per_epoch)
             for epoch in range(1, epochs + 1):
@@ -241,7 +287,7 @@ def finetune(
                 if annealed and epoch - best_epoch >= patience and best_epoch > 0:
                     stopped = "early stop"
                     break
-                if max_seconds is not None and time.monotonic() - t0 > max_seconds:
+                if budget is not None and epoch < epochs and time.monotonic() - t0 > budget:
                     stopped = "time budget"
                     break
         model.load_state_dict(best_state)
@@ -256,4 +302,46 @@ def finetune(
         seconds=time.monotonic() - t0,
         stopped=stopped,
         history=history,
+        planned_epochs=planned,
+        budget_seconds=budget,
     )
+
+
+def _budget(max_seconds: float | None, deadline: float | None) -> float | None:
+    """Seconds training may take: the smaller of ``max_seconds`` and the time to ``deadline``."""
+    limits = [x for x in (max_seconds, None if deadline is None else deadline - time.time()) if x is not None]
+    return max(0.0, min(limits)) if limits else None
+
+
+def _step_seconds(
+    model: Any, teacher: Any | None, xt: Any, yt: Any, batch_size: int, temperature: float, seed: int
+) -> float:
+    """The measured cost of one training step (forward, the teacher's forward when distilling, backward;
+    the median of three), to size a schedule to a time budget. It leaves no trace: gradients are discarded,
+    the buffers that training-mode forwards update (batch-norm statistics) are restored, and the batches
+    come from a generator of its own, so the training that follows is what it would have been."""
+    import torch
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(seed + 7919)
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    rng = torch.get_rng_state()  # dropout draws from it
+    model.train()
+    times = []
+    for _ in range(3):
+        idx = torch.randint(0, len(xt), (min(batch_size, len(xt)),), generator=gen)
+        xb, yb = xt[idx], yt[idx]
+        t = time.monotonic()
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb)
+        if teacher is not None:
+            with torch.no_grad():
+                loss = loss + 0.0 * teacher(xb).float().sum() / temperature
+        loss.backward()
+        times.append(time.monotonic() - t)
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
+    torch.set_rng_state(rng)
+    return float(np.median(times))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
-from squeezeflow.training import accuracy, finetune, length_batches
+from squeezeflow.training import accuracy, finetune, fit_schedule, length_batches
 from squeezeflow.zoo.cnn import tiny_cnn
 
 
@@ -88,3 +90,44 @@ def test_length_batches_cover_every_row_once_in_batches_of_similar_length() -> N
     assert sorted(rows.tolist()) == list(range(1000))
     spread = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
     assert spread < 10  # random batches of 32 would spread over ~60 of the 64 positions
+
+
+def test_a_schedule_sized_to_its_time_budget_keeps_what_fits_and_shrinks_what_does_not() -> None:
+    # 10 steps of 1 s and a 2 s validation per epoch: 12 s an epoch.
+    assert fit_schedule(1000.0, 6, 10, 1.0, 2.0) == (6, 10)
+    assert fit_schedule(40.0, 6, 10, 1.0, 2.0) == (3, 10)
+    assert fit_schedule(7.0, 6, 10, 1.0, 2.0) == (1, 5)
+    assert fit_schedule(0.0, 6, 10, 1.0, 2.0) == (1, 1)
+
+
+def test_a_budget_that_fits_leaves_recovery_exactly_as_it_would_have_been() -> None:
+    # Sizing the schedule measures a few training steps first; they must leave no trace (weights,
+    # batch-norm statistics, the batch order and dropout all as without a budget).
+    tx, ty = _noise_task(256, 4)
+    vx, vy = _noise_task(64, 5)
+    weights = []
+    for budget in (None, 3600.0):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(tiny_cnn(), torch.nn.Dropout(0.2), torch.nn.Linear(10, 10))
+        report = finetune(
+            model, tx, ty, vx, vy, epochs=2, lr=3e-3, batch_size=64, augment=False, max_seconds=budget
+        )
+        assert report.epochs_run == report.planned_epochs == 2
+        weights.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert weights[0].keys() == weights[1].keys()
+    for k in weights[0]:
+        assert torch.equal(weights[0][k], weights[1][k]), k
+
+
+def test_recovery_with_too_little_time_runs_a_shorter_schedule_to_its_end() -> None:
+    # A deadline already passed: one shortened epoch, ended by its schedule (annealed), not cut off.
+    torch.manual_seed(0)
+    tx, ty = _noise_task(2048, 6)
+    vx, vy = _noise_task(64, 7)
+    model = tiny_cnn()
+    report = finetune(
+        model, tx, ty, vx, vy, epochs=8, lr=3e-3, batch_size=64, augment=False, deadline=time.time() - 1
+    )
+    assert report.planned_epochs == 8 and report.epochs_run == 1, report
+    assert report.stopped == "time budget (shorter schedule)"
+    assert report.budget_seconds == 0.0

@@ -37,7 +37,12 @@ class FinetuneConfig(PassConfig):
     patience: int = Field(
         default=2, ge=1, le=100, description="Epochs without validation gain before stopping."
     )
-    max_seconds: float = Field(default=600.0, gt=0, description="Time budget for this fine-tuning.")
+    max_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="Time budget for this fine-tuning; the search's own deadline (search.max_seconds) "
+        "may leave less, and the schedule is then sized to what fits.",
+    )
     augment: bool = Field(default=True, description="Random small translations (image inputs only).")
     trim_padding: bool = Field(
         default=False,
@@ -135,8 +140,10 @@ class Finetune(OptimizationPass):
             trim_padding=config.trim_padding,
             quant_aware=config.quant_aware,
             max_steps=config.max_steps,
+            deadline=ctx.deadline,
         )
         ctx.notes["finetune"] = {
+            "epochs_planned": report.planned_epochs or config.epochs,
             "epochs_run": report.epochs_run,
             "best_epoch": report.best_epoch,
             "val_accuracy_before": report.initial_val_accuracy,

@@ -48,12 +48,20 @@ class Engine:
             plan = plan_round(self.spec, self.ingest, index, self.ctx)
             if self.on_round is not None:
                 self.on_round(plan)
-            for planned in plan.trials:
+            for i, planned in enumerate(plan.trials):
                 recorded = read_trial(self.ingest, planned.recipe, self.ctx)
+                # The round's trials run here one after another: each trains in its share of the time left.
                 outcome = (
                     recorded.outcome
                     if recorded is not None
-                    else run_trial(self.spec, self.ingest, self.baseline, planned.recipe, self.ctx)
+                    else run_trial(
+                        self.spec,
+                        self.ingest,
+                        self.baseline,
+                        planned.recipe,
+                        self.ctx,
+                        trials_in_turn=len(plan.trials) - i,
+                    )
                 )
                 self.outcomes.append(outcome)
                 if self.on_candidate is not None:

@@ -29,7 +29,7 @@ from squeezeflow.results import (
     GateResult,
     IngestResult,
 )
-from squeezeflow.search.rounds import record_trial
+from squeezeflow.search.rounds import record_trial, trial_deadline
 from squeezeflow.spec.job import JobSpec
 from squeezeflow.spec.search import Recipe
 from squeezeflow.stages import StageContext, benchmark, gate, optimize
@@ -57,10 +57,18 @@ def verdict_of(outcome: CandidateOutcome) -> Verdict:
 
 
 def build(
-    job: JobSpec, ingest: IngestResult, baseline: BaselineResult, recipe: Recipe, ctx: StageContext
+    job: JobSpec,
+    ingest: IngestResult,
+    baseline: BaselineResult,
+    recipe: Recipe,
+    ctx: StageContext,
+    trials_in_turn: int = 1,
 ) -> CandidateResult:
-    """Build the candidate (idempotent: a recorded build is returned as is)."""
-    return optimize(job, ingest, baseline, recipe, ctx)
+    """Build the candidate (idempotent: a recorded build is returned as is), its training ending in time
+    for the search to keep ``search.max_seconds`` (`trial_deadline`; ``trials_in_turn``: how many trials,
+    this one first, run one after another in the time left)."""
+    deadline = trial_deadline(job, ingest, ctx, trials_in_turn)
+    return optimize(job, ingest, baseline, recipe, ctx, deadline=deadline)
 
 
 def screen(
@@ -184,11 +192,16 @@ def finish(
 
 
 def run_trial(
-    job: JobSpec, ingest: IngestResult, baseline: BaselineResult, recipe: Recipe, ctx: StageContext
+    job: JobSpec,
+    ingest: IngestResult,
+    baseline: BaselineResult,
+    recipe: Recipe,
+    ctx: StageContext,
+    trials_in_turn: int = 1,
 ) -> CandidateOutcome:
     """Every phase of the policy, in process (the CLI's way)."""
     started = time.monotonic()
-    cand = build(job, ingest, baseline, recipe, ctx)
+    cand = build(job, ingest, baseline, recipe, ctx, trials_in_turn)
     skipped = screen(job, ingest, baseline, cand, ctx)
     if skipped is not None:
         return finish(job, ingest, baseline, skipped, ctx, time.monotonic() - started)

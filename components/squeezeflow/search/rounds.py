@@ -6,12 +6,14 @@
   so one round's asks differ). The plan is recorded under the job and round: a retried plan task, or the
   CLI resuming a killed job, gets the same plan.
 * ``record_trial`` (tell): the candidate policy records each finished trial with its objectives.
+* ``trial_deadline``: when a searched trial's training must end for the search to keep ``max_seconds``
+  (the passes size their schedules to it).
 * ``search_outcomes``: every recorded trial of every planned round, in plan order (what promotion and
   the report see, whichever door ran the search).
 
 A round plans nothing, and says why, when the trial budget (``max_trials``) is spent, the time budget
 (``max_seconds``, counted from round 0's plan) is spent or would be by one more round of the longest
-trial so far, the Pareto front has not moved for ``patience`` searched trials, or there is nothing to
+trial so far or leaves too little to train and check a candidate, the Pareto front has not moved for ``patience`` searched trials, or there is nothing to
 search (explicit recipes, or a baseline that is not a PyTorch module).
 """
 
@@ -150,6 +152,38 @@ def read_plans(ingest: IngestResult, ctx: StageContext, before: int | None = Non
     return plans
 
 
+# What checking a candidate after its training takes (export, int8, gate, benchmarks) when no round-0
+# trial has been measured yet; and the least share of search.max_seconds a trial's training gets when it
+# starts late (a retried task, a resumed job), so it is not built with no training at all.
+_DEFAULT_CHECK_SECONDS = 30.0
+_MIN_TRAINING_SHARE = 0.1
+
+
+def check_seconds(ingest: IngestResult, ctx: StageContext, round0: RoundPlan) -> float:
+    """What checking a candidate takes once it is trained: the longest round-0 trial of this job (int8
+    quantization, the gate and the benchmarks, no training), as measured."""
+    seconds = [r.seconds for t in round0.trials if (r := read_trial(ingest, t.recipe, ctx)) is not None]
+    return max(seconds, default=_DEFAULT_CHECK_SECONDS)
+
+
+def trial_deadline(
+    job: JobSpec, ingest: IngestResult, ctx: StageContext, trials_in_turn: int = 1
+) -> float | None:
+    """When a searched trial's training must end (epoch seconds) so the search keeps its time budget:
+    ``search.max_seconds`` after round 0 was planned, less what checking the candidate takes
+    (`check_seconds`). ``trials_in_turn``: how many trials, this one first, share the time left one after
+    another (the CLI runs a round's trials in turn; Airflow and Kubeflow run them side by side, 1). A trial
+    that starts too late still gets a tenth of the budget. None before the search has started."""
+    plans = read_plans(ingest, ctx, before=1)
+    if not plans:
+        return None
+    now = time.time()
+    end = plans[0].started + job.search.max_seconds
+    share = (end - now) / max(1, trials_in_turn)
+    at_least = now + _MIN_TRAINING_SHARE * job.search.max_seconds
+    return max(now + share - check_seconds(ingest, ctx, plans[0]), at_least)
+
+
 def search_outcomes(ingest: IngestResult, ctx: StageContext) -> list[CandidateOutcome]:
     """The outcome of every recorded trial of every planned round, in plan order (a planned trial whose
     record is missing, because its task failed or never ran, is left out)."""
@@ -214,12 +248,19 @@ def _ask(
     left = s.max_seconds - elapsed
     searched_seconds = [r.seconds for t, r in told if t.params is not None and r is not None]
     longest = max(searched_seconds, default=0.0)
-    if left <= 0 or longest > left:
+    check = check_seconds(ingest, ctx, earlier[0])
+    if left <= 0 or longest > left or left < 2 * check:
+        why = (
+            f", the longest trial took {longest:.0f} s"
+            if longest > left
+            else f", too little left to train and check a candidate ({check:.0f} s to check one)"
+            if left > 0
+            else ""
+        )
         return _stopped(
             index,
             earlier,
-            f"time budget spent (search.max_seconds {s.max_seconds:g}: {elapsed:.0f} s used"
-            + (f", the longest trial took {longest:.0f} s)" if longest else ")"),
+            f"time budget spent (search.max_seconds {s.max_seconds:g}: {elapsed:.0f} s used{why})",
         )
     unchanged = _trials_since_front_moved([(t, r) for t, r in told if t.params is not None])
     if unchanged >= s.patience:

@@ -38,6 +38,7 @@ def _apply(
     ctx: StageContext,
     key: str,
     notes: dict[str, Any],
+    deadline: float | None,
 ) -> ModelState:
     ds = ctx.dataset(spec.data.uri)
     work = ctx.scratch(f"candidate-{key}")
@@ -85,6 +86,7 @@ def _apply(
             baseline_val_metric=baseline.val_metric,
             allowed_drop=spec.tolerance.allowed_drop(baseline.metric),
             notes=notes,
+            deadline=deadline,
         )
         state = cls().run(state, cls.Config.model_validate(step.params), pctx)
     if state.kind == "torch":
@@ -106,9 +108,15 @@ def _note_metrics(notes: dict[str, Any]) -> dict[str, float]:
 
 
 def optimize(
-    spec: JobSpec, ingest: IngestResult, baseline: BaselineResult, recipe: Recipe, ctx: StageContext
+    spec: JobSpec,
+    ingest: IngestResult,
+    baseline: BaselineResult,
+    recipe: Recipe,
+    ctx: StageContext,
+    deadline: float | None = None,
 ) -> CandidateResult:
-    """Build the candidate for ``recipe``. Idempotent: the same job and recipe return the recorded result."""
+    """Build the candidate for ``recipe``. Idempotent: the same job and recipe return the recorded result.
+    ``deadline`` (epoch seconds): when the passes' training must end (see `search.rounds.trial_deadline`)."""
     key = candidate_key(ingest.job_key, recipe)
     recorded = ctx.store.read_record("optimize", key)
     if recorded is not None:
@@ -138,7 +146,7 @@ def optimize(
     error: str | None = None
     notes: dict[str, Any] = {}
     try:
-        state = _apply(recipe, spec, ingest, baseline, ctx, key, notes)
+        state = _apply(recipe, spec, ingest, baseline, ctx, key, notes, deadline)
         assert state.onnx_path is not None
         check_onnx(state.onnx_path, f"candidate {recipe.label}")
         meta = ctx.dataset(spec.data.uri).meta
