@@ -332,11 +332,13 @@ def _step_seconds(
         idx = torch.randint(0, len(xt), (min(batch_size, len(xt)),), generator=gen)
         xb, yb = xt[idx], yt[idx]
         t = time.monotonic()
+        if teacher is not None:
+            with torch.no_grad():
+                soft = F.softmax(teacher(xb) / temperature, dim=1)
         logits = model(xb)
         loss = F.cross_entropy(logits, yb)
         if teacher is not None:
-            with torch.no_grad():
-                loss = loss + 0.0 * teacher(xb).float().sum() / temperature
+            loss = loss + F.kl_div(F.log_softmax(logits / temperature, dim=1), soft, reduction="batchmean")
         loss.backward()
         times.append(time.monotonic() - t)
     model.zero_grad(set_to_none=True)

@@ -12,10 +12,17 @@ import torch
 from squeezeflow.errors import PassError, SpecError
 from squeezeflow.passes import ModelState, PassContext, get_pass
 from squeezeflow.search.recipes import default_recipes
-from squeezeflow.search.space import first_trials, pareto_front, recipe_from_params, recovery_epochs
+from squeezeflow.search.space import (
+    first_trials,
+    pareto_front,
+    recipe_from_params,
+    recovery_epochs,
+    search_space,
+)
+from squeezeflow.spec.job import JobSpec
 from squeezeflow.spec.load import parse_spec
 from squeezeflow.spec.search import SearchSpace
-from squeezeflow.zoo.cnn import small_resnet
+from squeezeflow.zoo.cnn import small_resnet, wide_resnet
 
 
 def ctx_for(tmp: Path, n: int = 64, classes: int = 10) -> PassContext:
@@ -50,6 +57,30 @@ def test_search_parameters_become_a_valid_ordered_recipe() -> None:
     assert [s.name for s in recipe.steps] == ["structured_prune", "finetune", "ort_static_int8"]
     assert recipe.steps[1].params["distill"] is True
     assert recipe.label == "prune60-taylor-kd-int8"
+
+
+def test_pruned_widths_are_rounded_to_the_target_devices_channel_multiple_and_searched() -> None:
+    # A width of 19 channels runs slower under ONNX Runtime's int8 kernels than one of 24: the search
+    # rounds pruned widths to the target profile's channel multiple or its double, and opens with the first.
+    doc = {
+        "name": "aligned",
+        "model": {"format": "onnx", "uri": "m.onnx"},
+        "data": {"uri": "d"},
+        "devices": [{"name": "edge", "channel_multiple": 16}],
+        "registry": {"model_name": "m"},
+    }
+    space = search_space(JobSpec.model_validate(doc))
+    assert space.round_to == [16, 32]
+    assert [t["round_to"] for t in first_trials(space)] == [16, 16]
+    assert search_space(JobSpec.model_validate({**doc, "devices": [{"name": "edge"}]})).round_to == [8, 16]
+    mine = {**doc, "search": {"space": {"round_to": [1]}}}
+    assert search_space(JobSpec.model_validate(mine)).round_to == [1]
+
+    params = {"prune_ratio": 0.6, "importance": "taylor", "distill": True, "quantize": "int8", "round_to": 8}
+    recipe = recipe_from_params(params, space)
+    assert recipe.label == "prune60-w8-taylor-kd-int8"
+    assert recipe.steps[0].params == {"ratio": 0.6, "importance": "taylor", "round_to": 8}
+    assert recipe_from_params({**params, "round_to": 1}, space).label == "prune60-taylor-kd-int8"
 
 
 def test_stronger_pruning_gets_longer_recovery_up_to_the_cap() -> None:
@@ -139,6 +170,24 @@ def test_structured_pruning_shrinks_a_residual_network_and_keeps_it_runnable(tmp
     assert after < 0.4 * before
     assert out.torch_module(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
     assert ctx.notes["prune"]["macs_after"] < ctx.notes["prune"]["macs_before"]
+
+
+def test_pruning_with_a_channel_multiple_keeps_every_pruned_width_a_multiple_of_it(tmp_path: Path) -> None:
+    def widths(m: torch.nn.Module) -> list[int]:
+        return sorted({c.out_channels for c in m.modules() if isinstance(c, torch.nn.Conv2d)})
+
+    cls = get_pass("structured_prune")
+    base = widths(wide_resnet())
+    unaligned = cls().run(ModelState(torch_module=wide_resnet()), cls.Config(ratio=0.6), ctx_for(tmp_path))
+    assert any(w % 8 for w in widths(unaligned.torch_module))  # 48 * 0.4 = 19.2 -> 19
+    aligned = (
+        cls()
+        .run(ModelState(torch_module=wide_resnet()), cls.Config(ratio=0.6, round_to=8), ctx_for(tmp_path))
+        .torch_module
+    )
+    assert all(w % 8 == 0 for w in widths(aligned)), widths(aligned)
+    assert all(w < b for w, b in zip(widths(aligned), base, strict=True))
+    assert aligned(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
 def test_taylor_importance_uses_gradients_and_prunes(tmp_path: Path) -> None:

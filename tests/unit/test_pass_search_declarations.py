@@ -94,6 +94,7 @@ def test_a_registered_pass_is_searched_and_builds_its_step_without_touching_the_
     assert list(distributions(space)) == [
         "prune_ratio",
         "importance",
+        "round_to",
         "distill",
         "quantize",
         "clip_percentile",
@@ -102,7 +103,7 @@ def test_a_registered_pass_is_searched_and_builds_its_step_without_touching_the_
     assert distributions(space)["clip_percentile"] == optuna.distributions.CategoricalDistribution(
         [99.0, 99.9, 100.0]
     )
-    params = {**_asked(space), "clip_percentile": 99.9, "clip_passes": 2}
+    params = {**_asked(space), "round_to": 1, "clip_percentile": 99.9, "clip_passes": 2}
     recipe = recipe_from_params(params, space)
     assert [s.name for s in recipe.steps] == [
         "structured_prune",

@@ -101,16 +101,28 @@ def test_a_schedule_sized_to_its_time_budget_keeps_what_fits_and_shrinks_what_do
 
 
 def test_a_budget_that_fits_leaves_recovery_exactly_as_it_would_have_been() -> None:
-    # Sizing the schedule measures a few training steps first; they must leave no trace (weights,
-    # batch-norm statistics, the batch order and dropout all as without a budget).
+    # Sizing the schedule measures a few (distilling) training steps first; they must leave no trace
+    # (weights, batch-norm statistics, the batch order and dropout all as without a budget).
     tx, ty = _noise_task(256, 4)
     vx, vy = _noise_task(64, 5)
     weights = []
+    torch.manual_seed(1)
+    teacher = tiny_cnn()
     for budget in (None, 3600.0):
         torch.manual_seed(0)
         model = torch.nn.Sequential(tiny_cnn(), torch.nn.Dropout(0.2), torch.nn.Linear(10, 10))
         report = finetune(
-            model, tx, ty, vx, vy, epochs=2, lr=3e-3, batch_size=64, augment=False, max_seconds=budget
+            model,
+            tx,
+            ty,
+            vx,
+            vy,
+            epochs=2,
+            lr=3e-3,
+            batch_size=64,
+            augment=False,
+            max_seconds=budget,
+            teacher=teacher,
         )
         assert report.epochs_run == report.planned_epochs == 2
         weights.append({k: v.clone() for k, v in model.state_dict().items()})

@@ -39,6 +39,7 @@ CASES: dict[str, tuple[dict[str, Any], bool]] = {
             "lowrank": True,
             "finetune_epochs": 3,
             "max_recovery_scale": 2.0,
+            "round_to": [8, 16, 1],
         },
         False,
     ),

@@ -56,6 +56,11 @@ def _strong_then_moderate(domain: Domain) -> list[float]:
     return list(dict.fromkeys([on_grid(hi - 0.05 if hi - lo >= 0.1 else hi), on_grid((lo + hi) / 2)]))
 
 
+# Channel multiples the search may round pruned widths to: the device profile's `channel_multiple` and its
+# double first (the default `search.space.round_to`), 1 for none.
+WIDTH_MULTIPLES = (8, 16, 1, 2, 4, 32, 64, 128, 256)
+
+
 class StructuredPruneConfig(PassConfig):
     ratio: float = Field(
         default=0.5,
@@ -71,7 +76,11 @@ class StructuredPruneConfig(PassConfig):
     )
     iterative_steps: int = Field(default=1, ge=1, le=20, description="Prune in this many steps.")
     round_to: int | None = Field(
-        default=None, ge=1, le=64, description="Keep channel counts multiples of this."
+        default=None,
+        ge=1,
+        le=256,
+        description="Keep channel counts multiples of this (int8 kernels run fastest on multiples of 8 "
+        "or 16 channels).",
     )
     taylor_batches: int = Field(default=8, ge=1, le=200, description="Train batches for Taylor gradients.")
     head_ratio: float | None = Field(
@@ -134,6 +143,16 @@ class StructuredPrune(OptimizationPass):
             narrowed_by="importance",
             opening=first_choice,
         ),
+        # Asked on every trial too. Token-id models keep their widths (heads and FFN widths of pretrained
+        # transformers are multiples of 64 already): their recipes leave it out.
+        Searchable(
+            "round_to",
+            Categorical(WIDTH_MULTIPLES),
+            order=25,
+            description="Pruned channel counts rounded to multiples of this (1: not rounded).",
+            narrowed_by="round_to",
+            opening=first_choice,
+        ),
     )
     search_slot = 20
 
@@ -143,6 +162,15 @@ class StructuredPrune(OptimizationPass):
         if ratio <= 0:
             return []
         importance = trial.params["importance"]
+        multiple = int(trial.params.get("round_to", 1))
+        if multiple > 1 and not trial.token_ids:
+            return [
+                ProposedStep(
+                    cls.name,
+                    {"ratio": ratio, "importance": importance, "round_to": multiple},
+                    f"prune{int(ratio * 100)}-w{multiple}-{importance}",
+                )
+            ]
         return [
             ProposedStep(
                 cls.name,

@@ -13,8 +13,9 @@
 
 A round plans nothing, and says why, when the trial budget (``max_trials``) is spent, the time budget
 (``max_seconds``, counted from round 0's plan) is spent or would be by one more round of the longest
-trial so far or leaves too little to train and check a candidate, the Pareto front has not moved for ``patience`` searched trials, or there is nothing to
-search (explicit recipes, or a baseline that is not a PyTorch module).
+trial so far or leaves too little to train and check a candidate, the Pareto front has not moved for
+``patience`` searched trials, or there is nothing to search (explicit recipes, or a baseline that is not
+a PyTorch module).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from squeezeflow.gate.verdicts import is_not_evaluated
 from squeezeflow.results import BaselineResult, CandidateOutcome, IngestResult, content_key
 from squeezeflow.search.recipes import plan_recipes
 from squeezeflow.search.space import (
@@ -34,6 +36,7 @@ from squeezeflow.search.space import (
     first_trials,
     pareto_front,
     recipe_from_params,
+    search_space,
     suggest,
 )
 from squeezeflow.spec.job import JobSpec
@@ -160,10 +163,13 @@ _MIN_TRAINING_SHARE = 0.1
 
 
 def check_seconds(ingest: IngestResult, ctx: StageContext, round0: RoundPlan) -> float:
-    """What checking a candidate takes once it is trained: the longest round-0 trial of this job (int8
-    quantization, the gate and the benchmarks, no training), as measured."""
-    seconds = [r.seconds for t in round0.trials if (r := read_trial(ingest, t.recipe, ctx)) is not None]
-    return max(seconds, default=_DEFAULT_CHECK_SECONDS)
+    """What checking a candidate takes once it is trained: the longest round-0 trial of this job that
+    went through the gate (int8 quantization, the gate and the benchmarks, no training), as measured. One
+    skipped as slower is left out: its time is the measurement of a slow model, which a candidate in the
+    running never gets (every round-0 trial counts when none went through the gate)."""
+    recorded = [r for t in round0.trials if (r := read_trial(ingest, t.recipe, ctx)) is not None]
+    gated = [r for r in recorded if not is_not_evaluated(r.outcome.gate)] or recorded
+    return max((r.seconds for r in gated), default=_DEFAULT_CHECK_SECONDS)
 
 
 def trial_deadline(
@@ -230,7 +236,7 @@ def _stopped(index: int, earlier: list[RoundPlan], reason: str) -> RoundPlan:
 def _ask(
     job: JobSpec, ingest: IngestResult, index: int, earlier: list[RoundPlan], ctx: StageContext
 ) -> RoundPlan:
-    s, space = job.search, job.search.space
+    s, space = job.search, search_space(job)
     if earlier[-1].stop:
         return _stopped(index, earlier, earlier[-1].stop)
     if s.recipes:

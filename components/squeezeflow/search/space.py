@@ -19,6 +19,7 @@ from squeezeflow.passes import (
 )
 from squeezeflow.passes.finetune import recovery_epochs
 from squeezeflow.passes.searchable import Domain
+from squeezeflow.spec.job import JobSpec
 from squeezeflow.spec.search import PassStep, Recipe, SearchSpace
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "pareto_front",
     "recipe_from_params",
     "recovery_epochs",
+    "search_space",
     "searchable_values",
     "suggest",
 ]
@@ -36,6 +38,16 @@ __all__ = [
 # What the study minimises for a trial: (validation-metric drop, MACs, bytes). All three are properties of
 # the built model, the same wherever it was built, so the study (and the next round's asks) are too.
 Objectives = tuple[float, float, float]
+
+
+def search_space(job: JobSpec) -> SearchSpace:
+    """The space a job searches: its ``search.space``, with what it leaves to the target device filled in
+    from the device's profile (``round_to``: the profile's ``channel_multiple`` and its double)."""
+    space = job.search.space
+    if space.round_to is not None:
+        return space
+    m = job.target.channel_multiple
+    return space.model_copy(update={"round_to": [m, 2 * m] if m > 1 else [1]})
 
 
 def searchable_values(space: SearchSpace) -> list[tuple[Searchable, Domain]]:

@@ -141,6 +141,15 @@ class DeviceProfile(StrictModel):
         max_length=8,
         description="Shape of one sample (no batch dimension) to measure with, instead of the dataset's.",
     )
+    channel_multiple: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="Channel counts this device's int8 kernels run best at: pruned widths are rounded to "
+        "multiples of it (and of its double, searched) unless `search.space.round_to` says otherwise. "
+        "ONNX Runtime's x86 int8 convolutions and matmuls (AVX2, AVX-512 VNNI) work in blocks of 8 and 16 "
+        "channels; a width of 19 runs slower than one of 24. 1: no rounding.",
+    )
     warmup: int = Field(default=20, ge=0, le=10_000)
     iterations: int = Field(default=300, ge=10, le=1_000_000)
     budgets: DeviceBudgets = Field(

@@ -84,6 +84,12 @@ class SearchSpace(StrictModel):
         "inputs (pretrained transformers, which a CNN's rate would wreck).",
     )
     lowrank: bool = Field(default=False, description="Also try low-rank factorisation of large layers.")
+    round_to: list[int] | None = Field(
+        default=None,
+        min_length=1,
+        description="Channel multiples pruned widths are rounded to, searched (1: no rounding); default: "
+        "the target profile's `channel_multiple` and its double.",
+    )
 
     @field_validator("prune_ratio")
     @classmethod
