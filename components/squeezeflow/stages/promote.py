@@ -79,10 +79,11 @@ class Speed:
     confidence: float | None = None
 
     def __str__(self) -> str:
+        how = "faster" if self.ratio >= 1 else "the baseline's speed"
         if self.paired:
             level = f"{self.confidence:.0%} CI" if self.confidence else "CI"
-            return f"{self.ratio:.2f}x faster ({level} {self.low:.2f}-{self.high:.2f}, paired)"
-        return f"{self.ratio:.2f}x faster (p50s)"
+            return f"{self.ratio:.2f}x {how} ({level} {self.low:.2f}-{self.high:.2f}, paired)"
+        return f"{self.ratio:.2f}x {how} (p50s)"
 
 
 def speed_of(bench: BenchmarkResult, baseline_bench: BenchmarkResult, baseline: BaselineResult) -> Speed:
