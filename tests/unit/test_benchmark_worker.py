@@ -271,11 +271,13 @@ def wide_model(path: Path, width: int = 512, layers: int = 4) -> Path:
 
 
 def test_a_model_paired_with_itself_is_not_measurably_faster_or_slower(tmp_path: Path) -> None:
+    # A 95% interval misses the true ratio one time in twenty by design; at 99.9% this test does not
+    # flake (0 misses in 200 runs here, 5 in 100 at 95%).
     model = linear_model(tmp_path / "m.onnx")
-    m = measure(request(model, paired_with=str(model), iterations=40))
+    m = measure(request(model, paired_with=str(model), iterations=40, speedup_confidence=0.999))
     assert m["speedup_low"] <= m["speedup"] <= m["speedup_high"]
     assert m["speedup_low"] <= 1.0 <= m["speedup_high"]
-    assert m["speedup_pairs"] >= 20 and m["speedup_confidence"] == 0.95
+    assert m["speedup_pairs"] >= 20 and m["speedup_confidence"] == 0.999
     assert 0 < m["p50_ms"] <= m["p95_ms"] and m["paired_baseline_p50_ms"] > 0
 
 

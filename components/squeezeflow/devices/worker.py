@@ -8,7 +8,8 @@ Request keys: ``model`` (a local path), ``input_shape`` (one sample, no batch di
 ``profile`` (its name, for messages), ``runtime`` (``onnxruntime`` or ``pytorch_eager``),
 ``execution_provider`` (default ``CPUExecutionProvider``), ``extra_batch_sizes``, ``torch_source`` (the
 ``ModelSource`` that loads a PyTorch ``model``, for ``pytorch_eager``), ``pin_cpus``, ``target_cv``,
-``max_rounds``, ``paired_with`` (a local path to the baseline's ONNX file: see `paired_rounds`).
+``max_rounds``, ``paired_with`` (a local path to the baseline's ONNX file: see `paired_rounds`),
+``speedup_confidence`` (default `SPEEDUP_CONFIDENCE`).
 
 Paired measurement (``paired_with``, ONNX Runtime only): the candidate and the baseline are loaded in this
 one process with the same threads and CPUs and timed in alternating blocks, so whatever else the machine
@@ -138,6 +139,7 @@ def paired_rounds(
     iterations: int,
     target_width: float,
     max_rounds: int,
+    confidence: float = SPEEDUP_CONFIDENCE,
 ) -> PairedTimes:
     """Time the baseline and the candidate interleaved, in rounds of `PAIRS_PER_ROUND` pairs of blocks of
     ``iterations / (2 * PAIRS_PER_ROUND)`` runs (at least one), each pair a baseline block and a candidate
@@ -167,7 +169,7 @@ def paired_rounds(
                 base.append(timed(run_baseline))
         round_medians.append(float(np.median(np.concatenate(cand[-PAIRS_PER_ROUND:]))))
         ratios = np.array([np.median(b) / np.median(c) for b, c in zip(base, cand, strict=True)])
-        speedup, low, high = speedup_interval(ratios)
+        speedup, low, high = speedup_interval(ratios, confidence)
         rounds = len(round_medians)
         narrow = np.isfinite(low) and low > 0 and high / low - 1 <= target_width
         if (rounds >= 2 and narrow) or rounds >= max_rounds:
@@ -407,6 +409,7 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
     batch = int(req["batch_size"])
     n, warmup = int(req["iterations"]), int(req["warmup"])
     target_cv, max_rounds = float(req.get("target_cv", 0.05)), int(req.get("max_rounds", 5))
+    confidence = float(req.get("speedup_confidence", SPEEDUP_CONFIDENCE))
 
     # The libraries are imported before the baseline RSS is read: the increase is the model's
     # (weights, session, arenas, buffers), not the interpreter's or the runtime's.
@@ -440,7 +443,7 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
         run_baseline = make_baseline(batch)
         for _ in range(warmup):
             run_baseline()
-        paired = paired_rounds(run_baseline, run, n, 2 * target_cv, max_rounds)
+        paired = paired_rounds(run_baseline, run, n, 2 * target_cv, max_rounds, confidence)
         times, rounds, cv = paired.candidate, paired.rounds, paired.cv
         del run_baseline, make_baseline, baseline_session
     else:
@@ -492,7 +495,7 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
                 "speedup": paired.speedup,
                 "speedup_low": paired.low if np.isfinite(paired.low) else None,
                 "speedup_high": paired.high if np.isfinite(paired.high) else None,
-                "speedup_confidence": SPEEDUP_CONFIDENCE,
+                "speedup_confidence": confidence,
                 "speedup_pairs": len(paired.ratios),
                 "paired_baseline_p50_ms": float(np.percentile(paired.baseline, 50)),
             }
