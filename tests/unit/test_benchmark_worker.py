@@ -315,3 +315,10 @@ def test_the_benchmark_stage_keys_a_paired_record_by_the_baseline_it_was_paired_
     # a remote profile's agent measures one model at a time: there the comparison stays the two p50s
     assert paired_baseline(cpu.model_copy(update={"remote": True}), base) is None
     assert paired_baseline(cpu, base) == base
+
+
+def test_a_measurably_slower_candidate_is_not_measured_longer_than_two_rounds(tmp_path: Path) -> None:
+    small, big = linear_model(tmp_path / "small.onnx"), wide_model(tmp_path / "big.onnx")
+    # target_cv 0: the interval is never narrow enough, yet once it lies below 1 the verdict cannot change
+    m = measure(request(big, paired_with=str(small), iterations=40, target_cv=0.0, max_rounds=5))
+    assert m["speedup_high"] < 1.0 and m["rounds"] == 2

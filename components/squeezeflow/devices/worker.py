@@ -144,8 +144,9 @@ def paired_rounds(
     """Time the baseline and the candidate interleaved, in rounds of `PAIRS_PER_ROUND` pairs of blocks of
     ``iterations / (2 * PAIRS_PER_ROUND)`` runs (at least one), each pair a baseline block and a candidate
     block (in turn first, so neither always runs on the other's warm caches), until the speedup's
-    interval is at most ``target_width`` wide relative to its low end (at least two rounds) or
-    ``max_rounds`` is reached."""
+    interval is at most ``target_width`` wide relative to its low end or lies below 1 (measurably
+    slower: nothing a narrower interval could change), at least two rounds, or ``max_rounds`` is
+    reached."""
     block = max(1, iterations // (2 * PAIRS_PER_ROUND))
 
     def timed(run: Callable[[], Any]) -> np.ndarray:
@@ -172,7 +173,8 @@ def paired_rounds(
         speedup, low, high = speedup_interval(ratios, confidence)
         rounds = len(round_medians)
         narrow = np.isfinite(low) and low > 0 and high / low - 1 <= target_width
-        if (rounds >= 2 and narrow) or rounds >= max_rounds:
+        slower = np.isfinite(high) and high < 1  # never promoted: more rounds would change nothing
+        if (rounds >= 2 and (narrow or slower)) or rounds >= max_rounds:
             medians = np.array(round_medians)
             cv = float(medians.std() / medians.mean()) if rounds > 1 else float("inf")
             return PairedTimes(
