@@ -195,6 +195,27 @@ class BenchmarkResult(_Result):
         default_factory=DeviceBudgets,
         description="The profile's budgets in the job that asked for this result (not part of its key).",
     )
+    paired_baseline_sha256: str | None = Field(
+        default=None,
+        description="When the candidate was measured paired with a baseline (interleaved with it in one "
+        "process, on a local ONNX Runtime profile): that baseline's ONNX sha256 (part of the record's key).",
+    )
+    speedup: float | None = Field(
+        default=None,
+        description="Paired: how many times faster than that baseline, the median over the paired blocks "
+        "of the baseline's block median over the candidate's (above 1: faster).",
+    )
+    speedup_low: float | None = Field(
+        default=None, description="Lower bound of the speedup's confidence interval (distribution-free)."
+    )
+    speedup_high: float | None = Field(default=None, description="Upper bound of that interval.")
+    speedup_confidence: float | None = Field(default=None, description="That interval's confidence level.")
+    speedup_pairs: int | None = Field(
+        default=None, description="Paired blocks (one of the baseline's, one of the candidate's) measured."
+    )
+    paired_baseline_p50_ms: float | None = Field(
+        default=None, description="The baseline's p50 in the same process, interleaved with the candidate."
+    )
 
 
 class DeviceRow(_Result):
@@ -305,6 +326,11 @@ class CandidateRow(_Result):
     size_bytes: int | None
     p50_ms: float | None
     p95_ms: float | None
+    speedup: float | None = Field(
+        default=None, description="Paired speedup against the baseline on the target profile, when measured."
+    )
+    speedup_low: float | None = Field(default=None, description="Its confidence interval's lower bound.")
+    speedup_high: float | None = Field(default=None, description="Its upper bound.")
     gate: str
     eligible: bool
     note: str

@@ -33,7 +33,7 @@ from squeezeflow.search.rounds import RoundPlan, rounds_of
 from squeezeflow.spec.job import JobSpec
 from squeezeflow.stages import Settings, StageContext, baseline, ingest, promote
 from squeezeflow.stages.benchmark import budget_violations, check_measurable_here, measure_baseline
-from squeezeflow.stages.promote import eligibility, target_benchmark
+from squeezeflow.stages.promote import eligibility, speed_of, target_benchmark
 from squeezeflow.tracking.client import redact_uri
 from squeezeflow.tracking.lease import job_lease
 
@@ -219,6 +219,8 @@ def job_result_and_report(
         ok, why = eligibility(o, base, target, ing)
         b = target_benchmark(o, spec.target.name)
         c = o.candidate
+        speed = speed_of(b, target, base) if b is not None else None
+        paired = speed if speed is not None and speed.paired else None
         rows.append(
             CandidateRow(
                 label=c.label,
@@ -230,6 +232,9 @@ def job_result_and_report(
                 size_bytes=c.measure.size_bytes if c.measure else None,
                 p50_ms=b.p50_ms if b else None,
                 p95_ms=b.p95_ms if b else None,
+                speedup=paired.ratio if paired else None,
+                speedup_low=paired.low if paired else None,
+                speedup_high=paired.high if paired else None,
                 gate=verdict_of(o),
                 eligible=ok,
                 note="promoted" if promotion.candidate_key == c.key else why,

@@ -313,7 +313,9 @@ def benchmark_task(
     if trial.benchmarks:  # skipped as slower: its measurement is what decided it
         benches = list(trial.benchmarks)
     else:
-        benches, pending = measure(job, ingest, trial.candidate, trial.gate, ctx, defer_remote)
+        benches, pending = measure(
+            job, ingest, trial.candidate, trial.gate, ctx, defer_remote, baseline=baseline
+        )
         if pending:
             return Pending(stage=RESULT_STAGE, keys=pending)
     done = CandidateOutcome(candidate=trial.candidate, gate=trial.gate, benchmarks=benches)

@@ -20,7 +20,7 @@ from squeezeflow.results import (
 )
 from squeezeflow.spec.load import parse_spec
 from squeezeflow.spec.search import PassStep, Recipe
-from squeezeflow.stages.promote import choose, eligibility
+from squeezeflow.stages.promote import choose, eligibility, target_benchmark
 from squeezeflow.store.artifacts import ArtifactRef
 
 PROFILE = "cpu"
@@ -224,3 +224,90 @@ def test_a_pruned_candidate_is_trusted_although_its_record_stores_its_notes_in_s
 
     edited = cand.model_copy(update={"notes": {**cand.notes, "prune": {"macs_after": 1}}})
     assert "differs from the optimize record" in str(_record_problem(ctx, "optimize", cand.key, edited, "c"))
+
+
+# -- speed judged on the paired measurement's confidence interval ----------------------------------
+
+
+def paired(name: str, speedup: float, low: float, high: float, *, size: int = 500) -> CandidateOutcome:
+    """A candidate measured interleaved with the baseline: its speedup and 95% interval. Its p50 is the
+    baseline's over the speedup, as a separate run could have measured it."""
+    o = outcome(name, size=size, p50=BASE_BENCH.p50_ms / speedup)
+    bench = o.benchmarks[0].model_copy(
+        update={
+            "paired_baseline_sha256": BASELINE.onnx.sha256,
+            "speedup": speedup,
+            "speedup_low": low,
+            "speedup_high": high,
+            "speedup_confidence": 0.95,
+            "speedup_pairs": 40,
+        }
+    )
+    return o.model_copy(update={"benchmarks": [bench]})
+
+
+def test_a_candidate_measurably_slower_than_the_baseline_is_refused_with_the_interval() -> None:
+    ok, why = eligibility(paired("slow", 0.8, 0.75, 0.86, size=100), BASELINE, BASE_BENCH, INGEST)
+    assert not ok
+    assert "slower than the baseline on cpu" in why and "95% CI 0.75-0.86" in why
+
+
+def test_a_candidate_measurably_faster_than_the_baseline_is_eligible_and_says_so() -> None:
+    ok, why = eligibility(paired("fast", 1.5, 1.4, 1.6, size=1005), BASELINE, BASE_BENCH, INGEST)
+    assert ok and "measurably faster" in why and "95% CI 1.40-1.60" in why
+
+
+def test_a_candidate_of_no_measurable_speed_difference_is_eligible_only_when_measurably_smaller() -> None:
+    ok, why = eligibility(paired("small", 1.02, 0.97, 1.08, size=260), BASELINE, BASE_BENCH, INGEST)
+    assert ok and "1.02x faster (95% CI 0.97-1.08, paired): no measurable difference in speed" in why
+    assert "3.85x smaller" in why
+
+    ok, why = eligibility(paired("same", 1.02, 0.97, 1.08, size=1000), BASELINE, BASE_BENCH, INGEST)
+    assert not ok and "no measurable difference in speed" in why and "not measurably smaller" in why
+
+
+def test_a_p50_slower_than_the_baseline_within_the_paired_interval_is_not_called_slower() -> None:
+    """Two p50s from separate processes said slower (1.03 ms vs 1.0 ms); the paired interval says the
+    speeds cannot be told apart, and the candidate is much smaller."""
+    o = paired("noisy", 0.97, 0.9, 1.05, size=300)
+    assert target_benchmark(o, PROFILE).p50_ms > BASE_BENCH.p50_ms  # type: ignore[union-attr]
+    ok, why = eligibility(o, BASELINE, BASE_BENCH, INGEST)
+    assert ok and "no measurable difference in speed" in why
+
+
+def test_a_measurement_paired_with_another_baseline_falls_back_to_the_p50s() -> None:
+    o = paired("other", 0.8, 0.75, 0.86, size=100)
+    bench = o.benchmarks[0].model_copy(update={"paired_baseline_sha256": "an-older-baseline", "p50_ms": 0.5})
+    ok, why = eligibility(o.model_copy(update={"benchmarks": [bench]}), BASELINE, BASE_BENCH, INGEST)
+    assert (ok, why) == (True, "eligible")
+
+
+def test_a_smaller_candidate_tied_on_speed_is_promoted_over_a_faster_one_the_benchmark_cannot_resolve() -> (
+    None
+):
+    """A 38% smaller model used to lose promotion to a 10% latency difference inside the noise."""
+    quick_big = paired("quick", 1.10, 0.98, 1.23, size=900)
+    small = paired("small", 1.00, 0.94, 1.07, size=558)
+    for order in ([quick_big, small], [small, quick_big]):
+        best = choose(spec("latency"), order, BASELINE, BASE_BENCH, INGEST)
+        assert best is not None and best.candidate.label == "small"
+
+
+def test_a_measurably_faster_candidate_still_wins_the_latency_objective_over_a_smaller_one() -> None:
+    fast = paired("fast", 1.50, 1.42, 1.58, size=900)
+    small = paired("small", 1.00, 0.94, 1.07, size=300)
+    best = choose(spec("latency"), [small, fast], BASELINE, BASE_BENCH, INGEST)
+    assert best is not None and best.candidate.label == "fast"
+
+
+def test_unpaired_candidates_within_their_measured_noise_tie_on_latency() -> None:
+    noisy_fast = outcome("quick", p50=0.50, size=900)
+    noisy_small = outcome("small", p50=0.55, size=300)
+    noisy = [
+        o.model_copy(update={"benchmarks": [o.benchmarks[0].model_copy(update={"cv_p50": 0.06})]})
+        for o in (noisy_fast, noisy_small)
+    ]
+    best = choose(spec("latency"), noisy, BASELINE, BASE_BENCH, INGEST)
+    assert best is not None and best.candidate.label == "small"
+    quiet = choose(spec("latency"), [noisy_fast, noisy_small], BASELINE, BASE_BENCH, INGEST)
+    assert quiet is not None and quiet.candidate.label == "quick"

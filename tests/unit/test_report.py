@@ -634,3 +634,23 @@ def test_the_terminal_table_words_verdicts_as_the_report_does(crowded: JobResult
     console = Console(width=250, record=True)
     console.print(table)
     assert "not evaluated: slower" in console.export_text()
+
+
+def test_a_paired_speedup_shows_its_confidence_interval_in_every_table() -> None:
+    from rich.console import Console
+
+    from squeezeflow.report.terminal import summary_table
+
+    result = job(
+        [
+            row("int8", "k1", speedup=1.02, speedup_low=0.97, speedup_high=1.08),
+            row("fp16", "k2"),  # measured on its own: the two p50s, no interval
+        ],
+        promotion(False),
+    )
+    html, md = render_report(result)
+    assert "1.02× (0.97–1.08)" in md and "1.02× (0.97–1.08)" in html
+    assert "2.00×" in md  # BASE_P50 over the unpaired candidate's p50
+    console = Console(record=True, width=300)
+    console.print(summary_table(result))
+    assert "1.02x (0.97–1.08)" in console.export_text()

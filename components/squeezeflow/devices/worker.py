@@ -8,7 +8,15 @@ Request keys: ``model`` (a local path), ``input_shape`` (one sample, no batch di
 ``profile`` (its name, for messages), ``runtime`` (``onnxruntime`` or ``pytorch_eager``),
 ``execution_provider`` (default ``CPUExecutionProvider``), ``extra_batch_sizes``, ``torch_source`` (the
 ``ModelSource`` that loads a PyTorch ``model``, for ``pytorch_eager``), ``pin_cpus``, ``target_cv``,
-``max_rounds``.
+``max_rounds``, ``paired_with`` (a local path to the baseline's ONNX file: see `paired_rounds`),
+``speedup_confidence`` (default `SPEEDUP_CONFIDENCE`).
+
+Paired measurement (``paired_with``, ONNX Runtime only): the candidate and the baseline are loaded in this
+one process with the same threads and CPUs and timed in alternating blocks, so whatever else the machine
+is doing weighs on both alike; the result then also carries ``speedup`` (the baseline's time over the
+candidate's, the median over the paired blocks) with its confidence interval (``speedup_low``,
+``speedup_high``, distribution-free: `speedup_interval`). The candidate's percentiles come from its
+blocks; its peak memory is read before the baseline is loaded.
 
 Inputs are synthetic and seeded: one uniform float array, or, for integer (token-id) inputs, a pool of
 `TOKEN_POOL_SIZE` batches whose rows have different real lengths, cycled through run by run, so the
@@ -30,6 +38,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +95,91 @@ def timed_rounds(
         cv = float(medians.std() / medians.mean()) if len(rounds) > 1 else float("inf")
         if (len(rounds) >= 2 and cv <= target_cv) or len(rounds) >= max_rounds:
             return np.concatenate(rounds), len(rounds), cv
+
+
+#: Paired blocks per round: each model runs ``iterations / 2`` times a round, so a paired measurement costs
+#: what a candidate-only one did (both at least two rounds, at most ``max_rounds``).
+PAIRS_PER_ROUND = 10
+SPEEDUP_CONFIDENCE = 0.95
+
+
+def speedup_interval(
+    ratios: np.ndarray, confidence: float = SPEEDUP_CONFIDENCE
+) -> tuple[float, float, float]:
+    """The median of paired speed ratios and a distribution-free ``confidence`` interval for it (order
+    statistics, as the sign test gives: `scipy.stats.quantile_test`). No assumption about the shape of
+    the timing noise is made; a burst of load that hits a few blocks moves the interval little. The
+    bounds are NaN with fewer than six ratios (too few for a 95% interval)."""
+    from scipy.stats import quantile_test
+
+    point = float(np.median(ratios))
+    ci = quantile_test(ratios, q=point, p=0.5).confidence_interval(confidence_level=confidence)
+    return point, float(ci.low), float(ci.high)
+
+
+@dataclass(frozen=True)
+class PairedTimes:
+    """What `paired_rounds` measured: each model's times (ms), the per-block speed ratios (the baseline's
+    block median over the candidate's), the rounds run, the CV of the candidate's round medians, and the
+    speedup with its interval."""
+
+    candidate: np.ndarray
+    baseline: np.ndarray
+    ratios: np.ndarray
+    rounds: int
+    cv: float
+    speedup: float
+    low: float
+    high: float
+
+
+def paired_rounds(
+    run_baseline: Callable[[], Any],
+    run_candidate: Callable[[], Any],
+    iterations: int,
+    target_width: float,
+    max_rounds: int,
+    confidence: float = SPEEDUP_CONFIDENCE,
+) -> PairedTimes:
+    """Time the baseline and the candidate interleaved, in rounds of `PAIRS_PER_ROUND` pairs of blocks of
+    ``iterations / (2 * PAIRS_PER_ROUND)`` runs (at least one), each pair a baseline block and a candidate
+    block (in turn first, so neither always runs on the other's warm caches), until the speedup's
+    interval is at most ``target_width`` wide relative to its low end or lies below 1 (measurably
+    slower: nothing a narrower interval could change), at least two rounds, or ``max_rounds`` is
+    reached."""
+    block = max(1, iterations // (2 * PAIRS_PER_ROUND))
+
+    def timed(run: Callable[[], Any]) -> np.ndarray:
+        times = np.empty(block, dtype=np.float64)
+        for i in range(block):
+            t0 = time.perf_counter_ns()
+            run()
+            times[i] = (time.perf_counter_ns() - t0) / 1e6
+        return times
+
+    cand: list[np.ndarray] = []
+    base: list[np.ndarray] = []
+    round_medians: list[float] = []
+    while True:
+        for _ in range(PAIRS_PER_ROUND):
+            if len(cand) % 2 == 0:
+                base.append(timed(run_baseline))
+                cand.append(timed(run_candidate))
+            else:
+                cand.append(timed(run_candidate))
+                base.append(timed(run_baseline))
+        round_medians.append(float(np.median(np.concatenate(cand[-PAIRS_PER_ROUND:]))))
+        ratios = np.array([np.median(b) / np.median(c) for b, c in zip(base, cand, strict=True)])
+        speedup, low, high = speedup_interval(ratios, confidence)
+        rounds = len(round_medians)
+        narrow = np.isfinite(low) and low > 0 and high / low - 1 <= target_width
+        slower = np.isfinite(high) and high < 1  # never promoted: more rounds would change nothing
+        if (rounds >= 2 and (narrow or slower)) or rounds >= max_rounds:
+            medians = np.array(round_medians)
+            cv = float(medians.std() / medians.mean()) if rounds > 1 else float("inf")
+            return PairedTimes(
+                np.concatenate(cand), np.concatenate(base), ratios, rounds, cv, speedup, low, high
+            )
 
 
 def _summary(times: np.ndarray, batch: int) -> dict[str, float]:
@@ -317,6 +411,7 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
     batch = int(req["batch_size"])
     n, warmup = int(req["iterations"]), int(req["warmup"])
     target_cv, max_rounds = float(req.get("target_cv", 0.05)), int(req.get("max_rounds", 5))
+    confidence = float(req.get("speedup_confidence", SPEEDUP_CONFIDENCE))
 
     # The libraries are imported before the baseline RSS is read: the increase is the model's
     # (weights, session, arenas, buffers), not the interpreter's or the runtime's.
@@ -338,10 +433,26 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
         make_run, model = _onnx_runner(req, profile)
 
     run = make_run(batch)
-    for _ in range(warmup):
-        run()
-    times, rounds, cv = timed_rounds(run, n, target_cv, max_rounds)
-    peak = peak_rss_mb()  # before other batch sizes, which may need more memory than `batch_size`
+    paired_with = req.get("paired_with") if runtime == "onnxruntime" else None
+    paired: PairedTimes | None = None
+    if paired_with:
+        # Every input of the token pool is seen before the peak is read, and the peak is the
+        # candidate's alone: read before the baseline is loaded.
+        for _ in range(max(warmup, TOKEN_POOL_SIZE)):
+            run()
+        peak = peak_rss_mb()
+        make_baseline, baseline_session = _onnx_runner({**req, "model": str(paired_with)}, profile)
+        run_baseline = make_baseline(batch)
+        for _ in range(warmup):
+            run_baseline()
+        paired = paired_rounds(run_baseline, run, n, 2 * target_cv, max_rounds, confidence)
+        times, rounds, cv = paired.candidate, paired.rounds, paired.cv
+        del run_baseline, make_baseline, baseline_session
+    else:
+        for _ in range(warmup):
+            run()
+        times, rounds, cv = timed_rounds(run, n, target_cv, max_rounds)
+        peak = peak_rss_mb()  # before other batch sizes, which may need more memory than `batch_size`
     result: dict[str, Any] = {
         **_summary(times, batch),
         "iterations": len(times),
@@ -380,6 +491,17 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
             }
         )
     result["per_batch"] = per_batch
+    if paired is not None:
+        result.update(
+            {
+                "speedup": paired.speedup,
+                "speedup_low": paired.low if np.isfinite(paired.low) else None,
+                "speedup_high": paired.high if np.isfinite(paired.high) else None,
+                "speedup_confidence": confidence,
+                "speedup_pairs": len(paired.ratios),
+                "paired_baseline_p50_ms": float(np.percentile(paired.baseline, 50)),
+            }
+        )
     result.update(_cost(req, runtime, model, batch))
     return result
 

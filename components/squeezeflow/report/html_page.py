@@ -210,7 +210,9 @@ def html_page(result: JobResult, views: list[CandidateView], verdict: str) -> st
         *(_row(result, v) for v in views),
         "</tbody></table></div>",
         f'<p class="meta">Latency is measured on the target profile {_e(result.target_profile)}; '
-        "speedup is the baseline's p50 over the candidate's. Δ is the candidate's metric minus the "
+        "speedup is the baseline's p50 over the candidate's, or, with a 95% confidence interval in "
+        "brackets, measured interleaved with the baseline in one process. Δ is the candidate's metric "
+        "minus the "
         "baseline's, in percentage points. Hover a gate verdict for the gate's full reasoning.</p>",
         f'<p class="meta" id="bound-note">{_e(BOUND_NOTE)}</p>' if bound else "",
         "</section>",

@@ -8,7 +8,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from squeezeflow.report.views import DEVICE_HEADS, candidate_views, device_cells, ms
+from squeezeflow.report.views import DEVICE_HEADS, candidate_views, device_cells, ms, speedup_text
 from squeezeflow.results import JobResult
 
 
@@ -48,7 +48,7 @@ def summary_table(result: JobResult) -> Table:
     for v in candidate_views(result):
         r = v.row
         smaller = "-" if v.times_smaller is None else f"{v.times_smaller:.1f}x"
-        faster = "-" if v.speedup is None else f"{v.speedup:.2f}x"
+        faster = speedup_text(v, "x")
         style = "bold green" if r.note == "promoted" else None
         t.add_row(
             r.label,

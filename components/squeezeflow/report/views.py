@@ -38,6 +38,7 @@ class CandidateView:
     promoted: bool
     speedup: float | None
     size_ratio: float | None
+    speedup_interval: tuple[float, float] | None = None
 
     @property
     def failed(self) -> bool:
@@ -57,13 +58,17 @@ def candidate_views(
     views = []
     for r in result.candidates:
         speedup = result.baseline_p50_ms / r.p50_ms if r.p50_ms and result.baseline_p50_ms > 0 else None
+        interval = None
+        if r.speedup is not None and r.speedup_low is not None and r.speedup_high is not None:
+            # measured interleaved with the baseline: that speedup and its confidence interval
+            speedup, interval = r.speedup, (r.speedup_low, r.speedup_high)
         ratio = (
             r.size_bytes / result.baseline_size_bytes
             if r.size_bytes is not None and result.baseline_size_bytes > 0
             else None
         )
         promoted = result.promotion.promoted and result.promotion.candidate_key == r.candidate_key
-        views.append(CandidateView(r, gates.get(r.candidate_key), promoted, speedup, ratio))
+        views.append(CandidateView(r, gates.get(r.candidate_key), promoted, speedup, ratio, interval))
     return views
 
 
@@ -159,8 +164,14 @@ def size_vs_baseline(v: CandidateView) -> str:
     return f"{v.size_ratio:.1f}× larger"
 
 
-def speedup_text(v: CandidateView) -> str:
-    return "-" if v.speedup is None else f"{v.speedup:.2f}×"
+def speedup_text(v: CandidateView, times: str = "×") -> str:
+    """The speedup, with its 95% confidence interval where it was measured paired with the baseline."""
+    if v.speedup is None:
+        return "-"
+    if v.speedup_interval is None:
+        return f"{v.speedup:.2f}{times}"
+    low, high = v.speedup_interval
+    return f"{v.speedup:.2f}{times} ({low:.2f}–{high:.2f})"
 
 
 def ms(v: float | None) -> str:

@@ -22,6 +22,7 @@ from typing import Literal
 from squeezeflow.errors import DeviceUnavailableError
 from squeezeflow.gate.verdicts import is_not_evaluated, not_evaluated
 from squeezeflow.results import (
+    ArtifactRef,
     BaselineResult,
     BenchmarkResult,
     CandidateOutcome,
@@ -86,7 +87,10 @@ def screen(
         return None
     shape = ingest.dataset.input_shape
     base = benchmark(baseline.onnx, shape, target, ctx)
-    bench = benchmark(cand.onnx, shape, target, ctx, run_id=cand.run_id, model_id=cand.model_id)
+    # Paired with the baseline, as `measure` will measure it (the same record: measured once).
+    bench = benchmark(
+        cand.onnx, shape, target, ctx, run_id=cand.run_id, model_id=cand.model_id, paired_with=baseline.onnx
+    )
     if bench.p50_ms <= base.p50_ms * margin:
         return None
     why = (
@@ -119,13 +123,13 @@ def measure_on_profiles(
     model_id: str | None,
     defer_remote: bool,
     ingest: IngestResult | None = None,
+    baseline: ArtifactRef | None = None,
 ) -> tuple[dict[str, BenchmarkResult], dict[str, str]]:
     """Measure a model on every profile: local ones now; remote ones, when ``defer_remote``, only requested
     (their record keys are returned as pending, for the caller to wait on without blocking). With
     ``ingest``, ``ref`` is the baseline and pytorch_eager profiles measure its original PyTorch file;
-    without, it is a candidate and those profiles are left out (noted on ``run_id``)."""
-    from squeezeflow.results import ArtifactRef
-
+    without, it is a candidate and those profiles are left out (noted on ``run_id``); with ``baseline``
+    (the baseline's ONNX), a candidate is measured paired with it on local ONNX Runtime profiles."""
     assert isinstance(ref, ArtifactRef)
     done: dict[str, BenchmarkResult] = {}
     pending: dict[str, str] = {}
@@ -152,7 +156,14 @@ def measure_on_profiles(
                 )
         else:
             done[p.name] = benchmark(
-                model, shape, p, ctx, run_id=run_id, model_id=model_id, torch_source=source
+                model,
+                shape,
+                p,
+                ctx,
+                run_id=run_id,
+                model_id=model_id,
+                torch_source=source,
+                paired_with=None if ingest else baseline,
             )
     return done, pending
 
@@ -164,14 +175,23 @@ def measure(
     verdict: GateResult,
     ctx: StageContext,
     defer_remote: bool = False,
+    baseline: BaselineResult | None = None,
 ) -> tuple[list[BenchmarkResult], dict[str, str]]:
     """A candidate that passed the gate, measured on every profile (in the spec's order); one that did not
     is not measured (it cannot be promoted, so device time would be spent on nothing). Returns the
-    benchmarks and, with ``defer_remote``, the remote profiles still pending (profile -> record key)."""
+    benchmarks and, with ``defer_remote``, the remote profiles still pending (profile -> record key).
+    With ``baseline``, local ONNX Runtime profiles measure the candidate paired with it."""
     if not verdict.passed or cand.status != "ok" or cand.onnx is None:
         return [], {}
     done, pending = measure_on_profiles(
-        job, ctx, cand.onnx, ingest.dataset.input_shape, cand.run_id, cand.model_id, defer_remote
+        job,
+        ctx,
+        cand.onnx,
+        ingest.dataset.input_shape,
+        cand.run_id,
+        cand.model_id,
+        defer_remote,
+        baseline=None if baseline is None else baseline.onnx,
     )
     return [done[p.name] for p in job.devices if p.name in done], pending
 
@@ -206,6 +226,6 @@ def run_trial(
     if skipped is not None:
         return finish(job, ingest, baseline, skipped, ctx, time.monotonic() - started)
     verdict = judge(job, ingest, baseline, cand, ctx)
-    benches, _ = measure(job, ingest, cand, verdict, ctx)
+    benches, _ = measure(job, ingest, cand, verdict, ctx, baseline=baseline)
     outcome = CandidateOutcome(candidate=cand, gate=verdict, benchmarks=benches)
     return finish(job, ingest, baseline, outcome, ctx, time.monotonic() - started)

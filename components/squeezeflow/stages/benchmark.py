@@ -54,15 +54,28 @@ def benchmark_key(
     input_shape: list[int],
     profile: DeviceProfile,
     torch_source: ModelSource | None = None,
+    paired_with: ArtifactRef | None = None,
 ) -> str:
-    """The record key of a measurement: the same wherever it is taken (worker or remote agent)."""
+    """The record key of a measurement: the same wherever it is taken (worker or remote agent). A
+    measurement paired with a baseline (`paired_baseline`) has its own key, naming the baseline's bytes."""
+    paired = () if paired_with is None else (f"paired:{paired_with.sha256}",)
     return content_key(
         "benchmark/v2",
         model.sha256,
         profile.measurement_json(),
         json.dumps(effective_shape(input_shape, profile)),
         _source_json(torch_source),
+        *paired,
     )
+
+
+def paired_baseline(profile: DeviceProfile, baseline: ArtifactRef | None) -> ArtifactRef | None:
+    """The baseline a candidate is measured paired with on ``profile`` (interleaved in one process, so
+    the speedup has a confidence interval): ``baseline`` on a local ONNX Runtime profile; None on a
+    remote or pytorch_eager one, whose comparison stays the two p50s."""
+    if baseline is None or profile.remote or profile.runtime != "onnxruntime":
+        return None
+    return baseline
 
 
 def _judged_by(recorded: dict[str, Any] | BenchmarkResult, profile: DeviceProfile) -> BenchmarkResult:
@@ -208,6 +221,9 @@ def _log_metrics(ctx: StageContext, result: BenchmarkResult, run_id: str, model_
         f"{p}.macs": result.macs,
         f"{p}.int8_macs": result.int8_macs,
         f"{p}.energy_mj_est": result.energy_mj_est,
+        f"{p}.speedup": result.speedup,
+        f"{p}.speedup_low": result.speedup_low,
+        f"{p}.speedup_high": result.speedup_high,
     }
     per_batch = {}
     for b in result.per_batch:
@@ -265,18 +281,24 @@ def benchmark(
     timeout_s: float = 600.0,
     on_this_machine: bool = False,
     torch_source: ModelSource | None = None,
+    paired_with: ArtifactRef | None = None,
 ) -> BenchmarkResult:
-    """Measure ``model`` on ``profile``. Idempotent per (model bytes, profile); metrics go to ``run_id``.
+    """Measure ``model`` on ``profile``. Idempotent per (model bytes, profile, paired baseline); metrics
+    go to ``run_id``.
 
     A ``remote`` profile is measured by its device agent: the request is submitted and this call waits
     for the result, unless ``on_this_machine`` (what the agent itself passes). On a ``pytorch_eager``
-    profile, ``model`` is the PyTorch file and ``torch_source`` says how to load it."""
+    profile, ``model`` is the PyTorch file and ``torch_source`` says how to load it. With
+    ``paired_with`` (a baseline's ONNX) on a local ONNX Runtime profile, ``model`` is measured
+    interleaved with it in one worker and the result carries the speedup with its confidence interval
+    (see `squeezeflow.devices.worker.paired_rounds`); elsewhere ``paired_with`` is ignored."""
+    paired_with = paired_baseline(profile, paired_with)
     if profile.runtime == "pytorch_eager" and torch_source is None:
         raise ModelLoadError(
             f"profile {profile.name!r} runs PyTorch eager: it measures the baseline's PyTorch module and "
             "needs its model source (candidates are not measured there)"
         )
-    key = benchmark_key(model, input_shape, profile, torch_source)
+    key = benchmark_key(model, input_shape, profile, torch_source, paired_with)
     recorded = ctx.store.read_record(RESULT_STAGE, key)
     if recorded is not None:
         return _judged_by(recorded, profile)
@@ -301,6 +323,8 @@ def benchmark(
         "iterations": profile.iterations,
         "torch_source": None if torch_source is None else torch_source.model_dump(mode="json"),
     }
+    if paired_with is not None:
+        request["paired_with"] = str(ctx.store.fetch(paired_with, ctx.cache))
     what = f"{model.uri} on {profile.name}"
     m = run_worker(request, profile.intra_op_threads, what, timeout_s)
     result = BenchmarkResult(
@@ -310,6 +334,7 @@ def benchmark(
         batch_size=profile.batch_size,
         size_bytes=model.size,
         budgets=profile.budgets,
+        paired_baseline_sha256=None if paired_with is None else paired_with.sha256,
         **m,
     )
     if run_id is not None:
@@ -324,6 +349,14 @@ def benchmark(
         result.macs,
         "?" if result.energy_mj_est is None else f"{result.energy_mj_est:.4f}",
     )
+    if result.speedup is not None:
+        log.info(
+            "paired with the baseline: %.2fx (%s)",
+            result.speedup,
+            f"95% CI {result.speedup_low:.2f}-{result.speedup_high:.2f}"
+            if result.speedup_low is not None and result.speedup_high is not None
+            else "too few pairs for an interval",
+        )
     ctx.store.write_record(RESULT_STAGE, key, result)
     return result
 

@@ -1,8 +1,12 @@
 """Promote: register the best eligible candidate as a new model version and move the alias to it.
 
 Eligible means: built, passed the gate on evidence recorded for this very candidate, baseline and
-dataset, and measured faster AND smaller than the baseline on the target profile. A candidate that
-is slower or larger is never promoted, whatever its other scores. Nothing eligible: nothing moves.
+dataset, and measured faster AND no larger than the baseline on the target profile, or, where the
+measurement cannot tell their speeds apart, measurably smaller (`eligibility`). Speed is judged on the
+confidence interval of the paired speedup where the candidate was measured interleaved with the baseline
+(local ONNX Runtime profiles), else on the two p50s. A candidate that is slower or larger is never
+promoted, whatever its other scores. Nothing eligible: nothing moves. With the latency objective,
+candidates whose speeds the measurement cannot tell apart tie, and the smaller of them wins (`choose`).
 A gate verdict counts only when it is exactly the gate record in the artifact store, for this job's
 tolerance.
 
@@ -56,8 +60,45 @@ def target_benchmark(outcome: CandidateOutcome, profile: str) -> BenchmarkResult
     return next((b for b in outcome.benchmarks if b.profile == profile), None)
 
 
-# How much larger than the baseline a faster candidate may be (graph overhead, not weights).
+# How much larger than the baseline a faster candidate may be (graph overhead, not weights); also how
+# much smaller than the baseline a candidate must be to count as measurably smaller.
 SIZE_SLACK = 0.01
+
+
+@dataclass(frozen=True)
+class Speed:
+    """How many times faster than the baseline a candidate is on the target profile (``ratio``), and the
+    interval the measurement supports (``low``..``high``). Paired: the speedup and its confidence
+    interval measured interleaved with this baseline. Unpaired: the ratio of the two p50s, widened by
+    twice the candidate's round-to-round variation (its measured noise)."""
+
+    ratio: float
+    low: float
+    high: float
+    paired: bool
+    confidence: float | None = None
+
+    def __str__(self) -> str:
+        how = "faster" if self.ratio >= 1 else "the baseline's speed"
+        if self.paired:
+            level = f"{self.confidence:.0%} CI" if self.confidence else "CI"
+            return f"{self.ratio:.2f}x {how} ({level} {self.low:.2f}-{self.high:.2f}, paired)"
+        return f"{self.ratio:.2f}x {how} (p50s)"
+
+
+def speed_of(bench: BenchmarkResult, baseline_bench: BenchmarkResult, baseline: BaselineResult) -> Speed:
+    """The candidate's `Speed`: paired when ``bench`` was measured interleaved with this very baseline and
+    has an interval; else from the p50s (remote and pytorch_eager profiles, older records)."""
+    if (
+        bench.paired_baseline_sha256 == baseline.onnx.sha256
+        and bench.speedup is not None
+        and bench.speedup_low is not None
+        and bench.speedup_high is not None
+    ):
+        return Speed(bench.speedup, bench.speedup_low, bench.speedup_high, True, bench.speedup_confidence)
+    ratio = baseline_bench.p50_ms / bench.p50_ms if bench.p50_ms > 0 else math.inf
+    noise = 1 + 2 * (bench.cv_p50 if math.isfinite(bench.cv_p50) else 0.0)
+    return Speed(ratio, ratio / noise, ratio * noise, False)
 
 
 def eligibility(
@@ -81,20 +122,34 @@ def eligibility(
     over = [v for b in outcome.benchmarks for v in budget_violations(b.budgets, b)]
     if over:
         return False, "over budget: " + "; ".join(over)
-    if bench.p50_ms >= baseline_bench.p50_ms:
-        return (
-            False,
-            f"slower than the baseline on {bench.profile} "
-            f"(p50 {bench.p50_ms:.3f} ms vs {baseline_bench.p50_ms:.3f} ms)",
-        )
+    size, base_size = c.measure.size_bytes, baseline.measure.size_bytes
+    speed = speed_of(bench, baseline_bench, baseline)
+    if not speed.paired:  # two p50s from separate processes: no interval to judge them by
+        if bench.p50_ms >= baseline_bench.p50_ms:
+            return (
+                False,
+                f"slower than the baseline on {bench.profile} "
+                f"(p50 {bench.p50_ms:.3f} ms vs {baseline_bench.p50_ms:.3f} ms)",
+            )
+    elif speed.high < 1:
+        return False, f"slower than the baseline on {bench.profile}: {speed}"
     # A faster model of the baseline's size is a win (an exact speed-only transform such as trimming
     # padding adds a few graph nodes); a larger one never is.
-    if c.measure.size_bytes > baseline.measure.size_bytes * (1 + SIZE_SLACK):
-        return (
-            False,
-            f"larger than the baseline ({c.measure.size_bytes} vs {baseline.measure.size_bytes} bytes)",
-        )
-    return True, "eligible"
+    if size > base_size * (1 + SIZE_SLACK):
+        return False, f"larger than the baseline ({size} vs {base_size} bytes)"
+    if not speed.paired:
+        return True, "eligible"
+    if speed.low > 1:
+        return True, f"eligible: {speed}: measurably faster on {bench.profile}"
+    # The interval holds 1: no measurable difference in speed, so only being smaller can make it a win.
+    smaller = f"{base_size / size:.2f}x smaller" if size > 0 else "no bytes"
+    if size < base_size * (1 - SIZE_SLACK):
+        return True, f"eligible: {speed}: no measurable difference in speed on {bench.profile}; {smaller}"
+    return (
+        False,
+        f"{speed}: no measurable difference in speed on {bench.profile}, and not measurably smaller than "
+        f"the baseline ({size} vs {base_size} bytes)",
+    )
 
 
 def choose(
@@ -104,17 +159,31 @@ def choose(
     baseline_bench: BenchmarkResult,
     ingest: IngestResult,
 ) -> CandidateOutcome | None:
+    """The best eligible candidate by the job's objective, or None. Size: the smallest (then the lowest p50,
+    then the key). Latency, with a noise band: the fastest eligible candidate (highest speedup) and every
+    candidate whose speed the measurement cannot tell from it (its `Speed` interval reaches the fastest
+    one's) are tied, and the smallest of those wins (then the faster, then the key), so a much smaller
+    model is not passed over for a speed difference the benchmark cannot resolve."""
     eligible = [o for o in outcomes if eligibility(o, baseline, baseline_bench, ingest)[0]]
     if not eligible:
         return None
 
-    def score(o: CandidateOutcome) -> tuple[float, float, str]:
-        bench = target_benchmark(o, baseline_bench.profile)
-        assert bench is not None and o.candidate.measure is not None
-        lat, size = bench.p50_ms, float(o.candidate.measure.size_bytes)
-        return (lat, size, o.candidate.key) if spec.objective == "latency" else (size, lat, o.candidate.key)
+    def size(o: CandidateOutcome) -> float:
+        assert o.candidate.measure is not None
+        return float(o.candidate.measure.size_bytes)
 
-    return min(eligible, key=score)
+    def bench(o: CandidateOutcome) -> BenchmarkResult:
+        b = target_benchmark(o, baseline_bench.profile)
+        assert b is not None
+        return b
+
+    if spec.objective != "latency":
+        return min(eligible, key=lambda o: (size(o), bench(o).p50_ms, o.candidate.key))
+    speeds = {o.candidate.key: speed_of(bench(o), baseline_bench, baseline) for o in eligible}
+    fastest = min(eligible, key=lambda o: (-speeds[o.candidate.key].ratio, size(o), o.candidate.key))
+    floor = speeds[fastest.candidate.key].low
+    tied = [o for o in eligible if speeds[o.candidate.key].high >= floor]
+    return min(tied, key=lambda o: (size(o), -speeds[o.candidate.key].ratio, o.candidate.key))
 
 
 def promote(
@@ -252,6 +321,9 @@ def _register(
                 "p95_ms": bench.p95_ms,
                 "p99_ms": bench.p99_ms,
                 "baseline_p50_ms": baseline_bench.p50_ms,
+                "speedup": bench.speedup,
+                "speedup_low": bench.speedup_low,
+                "speedup_high": bench.speedup_high,
                 "size_bytes": c.measure.size_bytes,
                 "baseline_size_bytes": baseline.measure.size_bytes,
             }
@@ -436,7 +508,8 @@ def registered_model_description(spec: JobSpec) -> str:
         "(quantization, pruning, distillation; each version's description gives its recipe).\n\n"
         f"- metric: `{spec.task.metric}` on the held-out split, {allowed} ({tol.mode} tolerance "
         f"{tol.max_drop:g}, judged on {judged})\n"
-        f"- promoted only when faster and no larger than the baseline on `{spec.target.name}`\n"
+        f"- promoted only when faster and no larger than the baseline on `{spec.target.name}`, or as fast "
+        "within the measurement's confidence interval and measurably smaller\n"
         f"- @{spec.registry.alias} holds the best promoted version by {better}; "
         f"`squeezeflow rollback {spec.registry.model_name} --alias {spec.registry.alias}` moves it back\n\n"
         "Written by squeezeflow; edit it in the registry and squeezeflow leaves it as you wrote it."
@@ -463,6 +536,8 @@ def version_description(
     if gate.drop_upper is not None and gate.confidence is not None:
         drop += f" (upper {gate.confidence:.0%} bound {gate.drop_upper:.4f})"
     size, base_size = candidate.measure.size_bytes, baseline.measure.size_bytes
+    speed = speed_of(bench, baseline_bench, baseline)
+    paired = f"; measured interleaved with the baseline: {speed}" if speed.paired else ""
     return (
         f"**{candidate.label}**, compressed from `{redact_uri(spec.model.uri)}` by the squeezeflow job "
         f"`{spec.name}`.\n\n"
@@ -471,7 +546,7 @@ def version_description(
         f"{drop}; allowed drop {gate.allowed_drop:.4f} (n = {gate.n})\n"
         f"- size: {base_size / size:.2f}x smaller than the baseline ({size} vs {base_size} bytes)\n"
         f"- speed: {baseline_bench.p50_ms / bench.p50_ms:.2f}x faster p50 on `{bench.profile}` "
-        f"({bench.p50_ms:.3f} vs {baseline_bench.p50_ms:.3f} ms)\n"
+        f"({bench.p50_ms:.3f} vs {baseline_bench.p50_ms:.3f} ms){paired}\n"
         f"- job run: MLflow run `{ingest.parent_run_id}` (this candidate's run: `{candidate.run_id}`)"
     )[:MAX_REGISTERED_MODEL_DESCRIPTION_LENGTH]
 
