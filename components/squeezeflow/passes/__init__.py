@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from squeezeflow.passes import finetune as _finetune  # noqa: F401  (registers passes)
 from squeezeflow.passes import lowrank as _lowrank  # noqa: F401
+from squeezeflow.passes import ort_int4 as _ort_int4  # noqa: F401
 from squeezeflow.passes import ort_quantize as _ort_quantize  # noqa: F401
 from squeezeflow.passes import prune as _prune  # noqa: F401
 from squeezeflow.passes import text as _text  # noqa: F401

@@ -42,7 +42,7 @@ def _preprocess(src: Path, dest: Path) -> Path:
         return src
 
 
-def _require_onnx(model: ModelState, pass_name: str) -> Path:
+def require_onnx(model: ModelState, pass_name: str) -> Path:
     if model.onnx_path is None:
         raise PassError(pass_name, "needs an ONNX model; put torch passes before it in the recipe")
     return model.onnx_path
@@ -61,9 +61,10 @@ def _int8_if_offered(domain: Domain) -> list[str]:
 # transformer's accuracy. Declared by OrtStaticInt8, the image models' int8.
 QUANTIZE = Searchable(
     "quantize",
-    Categorical(("none", "int8", "int8_accuracy_aware")),
+    Categorical(("none", "int8", "int8_accuracy_aware", "int4")),
     order=40,
-    description="What follows recovery: nothing, int8, or int8 with accuracy-aware float fallback.",
+    description="What follows recovery: nothing, int8, int8 with accuracy-aware float fallback, or (token-id "
+    "models) int4 weights for the MatMuls and dynamic int8 for the rest.",
     narrowed_by="quantize",
     opening=_int8_if_offered,
 )
@@ -101,7 +102,7 @@ class OrtDynamicInt8(OptimizationPass):
     def run(self, model: ModelState, config: DynamicInt8Config, ctx: PassContext) -> ModelState:
         from onnxruntime.quantization import quantize_dynamic
 
-        src = _require_onnx(model, self.name)
+        src = require_onnx(model, self.name)
         pre = _preprocess(src, ctx.workdir / "dynamic_pre.onnx")
         out = ctx.workdir / "dynamic_int8.onnx"
         try:
@@ -197,7 +198,7 @@ class OrtStaticInt8(OptimizationPass):
         return [ProposedStep(cls.name, {"activation_type": "quint8", "weight_type": "qint8"}, "int8")]
 
     def run(self, model: ModelState, config: StaticInt8Config, ctx: PassContext) -> ModelState:
-        src = _require_onnx(model, self.name)
+        src = require_onnx(model, self.name)
         pre = _preprocess(src, ctx.workdir / "static_pre.onnx")
         t0 = time.perf_counter()
         try:
@@ -266,7 +267,7 @@ class OrtAccuracyAwareInt8(OptimizationPass):
         return [ProposedStep(cls.name, {}, "int8aa")]
 
     def run(self, model: ModelState, config: AccuracyAwareInt8Config, ctx: PassContext) -> ModelState:
-        src = _require_onnx(model, self.name)
+        src = require_onnx(model, self.name)
         if ctx.baseline_val_metric is None or ctx.allowed_drop is None:
             raise PassError(self.name, "needs the baseline's validation metric and the tolerance")
         floor = ctx.baseline_val_metric - ctx.allowed_drop

@@ -41,7 +41,7 @@ class Recipe(StrictModel):
 
 
 Importance = Literal["magnitude", "taylor", "lamp"]
-QuantizeChoice = Literal["none", "int8", "int8_accuracy_aware"]
+QuantizeChoice = Literal["none", "int8", "int8_accuracy_aware", "int4"]
 
 
 def _default_importance() -> list[Importance]:
