@@ -5,11 +5,18 @@ fine-tuned, so a recipe must follow this pass with ``finetune``.
 Transformers (a module with an integer ``num_heads`` and query/key/value ``nn.Linear`` children, such as
 :class:`squeezeflow.zoo.minilm.EncoderLayer`) are pruned by whole attention heads (``head_ratio``) and by
 feed-forward intermediate channels (``ratio``); the residual stream (hidden size), the embeddings and the
-classifier keep their width. Each attention module's ``num_heads`` is updated to the heads it kept."""
+classifier keep their width. Each attention module's ``num_heads`` is updated to the heads it kept.
+
+Layers Torch-Pruning cannot prune (recurrent layers: ``nn.GRU``, ``nn.LSTM``, ``nn.RNN`` and their cells)
+are kept whole, and so is every channel that feeds or reads them; the rest of the model is pruned and the
+kept layers are named in the notes (``prune.kept_whole``). A model with nothing else to prune is refused
+with a ``PassError`` naming them."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -103,6 +110,96 @@ def attention_blocks(model: Any) -> list[tuple[str, Any, tuple[Any, Any, Any]]]:
     return found
 
 
+def kept_whole_layers(model: Any) -> dict[str, str]:
+    """{module name: why} for the layers structured pruning keeps whole: recurrent layers, whose gate
+    weights Torch-Pruning cannot slice (its LSTM pruner handles one unidirectional layer only, and
+    gets its input weights wrong)."""
+    import torch
+
+    recurrent = (torch.nn.RNNBase, torch.nn.RNNCellBase)
+    return {
+        name or type(m).__name__: f"{type(m).__name__}: Torch-Pruning cannot prune recurrent layers"
+        for name, m in model.named_modules()
+        if isinstance(m, recurrent)
+    }
+
+
+def _kept_whole_pruner() -> Any:
+    """A Torch-Pruning layer pruner for a layer kept whole. It puts the layer in the dependency graph (so
+    the channels that feed it and read it are coupled to it), and its in- and out-channel pruning are one
+    function, so Torch-Pruning refuses every group that reaches an ignored layer of this kind."""
+    import torch_pruning as tp
+
+    class KeptWhole(tp.pruner.BasePruningFunc):
+        def prune_out_channels(self, layer: Any, idxs: Any) -> Any:
+            raise RuntimeError(f"{type(layer).__name__} is kept whole and must not be pruned")
+
+        prune_in_channels = prune_out_channels
+
+        def get_out_channels(self, layer: Any) -> int | None:
+            return int(getattr(layer, "hidden_size", 0)) or None
+
+        def get_in_channels(self, layer: Any) -> int | None:
+            return int(getattr(layer, "input_size", 0)) or None
+
+    return KeptWhole()
+
+
+def _tensors(out: Any) -> list[Any]:
+    """The tensors of a layer's output: a tensor, or nested tuples of them (an LSTM's ``(y, (h, c))``)."""
+    return [out] if not isinstance(out, tuple) else [t for o in out for t in _tensors(o)]
+
+
+def _rebuilt(out: Any, leaves: Iterator[Any]) -> Any:
+    return next(leaves) if not isinstance(out, tuple) else tuple(_rebuilt(o, leaves) for o in out)
+
+
+@contextmanager
+def _opaque_while_tracing(layers: list[Any]) -> Iterator[None]:
+    """Make each layer one step in the autograd graph while Torch-Pruning traces the model.
+
+    On the CPU a GRU or RNN runs as dozens of small autograd steps (gate splits, per-step stacks); the
+    dependency graph walks into them, takes them for channel operations and fails building its index
+    maps (a bare ``IndexError``). Here the layer's outputs come out of one autograd step whose only input
+    is the layer's input, so the graph sees an input, the layer and its outputs. The layer's own forward
+    is back as soon as the graph is built (Taylor importance needs its real gradients)."""
+    import torch
+
+    class KeptWholeStep(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: Any, *outs: Any) -> Any:
+            return tuple(o.clone() for o in outs)
+
+        @staticmethod
+        def backward(ctx: Any, *grads: Any) -> Any:
+            return (None,) * (len(grads) + 1)
+
+    def opaque(layer: Any) -> Any:
+        real = layer.forward
+
+        def forward(x: Any, *args: Any, **kwargs: Any) -> Any:
+            if not isinstance(x, torch.Tensor):  # a PackedSequence: trace through the layer as it is
+                return real(x, *args, **kwargs)
+            with torch.no_grad():
+                out = real(x, *args, **kwargs)
+            leaves = iter(KeptWholeStep.apply(x, *_tensors(out)))
+            return _rebuilt(out, leaves)
+
+        return forward
+
+    try:
+        for layer in layers:
+            layer.forward = opaque(layer)
+        yield
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("forward", None)
+
+
+def _describe(kept: dict[str, str]) -> str:
+    return "; ".join(f"{name} ({why})" for name, why in kept.items())
+
+
 def _classifier_layers(model: Any, num_classes: int) -> list[Any]:
     import torch
 
@@ -164,6 +261,15 @@ class StructuredPrune(OptimizationPass):
             self._transformer_args(module, attention, config, num_classes) if attention else {}
         )
         ignored = transformer.pop("ignored_layers", None) or _classifier_layers(module, num_classes)
+        kept = kept_whole_layers(module)
+        kept_modules = [m for name, m in module.named_modules() if (name or type(m).__name__) in kept]
+        ignored = [*ignored, *kept_modules]
+        if "unwrapped_parameters" in transformer:  # a kept layer's weights are its own, not loose ones
+            own = {id(p) for m in kept_modules for p in m.parameters()}
+            transformer["unwrapped_parameters"] = [
+                (p, dim) for p, dim in transformer["unwrapped_parameters"] if id(p) not in own
+            ]
+        customized = {type(m): _kept_whole_pruner() for m in kept_modules}
         heads_before = sum(int(b.num_heads) for _n, b, _l in attention)
         importance = {
             "magnitude": lambda: tp.importance.GroupMagnitudeImportance(p=2),
@@ -171,17 +277,28 @@ class StructuredPrune(OptimizationPass):
             "lamp": lambda: tp.importance.LAMPImportance(p=2),
         }[config.importance]()
         try:
-            pruner = tp.pruner.MetaPruner(
-                module,
-                example,
-                importance=importance,
-                pruning_ratio=config.ratio,
-                global_pruning=config.global_pruning,
-                iterative_steps=config.iterative_steps,
-                ignored_layers=ignored,
-                round_to=config.round_to,
-                **transformer,
+            with _opaque_while_tracing(kept_modules):
+                pruner = tp.pruner.MetaPruner(
+                    module,
+                    example,
+                    importance=importance,
+                    pruning_ratio=config.ratio,
+                    global_pruning=config.global_pruning,
+                    iterative_steps=config.iterative_steps,
+                    ignored_layers=ignored,
+                    round_to=config.round_to,
+                    customized_pruners=customized or None,
+                    **transformer,
+                )
+            groups = pruner.DG.get_all_groups(
+                ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types
             )
+            if kept and next(iter(groups), None) is None:
+                raise PassError(
+                    self.name,
+                    f"nothing left to prune: every prunable channel reaches a layer kept whole "
+                    f"({_describe(kept)}); leave structured_prune out of this model's recipes",
+                )
             base_macs, base_params = tp.utils.count_ops_and_params(module, example[:1])
             for _ in range(config.iterative_steps):
                 if config.importance == "taylor":
@@ -224,6 +341,9 @@ class StructuredPrune(OptimizationPass):
             "params_before": int(base_params),
             "params_after": int(params),
         }
+        if kept:
+            ctx.notes["prune"]["kept_whole"] = _describe(kept)
+            log.info("pruning kept these layers whole: %s", _describe(kept))
         log.info(
             "pruned: MACs %.2fM -> %.2fM, params %.0fk -> %.0fk",
             base_macs / 1e6,
