@@ -191,6 +191,39 @@ def test_pruning_a_model_with_nothing_but_a_recurrent_layer_is_refused_naming_it
         cls().run(ModelState(torch_module=RowReader()), cls.Config(ratio=0.5), ctx_for(tmp_path))
 
 
+def test_pruning_keeps_a_custom_layer_whole_when_torch_pruning_breaks_it_and_names_it(tmp_path: Path) -> None:
+    class ChannelContext(torch.nn.Module):
+        """A custom op that hard-codes its width: pruning its input channels breaks its forward."""
+
+        def __init__(self, channels: int) -> None:
+            super().__init__()
+            self.channels = channels
+            self.scale = torch.nn.Parameter(torch.ones(channels))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            mean = x.mean(1, keepdim=True).expand(-1, self.channels, -1, -1)
+            return x * self.scale.view(1, -1, 1, 1) + mean
+
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        ChannelContext(8),
+        torch.nn.Conv2d(8, 8, 3, padding=1),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 10),
+    ).eval()
+    cls = get_pass("structured_prune")
+    ctx = ctx_for(tmp_path)
+    out = cls().run(ModelState(torch_module=model), cls.Config(ratio=0.5), ctx).torch_module
+    assert out[0].out_channels == 8 and out[2].scale.shape == (8,)  # the custom layer and its input: whole
+    assert out[3].out_channels == 4  # the rest: pruned
+    assert out(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    notes = ctx.notes["prune"]
+    assert notes["kept_whole"] == "2 (ChannelContext: custom layer Torch-Pruning has no pruner for)"
+    assert notes["first_try_failed"].startswith("RuntimeError: The size of tensor")
+
+
 def test_taylor_importance_uses_gradients_and_prunes(tmp_path: Path) -> None:
     cls = get_pass("structured_prune")
     out = cls().run(

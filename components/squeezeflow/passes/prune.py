@@ -10,10 +10,13 @@ classifier keep their width. Each attention module's ``num_heads`` is updated to
 Layers Torch-Pruning cannot prune (recurrent layers: ``nn.GRU``, ``nn.LSTM``, ``nn.RNN`` and their cells)
 are kept whole, and so is every channel that feeds or reads them; the rest of the model is pruned and the
 kept layers are named in the notes (``prune.kept_whole``). A model with nothing else to prune is refused
-with a ``PassError`` naming them."""
+with a ``PassError`` naming them. When Torch-Pruning fails on a model with custom layers that hold their
+own weights (no Torch-Pruning pruner; it guesses how to slice them), the pass tries once more, on the
+model as it came, with those layers kept whole too (``prune.first_try_failed`` says what went wrong)."""
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -110,18 +113,41 @@ def attention_blocks(model: Any) -> list[tuple[str, Any, tuple[Any, Any, Any]]]:
     return found
 
 
+def _recurrent_types() -> tuple[type, ...]:
+    import torch
+
+    return (torch.nn.RNNBase, torch.nn.RNNCellBase)
+
+
 def kept_whole_layers(model: Any) -> dict[str, str]:
     """{module name: why} for the layers structured pruning keeps whole: recurrent layers, whose gate
     weights Torch-Pruning cannot slice (its LSTM pruner handles one unidirectional layer only, and
     gets its input weights wrong)."""
-    import torch
-
-    recurrent = (torch.nn.RNNBase, torch.nn.RNNCellBase)
     return {
         name or type(m).__name__: f"{type(m).__name__}: Torch-Pruning cannot prune recurrent layers"
         for name, m in model.named_modules()
-        if isinstance(m, recurrent)
+        if isinstance(m, _recurrent_types())
     }
+
+
+def custom_weight_layers(model: Any) -> dict[str, str]:
+    """{module name: class name} for the layers that hold weights of their own but that Torch-Pruning has
+    no pruner for (custom ops): it treats their weights as loose parameters and guesses the dimension to
+    prune. When that guess breaks pruning, the pass tries again with them kept whole."""
+    import torch_pruning as tp
+
+    return {
+        name: type(m).__name__
+        for name, m in model.named_modules()
+        if name
+        and any(True for _p in m.parameters(recurse=False))
+        and tp.ops.module2type(m) == tp.ops.OPTYPE.ELEMENTWISE
+        and not isinstance(m, _recurrent_types())
+    }
+
+
+class _TorchPruningFailed(Exception):
+    """Torch-Pruning raised while building its graph or pruning (the message says what it raised)."""
 
 
 def _kept_whole_pruner() -> Any:
@@ -146,12 +172,24 @@ def _kept_whole_pruner() -> Any:
 
 
 def _tensors(out: Any) -> list[Any]:
-    """The tensors of a layer's output: a tensor, or nested tuples of them (an LSTM's ``(y, (h, c))``)."""
-    return [out] if not isinstance(out, tuple) else [t for o in out for t in _tensors(o)]
+    """The leaves of a layer's input or output: a value, or plain tuples of them (an LSTM's
+    ``(y, (h, c))``); ``None`` (no initial state) has none, a ``PackedSequence`` its ``data``."""
+    from torch.nn.utils.rnn import PackedSequence
+
+    if out is None:
+        return []
+    if isinstance(out, PackedSequence):
+        return [out.data]
+    return [t for o in out for t in _tensors(o)] if type(out) is tuple else [out]
 
 
 def _rebuilt(out: Any, leaves: Iterator[Any]) -> Any:
-    return next(leaves) if not isinstance(out, tuple) else tuple(_rebuilt(o, leaves) for o in out)
+    """``out`` with its leaves (in ``_tensors`` order) taken from ``leaves``."""
+    from torch.nn.utils.rnn import PackedSequence
+
+    if isinstance(out, PackedSequence):
+        return out._replace(data=next(leaves))
+    return tuple(_rebuilt(o, leaves) for o in out) if type(out) is tuple else next(leaves)
 
 
 @contextmanager
@@ -160,30 +198,37 @@ def _opaque_while_tracing(layers: list[Any]) -> Iterator[None]:
 
     On the CPU a GRU or RNN runs as dozens of small autograd steps (gate splits, per-step stacks); the
     dependency graph walks into them, takes them for channel operations and fails building its index
-    maps (a bare ``IndexError``). Here the layer's outputs come out of one autograd step whose only input
-    is the layer's input, so the graph sees an input, the layer and its outputs. The layer's own forward
-    is back as soon as the graph is built (Taylor importance needs its real gradients)."""
+    maps (a bare ``IndexError``). Here the layer's outputs come out of one autograd step whose inputs are
+    the layer's tensor inputs (a GRU's sequence and initial state), so the graph sees the inputs, the
+    layer and its outputs. The layer's own forward is back as soon as the graph is built (Taylor
+    importance needs its real gradients)."""
     import torch
 
     class KeptWholeStep(torch.autograd.Function):
         @staticmethod
-        def forward(ctx: Any, x: Any, *outs: Any) -> Any:
-            return tuple(o.clone() for o in outs)
+        def forward(inputs: int, *tensors: Any) -> Any:
+            return tuple(t.clone() for t in tensors[inputs:])
 
         @staticmethod
         def backward(ctx: Any, *grads: Any) -> Any:
-            return (None,) * (len(grads) + 1)
+            return (None,) * (len(grads) + 1 + ctx.inputs)
+
+        @staticmethod
+        def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+            ctx.inputs = inputs[0]
 
     def opaque(layer: Any) -> Any:
         real = layer.forward
 
-        def forward(x: Any, *args: Any, **kwargs: Any) -> Any:
-            if not isinstance(x, torch.Tensor):  # a PackedSequence: trace through the layer as it is
-                return real(x, *args, **kwargs)
+        def forward(*args: Any, **kwargs: Any) -> Any:
             with torch.no_grad():
-                out = real(x, *args, **kwargs)
-            leaves = iter(KeptWholeStep.apply(x, *_tensors(out)))
-            return _rebuilt(out, leaves)
+                out = real(*args, **kwargs)
+            inputs = [t for a in (*args, *kwargs.values()) for t in _tensors(a)]
+            outs = _tensors(out)
+            if not outs or not all(isinstance(t, torch.Tensor) for t in outs):
+                return real(*args, **kwargs)  # an output of another kind: trace the layer as it is
+            inputs = [t for t in inputs if isinstance(t, torch.Tensor)]
+            return _rebuilt(out, iter(KeptWholeStep.apply(len(inputs), *inputs, *outs)))
 
         return forward
 
@@ -249,11 +294,39 @@ class StructuredPrune(OptimizationPass):
         ]
 
     def run(self, model: ModelState, config: StructuredPruneConfig, ctx: PassContext) -> ModelState:
+        module = require_module(model, self.name)
+        kept = kept_whole_layers(module)
+        custom = {} if attention_blocks(module) else custom_weight_layers(module)
+        # Pruning changes the module in place: a second try needs the model as it came.
+        pristine = copy.deepcopy(module) if custom else None
+        try:
+            return self._prune(module, config, ctx, kept)
+        except _TorchPruningFailed as err:
+            if pristine is None:
+                raise PassError(self.name, f"Torch-Pruning could not prune this model: {err}") from None
+            first = err
+        why = "custom layer Torch-Pruning has no pruner for"
+        retry = {**kept, **{name: f"{kind}: {why}" for name, kind in custom.items()}}
+        log.warning("structured_prune: %s; trying again with %s kept whole", first, ", ".join(custom))
+        try:
+            pruned = self._prune(pristine, config, ctx, retry)
+            ctx.notes["prune"]["first_try_failed"] = str(first)
+            return pruned
+        except _TorchPruningFailed as err:
+            raise PassError(
+                self.name,
+                f"Torch-Pruning could not prune this model: {first}; nor with {_describe(retry)} "
+                f"kept whole: {err}",
+            ) from None
+
+    def _prune(
+        self, module: Any, config: StructuredPruneConfig, ctx: PassContext, kept: dict[str, str]
+    ) -> ModelState:
+        """Prune ``module`` in place with the layers named in ``kept`` left whole."""
         import torch
         import torch.nn.functional as F
         import torch_pruning as tp
 
-        module = require_module(model, self.name)
         num_classes = int(ctx.train_y.max()) + 1
         example = torch.from_numpy(ctx.train_x[:2])
         attention = attention_blocks(module)
@@ -261,7 +334,6 @@ class StructuredPrune(OptimizationPass):
             self._transformer_args(module, attention, config, num_classes) if attention else {}
         )
         ignored = transformer.pop("ignored_layers", None) or _classifier_layers(module, num_classes)
-        kept = kept_whole_layers(module)
         kept_modules = [m for name, m in module.named_modules() if (name or type(m).__name__) in kept]
         ignored = [*ignored, *kept_modules]
         if "unwrapped_parameters" in transformer:  # a kept layer's weights are its own, not loose ones
@@ -327,9 +399,7 @@ class StructuredPrune(OptimizationPass):
         except PassError:
             raise
         except Exception as err:
-            raise PassError(
-                self.name, f"Torch-Pruning could not prune this model: {type(err).__name__}: {err}"
-            ) from None
+            raise _TorchPruningFailed(f"{type(err).__name__}: {str(err)[:300]}") from None
         if attention:
             ctx.notes["prune_heads"] = {
                 "heads_before": heads_before,
