@@ -121,8 +121,8 @@ def _recurrent_types() -> tuple[type, ...]:
 
 def kept_whole_layers(model: Any) -> dict[str, str]:
     """{module name: why} for the layers structured pruning keeps whole: recurrent layers, whose gate
-    weights Torch-Pruning cannot slice (its LSTM pruner handles one unidirectional layer only, and
-    gets its input weights wrong)."""
+    weights Torch-Pruning cannot slice (it has no GRU or RNN pruner; its LSTM pruner takes single-layer
+    LSTMs only and slices their input-to-hidden weights along the input axis when pruning outputs)."""
     return {
         name or type(m).__name__: f"{type(m).__name__}: Torch-Pruning cannot prune recurrent layers"
         for name, m in model.named_modules()
