@@ -191,6 +191,7 @@ def test_pruning_a_model_with_nothing_but_a_recurrent_layer_is_refused_naming_it
         cls().run(ModelState(torch_module=RowReader()), cls.Config(ratio=0.5), ctx_for(tmp_path))
 
 
+@pytest.mark.filterwarnings("ignore:Unwrapped parameters detected")  # Torch-Pruning, on the first try
 def test_pruning_keeps_a_custom_layer_whole_when_torch_pruning_breaks_it_and_names_it(tmp_path: Path) -> None:
     class ChannelContext(torch.nn.Module):
         """A custom op that hard-codes its width: pruning its input channels breaks its forward."""
