@@ -143,6 +143,52 @@ def test_a_candidate_whose_model_expired_from_the_store_is_rebuilt_not_reused(
     assert gate(spec, ing, base, again, ctx).candidate_metric is not None
 
 
+class ConvGRU(torch.nn.Module):
+    """Convolution features of an image's rows, read in order by a GRU, then a classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 2, 1)
+        )
+        self.rnn = torch.nn.GRU(2 * 28, 16, batch_first=True)
+        self.classifier = torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = self.features(x).permute(0, 2, 1, 3).flatten(2)
+        return self.classifier(self.rnn(rows)[0][:, -1])
+
+
+def test_a_pruned_candidate_with_a_recurrent_head_is_built_and_its_run_names_the_layer_kept_whole(
+    ctx: StageContext, small_data: Path, tmp_path: Path
+) -> None:
+    from squeezeflow.stages import optimize
+
+    torch.manual_seed(0)
+    torch.save(ConvGRU().state_dict(), tmp_path / "conv_gru.pt")
+    doc = job_doc("-", small_data, name="recurrent-head")
+    doc["model"] = {
+        "format": "state_dict",
+        "uri": str(tmp_path / "conv_gru.pt"),
+        "factory": f"{__name__}:ConvGRU",
+    }
+    spec = parse_spec(doc)
+    ing = ingest(spec, ctx)
+    recipe = Recipe(
+        name="prune50",
+        steps=[
+            PassStep(name="structured_prune", params={"ratio": 0.5}),
+            PassStep(name="finetune", params={"epochs": 1}),
+        ],
+    )
+    built = optimize(spec, ing, baseline(spec, ing, ctx), recipe, ctx)
+    assert built.status == "ok" and built.onnx is not None and built.val_metric is not None, built.error
+    kept = "rnn (GRU: Torch-Pruning cannot prune recurrent layers)"
+    assert built.notes["prune"]["kept_whole"] == kept
+    assert built.notes["prune"]["params_after"] < built.notes["prune"]["params_before"]
+    assert ctx.tracker.run_tags(built.run_id)["squeezeflow.prune.kept_whole"] == kept
+
+
 class _BlindToOneClass(torch.nn.Module):
     """The baseline, except that it never predicts class ``k`` (its logit is pushed far down)."""
 

@@ -190,6 +190,90 @@ def test_pruning_with_a_channel_multiple_keeps_every_pruned_width_a_multiple_of_
     assert aligned(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+class RecurrentHead(torch.nn.Module):
+    """Convolution features over an image's rows, read in order by a recurrent layer, then a classifier."""
+
+    def __init__(self, recurrent: type[torch.nn.RNNBase]) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3, padding=1)
+        )
+        self.rnn = recurrent(4 * 28, 16, batch_first=True)
+        self.classifier = torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = self.features(x).permute(0, 2, 1, 3).flatten(2)
+        return self.classifier(self.rnn(rows)[0][:, -1])
+
+
+@pytest.mark.parametrize("recurrent", [torch.nn.GRU, torch.nn.LSTM], ids=["gru", "lstm"])
+def test_pruning_keeps_a_recurrent_head_whole_names_it_and_prunes_the_rest(
+    tmp_path: Path, recurrent: type[torch.nn.RNNBase]
+) -> None:
+    model = RecurrentHead(recurrent).eval()
+    rnn_weights = {k: v.clone() for k, v in model.rnn.state_dict().items()}
+    cls = get_pass("structured_prune")
+    ctx = ctx_for(tmp_path)
+    out = cls().run(ModelState(torch_module=model), cls.Config(ratio=0.5), ctx).torch_module
+    assert out.features[0].out_channels == 4  # pruned
+    assert out.features[2].out_channels == 4  # feeds the recurrent layer: kept
+    assert all(torch.equal(v, rnn_weights[k]) for k, v in out.rnn.state_dict().items())
+    assert out(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    assert ctx.notes["prune"]["kept_whole"] == (
+        f"rnn ({recurrent.__name__}: Torch-Pruning cannot prune recurrent layers)"
+    )
+    assert ctx.notes["prune"]["params_after"] < ctx.notes["prune"]["params_before"]
+
+
+def test_pruning_a_model_with_nothing_but_a_recurrent_layer_is_refused_naming_it(tmp_path: Path) -> None:
+    class RowReader(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.GRU(28, 16, batch_first=True)
+            self.classifier = torch.nn.Linear(16, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.classifier(self.rnn(x.squeeze(1))[0][:, -1])
+
+    cls = get_pass("structured_prune")
+    with pytest.raises(PassError, match=r"structured_prune.*nothing left to prune.*rnn \(GRU"):
+        cls().run(ModelState(torch_module=RowReader()), cls.Config(ratio=0.5), ctx_for(tmp_path))
+
+
+@pytest.mark.filterwarnings("ignore:Unwrapped parameters detected")  # Torch-Pruning, on the first try
+def test_pruning_keeps_a_custom_layer_whole_when_torch_pruning_breaks_it_and_names_it(tmp_path: Path) -> None:
+    class ChannelContext(torch.nn.Module):
+        """A custom op that hard-codes its width: pruning its input channels breaks its forward."""
+
+        def __init__(self, channels: int) -> None:
+            super().__init__()
+            self.channels = channels
+            self.scale = torch.nn.Parameter(torch.ones(channels))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            mean = x.mean(1, keepdim=True).expand(-1, self.channels, -1, -1)
+            return x * self.scale.view(1, -1, 1, 1) + mean
+
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        ChannelContext(8),
+        torch.nn.Conv2d(8, 8, 3, padding=1),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 10),
+    ).eval()
+    cls = get_pass("structured_prune")
+    ctx = ctx_for(tmp_path)
+    out = cls().run(ModelState(torch_module=model), cls.Config(ratio=0.5), ctx).torch_module
+    assert out[0].out_channels == 8 and out[2].scale.shape == (8,)  # the custom layer and its input: whole
+    assert out[3].out_channels == 4  # the rest: pruned
+    assert out(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    notes = ctx.notes["prune"]
+    assert notes["kept_whole"] == "2 (ChannelContext: custom layer Torch-Pruning has no pruner for)"
+    assert notes["first_try_failed"].startswith("RuntimeError: The size of tensor")
+
+
 def test_taylor_importance_uses_gradients_and_prunes(tmp_path: Path) -> None:
     cls = get_pass("structured_prune")
     out = cls().run(

@@ -5,11 +5,21 @@ fine-tuned, so a recipe must follow this pass with ``finetune``.
 Transformers (a module with an integer ``num_heads`` and query/key/value ``nn.Linear`` children, such as
 :class:`squeezeflow.zoo.minilm.EncoderLayer`) are pruned by whole attention heads (``head_ratio``) and by
 feed-forward intermediate channels (``ratio``); the residual stream (hidden size), the embeddings and the
-classifier keep their width. Each attention module's ``num_heads`` is updated to the heads it kept."""
+classifier keep their width. Each attention module's ``num_heads`` is updated to the heads it kept.
+
+Layers Torch-Pruning cannot prune (recurrent layers: ``nn.GRU``, ``nn.LSTM``, ``nn.RNN`` and their cells)
+are kept whole, and so is every channel that feeds or reads them; the rest of the model is pruned and the
+kept layers are named in the notes (``prune.kept_whole``). A model with nothing else to prune is refused
+with a ``PassError`` naming them. When Torch-Pruning fails on a model with custom layers that hold their
+own weights (no Torch-Pruning pruner; it guesses how to slice them), the pass tries once more, on the
+model as it came, with those layers kept whole too (``prune.first_try_failed`` says what went wrong)."""
 
 from __future__ import annotations
 
+import copy
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -112,6 +122,138 @@ def attention_blocks(model: Any) -> list[tuple[str, Any, tuple[Any, Any, Any]]]:
     return found
 
 
+def _recurrent_types() -> tuple[type, ...]:
+    import torch
+
+    return (torch.nn.RNNBase, torch.nn.RNNCellBase)
+
+
+def kept_whole_layers(model: Any) -> dict[str, str]:
+    """{module name: why} for the layers structured pruning keeps whole: recurrent layers, whose gate
+    weights Torch-Pruning cannot slice (it has no GRU or RNN pruner; its LSTM pruner takes single-layer
+    LSTMs only and slices their input-to-hidden weights along the input axis when pruning outputs)."""
+    return {
+        name or type(m).__name__: f"{type(m).__name__}: Torch-Pruning cannot prune recurrent layers"
+        for name, m in model.named_modules()
+        if isinstance(m, _recurrent_types())
+    }
+
+
+def custom_weight_layers(model: Any) -> dict[str, str]:
+    """{module name: class name} for the layers that hold weights of their own but that Torch-Pruning has
+    no pruner for (custom ops): it treats their weights as loose parameters and guesses the dimension to
+    prune. When that guess breaks pruning, the pass tries again with them kept whole."""
+    import torch_pruning as tp
+
+    return {
+        name: type(m).__name__
+        for name, m in model.named_modules()
+        if name
+        and any(True for _p in m.parameters(recurse=False))
+        and tp.ops.module2type(m) == tp.ops.OPTYPE.ELEMENTWISE
+        and not isinstance(m, _recurrent_types())
+    }
+
+
+class _TorchPruningFailed(Exception):
+    """Torch-Pruning raised while building its graph or pruning (the message says what it raised)."""
+
+
+def _kept_whole_pruner() -> Any:
+    """A Torch-Pruning layer pruner for a layer kept whole. It puts the layer in the dependency graph (so
+    the channels that feed it and read it are coupled to it), and its in- and out-channel pruning are one
+    function, so Torch-Pruning refuses every group that reaches an ignored layer of this kind."""
+    import torch_pruning as tp
+
+    class KeptWhole(tp.pruner.BasePruningFunc):
+        def prune_out_channels(self, layer: Any, idxs: Any) -> Any:
+            raise RuntimeError(f"{type(layer).__name__} is kept whole and must not be pruned")
+
+        prune_in_channels = prune_out_channels
+
+        def get_out_channels(self, layer: Any) -> int | None:
+            return int(getattr(layer, "hidden_size", 0)) or None
+
+        def get_in_channels(self, layer: Any) -> int | None:
+            return int(getattr(layer, "input_size", 0)) or None
+
+    return KeptWhole()
+
+
+def _tensors(out: Any) -> list[Any]:
+    """The leaves of a layer's input or output: a value, or plain tuples of them (an LSTM's
+    ``(y, (h, c))``); ``None`` (no initial state) has none, a ``PackedSequence`` its ``data``."""
+    from torch.nn.utils.rnn import PackedSequence
+
+    if out is None:
+        return []
+    if isinstance(out, PackedSequence):
+        return [out.data]
+    return [t for o in out for t in _tensors(o)] if type(out) is tuple else [out]
+
+
+def _rebuilt(out: Any, leaves: Iterator[Any]) -> Any:
+    """``out`` with its leaves (in ``_tensors`` order) taken from ``leaves``."""
+    from torch.nn.utils.rnn import PackedSequence
+
+    if isinstance(out, PackedSequence):
+        return out._replace(data=next(leaves))
+    return tuple(_rebuilt(o, leaves) for o in out) if type(out) is tuple else next(leaves)
+
+
+@contextmanager
+def _opaque_while_tracing(layers: list[Any]) -> Iterator[None]:
+    """Make each layer one step in the autograd graph while Torch-Pruning traces the model.
+
+    On the CPU a GRU or RNN runs as dozens of small autograd steps (gate splits, per-step stacks); the
+    dependency graph walks into them, takes them for channel operations and fails building its index
+    maps (a bare ``IndexError``). Here the layer's outputs come out of one autograd step whose inputs are
+    the layer's tensor inputs (a GRU's sequence and initial state), so the graph sees the inputs, the
+    layer and its outputs. The layer's own forward is back as soon as the graph is built (Taylor
+    importance needs its real gradients)."""
+    import torch
+
+    class KeptWholeStep(torch.autograd.Function):
+        @staticmethod
+        def forward(inputs: int, *tensors: Any) -> Any:
+            return tuple(t.clone() for t in tensors[inputs:])
+
+        @staticmethod
+        def backward(ctx: Any, *grads: Any) -> Any:
+            return (None,) * (len(grads) + 1 + ctx.inputs)
+
+        @staticmethod
+        def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+            ctx.inputs = inputs[0]
+
+    def opaque(layer: Any) -> Any:
+        real = layer.forward
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            with torch.no_grad():
+                out = real(*args, **kwargs)
+            inputs = [t for a in (*args, *kwargs.values()) for t in _tensors(a)]
+            outs = _tensors(out)
+            if not outs or not all(isinstance(t, torch.Tensor) for t in outs):
+                return real(*args, **kwargs)  # an output of another kind: trace the layer as it is
+            inputs = [t for t in inputs if isinstance(t, torch.Tensor)]
+            return _rebuilt(out, iter(KeptWholeStep.apply(len(inputs), *inputs, *outs)))
+
+        return forward
+
+    try:
+        for layer in layers:
+            layer.forward = opaque(layer)
+        yield
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("forward", None)
+
+
+def _describe(kept: dict[str, str]) -> str:
+    return "; ".join(f"{name} ({why})" for name, why in kept.items())
+
+
 def _classifier_layers(model: Any, num_classes: int) -> list[Any]:
     import torch
 
@@ -180,11 +322,39 @@ class StructuredPrune(OptimizationPass):
         ]
 
     def run(self, model: ModelState, config: StructuredPruneConfig, ctx: PassContext) -> ModelState:
+        module = require_module(model, self.name)
+        kept = kept_whole_layers(module)
+        custom = {} if attention_blocks(module) else custom_weight_layers(module)
+        # Pruning changes the module in place: a second try needs the model as it came.
+        pristine = copy.deepcopy(module) if custom else None
+        try:
+            return self._prune(module, config, ctx, kept)
+        except _TorchPruningFailed as err:
+            if pristine is None:
+                raise PassError(self.name, f"Torch-Pruning could not prune this model: {err}") from None
+            first = err
+        why = "custom layer Torch-Pruning has no pruner for"
+        retry = {**kept, **{name: f"{kind}: {why}" for name, kind in custom.items()}}
+        log.warning("structured_prune: %s; trying again with %s kept whole", first, ", ".join(custom))
+        try:
+            pruned = self._prune(pristine, config, ctx, retry)
+            ctx.notes["prune"]["first_try_failed"] = str(first)
+            return pruned
+        except _TorchPruningFailed as err:
+            raise PassError(
+                self.name,
+                f"Torch-Pruning could not prune this model: {first}; nor with {_describe(retry)} "
+                f"kept whole: {err}",
+            ) from None
+
+    def _prune(
+        self, module: Any, config: StructuredPruneConfig, ctx: PassContext, kept: dict[str, str]
+    ) -> ModelState:
+        """Prune ``module`` in place with the layers named in ``kept`` left whole."""
         import torch
         import torch.nn.functional as F
         import torch_pruning as tp
 
-        module = require_module(model, self.name)
         num_classes = int(ctx.train_y.max()) + 1
         example = torch.from_numpy(ctx.train_x[:2])
         attention = attention_blocks(module)
@@ -192,6 +362,14 @@ class StructuredPrune(OptimizationPass):
             self._transformer_args(module, attention, config, num_classes) if attention else {}
         )
         ignored = transformer.pop("ignored_layers", None) or _classifier_layers(module, num_classes)
+        kept_modules = [m for name, m in module.named_modules() if (name or type(m).__name__) in kept]
+        ignored = [*ignored, *kept_modules]
+        if "unwrapped_parameters" in transformer:  # a kept layer's weights are its own, not loose ones
+            own = {id(p) for m in kept_modules for p in m.parameters()}
+            transformer["unwrapped_parameters"] = [
+                (p, dim) for p, dim in transformer["unwrapped_parameters"] if id(p) not in own
+            ]
+        customized = {type(m): _kept_whole_pruner() for m in kept_modules}
         heads_before = sum(int(b.num_heads) for _n, b, _l in attention)
         importance = {
             "magnitude": lambda: tp.importance.GroupMagnitudeImportance(p=2),
@@ -199,17 +377,28 @@ class StructuredPrune(OptimizationPass):
             "lamp": lambda: tp.importance.LAMPImportance(p=2),
         }[config.importance]()
         try:
-            pruner = tp.pruner.MetaPruner(
-                module,
-                example,
-                importance=importance,
-                pruning_ratio=config.ratio,
-                global_pruning=config.global_pruning,
-                iterative_steps=config.iterative_steps,
-                ignored_layers=ignored,
-                round_to=config.round_to,
-                **transformer,
+            with _opaque_while_tracing(kept_modules):
+                pruner = tp.pruner.MetaPruner(
+                    module,
+                    example,
+                    importance=importance,
+                    pruning_ratio=config.ratio,
+                    global_pruning=config.global_pruning,
+                    iterative_steps=config.iterative_steps,
+                    ignored_layers=ignored,
+                    round_to=config.round_to,
+                    customized_pruners=customized or None,
+                    **transformer,
+                )
+            groups = pruner.DG.get_all_groups(
+                ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types
             )
+            if kept and next(iter(groups), None) is None:
+                raise PassError(
+                    self.name,
+                    f"nothing left to prune: every prunable channel reaches a layer kept whole "
+                    f"({_describe(kept)}); leave structured_prune out of this model's recipes",
+                )
             base_macs, base_params = tp.utils.count_ops_and_params(module, example[:1])
             for _ in range(config.iterative_steps):
                 if config.importance == "taylor":
@@ -238,9 +427,7 @@ class StructuredPrune(OptimizationPass):
         except PassError:
             raise
         except Exception as err:
-            raise PassError(
-                self.name, f"Torch-Pruning could not prune this model: {type(err).__name__}: {err}"
-            ) from None
+            raise _TorchPruningFailed(f"{type(err).__name__}: {str(err)[:300]}") from None
         if attention:
             ctx.notes["prune_heads"] = {
                 "heads_before": heads_before,
@@ -252,6 +439,9 @@ class StructuredPrune(OptimizationPass):
             "params_before": int(base_params),
             "params_after": int(params),
         }
+        if kept:
+            ctx.notes["prune"]["kept_whole"] = _describe(kept)
+            log.info("pruning kept these layers whole: %s", _describe(kept))
         log.info(
             "pruned: MACs %.2fM -> %.2fM, params %.0fk -> %.0fk",
             base_macs / 1e6,

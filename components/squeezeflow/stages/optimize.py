@@ -107,6 +107,18 @@ def _note_metrics(notes: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _note_tags(notes: dict[str, Any]) -> dict[str, str]:
+    """What the passes reported in words (the layers pruning kept whole...) as run tags, so a reader of
+    the candidate's run sees them beside its status."""
+    out: dict[str, str] = {}
+    for group, values in notes.items():
+        if isinstance(values, dict):
+            out.update(
+                {f"squeezeflow.{group}.{k}": v[:5000] for k, v in values.items() if isinstance(v, str)}
+            )
+    return out
+
+
 def optimize(
     spec: JobSpec,
     ingest: IngestResult,
@@ -171,7 +183,7 @@ def optimize(
         ctx.tracker.log(
             run_id,
             metrics={"optimize_seconds": seconds},
-            tags={"squeezeflow.status": "failed", "squeezeflow.error": error[:5000]},
+            tags={"squeezeflow.status": "failed", "squeezeflow.error": error[:5000], **_note_tags(notes)},
         )
         ctx.tracker.finish(run_id, "FAILED")
         result = CandidateResult(
@@ -218,7 +230,7 @@ def optimize(
             f"val_{spec.task.metric}": val_metric,
             **_note_metrics(notes),
         },
-        tags={"squeezeflow.status": "built", "squeezeflow.sha256": onnx_ref.sha256},
+        tags={"squeezeflow.status": "built", "squeezeflow.sha256": onnx_ref.sha256, **_note_tags(notes)},
         model_id=model_id,
     )
     result = CandidateResult(
