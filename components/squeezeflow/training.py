@@ -317,7 +317,7 @@ def _step_seconds(
     model: Any, teacher: Any | None, xt: Any, yt: Any, batch_size: int, temperature: float, seed: int
 ) -> float:
     """The measured cost of one training step (forward, the teacher's forward when distilling, backward;
-    the median of three), to size a schedule to a time budget. It leaves no trace: gradients are discarded,
+    the median of four after one untimed warm-up step), to size a schedule to a time budget. It leaves no trace: gradients are discarded,
     the buffers that training-mode forwards update (batch-norm statistics) are restored, and the batches
     come from a generator of its own, so the training that follows is what it would have been."""
     import torch
@@ -328,7 +328,7 @@ def _step_seconds(
     rng = torch.get_rng_state()  # dropout draws from it
     model.train()
     times = []
-    for _ in range(3):
+    for i in range(5):
         idx = torch.randint(0, len(xt), (min(batch_size, len(xt)),), generator=gen)
         xb, yb = xt[idx], yt[idx]
         t = time.monotonic()
@@ -340,7 +340,8 @@ def _step_seconds(
         if teacher is not None:
             loss = loss + F.kl_div(F.log_softmax(logits / temperature, dim=1), soft, reduction="batchmean")
         loss.backward()
-        times.append(time.monotonic() - t)
+        if i:  # the first step allocates and warms caches: not what a step costs
+            times.append(time.monotonic() - t)
     model.zero_grad(set_to_none=True)
     with torch.no_grad():
         for name, b in model.named_buffers():
