@@ -154,3 +154,15 @@ def test_the_search_drops_blocks_only_when_the_space_asks_for_depth() -> None:
     assert recipe.name is not None and recipe.name.startswith("depth25-prune50")
     no_depth = recipe_from_params(params | {"depth_ratio": 0.0}, space)
     assert "depth_prune" not in [s.name for s in no_depth.steps]
+
+
+def test_a_trial_dropping_blocks_recovers_longer() -> None:
+    space = SearchSpace(depth=True)
+    params = {"prune_ratio": 0.5, "importance": "magnitude", "round_to": 1, "distill": True}
+    params |= {"quantize": "none"}
+
+    def epochs(depth_ratio: float) -> int:
+        recipe = recipe_from_params(params | {"depth_ratio": depth_ratio}, space)
+        return int(next(s.params["epochs"] for s in recipe.steps if s.name == "finetune"))
+
+    assert epochs(0.0) < epochs(0.25) < epochs(0.5) <= space.finetune_epochs * space.max_recovery_scale
