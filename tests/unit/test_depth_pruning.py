@@ -74,10 +74,13 @@ def test_drops_the_ratio_of_blocks_and_the_model_still_runs_smaller(tmp_path: Pa
     assert notes["macs_after"] < notes["macs_before"]
     assert all(isinstance(v, int | float) for v in notes.values())  # every note becomes a metric
     assert len(ctx.notes["depth_prune_blocks"]) == 2
-    # A small ratio still drops one block; a large one never more than there are.
+    # A small ratio still drops one block; 0 none.
     ctx = ctx_for(tmp_path, images())
     run(residual_net(), ctx, ratio=0.1)
     assert ctx.notes["depth_prune"]["blocks_dropped"] == 1
+    ctx = ctx_for(tmp_path, images())
+    assert n_params(run(residual_net(), ctx, ratio=0.0)) == n_params(residual_net())
+    assert ctx.notes["depth_prune"]["blocks_dropped"] == 0
 
 
 @pytest.mark.parametrize("importance", ["influence", "activation"])

@@ -190,7 +190,10 @@ class DepthPrune(OptimizationPass):
         was_training = module.training
         module.eval()
         loss_before = _val_loss(module, val_x, val_y, config.batch_size, device)
-        if config.importance == "influence":
+        scores: list[float]
+        if k == 0:
+            scores = [0.0] * len(blocks)  # nothing to drop: no ranking to measure
+        elif config.importance == "influence":
             scores = []
             for name, parent, child in blocks:
                 original = getattr(parent, child)
