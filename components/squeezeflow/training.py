@@ -317,9 +317,10 @@ def _step_seconds(
     model: Any, teacher: Any | None, xt: Any, yt: Any, batch_size: int, temperature: float, seed: int
 ) -> float:
     """The measured cost of one training step (forward, the teacher's forward when distilling, backward;
-    the median of four after one untimed warm-up step), to size a schedule to a time budget. It leaves no trace: gradients are discarded,
-    the buffers that training-mode forwards update (batch-norm statistics) are restored, and the batches
-    come from a generator of its own, so the training that follows is what it would have been."""
+    the median of four after one untimed warm-up step), to size a schedule to a time budget. It leaves no
+    trace: gradients are discarded, the buffers that training-mode forwards update (batch-norm
+    statistics) are restored, and the batches come from a generator of its own, so the training that
+    follows is what it would have been."""
     import torch
     import torch.nn.functional as F
 

@@ -6,7 +6,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from squeezeflow.passes import finetune as _finetune  # noqa: F401  (registers passes)
+from squeezeflow.passes import depth as _depth  # noqa: F401  (registers passes)
+from squeezeflow.passes import finetune as _finetune  # noqa: F401
 from squeezeflow.passes import lowrank as _lowrank  # noqa: F401
 from squeezeflow.passes import ort_int4 as _ort_int4  # noqa: F401
 from squeezeflow.passes import ort_quantize as _ort_quantize  # noqa: F401

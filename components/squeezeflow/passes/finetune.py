@@ -4,6 +4,7 @@ distilling from the baseline (soft-target KL plus hard labels)."""
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from pydantic import Field
@@ -100,11 +101,17 @@ class Finetune(OptimizationPass):
 
     @classmethod
     def search_steps(cls, trial: SearchedTrial) -> list[ProposedStep]:
-        """Every searched recipe recovers: for as many epochs as its pruning needs (recovery_epochs),
+        """Every searched recipe recovers: for as many epochs as its pruning needs (recovery_epochs;
+        dropped blocks count as the channel pruning that leaves as many MACs),
         at the spec's rate (pretrained text models get a gentler default), and for a text model that
         dynamic int8 follows, under simulated int8 (see training.fake_int8_dynamic)."""
         p, space, text = trial.params, trial.space, trial.token_ids
         ratio = round(float(p.get("prune_ratio", 0.0)), 2)
+        depth = float(p.get("depth_ratio", 0.0))
+        if depth > 0:
+            # Dropping a fraction d of the blocks leaves about (1 - d) of their MACs, channel pruning by r
+            # about (1 - r)^2: recover like the channel pruning that leaves as few.
+            ratio = round(1.0 - (1.0 - ratio) * math.sqrt(1.0 - depth), 2)
         params: dict[str, Any] = {
             "epochs": recovery_epochs(ratio, space),
             "lr": space.finetune_lr or (1e-4 if text else 3e-3),

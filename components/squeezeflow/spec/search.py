@@ -84,6 +84,11 @@ class SearchSpace(StrictModel):
         "inputs (pretrained transformers, which a CNN's rate would wreck).",
     )
     lowrank: bool = Field(default=False, description="Also try low-rank factorisation of large layers.")
+    depth: bool = Field(
+        default=False,
+        description="Also search depth pruning: dropping whole blocks (residual blocks, transformer layers), "
+        "ranked by their influence on the validation loss, before channel pruning and recovery.",
+    )
     round_to: list[int] | None = Field(
         default=None,
         min_length=1,
