@@ -289,6 +289,7 @@ def test_spec_validate_prints_defaults(tmp_path: Path) -> None:
             "batch_size": 1,
             "extra_batch_sizes": [],
             "input_shape": None,
+            "channel_multiple": 8,
             "warmup": 20,
             "iterations": 300,
             "budgets": {"max_p95_ms": None, "max_size_mb": None, "max_peak_memory_mb": None},
