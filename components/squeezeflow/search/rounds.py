@@ -167,8 +167,12 @@ def check_seconds(ingest: IngestResult, ctx: StageContext, round0: RoundPlan) ->
     went through the gate (int8 quantization, the gate and the benchmarks, no training), as measured. One
     skipped as slower is left out: its time is the measurement of a slow model, which a candidate in the
     running never gets (every round-0 trial counts when none went through the gate)."""
-    recorded = [r for t in round0.trials if (r := read_trial(ingest, t.recipe, ctx)) is not None]
-    gated = [r for r in recorded if not is_not_evaluated(r.outcome.gate)] or recorded
+    return _longest_check([r for t in round0.trials if (r := read_trial(ingest, t.recipe, ctx)) is not None])
+
+
+def _longest_check(round0: list[TrialRecord]) -> float:
+    """`check_seconds` of round 0's recorded trials."""
+    gated = [r for r in round0 if not is_not_evaluated(r.outcome.gate)] or round0
     return max((r.seconds for r in gated), default=_DEFAULT_CHECK_SECONDS)
 
 
@@ -254,7 +258,7 @@ def _ask(
     left = s.max_seconds - elapsed
     searched_seconds = [r.seconds for t, r in told if t.params is not None and r is not None]
     longest = max(searched_seconds, default=0.0)
-    check = check_seconds(ingest, ctx, earlier[0])
+    check = _longest_check([r for t, r in told if t.params is None and r is not None])
     if left <= 0 or longest > left or left < 2 * check:
         why = (
             f", the longest trial took {longest:.0f} s"

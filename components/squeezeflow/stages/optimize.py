@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from types import UnionType
 from typing import Any
 
 from squeezeflow.errors import InfrastructureError, ModelLoadError, PassError
@@ -98,25 +99,26 @@ def _apply(
     return state
 
 
+def _note_values(notes: dict[str, Any], kind: type | UnionType) -> dict[str, Any]:
+    """The passes' notes of type ``kind``, flattened to ``group.key``."""
+    return {
+        f"{group}.{k}": v
+        for group, values in notes.items()
+        if isinstance(values, dict)
+        for k, v in values.items()
+        if isinstance(v, kind)
+    }
+
+
 def _note_metrics(notes: dict[str, Any]) -> dict[str, float]:
     """Numbers the passes reported (MACs before/after pruning, fine-tuning accuracy...) as metrics."""
-    out: dict[str, float] = {}
-    for group, values in notes.items():
-        if isinstance(values, dict):
-            out.update({f"{group}.{k}": float(v) for k, v in values.items() if isinstance(v, int | float)})
-    return out
+    return {k: float(v) for k, v in _note_values(notes, int | float).items()}
 
 
 def _note_tags(notes: dict[str, Any]) -> dict[str, str]:
     """What the passes reported in words (the layers pruning kept whole...) as run tags, so a reader of
     the candidate's run sees them beside its status."""
-    out: dict[str, str] = {}
-    for group, values in notes.items():
-        if isinstance(values, dict):
-            out.update(
-                {f"squeezeflow.{group}.{k}": v[:5000] for k, v in values.items() if isinstance(v, str)}
-            )
-    return out
+    return {f"squeezeflow.{k}": v[:5000] for k, v in _note_values(notes, str).items()}
 
 
 def optimize(
