@@ -55,6 +55,7 @@ def search_doc(model: Path, data: Path, door: str) -> dict[str, Any]:
         "seed": 7,
         "space": {
             "prune_ratio": [0.4, 0.7],
+            "distill": [False],  # what is compared is the search, not what distillation buys
             "quantize": ["int8"],
             "finetune_epochs": 1,
             "max_recovery_scale": 1,

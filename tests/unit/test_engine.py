@@ -71,7 +71,7 @@ def test_pruned_widths_are_rounded_to_the_target_devices_channel_multiple_and_se
     }
     space = search_space(JobSpec.model_validate(doc))
     assert space.round_to == [16, 32]
-    assert [t["round_to"] for t in first_trials(space)] == [16, 16]
+    assert [t["round_to"] for t in first_trials(space)] == [16, 16, 16]
     assert search_space(JobSpec.model_validate({**doc, "devices": [{"name": "edge"}]})).round_to == [8, 16]
     mine = {**doc, "search": {"space": {"round_to": [1]}}}
     assert search_space(JobSpec.model_validate(mine)).round_to == [1]
@@ -132,10 +132,15 @@ def test_text_model_recipes_prune_the_vocabulary_and_quantize_dynamically() -> N
     assert all(r.steps[0].name == "ort_static_int8" for r in default_recipes()[:3])
 
 
-def test_the_first_trials_prune_strongly_then_moderately_and_quantize_whatever_the_choice_order() -> None:
+def test_the_first_trials_prune_strongly_moderately_then_lightly_distil_and_quantize() -> None:
     trials = first_trials(SearchSpace(prune_ratio=(0.3, 0.9)))
-    assert [t["prune_ratio"] for t in trials] == [0.85, 0.6]
+    assert [t["prune_ratio"] for t in trials] == [0.85, 0.6, 0.3]
     assert {t["quantize"] for t in trials} == {"int8"}
+    # Distillation by default: it recovers more per epoch, and the opening trials are the ones that count.
+    assert {t["distill"] for t in trials} == {True}
+    assert {t["distill"] for t in first_trials(SearchSpace(distill=[False, True]))} == {False}
+    # A narrow range has no light end of its own.
+    assert [t["prune_ratio"] for t in first_trials(SearchSpace(prune_ratio=(0.5, 0.8)))] == [0.75, 0.65]
     # The bench's text space lists int8 first: the first trials used to be float candidates.
     text = first_trials(SearchSpace(prune_ratio=(0.2, 0.4), quantize=["int8", "none"], distill=[True]))
     assert [(t["prune_ratio"], t["quantize"], t["distill"]) for t in text] == [

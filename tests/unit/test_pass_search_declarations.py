@@ -117,9 +117,13 @@ def test_a_registered_pass_is_searched_and_builds_its_step_without_touching_the_
     assert recipe_from_params({**params, "clip_percentile": 100.0}, space).name == (
         f"prune50-{params['importance']}-ft-int8"
     )
-    # the search opens with its choice too (and still with strong, then moderate pruning)
+    # the search opens with its choice too (and still with strong, moderate, then light pruning)
     opening = first_trials(SearchSpace())
-    assert [(t["prune_ratio"], t["clip_percentile"]) for t in opening] == [(0.85, 99.0), (0.6, 99.0)]
+    assert [(t["prune_ratio"], t["clip_percentile"]) for t in opening] == [
+        (0.85, 99.0),
+        (0.6, 99.0),
+        (0.3, 99.0),
+    ]
     listed = {p["name"]: [s["summary"] for s in p["searchable"]] for p in describe_passes()}
     assert listed["weight_clip"][0] == "clip_percentile: 99.0 | 99.9 | 100.0"
     assert "conditional" in listed["weight_clip"][1]

@@ -60,7 +60,9 @@ class SearchSpace(StrictModel):
     )
     importance: list[Importance] = Field(default_factory=_default_importance, min_length=1)
     distill: list[bool] = Field(
-        default_factory=lambda: [False, True], description="Fine-tune with/without KD."
+        default_factory=lambda: [True, False],
+        description="Fine-tune with/without KD (distilling from the baseline); the first is the opening "
+        "trials' choice.",
     )
     quantize: list[QuantizeChoice] = Field(
         default_factory=_default_quantize, min_length=1, description="What follows pruning and fine-tuning."
