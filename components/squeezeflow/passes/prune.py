@@ -51,8 +51,9 @@ def _strong_moderate_light(domain: Domain) -> list[float]:
     also the cheapest to fine-tune, and the one that can reach large size and latency gains), then the
     middle of the range, then, over a wide range, its light end. Models that are compact already (a
     depthwise-separable CNN) lose points at the strong and middle ratios that an over-parameterised one
-    does not (compact CNN reference: pruned by 85% and 60% it failed the gate); the light one is the
-    candidate that can still beat int8 alone there."""
+    does not, and the light one is the candidate that still beats int8 alone there (compact CNN
+    reference with distillation and int8: pruned by 60%, -1.07 points, failed the gate; by 45%, -0.47;
+    by 30%, +0.13 points, 6.0x smaller and 2.25x faster than the float model, int8 alone 3.3x / 1.7x)."""
     if not isinstance(domain, FloatRange):
         raise TypeError(f"prune_ratio is searched over a FloatRange, not {type(domain).__name__}")
     lo, hi = domain.low, domain.high
