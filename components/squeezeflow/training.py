@@ -130,26 +130,38 @@ def length_batches(lengths: np.ndarray, batch_size: int, gen: Any, bucket: int =
     return [batches[k] for k in shuffled]
 
 
-def accuracy(
-    model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 512, trim_padding: bool = False
-) -> float:
-    """Top-1 accuracy. ``trim_padding``: token ids, evaluated in length-sorted batches cut after their
-    longest row (the same answers for a model that masks the pad id, in less time)."""
+def logits_of(model: Any, x: np.ndarray, batch_size: int = 512, trim_padding: bool = False) -> Any:
+    """The eval-mode model's logits for every row of ``x`` (a float tensor, rows in ``x``'s order).
+    ``trim_padding``: token ids, run in length-sorted batches cut after their longest row (the same
+    answers for a model that masks the pad id, in less time)."""
     import torch
 
     model.eval()
-    correct = 0
     lengths = token_lengths(x) if trim_padding else None
     order = np.arange(len(x)) if lengths is None else np.argsort(lengths, kind="stable")
+    out: Any = None
     with torch.inference_mode():
         for i in range(0, len(x), batch_size):
             idx = order[i : i + batch_size]
             xb = x[idx]
             if lengths is not None:
                 xb = xb[:, : max(1, int(lengths[idx].max()))]
-            logits = model(torch.from_numpy(np.ascontiguousarray(xb)))
-            correct += int((logits.argmax(1).numpy() == y[idx]).sum())
-    return correct / max(1, len(x))
+            logits = model(torch.from_numpy(np.ascontiguousarray(xb))).float()
+            if out is None:
+                out = torch.empty((len(x), *logits.shape[1:]), dtype=torch.float32)
+            out[torch.from_numpy(idx)] = logits
+    return out if out is not None else torch.empty((0,))
+
+
+def accuracy(
+    model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 512, trim_padding: bool = False
+) -> float:
+    """Top-1 accuracy. ``trim_padding``: token ids, evaluated in length-sorted batches cut after their
+    longest row (the same answers for a model that masks the pad id, in less time)."""
+    if len(x) == 0:
+        return 0.0
+    logits = logits_of(model, x, batch_size, trim_padding)
+    return int((logits.argmax(1).numpy() == y).sum()) / len(x)
 
 
 def _shift(xb: Any, gen: Any, max_shift: int = 2) -> Any:
@@ -185,6 +197,7 @@ def finetune(
     quant_aware: bool = False,
     max_steps: int | None = None,
     deadline: float | None = None,
+    cache_teacher: bool = True,
 ) -> FinetuneReport:
     """Fine-tune ``model`` in place; returns what happened. ``alpha`` weighs the distillation term.
 
@@ -197,6 +210,12 @@ def finetune(
 
     ``max_steps``: at most this many batches per epoch (a seeded random subset of the train split each
     epoch); the learning-rate schedule is sized to them.
+
+    ``cache_teacher``: when distilling, run the teacher once over the train split and reuse its soft
+    targets every epoch, instead of a teacher forward in every step (which costs 3-4x the step of a
+    student pruned by 85% on the ResNet-18 reference). Exact for inputs that are not augmented (token
+    ids); for augmented images the target is the teacher's answer on the unshifted image, which a shift
+    of two pixels hardly changes, while the student and its hard-label loss see the shifted one.
 
     ``max_seconds`` and ``deadline`` (epoch seconds, ``time.time()``) bound the training time: the cost
     of a training step and of a validation pass are measured first, and the schedule is sized to what
@@ -223,9 +242,13 @@ def finetune(
     planned = epochs
     with simulated as covered:
         initial = accuracy(model, val_x, val_y, trim_padding=trim)
+        val_s = time.monotonic() - t0
+        soft_targets = None
+        if teacher is not None and alpha > 0 and cache_teacher:
+            soft_targets = F.softmax(logits_of(teacher, train_x, trim_padding=trim) / temperature, dim=1)
         if budget is not None:
-            val_s = time.monotonic() - t0
-            step_s = _step_seconds(model, teacher, xt, yt, batch_size, temperature, seed)
+            live_teacher = teacher if soft_targets is None else None
+            step_s = _step_seconds(model, live_teacher, xt, yt, batch_size, temperature, seed)
             left = budget - (time.monotonic() - t0)
             full_steps = steps_per_epoch
             epochs, steps_per_epoch = fit_schedule(left, epochs, steps_per_epoch, step_s, val_s)
@@ -266,8 +289,7 @@ def finetune(
                     logits = model(xb)
                     loss = F.cross_entropy(logits, yb)
                     if teacher is not None and alpha > 0:
-                        with torch.no_grad():
-                            soft = F.softmax(teacher(xb) / temperature, dim=1)
+                        soft = _teacher_targets(teacher, soft_targets, idx, xb, temperature)
                         kd = F.kl_div(F.log_softmax(logits / temperature, dim=1), soft, reduction="batchmean")
                         loss = (1 - alpha) * loss + alpha * temperature * temperature * kd
                     opt.zero_grad(set_to_none=True)
@@ -305,6 +327,17 @@ def finetune(
         planned_epochs=planned,
         budget_seconds=budget,
     )
+
+
+def _teacher_targets(teacher: Any, cached: Any | None, idx: Any, xb: Any, temperature: float) -> Any:
+    """The teacher's soft targets for a batch: the cached ones of its rows, else a teacher forward."""
+    import torch
+    import torch.nn.functional as F
+
+    if cached is not None:
+        return cached[idx]
+    with torch.no_grad():
+        return F.softmax(teacher(xb) / temperature, dim=1)
 
 
 def _budget(max_seconds: float | None, deadline: float | None) -> float | None:
