@@ -53,7 +53,8 @@ def _strong_moderate_light(domain: Domain) -> list[float]:
     depthwise-separable CNN) lose points at the strong and middle ratios that an over-parameterised one
     does not, and the light one is the candidate that still beats int8 alone there (compact CNN
     reference with distillation and int8: pruned by 60%, -1.07 points, failed the gate; by 45%, -0.47;
-    by 30%, +0.13 points, 6.0x smaller and 2.25x faster than the float model, int8 alone 3.3x / 1.7x)."""
+    by 30%, -0.40 to +0.13 points over two runs, 6.0x smaller and 2.25x faster than the float model;
+    int8 alone 3.3x / 1.7x)."""
     if not isinstance(domain, FloatRange):
         raise TypeError(f"prune_ratio is searched over a FloatRange, not {type(domain).__name__}")
     lo, hi = domain.low, domain.high
