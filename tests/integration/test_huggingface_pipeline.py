@@ -15,10 +15,12 @@ pytest.importorskip("transformers", reason="needs the hf extra: pip install -e '
 import onnx
 from mlflow import MlflowClient
 
+from squeezeflow.errors import ModelLoadError
+from squeezeflow.models.huggingface import load_huggingface_model, pack_checkpoint
 from squeezeflow.results import CandidateResult
 from squeezeflow.store.artifacts import open_store
-from tests.huggingface_checkpoints import cli, hf_doc, save_tiny_bert, write_token_dataset
-from tests.servers import MlflowServer
+from tests.huggingface_checkpoints import cli, hf_doc, save_tiny_bert, token_ids, write_token_dataset
+from tests.servers import MlflowServer, S3Endpoint
 
 pytestmark = pytest.mark.integration
 INT8 = {"name": "ort_dynamic_int8", "params": {"per_channel": True}}
@@ -69,3 +71,33 @@ def test_huggingface_directory_compresses_through_squeezeflow_run(
     assert run.data.params["model.format"] == "huggingface"
     assert run.data.params["model.uri"] == str(ckpt)
     assert client.get_model_version_by_alias("hf-run-model", "champion").version == promotion["version"]
+
+
+def test_huggingface_checkpoint_from_an_s3_prefix_carries_only_its_safe_files(
+    tmp_path: Path, s3_bucket: str, s3_env: S3Endpoint
+) -> None:
+    import tarfile
+
+    import torch
+
+    ckpt = save_tiny_bert(tmp_path / "tiny-bert")
+    client = s3_env.client()
+    for f in ckpt.iterdir():
+        client.upload_file(str(f), s3_bucket, f"models/tiny/{f.name}")
+    # beside it: a pickle, the checkpoint's own code, a sentence-transformers subfolder; none travels
+    for name in ("pytorch_model.bin", "modeling_bert.py", "1_Pooling/config.json"):
+        client.put_object(Bucket=s3_bucket, Key=f"models/tiny/{name}", Body=b"not loaded")
+    uri = f"s3://{s3_bucket}/models/tiny"
+
+    archive = pack_checkpoint(uri, tmp_path / "packed.tar")
+    with tarfile.open(archive) as tar:
+        assert sorted(tar.getnames()) == sorted(p.name for p in ckpt.iterdir())
+    ids = torch.from_numpy(token_ids(ckpt))
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            load_huggingface_model(uri, archive)(ids), load_huggingface_model(str(ckpt), ckpt)(ids)
+        )
+
+    client.delete_object(Bucket=s3_bucket, Key="models/tiny/model.safetensors")
+    with pytest.raises(ModelLoadError, match=r"has its weights only as pytorch_model\.bin, a pickle"):
+        pack_checkpoint(uri, tmp_path / "refused.tar")
