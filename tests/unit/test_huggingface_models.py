@@ -185,3 +185,28 @@ def test_huggingface_format_without_transformers_installed_names_the_extra(tiny_
         "2 model format 'huggingface' needs the transformers library, which is not installed: "
         "pip install 'squeezeflow[hf]'"
     )
+
+
+def test_huggingface_image_classifier_loads_and_exports_onnx_with_the_same_logits(tmp_path: Path) -> None:
+    """A *ForImageClassification checkpoint needs no tokenizer: it takes float32 pixel values."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    config = ViTConfig(
+        image_size=16,
+        patch_size=4,
+        num_channels=3,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=3,
+    )
+    ViTForImageClassification(config).save_pretrained(tmp_path / "vit", safe_serialization=True)
+    model = load_torch_model(parse_spec(hf_doc(tmp_path / "vit", tmp_path)).model, tmp_path / "vit")
+    x = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(x)).numpy()
+    assert logits.shape == (4, 3)
+    onnx_path = export_onnx(model, [3, 16, 16], tmp_path / "vit.onnx")
+    np.testing.assert_allclose(predict_logits(onnx_path, x), logits, atol=1e-4)
