@@ -210,3 +210,50 @@ def test_huggingface_image_classifier_loads_and_exports_onnx_with_the_same_logit
     assert logits.shape == (4, 3)
     onnx_path = export_onnx(model, [3, 16, 16], tmp_path / "vit.onnx")
     np.testing.assert_allclose(predict_logits(onnx_path, x), logits, atol=1e-4)
+
+
+def test_huggingface_bert_structured_prune_removes_whole_heads_and_keeps_the_hidden_width(
+    tmp_path: Path,
+) -> None:
+    """transformers' BertSelfAttention counts its heads in ``num_attention_heads``: the pass prunes whole
+    heads there (it used to prune the residual width, embeddings included, and cut query/key/value
+    channels across head boundaries)."""
+    from squeezeflow.passes import ModelState, PassContext, get_pass
+    from tests.huggingface_checkpoints import write_token_dataset
+
+    ckpt = save_tiny_bert(tmp_path / "bert", hidden=64)  # 4 heads of 16 per layer
+    data = write_token_dataset(tmp_path / "data", ckpt, length=32)
+    train, val = (np.load(data / f"{s}.npz") for s in ("train", "val"))
+    original = load_huggingface_model(str(ckpt), ckpt)
+    ctx = PassContext(
+        workdir=tmp_path / "work",
+        input_shape=[32],
+        train_x=train["x"],
+        train_y=train["y"],
+        val_x=val["x"],
+        val_y=val["y"],
+    )
+    cls = get_pass("structured_prune")
+    before = {n: p.detach().clone() for n, p in original.named_parameters()}
+    state = ModelState(torch_module=original)
+    pruned = cls().run(state, cls.Config.model_validate({"ratio": 0.5}), ctx).torch_module
+
+    assert ctx.notes["prune_heads"] == {"heads_before": 8, "heads_after": 4}
+    params = dict(pruned.named_parameters())
+    assert params["model.bert.embeddings.word_embeddings.weight"].shape == (30_522, 64)
+    assert params["model.classifier.weight"].shape == (2, 64)
+    for layer in range(2):
+        attention = pruned.model.bert.encoder.layer[layer].attention.self
+        assert attention.num_attention_heads == 2 and attention.all_head_size == 32
+        for proj in ("query", "key", "value"):
+            name = f"model.bert.encoder.layer.{layer}.attention.self.{proj}.weight"
+            kept, whole = params[name].detach(), before[name]
+            assert kept.shape == (32, 64)
+            heads = [whole[h * 16 : (h + 1) * 16] for h in range(4)]
+            for h in range(2):  # each kept block of 16 rows is one whole original head
+                assert any(torch.equal(kept[h * 16 : (h + 1) * 16], w) for w in heads), (name, h)
+    ids = token_ids(ckpt, length=32)
+    with torch.inference_mode():
+        logits = pruned(torch.from_numpy(ids)).numpy()
+    onnx_path = export_onnx(pruned, [32], tmp_path / "pruned.onnx", dtype=np.int64)
+    np.testing.assert_allclose(predict_logits(onnx_path, ids), logits, atol=1e-4)
