@@ -257,3 +257,26 @@ def test_huggingface_bert_structured_prune_removes_whole_heads_and_keeps_the_hid
         logits = pruned(torch.from_numpy(ids)).numpy()
     onnx_path = export_onnx(pruned, [32], tmp_path / "pruned.onnx", dtype=np.int64)
     np.testing.assert_allclose(predict_logits(onnx_path, ids), logits, atol=1e-4)
+
+
+@pytest.mark.parametrize("member", ["../config.json", "sub/config.json", "link"])
+def test_huggingface_packed_checkpoint_with_a_member_outside_its_folder_is_refused(
+    tmp_path: Path, member: str
+) -> None:
+    import io
+    import tarfile
+
+    archive = tmp_path / "packed.tar"
+    with tarfile.open(archive, "w") as tar:
+        info = tarfile.TarInfo(member)
+        if member == "link":
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+        else:
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"{}"))
+    refused = f"its packed checkpoint holds '{re.escape(member)}', not a plain file"
+    with pytest.raises(ModelLoadError, match=refused):
+        load_huggingface_model("s3://bucket/model", archive)
+    assert not (tmp_path / "config.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["packed.tar"]

@@ -252,7 +252,9 @@ def _unpacked(uri: str, archive: Path) -> Path:
                         f"model {uri}: its packed checkpoint holds {m.name!r}, not a plain file of the "
                         "checkpoint's folder"
                     )
-            tar.extractall(tmp, members=members, filter="data")
+            # the "data" filter (Python 3.11.4+) also drops modes and owners; the checks above suffice
+            safe: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(tmp, members=members, **safe)  # every member checked above
         try:
             os.replace(tmp, folder)
         except OSError:  # another process unpacked it first
