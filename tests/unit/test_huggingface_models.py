@@ -144,10 +144,19 @@ def test_huggingface_checkpoint_squeezeflow_must_not_load_exits_2_with_its_reaso
     doc = hf_doc(ckpt, tmp_path)  # the data is never read: the model is refused first
     (tmp_path / "job.yaml").write_text(json.dumps(doc))
 
-    proc = cli("spec", "validate", tmp_path / "job.yaml", cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert re.search(message, " ".join(proc.stderr.split())), proc.stderr
+    validate = cli("spec", "validate", tmp_path / "job.yaml", cwd=tmp_path)
+    run = cli(
+        "run", tmp_path / "job.yaml", "--no-progress",
+        "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "--artifacts", tmp_path / "artifacts", "--workdir", tmp_path / "work",
+        cwd=tmp_path,
+    )  # fmt: skip
+    for proc in (validate, run):
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert re.search(message, " ".join(proc.stderr.split())), proc.stderr
+    # refused before the job starts: no tracking store, artifacts or work directory
+    assert not any((tmp_path / name).exists() for name in ("mlflow.db", "artifacts", "work"))
     # the engine's own loader refuses it the same way (what ingest and every later stage call)
     with pytest.raises(ModelLoadError, match=message):
         load_huggingface_model(str(ckpt), ckpt)
