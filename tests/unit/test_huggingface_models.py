@@ -45,8 +45,16 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_huggingface_checkpoint_loads_through_the_spec_and_exports_onnx_with_the_same_logits(
     tiny_bert: Path, tmp_path: Path
 ) -> None:
+    (tmp_path / "job.json").write_text(json.dumps(hf_doc(tiny_bert, tmp_path)))
+    validate = cli("spec", "validate", tmp_path / "job.json", cwd=tmp_path)
+    assert validate.returncode == 0, validate.stderr
+    assert json.loads(validate.stdout)["model"] == {
+        "format": "huggingface",
+        "uri": str(tiny_bert),
+        "factory": None,
+        "factory_kwargs": {},
+    }
     spec = parse_spec(hf_doc(tiny_bert, tmp_path))
-    assert spec.model.format == "huggingface"
     # what ingest stores (one packed archive) loads as the directory itself does
     archive = pack_checkpoint(str(tiny_bert), tmp_path / "source.tar")
     assert pack_checkpoint(str(tiny_bert), tmp_path / "again.tar").read_bytes() == archive.read_bytes()
