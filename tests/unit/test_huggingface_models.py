@@ -297,3 +297,16 @@ def test_huggingface_packed_checkpoint_with_a_member_outside_its_folder_is_refus
         load_huggingface_model("s3://bucket/model", archive)
     assert not (tmp_path / "config.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["packed.tar"]
+
+
+def test_huggingface_checkpoint_saved_in_bfloat16_loads_as_float32(tmp_path: Path) -> None:
+    """Hub checkpoints are often saved in bf16; the engine (quantizers, ONNX Runtime on the CPU) works
+    from float32, so the loaded model is float32 whatever the file holds."""
+    ckpt = save_tiny_bert(tmp_path / "bf16")
+    transformers.AutoModelForSequenceClassification.from_pretrained(str(ckpt), local_files_only=True).to(
+        torch.bfloat16
+    ).save_pretrained(ckpt, safe_serialization=True)
+    model = load_huggingface_model(str(ckpt), ckpt)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    with torch.inference_mode():
+        assert model(torch.from_numpy(token_ids(ckpt))).dtype == torch.float32

@@ -325,6 +325,8 @@ def load_huggingface_model(uri: str, path: Path) -> Any:
     folder = path if path.is_dir() else _unpacked(uri, path)
     checkpoint = check_local_checkpoint(folder, uri)
     transformers = _transformers()
+    import torch
+
     auto = getattr(transformers, _AUTO_CLASSES[checkpoint.kind])
     offline: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
     try:
@@ -333,6 +335,9 @@ def load_huggingface_model(uri: str, path: Path) -> Any:
             use_safetensors=True,
             output_loading_info=True,
             attn_implementation="eager",  # plain matmul attention: exports to ONNX the same on any backend
+            # float32 whatever the checkpoint was saved in (hub models often are bf16/fp16): the engine's
+            # quantizers, training and ONNX Runtime's CPU kernels start from float32
+            dtype=torch.float32,
             **offline,
         )
     except Exception as err:  # transformers raises many types for a config or weights it cannot read
