@@ -310,3 +310,14 @@ def test_huggingface_checkpoint_saved_in_bfloat16_loads_as_float32(tmp_path: Pat
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     with torch.inference_mode():
         assert model(torch.from_numpy(token_ids(ckpt))).dtype == torch.float32
+
+
+@pytest.mark.parametrize("problem", ["multi_label_classification", "regression"])
+def test_huggingface_classifier_for_another_problem_than_single_label_is_refused(
+    tmp_path: Path, problem: str
+) -> None:
+    ckpt = save_tiny_bert(tmp_path / "ckpt")
+    config = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**config, "problem_type": problem}))
+    with pytest.raises(ModelLoadError, match=f"is configured for {problem} .* single-label classification"):
+        load_huggingface_model(str(ckpt), ckpt)

@@ -136,6 +136,12 @@ def inspect_checkpoint(uri: str, names: Iterable[str], config_text: str | None) 
             "(e.g. BertForSequenceClassification) and save that"
         )
     architecture, kind = supported[0]
+    problem = config.get("problem_type")
+    if problem in ("multi_label_classification", "regression"):
+        raise ModelLoadError(
+            f"model {uri} ({architecture}) is configured for {problem} (config.json `problem_type`); "
+            "squeezeflow's task is single-label classification, judged on the argmax of the logits"
+        )
     weights = [n for n in names if n.endswith(".safetensors")]
     if not weights:
         pickled = [n for n in names if _matches(n, PICKLED_WEIGHTS)]
