@@ -138,12 +138,12 @@ def run(
     """Run the whole job: ingest, baseline, optimize, gate, benchmark, promote."""
     from squeezeflow.report import print_summary
     from squeezeflow.runner import run_job
-    from squeezeflow.spec.load import check_local_inputs, load_spec
+    from squeezeflow.spec.load import load_spec
     from squeezeflow.stages import Settings
 
     _setup_logging(verbose)
     job = load_spec(spec)
-    check_local_inputs(job, str(spec))
+    _check_local_inputs(job, spec)
     _check_writable(result, "--result")
     if report is None and result is not None:
         report = result.with_name("report.html")
@@ -378,6 +378,18 @@ def agent(
     err_console.print(f"measured {n} model(s)")
 
 
+def _check_local_inputs(job: Any, spec: Path) -> None:
+    """The spec's local model and data exist; a local Hugging Face checkpoint is one squeezeflow loads
+    (safetensors weights, no remote code, a supported head, a text model's tokenizer)."""
+    from squeezeflow.spec.load import check_local_inputs
+
+    check_local_inputs(job, str(spec))
+    if job.model.format == "huggingface" and not job.model.uri.startswith("s3://"):
+        from squeezeflow.models.huggingface import check_local_checkpoint
+
+        check_local_checkpoint(Path(job.model.uri), job.model.uri)
+
+
 @spec_app.command("schema")
 def spec_schema() -> None:
     """Print the job spec's JSON Schema."""
@@ -398,11 +410,11 @@ def spec_validate(
     ] = True,
 ) -> None:
     """Validate a job spec: the verdict on stderr, the spec with its defaults filled in on stdout."""
-    from squeezeflow.spec.load import check_local_inputs, load_spec
+    from squeezeflow.spec.load import load_spec
 
     job = load_spec(spec)
     if check_paths:
-        check_local_inputs(job, str(spec))
+        _check_local_inputs(job, spec)
     typer.echo(json.dumps(job.model_dump(mode="json", by_alias=True), indent=2))
     err_console.print(
         f"{spec}: valid (job {job.name}, {len(job.devices)} device profile"

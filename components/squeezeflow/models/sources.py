@@ -33,9 +33,14 @@ def import_callable(ref: str, what: str = "model factory") -> Any:
 
 
 def load_torch_model(source: ModelSource, path: Path) -> Any:
-    """The model as a torch ``nn.Module``, ``ScriptModule`` or ``ExportedProgram`` (eval mode)."""
+    """The model as a torch ``nn.Module``, ``ScriptModule`` or ``ExportedProgram`` (eval mode). ``path`` is
+    the fetched source: a file, or for ``huggingface`` the checkpoint's folder or its packed archive."""
     import torch
 
+    if source.format == "huggingface":
+        from squeezeflow.models.huggingface import load_huggingface_model
+
+        return load_huggingface_model(source.uri, path)
     _check_archive_members(source.uri, path)
     try:
         if source.format == "state_dict":

@@ -3,9 +3,10 @@ concatenation paths stay consistent. Pruned models lose most of their accuracy u
 fine-tuned, so a recipe must follow this pass with ``finetune``.
 
 Transformers (a module with an integer ``num_heads`` and query/key/value ``nn.Linear`` children, such as
-:class:`squeezeflow.zoo.minilm.EncoderLayer`) are pruned by whole attention heads (``head_ratio``) and by
-feed-forward intermediate channels (``ratio``); the residual stream (hidden size), the embeddings and the
-classifier keep their width. Each attention module's ``num_heads`` is updated to the heads it kept.
+:class:`squeezeflow.zoo.minilm.EncoderLayer`, or ``num_attention_heads`` as in transformers' BERT family)
+are pruned by whole attention heads (``head_ratio``) and by feed-forward intermediate channels
+(``ratio``); the residual stream (hidden size), the embeddings and the classifier keep their width. Each
+attention module's head count is updated to the heads it kept.
 
 Layers Torch-Pruning cannot prune (recurrent layers: ``nn.GRU``, ``nn.LSTM``, ``nn.RNN`` and their cells)
 are kept whole, and so is every channel that feeds or reads them; the rest of the model is pruned and the
@@ -110,17 +111,35 @@ class StructuredPruneConfig(PassConfig):
 
 
 _QKV_NAMES = (("query", "key", "value"), ("q_proj", "k_proj", "v_proj"), ("q", "k", "v"))
+# What an attention module calls its head count: ``num_heads`` (squeezeflow's encoder), or
+# ``num_attention_heads`` (transformers' BERT family, whose width is also kept in ``all_head_size``).
+_HEAD_COUNT_NAMES = ("num_heads", "num_attention_heads")
+
+
+def _head_count_name(m: Any) -> str | None:
+    return next((n for n in _HEAD_COUNT_NAMES if isinstance(getattr(m, n, None), int)), None)
+
+
+def head_count(block: Any) -> int:
+    """The number of heads of an attention module `attention_blocks` found."""
+    return int(getattr(block, _head_count_name(block) or "num_heads"))
+
+
+def _set_head_count(block: Any, heads: int, width: int) -> None:
+    setattr(block, _head_count_name(block) or "num_heads", heads)
+    if isinstance(getattr(block, "all_head_size", None), int):
+        block.all_head_size = width
 
 
 def attention_blocks(model: Any) -> list[tuple[str, Any, tuple[Any, Any, Any]]]:
-    """(name, module, (q, k, v)) for every attention module: an integer ``num_heads`` attribute and
-    query/key/value ``nn.Linear`` children (BERT ``query/key/value`` or ``q_proj/k_proj/v_proj`` names)."""
+    """(name, module, (q, k, v)) for every attention module: an integer ``num_heads`` (or transformers'
+    ``num_attention_heads``) attribute and query/key/value ``nn.Linear`` children (BERT
+    ``query/key/value`` or ``q_proj/k_proj/v_proj`` names)."""
     import torch
 
     found: list[tuple[str, Any, tuple[Any, Any, Any]]] = []
     for name, m in model.named_modules():
-        heads = getattr(m, "num_heads", None)
-        if not isinstance(heads, int) or isinstance(m, torch.nn.MultiheadAttention):
+        if _head_count_name(m) is None or isinstance(m, torch.nn.MultiheadAttention):
             continue
         for names in _QKV_NAMES:
             q, k, v = (getattr(m, n, None) for n in names)
@@ -378,7 +397,7 @@ class StructuredPrune(OptimizationPass):
                 (p, dim) for p, dim in transformer["unwrapped_parameters"] if id(p) not in own
             ]
         customized = {type(m): _kept_whole_pruner() for m in kept_modules}
-        heads_before = sum(int(b.num_heads) for _n, b, _l in attention)
+        heads_before = sum(head_count(b) for _n, b, _l in attention)
         importance = {
             "magnitude": lambda: tp.importance.GroupMagnitudeImportance(p=2),
             "taylor": lambda: tp.importance.GroupTaylorImportance(),
@@ -423,13 +442,13 @@ class StructuredPrune(OptimizationPass):
                         F.cross_entropy(module(xb), yb).backward()
                 pruner.step()
             for name, block, (q, _k, _v) in attention:
-                heads = int(pruner.num_heads.get(q, block.num_heads))
+                heads = int(pruner.num_heads.get(q, head_count(block)))
                 if heads < 1 or q.out_features % heads:
                     raise PassError(
                         self.name,
                         f"layer {name}: {q.out_features} query channels do not split into {heads} heads",
                     )
-                block.num_heads = heads
+                _set_head_count(block, heads, q.out_features)
             module.eval()
             macs, params = tp.utils.count_ops_and_params(module, example[:1])
         except PassError:
@@ -439,7 +458,7 @@ class StructuredPrune(OptimizationPass):
         if attention:
             ctx.notes["prune_heads"] = {
                 "heads_before": heads_before,
-                "heads_after": sum(int(b.num_heads) for _n, b, _l in attention),
+                "heads_after": sum(head_count(b) for _n, b, _l in attention),
             }
         ctx.notes["prune"] = {
             "macs_before": int(base_macs),
@@ -479,10 +498,10 @@ class StructuredPrune(OptimizationPass):
         for name, block, (q, k, v) in attention:
             if not q.out_features == k.out_features == v.out_features:
                 raise PassError(self.name, f"layer {name}: query/key/value widths differ")
-            if q.out_features % block.num_heads:
+            if q.out_features % head_count(block):
                 raise PassError(
                     self.name,
-                    f"layer {name}: {q.out_features} channels do not split into {block.num_heads} heads",
+                    f"layer {name}: {q.out_features} channels do not split into {head_count(block)} heads",
                 )
         ignored: list[Any] = [
             m
@@ -498,7 +517,7 @@ class StructuredPrune(OptimizationPass):
             for p in m.parameters(recurse=False)
             if not isinstance(m, torch.nn.Linear | torch.nn.Embedding | torch.nn.LayerNorm) and p.ndim == 1
         ]
-        heads = {lin: int(block.num_heads) for _n, block, lins in attention for lin in lins}
+        heads = {lin: head_count(block) for _n, block, lins in attention for lin in lins}
         return {
             "ignored_layers": ignored,
             "num_heads": heads,

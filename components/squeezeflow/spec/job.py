@@ -24,12 +24,21 @@ _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 class ModelSource(StrictModel):
     """Where the trained baseline comes from."""
 
-    format: Literal["onnx", "torchscript", "exported_program", "state_dict"] = Field(
+    format: Literal["onnx", "torchscript", "exported_program", "state_dict", "huggingface"] = Field(
         description="onnx: an .onnx file; torchscript: torch.jit.save archive; exported_program: "
         "torch.export.save archive (.pt2); state_dict: weights saved with torch.save(model.state_dict()), "
-        "loaded with weights_only=True, plus `factory` that builds the module."
+        "loaded with weights_only=True, plus `factory` that builds the module; huggingface: a Hugging Face "
+        "transformers checkpoint directory (what save_pretrained writes: config.json, *.safetensors, and "
+        "for a text model its tokenizer files), needs `pip install 'squeezeflow[hf]'`. Supported heads: "
+        "*ForSequenceClassification (int64 token ids; the attention mask is derived from the pad id) and "
+        "*ForImageClassification (float32 pixel values). Loaded offline (HF_HUB_OFFLINE=1, never the "
+        "hub); refused: a config needing remote code (auto_map), weights only as pytorch_model.bin "
+        "(a pickle: convert to safetensors), a text model without its tokenizer, any other head."
     )
-    uri: str = Field(description="Local path (relative to the spec file) or s3://bucket/key.")
+    uri: str = Field(
+        description="Local path (relative to the spec file) or s3://bucket/key; for huggingface a "
+        "directory or an s3://bucket/prefix/ holding the checkpoint's files."
+    )
     factory: str | None = Field(
         default=None, description="`module:callable` returning the nn.Module (state_dict format only)."
     )

@@ -101,8 +101,8 @@ FIELDS: tuple[FormField, ...] = (
         ("model", "format"),
         "string",
         "Model format",
-        "How the baseline is saved: an .onnx file, a TorchScript or torch.export archive, or a state_dict "
-        "(which needs the model factory).",
+        "How the baseline is saved: an .onnx file, a TorchScript or torch.export archive, a state_dict "
+        "(which needs the model factory), or huggingface (a save_pretrained directory or s3:// prefix).",
         required=True,
     ),
     FormField(

@@ -15,6 +15,7 @@ from squeezeflow.data import SPLITS, Dataset
 from squeezeflow.errors import DataValidationError
 from squeezeflow.gate.perturb import check_perturbations
 from squeezeflow.library_output import quiet_great_expectations
+from squeezeflow.models.huggingface import ARCHIVE_SUFFIX, pack_checkpoint
 from squeezeflow.models.sources import inline_external_data
 from squeezeflow.results import DatasetInfo, IngestResult, ValidationSummary, content_key
 from squeezeflow.spec.job import JobSpec
@@ -115,9 +116,12 @@ def ingest(spec: JobSpec, ctx: StageContext) -> IngestResult:
     """Validate and fingerprint the job's inputs. Idempotent: the same spec, data and model return the
     recorded result without re-running validation."""
     ds = ctx.dataset(spec.data.uri)
-    model_local = download_uri(
-        spec.model.uri, ctx.scratch("ingest") / f"model-source{Path(spec.model.uri).suffix}"
-    )
+    suffix = ARCHIVE_SUFFIX if spec.model.format == "huggingface" else Path(spec.model.uri).suffix
+    if spec.model.format == "huggingface":
+        # the checkpoint's folder, checked (no pickles, no remote code) and packed into one artifact
+        model_local = pack_checkpoint(spec.model.uri, ctx.scratch("ingest") / f"model-source{suffix}")
+    else:
+        model_local = download_uri(spec.model.uri, ctx.scratch("ingest") / f"model-source{suffix}")
     if spec.model.format == "onnx":
         # weights kept in files beside the model travel inside it from here on (one artifact, one hash)
         model_local = inline_external_data(model_local, spec.model.uri, download_uri)
@@ -144,7 +148,7 @@ def ingest(spec: JobSpec, ctx: StageContext) -> IngestResult:
 
     counts = _class_counts(ds)
     train_counts = [c for c in counts["train"] if c > 0]
-    model_ref = ctx.store.put_file(model_local, suffix=Path(spec.model.uri).suffix)
+    model_ref = ctx.store.put_file(model_local, suffix=suffix)
     parent = ctx.tracker.job_run(
         key,
         run_name=spec.name,

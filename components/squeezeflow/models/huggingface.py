@@ -1,0 +1,377 @@
+"""Hugging Face ``transformers`` checkpoints as a model source (``model.format: huggingface``).
+
+The source is what ``save_pretrained`` writes: a local directory or an ``s3://`` prefix holding
+``config.json``, the weights as ``*.safetensors`` and, for a text model, the tokenizer's files. The
+supported heads are the classifiers: ``*ForSequenceClassification`` (loaded with
+``AutoModelForSequenceClassification``; input: int64 token ids) and ``*ForImageClassification``
+(``AutoModelForImageClassification``; input: float32 pixel values). The loaded model is wrapped so that
+the engine sees what it sees in its own models: a module called with one tensor that returns the logits.
+
+Safety, checked before ``transformers`` is touched:
+
+* offline only: ``HF_HUB_OFFLINE=1`` and ``local_files_only=True``; the hub is never called;
+* no remote code: a config (or tokenizer config) with ``auto_map`` names modelling code that only
+  ``trust_remote_code=True`` would run; it is refused, and ``trust_remote_code`` is never set;
+* no pickles: weights load from safetensors only (``use_safetensors=True``); a checkpoint with only
+  ``pytorch_model.bin`` (a pickle) is refused with the command that converts it.
+
+In the artifact store the checkpoint is one object: the carried files (only those listed here; nothing
+else of the directory travels) packed into an uncompressed tar with fixed metadata, so the same files
+always give the same bytes and the same content hash.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from squeezeflow.errors import ModelLoadError
+
+INSTALL_HINT = "pip install 'squeezeflow[hf]'"
+CONFIG_FILE = "config.json"
+ARCHIVE_SUFFIX = ".tar"
+
+# The heads squeezeflow compresses (classifiers), by the suffix of the architecture's class name.
+SUPPORTED_HEADS: dict[str, Literal["text", "image"]] = {
+    "ForSequenceClassification": "text",
+    "ForImageClassification": "image",
+}
+_AUTO_CLASSES = {"text": "AutoModelForSequenceClassification", "image": "AutoModelForImageClassification"}
+
+# What a text model needs to turn text into ids: at least one of these vocabulary files.
+TOKENIZER_VOCABULARIES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+# Everything that travels with the checkpoint; any other file of the directory is left where it is.
+CARRIED = (
+    CONFIG_FILE,
+    "*.safetensors",
+    "model.safetensors.index.json",
+    *TOKENIZER_VOCABULARIES,
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "merges.txt",
+    "preprocessor_config.json",
+    "processor_config.json",
+)
+# Weights squeezeflow never loads: pickles (any of them could run code when read), and other frameworks'.
+PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
+OTHER_FRAMEWORK_WEIGHTS = ("tf_model.h5", "*.msgpack")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What the directory's listing and ``config.json`` say about a checkpoint."""
+
+    architecture: str
+    kind: Literal["text", "image"]
+    files: tuple[str, ...]  # the carried files, sorted
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _convert_command(kind: str, uri: str) -> str:
+    auto = _AUTO_CLASSES.get(kind, _AUTO_CLASSES["text"])
+    return (
+        f'python -c "from transformers import {auto} as M; '
+        f"M.from_pretrained('{uri}').save_pretrained('{uri}', safe_serialization=True)\""
+    )
+
+
+def inspect_checkpoint(uri: str, names: Iterable[str], config_text: str | None) -> Checkpoint:
+    """Check a checkpoint from its file names (those directly in the directory) and its config.json's
+    text; raise `ModelLoadError` saying what is wrong and what to do."""
+    names = sorted(set(names))
+    if config_text is None:
+        raise ModelLoadError(
+            f"model {uri} is not a Hugging Face checkpoint: it has no {CONFIG_FILE} (format 'huggingface' "
+            "takes the directory that model.save_pretrained(dir) wrote)"
+        )
+    try:
+        config = json.loads(config_text)
+    except json.JSONDecodeError as err:
+        raise ModelLoadError(f"model {uri}: {CONFIG_FILE} is not valid JSON: {err}") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"model {uri}: {CONFIG_FILE} is not a JSON object")
+    if "auto_map" in config:
+        raise ModelLoadError(
+            f"model {uri} needs remote code: its {CONFIG_FILE} has `auto_map` "
+            f"({', '.join(sorted(config['auto_map']))[:200]}), modelling code shipped with the checkpoint "
+            "that only trust_remote_code=True would run. squeezeflow never runs a checkpoint's own code: "
+            "use an architecture that transformers itself ships (e.g. BertForSequenceClassification)"
+        )
+    architectures = config.get("architectures") or []
+    if not isinstance(architectures, list) or not architectures:
+        raise ModelLoadError(
+            f"model {uri}: its {CONFIG_FILE} names no `architectures`; save the fine-tuned classifier with "
+            "model.save_pretrained(dir), which records it"
+        )
+    supported = [
+        (str(a), kind)
+        for a in architectures
+        for suffix, kind in SUPPORTED_HEADS.items()
+        if str(a).endswith(suffix)
+    ]
+    if not supported:
+        heads = ", ".join(f"*{s}" for s in SUPPORTED_HEADS)
+        raise ModelLoadError(
+            f"model {uri} has a head squeezeflow does not compress: {', '.join(map(str, architectures))}. "
+            f"Supported heads are the classifiers ({heads}); fine-tune the model with one of them "
+            "(e.g. BertForSequenceClassification) and save that"
+        )
+    architecture, kind = supported[0]
+    problem = config.get("problem_type")
+    if problem in ("multi_label_classification", "regression"):
+        raise ModelLoadError(
+            f"model {uri} ({architecture}) is configured for {problem} (config.json `problem_type`); "
+            "squeezeflow's task is single-label classification, judged on the argmax of the logits"
+        )
+    weights = [n for n in names if n.endswith(".safetensors")]
+    if not weights:
+        pickled = [n for n in names if _matches(n, PICKLED_WEIGHTS)]
+        if pickled:
+            raise ModelLoadError(
+                f"model {uri} has its weights only as {', '.join(pickled[:3])}, a pickle, which squeezeflow "
+                "never loads (unpickling can run code). Convert it to safetensors, in an environment you "
+                f"trust: {_convert_command(kind, uri)}"
+            )
+        other = [n for n in names if _matches(n, OTHER_FRAMEWORK_WEIGHTS)]
+        found = f" (found {', '.join(other[:3])}: TensorFlow/Flax weights)" if other else ""
+        raise ModelLoadError(
+            f"model {uri} has no PyTorch weights in safetensors (*.safetensors){found}; save them with "
+            "model.save_pretrained(dir, safe_serialization=True)"
+        )
+    if kind == "text" and not any(n in TOKENIZER_VOCABULARIES for n in names):
+        raise ModelLoadError(
+            f"model {uri} is a text classifier ({architecture}) without its tokenizer: none of "
+            f"{', '.join(TOKENIZER_VOCABULARIES)} is there. Save it beside the model with "
+            "tokenizer.save_pretrained(dir): the model's token ids mean nothing without its vocabulary"
+        )
+    return Checkpoint(
+        architecture=architecture, kind=kind, files=tuple(n for n in names if _matches(n, CARRIED))
+    )
+
+
+def check_local_checkpoint(path: Path, uri: str | None = None) -> Checkpoint:
+    """`inspect_checkpoint` on a local directory."""
+    uri = uri or str(path)
+    if not path.is_dir():
+        raise ModelLoadError(
+            f"model {uri} is not a directory: format 'huggingface' takes the directory that "
+            "model.save_pretrained(dir) wrote (config.json, *.safetensors, the tokenizer's files)"
+        )
+    names = [p.name for p in path.iterdir() if p.is_file()]
+    config = path / CONFIG_FILE
+    checkpoint = inspect_checkpoint(uri, names, config.read_text() if config.is_file() else None)
+    _check_tokenizer_config(uri, path)
+    return checkpoint
+
+
+def _check_tokenizer_config(uri: str, folder: Path) -> None:
+    tokenizer_config = folder / "tokenizer_config.json"
+    if not tokenizer_config.is_file():
+        return
+    try:
+        doc = json.loads(tokenizer_config.read_text())
+    except json.JSONDecodeError as err:
+        raise ModelLoadError(f"model {uri}: tokenizer_config.json is not valid JSON: {err}") from None
+    if isinstance(doc, dict) and "auto_map" in doc:
+        raise ModelLoadError(
+            f"model {uri} needs remote code: its tokenizer_config.json has `auto_map`, a tokenizer class "
+            "shipped with the checkpoint that only trust_remote_code=True would run; squeezeflow never "
+            "runs a checkpoint's own code: save the tokenizer as a transformers tokenizer (tokenizer.json)"
+        )
+
+
+def _s3_checkpoint(uri: str, dest: Path) -> Path:
+    """Download the carried files directly under the ``s3://`` prefix ``uri`` into ``dest``."""
+    from squeezeflow.store.s3 import download_uri, parse_s3_uri, s3_client, s3_get_optional, s3_list
+
+    bucket, key = parse_s3_uri(uri)
+    prefix = key if not key or key.endswith("/") else f"{key}/"
+    client = s3_client()
+    names = [k[len(prefix) :] for k in s3_list(client, bucket, prefix)]
+    names = [n for n in names if n and "/" not in n]
+    config = s3_get_optional(client, bucket, f"{prefix}{CONFIG_FILE}")
+    checkpoint = inspect_checkpoint(uri, names, config.decode() if config is not None else None)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in checkpoint.files:
+        download_uri(f"s3://{bucket}/{prefix}{name}", dest / name)
+    _check_tokenizer_config(uri, dest)
+    return dest
+
+
+def pack_checkpoint(uri: str, archive: Path) -> Path:
+    """Check the checkpoint at ``uri`` (a local directory or an ``s3://`` prefix) and pack its carried
+    files into ``archive`` (a tar with fixed metadata: the same files give the same bytes)."""
+    with tempfile.TemporaryDirectory(dir=archive.parent if archive.parent.exists() else None) as tmp:
+        if uri.startswith("s3://"):
+            folder = _s3_checkpoint(uri, Path(tmp))
+            files = inspect_checkpoint(
+                uri, [p.name for p in folder.iterdir()], (folder / CONFIG_FILE).read_text()
+            ).files
+        else:
+            folder = Path(uri)
+            files = check_local_checkpoint(folder, uri).files
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        part = archive.with_name(f".{archive.name}.{os.getpid()}.part")
+        with tarfile.open(part, "w", format=tarfile.PAX_FORMAT) as tar:
+            for name in files:
+                info = tarfile.TarInfo(name)
+                info.size = (folder / name).stat().st_size
+                info.mode = 0o644
+                info.mtime = 0
+                with (folder / name).open("rb") as f:
+                    tar.addfile(info, f)
+        os.replace(part, archive)
+    return archive
+
+
+def _unpacked(uri: str, archive: Path) -> Path:
+    """The checkpoint directory of a packed ``archive`` (unpacked once, beside it)."""
+    folder = archive.with_name(f"{archive.name}.d")
+    if (folder / CONFIG_FILE).is_file():
+        return folder
+    tmp = Path(tempfile.mkdtemp(prefix=f".{archive.name}.", dir=archive.parent))
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            for m in members:
+                if not m.isreg() or "/" in m.name or "\\" in m.name or m.name in ("", ".", ".."):
+                    raise ModelLoadError(
+                        f"model {uri}: its packed checkpoint holds {m.name!r}, not a plain file of the "
+                        "checkpoint's folder"
+                    )
+            # the "data" filter (Python 3.11.4+) also drops modes and owners; the checks above suffice
+            safe: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(tmp, members=members, **safe)  # every member checked above
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process unpacked it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except tarfile.TarError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ModelLoadError(f"model {uri}: cannot read its packed checkpoint: {err}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def _transformers() -> Any:
+    """``transformers``, imported offline (the hub is never called) and quiet (no progress bars)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    try:
+        import transformers
+    except ImportError:
+        raise ModelLoadError(
+            "model format 'huggingface' needs the transformers library, which is not installed: "
+            + INSTALL_HINT
+        ) from None
+    transformers.utils.logging.disable_progress_bar()
+    return transformers
+
+
+def _classifier_classes() -> tuple[Any, Any]:
+    import torch
+    from torch import nn
+
+    class HuggingFaceTextClassifier(nn.Module):
+        """A ``transformers`` sequence classifier as the engine's text models are: ``forward(input_ids,
+        attention_mask=None)`` on int64 token ids, returning the logits. Without a mask it is derived
+        from the ids (``ids != pad_token_id``), inside the graph, so the exported ONNX model has one
+        input, the token ids."""
+
+        def __init__(self, model: nn.Module, pad_token_id: int) -> None:
+            super().__init__()
+            self.model = model
+            self.pad_token_id = int(pad_token_id)
+
+        def forward(
+            self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+        ) -> torch.Tensor:
+            if attention_mask is None:
+                attention_mask = (input_ids != self.pad_token_id).to(torch.int64)
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    class HuggingFaceImageClassifier(nn.Module):
+        """A ``transformers`` image classifier called with float32 pixel values, returning the logits."""
+
+        def __init__(self, model: nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            return self.model(pixel_values=pixel_values).logits
+
+    return HuggingFaceTextClassifier, HuggingFaceImageClassifier
+
+
+def load_huggingface_model(uri: str, path: Path) -> Any:
+    """The checkpoint at ``path`` (its directory, or the packed archive ingest stored) as an ``nn.Module``
+    in eval mode: the classifier wrapped to take one tensor and return the logits."""
+    folder = path if path.is_dir() else _unpacked(uri, path)
+    checkpoint = check_local_checkpoint(folder, uri)
+    transformers = _transformers()
+    import torch
+
+    auto = getattr(transformers, _AUTO_CLASSES[checkpoint.kind])
+    offline: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
+    try:
+        model, info = auto.from_pretrained(
+            str(folder),
+            use_safetensors=True,
+            output_loading_info=True,
+            attn_implementation="eager",  # plain matmul attention: exports to ONNX the same on any backend
+            # float32 whatever the checkpoint was saved in (hub models often are bf16/fp16): the engine's
+            # quantizers, training and ONNX Runtime's CPU kernels start from float32
+            dtype=torch.float32,
+            **offline,
+        )
+    except Exception as err:  # transformers raises many types for a config or weights it cannot read
+        raise ModelLoadError(
+            f"cannot load Hugging Face model {uri} ({checkpoint.architecture}): "
+            f"{type(err).__name__}: {' '.join(str(err).split())[:400]}"
+        ) from None
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        raise ModelLoadError(
+            f"model {uri} ({checkpoint.architecture}) lacks trained weights for {len(missing)} parameters "
+            f"({', '.join(missing[:4])}): transformers would initialise them at random. Compress the "
+            "fine-tuned classifier, saved with its head"
+        )
+    text_cls, image_cls = _classifier_classes()
+    if checkpoint.kind == "image":
+        return image_cls(model).eval()
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), **offline)
+    except Exception as err:
+        reason = " ".join(str(err).split())[:300]
+        raise ModelLoadError(
+            f"model {uri}: cannot load its tokenizer: {type(err).__name__}: {reason}"
+        ) from None
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else model.config.pad_token_id
+    if pad is None:
+        raise ModelLoadError(
+            f"model {uri}: neither its tokenizer nor its config names a pad token, so padded token ids "
+            "cannot be told from text; set tokenizer.pad_token (and config.pad_token_id) and save again"
+        )
+    return text_cls(model, int(pad)).eval()
