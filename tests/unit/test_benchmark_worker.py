@@ -292,6 +292,19 @@ def test_a_paired_measurement_says_how_many_times_faster_than_the_baseline_the_c
     assert m["paired_baseline_p50_ms"] > m["p50_ms"]
 
 
+def test_a_candidate_a_screen_shows_far_slower_is_not_measured_further(tmp_path: Path) -> None:
+    # Dynamic int8 on the ResNet-18 reference ran 4x slower than the baseline, and its two full paired
+    # rounds took 140 s of a 300 s search budget on a busy machine. A short screen now settles it.
+    small, big = linear_model(tmp_path / "small.onnx"), wide_model(tmp_path / "big.onnx")
+    slow = measure(request(big, paired_with=str(small), iterations=200, screen_slower_than=1.5))
+    assert slow["rounds"] == 0 and slow["speedup_high"] < 1 / 1.5, slow
+    # blocks a fifth as long: 10 pairs of 2 runs, not 2 rounds of 10 pairs of 10
+    assert slow["iterations"] == 20 and slow["speedup_pairs"] == 10
+    # a candidate the screen does not show that slow is measured in full rounds, as without a screen
+    fast = measure(request(small, paired_with=str(big), iterations=200, screen_slower_than=1.5))
+    assert fast["rounds"] >= 2 and fast["speedup_pairs"] >= 20 and fast["speedup_low"] > 1.0, fast
+
+
 def test_the_benchmark_stage_keys_a_paired_record_by_the_baseline_it_was_paired_with(tmp_path: Path) -> None:
     from squeezeflow.spec.devices import DeviceProfile
     from squeezeflow.stages.benchmark import RESULT_STAGE, benchmark, benchmark_key, paired_baseline

@@ -9,7 +9,9 @@ Request keys: ``model`` (a local path), ``input_shape`` (one sample, no batch di
 ``execution_provider`` (default ``CPUExecutionProvider``), ``extra_batch_sizes``, ``torch_source`` (the
 ``ModelSource`` that loads a PyTorch ``model``, for ``pytorch_eager``), ``pin_cpus``, ``target_cv``,
 ``max_rounds``, ``paired_with`` (a local path to the baseline's ONNX file: see `paired_rounds`),
-``speedup_confidence`` (default `SPEEDUP_CONFIDENCE`).
+``speedup_confidence`` (default `SPEEDUP_CONFIDENCE`), ``screen_slower_than`` (paired only: a candidate
+that a short screening round already shows this many times slower than the baseline is not measured
+further; its result has ``rounds`` 0).
 
 Paired measurement (``paired_with``, ONNX Runtime only): the candidate and the baseline are loaded in this
 one process with the same threads and CPUs and timed in alternating blocks, so whatever else the machine
@@ -140,34 +142,35 @@ def paired_rounds(
     target_width: float,
     max_rounds: int,
     confidence: float = SPEEDUP_CONFIDENCE,
+    screen_slower_than: float | None = None,
 ) -> PairedTimes:
     """Time the baseline and the candidate interleaved, in rounds of `PAIRS_PER_ROUND` pairs of blocks of
     ``iterations / (2 * PAIRS_PER_ROUND)`` runs (at least one), each pair a baseline block and a candidate
     block (in turn first, so neither always runs on the other's warm caches), until the speedup's
     interval is at most ``target_width`` wide relative to its low end or lies below 1 (measurably
     slower: nothing a narrower interval could change), at least two rounds, or ``max_rounds`` is
-    reached."""
+    reached.
+
+    ``screen_slower_than``: first one screening round of blocks a fifth as long; when its interval
+    already lies below ``1 / screen_slower_than`` (the candidate is that many times slower), that is
+    the measurement (``rounds`` 0): a candidate four times slower than the baseline (dynamic int8 on a
+    CNN) cost two full rounds of its slow runs before, minutes on a busy machine. Otherwise the screen
+    only warmed both up, and the full rounds follow."""
     block = max(1, iterations // (2 * PAIRS_PER_ROUND))
-
-    def timed(run: Callable[[], Any]) -> np.ndarray:
-        times = np.empty(block, dtype=np.float64)
-        for i in range(block):
-            t0 = time.perf_counter_ns()
-            run()
-            times[i] = (time.perf_counter_ns() - t0) / 1e6
-        return times
-
+    if screen_slower_than is not None:
+        screen = _paired_blocks(run_baseline, run_candidate, max(1, block // 5))
+        speedup, low, high = speedup_interval(screen.ratios, confidence)
+        if np.isfinite(high) and high < 1 / screen_slower_than:
+            return PairedTimes(
+                screen.candidate, screen.baseline, screen.ratios, 0, float("inf"), speedup, low, high
+            )
     cand: list[np.ndarray] = []
     base: list[np.ndarray] = []
     round_medians: list[float] = []
     while True:
-        for _ in range(PAIRS_PER_ROUND):
-            if len(cand) % 2 == 0:
-                base.append(timed(run_baseline))
-                cand.append(timed(run_candidate))
-            else:
-                cand.append(timed(run_candidate))
-                base.append(timed(run_baseline))
+        blocks = _paired_blocks(run_baseline, run_candidate, block, start=len(cand))
+        cand += blocks.candidate_blocks
+        base += blocks.baseline_blocks
         round_medians.append(float(np.median(np.concatenate(cand[-PAIRS_PER_ROUND:]))))
         ratios = np.array([np.median(b) / np.median(c) for b, c in zip(base, cand, strict=True)])
         speedup, low, high = speedup_interval(ratios, confidence)
@@ -180,6 +183,51 @@ def paired_rounds(
             return PairedTimes(
                 np.concatenate(cand), np.concatenate(base), ratios, rounds, cv, speedup, low, high
             )
+
+
+@dataclass(frozen=True)
+class _Blocks:
+    candidate_blocks: list[np.ndarray]
+    baseline_blocks: list[np.ndarray]
+
+    @property
+    def candidate(self) -> np.ndarray:
+        return np.concatenate(self.candidate_blocks)
+
+    @property
+    def baseline(self) -> np.ndarray:
+        return np.concatenate(self.baseline_blocks)
+
+    @property
+    def ratios(self) -> np.ndarray:
+        pairs = zip(self.baseline_blocks, self.candidate_blocks, strict=True)
+        return np.array([np.median(b) / np.median(c) for b, c in pairs])
+
+
+def _paired_blocks(
+    run_baseline: Callable[[], Any], run_candidate: Callable[[], Any], block: int, start: int = 0
+) -> _Blocks:
+    """`PAIRS_PER_ROUND` pairs of timed blocks of ``block`` runs, the baseline first in every other pair
+    (counted from ``start``, the pairs timed before)."""
+
+    def timed(run: Callable[[], Any]) -> np.ndarray:
+        times = np.empty(block, dtype=np.float64)
+        for i in range(block):
+            t0 = time.perf_counter_ns()
+            run()
+            times[i] = (time.perf_counter_ns() - t0) / 1e6
+        return times
+
+    cand: list[np.ndarray] = []
+    base: list[np.ndarray] = []
+    for i in range(PAIRS_PER_ROUND):
+        if (start + i) % 2 == 0:
+            base.append(timed(run_baseline))
+            cand.append(timed(run_candidate))
+        else:
+            cand.append(timed(run_candidate))
+            base.append(timed(run_baseline))
+    return _Blocks(cand, base)
 
 
 def _summary(times: np.ndarray, batch: int) -> dict[str, float]:
@@ -445,7 +493,16 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
         run_baseline = make_baseline(batch)
         for _ in range(warmup):
             run_baseline()
-        paired = paired_rounds(run_baseline, run, n, 2 * target_cv, max_rounds, confidence)
+        screen = req.get("screen_slower_than")
+        paired = paired_rounds(
+            run_baseline,
+            run,
+            n,
+            2 * target_cv,
+            max_rounds,
+            confidence,
+            screen_slower_than=None if screen is None else float(screen),
+        )
         times, rounds, cv = paired.candidate, paired.rounds, paired.cv
         del run_baseline, make_baseline, baseline_session
     else:

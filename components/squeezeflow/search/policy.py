@@ -87,9 +87,17 @@ def screen(
         return None
     shape = ingest.dataset.input_shape
     base = benchmark(baseline.onnx, shape, target, ctx)
-    # Paired with the baseline, as `measure` will measure it (the same record: measured once).
+    # Paired with the baseline, as `measure` will measure it (the same record: measured once), after a
+    # short screening round that ends the measurement of a candidate already shown `margin` times slower.
     bench = benchmark(
-        cand.onnx, shape, target, ctx, run_id=cand.run_id, model_id=cand.model_id, paired_with=baseline.onnx
+        cand.onnx,
+        shape,
+        target,
+        ctx,
+        run_id=cand.run_id,
+        model_id=cand.model_id,
+        paired_with=baseline.onnx,
+        screen_slower_than=margin,
     )
     if bench.p50_ms <= base.p50_ms * margin:
         return None

@@ -282,6 +282,7 @@ def benchmark(
     on_this_machine: bool = False,
     torch_source: ModelSource | None = None,
     paired_with: ArtifactRef | None = None,
+    screen_slower_than: float | None = None,
 ) -> BenchmarkResult:
     """Measure ``model`` on ``profile``. Idempotent per (model bytes, profile, paired baseline); metrics
     go to ``run_id``.
@@ -291,7 +292,9 @@ def benchmark(
     profile, ``model`` is the PyTorch file and ``torch_source`` says how to load it. With
     ``paired_with`` (a baseline's ONNX) on a local ONNX Runtime profile, ``model`` is measured
     interleaved with it in one worker and the result carries the speedup with its confidence interval
-    (see `squeezeflow.devices.worker.paired_rounds`); elsewhere ``paired_with`` is ignored."""
+    (see `squeezeflow.devices.worker.paired_rounds`); elsewhere ``paired_with`` is ignored. Paired, with
+    ``screen_slower_than``: a short screening round first, and a candidate it shows that many times
+    slower than the baseline is not measured further (the record has ``rounds`` 0)."""
     paired_with = paired_baseline(profile, paired_with)
     if profile.runtime == "pytorch_eager" and torch_source is None:
         raise ModelLoadError(
@@ -325,6 +328,8 @@ def benchmark(
     }
     if paired_with is not None:
         request["paired_with"] = str(ctx.store.fetch(paired_with, ctx.cache))
+        if screen_slower_than is not None:
+            request["screen_slower_than"] = screen_slower_than
     what = f"{model.uri} on {profile.name}"
     m = run_worker(request, profile.intra_op_threads, what, timeout_s)
     result = BenchmarkResult(
