@@ -1,7 +1,8 @@
 """Parameters, multiply-accumulates (MACs) and weight bytes of an ONNX model, counted from its graph.
 
 What is counted, for one sample (the first input's batch dimension set to 1, shapes from ONNX shape
-inference):
+inference, and where it leaves a compute node's shapes unknown, as in the shape arithmetic of a
+transformers attention mask, from ONNX Runtime's symbolic shape inference):
 
 * MACs of ``Conv``, ``ConvInteger``, ``QLinearConv``, ``Gemm``, ``MatMul``, ``MatMulInteger`` and
   ``QLinearMatMul`` (and ONNX Runtime's ``com.microsoft`` ``QGemm``, ``DynamicQuantizeMatMul``,
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,69 @@ def _fix_one_sample(model: Any, input_shape: list[int]) -> bool:
     return any_rank
 
 
+def _count_macs(
+    nodes: Any, shapes: dict[str, list[int]], dequantized_int8: Callable[[str], bool]
+) -> tuple[int, int, int, Counter[str]]:
+    """MACs, 8-bit integer MACs, compute nodes with unknown shapes and uncounted ops with MACs."""
+    macs = int8 = unresolved = 0
+    uncounted: Counter[str] = Counter()
+    for node in nodes:
+        op, ins = node.op_type, list(node.input)
+        out = shapes.get(node.output[0]) if node.output else None
+        n: int | None = None
+        is_int8 = False
+        if op in _CONV or op in _INT_CONV:
+            w = shapes.get(ins[3] if op == "QLinearConv" else ins[1])
+            if _known(out) and _known(w) and w is not None and out is not None:
+                n = int(np.prod(out)) * int(np.prod(w[1:]))
+            is_int8 = op in _INT_CONV or (dequantized_int8(ins[0]) and dequantized_int8(ins[1]))
+        elif op in _MATMUL or op in _INT_MATMUL:
+            a = shapes.get(ins[0])
+            if _known(out) and _known(a) and a is not None and out is not None:
+                n = int(np.prod(out)) * int(a[-1])
+            is_int8 = op in _INT_MATMUL or (dequantized_int8(ins[0]) and dequantized_int8(ins[1]))
+        elif op in ("Gemm", "QGemm"):
+            a = shapes.get(ins[0])
+            trans_a = next((a_.i for a_ in node.attribute if a_.name == "transA"), 0)
+            if _known(out) and _known(a) and a is not None and out is not None and len(a) == 2:
+                n = int(np.prod(out)) * int(a[0] if trans_a else a[1])
+            b = ins[3] if op == "QGemm" else ins[1]
+            is_int8 = op == "QGemm" or (dequantized_int8(ins[0]) and dequantized_int8(b))
+        elif op in _UNCOUNTED:
+            uncounted[op] += 1
+            continue
+        else:
+            continue
+        if n is None:
+            unresolved += 1
+            continue
+        macs += n
+        if is_int8:
+            int8 += n
+    return macs, int8, unresolved, uncounted
+
+
+def _symbolic_shapes(model: Any, path: Path | str) -> Any | None:
+    """``model`` with the shapes ONNX Runtime's symbolic shape inference finds (``None`` where it is
+    not installed or fails). Its loop is run here rather than through ``SymbolicShapeInference.
+    infer_shapes``, which on a partial result raises and writes a temporary model into the working
+    directory; a partial result is still worth having."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    except ImportError:
+        return None
+    try:
+        inference = SymbolicShapeInference(2**31 - 1, True, False, 0)  # int_max, auto_merge, guess rank
+        inference._preprocess(model)
+        while inference.run_:
+            inference._infer_impl()
+        inference._update_output_from_vi()
+        return inference.out_mp_
+    except Exception as err:  # an op it does not know, or a change in its private loop
+        log.debug("symbolic shape inference failed on %s: %s", path, err)
+        return None
+
+
 def onnx_cost(path: Path | str, input_shape: list[int]) -> OnnxCost:
     """Count ``path``'s parameters, MACs (and the 8-bit integer share) and weight bytes for one sample
     of shape ``input_shape`` (no batch dimension)."""
@@ -147,41 +212,19 @@ def onnx_cost(path: Path | str, input_shape: list[int]) -> OnnxCost:
         if i < len(node.input) and node.input[i]
     }
 
-    macs = int8 = unresolved = 0
-    uncounted: Counter[str] = Counter()
-    for node in graph.node:
-        op, ins = node.op_type, list(node.input)
-        out = shapes.get(node.output[0]) if node.output else None
-        n: int | None = None
-        is_int8 = False
-        if op in _CONV or op in _INT_CONV:
-            w = shapes.get(ins[3] if op == "QLinearConv" else ins[1])
-            if _known(out) and _known(w) and w is not None and out is not None:
-                n = int(np.prod(out)) * int(np.prod(w[1:]))
-            is_int8 = op in _INT_CONV or (dequantized_int8(ins[0]) and dequantized_int8(ins[1]))
-        elif op in _MATMUL or op in _INT_MATMUL:
-            a = shapes.get(ins[0])
-            if _known(out) and _known(a) and a is not None and out is not None:
-                n = int(np.prod(out)) * int(a[-1])
-            is_int8 = op in _INT_MATMUL or (dequantized_int8(ins[0]) and dequantized_int8(ins[1]))
-        elif op in ("Gemm", "QGemm"):
-            a = shapes.get(ins[0])
-            trans_a = next((a_.i for a_ in node.attribute if a_.name == "transA"), 0)
-            if _known(out) and _known(a) and a is not None and out is not None and len(a) == 2:
-                n = int(np.prod(out)) * int(a[0] if trans_a else a[1])
-            b = ins[3] if op == "QGemm" else ins[1]
-            is_int8 = op == "QGemm" or (dequantized_int8(ins[0]) and dequantized_int8(b))
-        elif op in _UNCOUNTED:
-            uncounted[op] += 1
-            continue
-        else:
-            continue
-        if n is None:
-            unresolved += 1
-            continue
-        macs += n
-        if is_int8:
-            int8 += n
+    macs, int8, unresolved, uncounted = _count_macs(graph.node, shapes, dequantized_int8)
+    if unresolved:
+        # ONNX's inference leaves shapes computed in the graph unknown where it cannot propagate values,
+        # e.g. a transformers attention mask built with Range(0, batch): ONNX Runtime's symbolic
+        # inference evaluates that shape arithmetic; its shapes fill the gaps.
+        inferred = _symbolic_shapes(model, path)
+        if inferred is not None:
+            filled = dict(shapes)
+            for vi in [*inferred.graph.value_info, *inferred.graph.output]:
+                dims = _dims(vi)
+                if _known(dims) and not _known(shapes.get(vi.name)):
+                    filled[vi.name] = dims
+            macs, int8, unresolved, uncounted = _count_macs(graph.node, filled, dequantized_int8)
 
     params = weight_bytes = 0
     for name, t in tensors.items():

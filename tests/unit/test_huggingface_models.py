@@ -321,3 +321,57 @@ def test_huggingface_classifier_for_another_problem_than_single_label_is_refused
     (ckpt / "config.json").write_text(json.dumps({**config, "problem_type": problem}))
     with pytest.raises(ModelLoadError, match=f"is configured for {problem} .* single-label classification"):
         load_huggingface_model(str(ckpt), ckpt)
+
+
+def _bert_macs(hidden: int, heads: int, head_size: int, intermediate: int, length: int = LENGTH) -> int:
+    """The tiny BERT's MACs counted by hand, per sample: per layer the query/key/value and output
+    projections, the two feed-forward layers, and the attention's two matrix products; then the pooler
+    (on the first token) and the classifier."""
+    width = heads * head_size
+    per_layer = (
+        3 * length * hidden * width
+        + length * width * hidden
+        + 2 * length * hidden * intermediate
+        + 2 * heads * length * length * head_size
+    )
+    return 2 * per_layer + hidden * hidden + hidden * 2
+
+
+def test_huggingface_bert_macs_are_counted_for_the_baseline_and_its_pruned_and_int8_candidates(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    """transformers builds the attention mask's shape in the graph (Range over the batch), which ONNX's
+    shape inference leaves unknown: the count used to skip every matrix product behind it."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from squeezeflow.onnx_cost import onnx_cost
+    from squeezeflow.passes import ModelState, PassContext, get_pass
+    from tests.huggingface_checkpoints import write_token_dataset
+
+    model = load_huggingface_model(str(tiny_bert), tiny_bert)
+    baseline = onnx_cost(export_onnx(model, [LENGTH], tmp_path / "b.onnx", dtype=np.int64), [LENGTH])
+    assert baseline.unresolved == 0
+    assert baseline.macs == _bert_macs(hidden=32, heads=4, head_size=8, intermediate=64)
+
+    quantize_dynamic(tmp_path / "b.onnx", tmp_path / "b8.onnx", weight_type=QuantType.QInt8)
+    int8 = onnx_cost(tmp_path / "b8.onnx", [LENGTH])
+    assert int8.unresolved == 0 and int8.macs == baseline.macs
+    # every weight's product is integer arithmetic; the attention's products of activations stay float
+    assert int8.float_macs == 2 * 2 * 4 * LENGTH * LENGTH * 8
+
+    data = write_token_dataset(tmp_path / "data", tiny_bert)
+    train, val = (np.load(data / f"{s}.npz") for s in ("train", "val"))
+    ctx = PassContext(
+        workdir=tmp_path / "work",
+        input_shape=[LENGTH],
+        train_x=train["x"],
+        train_y=train["y"],
+        val_x=val["x"],
+        val_y=val["y"],
+    )
+    cls = get_pass("structured_prune")
+    pruned = cls().run(ModelState(torch_module=model), cls.Config.model_validate({"ratio": 0.5}), ctx)
+    assert pruned.torch_module is not None
+    export_onnx(pruned.torch_module, [LENGTH], tmp_path / "p.onnx", dtype=np.int64)
+    cost = onnx_cost(tmp_path / "p.onnx", [LENGTH])
+    assert cost.unresolved == 0 and 0 < cost.macs < baseline.macs
