@@ -375,3 +375,57 @@ def test_huggingface_bert_macs_are_counted_for_the_baseline_and_its_pruned_and_i
     export_onnx(pruned.torch_module, [LENGTH], tmp_path / "p.onnx", dtype=np.int64)
     cost = onnx_cost(tmp_path / "p.onnx", [LENGTH])
     assert cost.unresolved == 0 and 0 < cost.macs < baseline.macs
+
+
+def test_huggingface_text_model_without_recipes_gets_the_text_defaults_and_the_text_search(
+    tiny_bert: Path, tmp_path: Path, mlflow_server: Any
+) -> None:
+    """A Hugging Face classifier is a PyTorch module like a state_dict one: it used to get only the ONNX
+    int8 defaults and a search that stopped after round 0."""
+    from squeezeflow.results import DatasetInfo, IngestResult, ValidationSummary
+    from squeezeflow.search.recipes import plan_recipes
+    from squeezeflow.search.rounds import plan_round, rounds_of
+    from squeezeflow.stages import Settings, StageContext
+    from squeezeflow.store.artifacts import ArtifactRef
+
+    spec = parse_spec(hf_doc(tiny_bert, tmp_path))
+    assert not spec.search.recipes
+    assert [[s.name for s in r.steps] for r in plan_recipes(spec, "int64")] == [
+        ["trim_padding", "ort_dynamic_int8"],
+        ["trim_padding"],
+        ["vocab_prune", "finetune", "trim_padding", "ort_dynamic_int8"],
+    ]
+    assert rounds_of(spec) == 1 + spec.search.rounds > 1
+
+    settings = Settings(
+        artifacts=str(tmp_path / "store"), tracking_uri=mlflow_server.tracking_uri, workdir=tmp_path / "w"
+    )
+    ref = ArtifactRef(uri=str(tiny_bert), sha256="0" * 64, size=1)
+    ingest = IngestResult(
+        key="i",
+        job_key="hf-job",
+        spec_digest="d",
+        dataset=DatasetInfo(
+            uri=str(tmp_path),
+            sha256="0" * 64,
+            name="hf-reviews",
+            num_classes=2,
+            input_shape=[LENGTH],
+            input_dtype="int64",
+            split_sizes={"train": 48, "val": 24, "test": 24},
+            class_counts={},
+            imbalance_ratio=1.0,
+        ),
+        model_source=ref,
+        validation=ValidationSummary(success=True, evaluated=1, failed=[], report=ref),
+        parent_run_id="r",
+    )
+    ctx = StageContext.open(settings, spec.name)
+    plan_round(spec, ingest, 0, ctx)
+    searched = plan_round(spec, ingest, 1, ctx)
+    assert searched.stop is None and searched.trials
+    # the text space: every searched recipe keeps the used vocabulary and ends in dynamic int8 or float
+    for trial in searched.trials:
+        names = [s.name for s in trial.recipe.steps]
+        assert names[0] == "vocab_prune", names
+        assert "ort_static_int8" not in names
