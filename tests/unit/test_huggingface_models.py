@@ -429,3 +429,53 @@ def test_huggingface_text_model_without_recipes_gets_the_text_defaults_and_the_t
         names = [s.name for s in trial.recipe.steps]
         assert names[0] == "vocab_prune", names
         assert "ort_static_int8" not in names
+
+
+def test_huggingface_vocab_prune_keeps_the_tokenizers_special_tokens_and_maps_unseen_ids_to_its_unk(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    """vocab_prune's special ids default to BERT uncased's; a Hugging Face model's tokenizer names its
+    own, and those are kept (unless the recipe sets them)."""
+    import shutil
+
+    from squeezeflow.passes import ModelState, PassContext, get_pass
+    from tests.huggingface_checkpoints import write_token_dataset
+
+    ckpt = Path(shutil.copytree(tiny_bert, tmp_path / "bert"))
+    tok = transformers.AutoTokenizer.from_pretrained(str(ckpt), local_files_only=True)
+    tok.unk_token = "[unused0]"  # id 1
+    tok.add_special_tokens({"additional_special_tokens": ["[unused1]"]})  # id 2
+    tok.save_pretrained(str(ckpt))
+    for name, field in (("tokenizer.json", "model"), ("special_tokens_map.json", None)):
+        doc = json.loads((ckpt / name).read_text())
+        (doc[field] if field else doc)["unk_token"] = "[unused0]"  # what the fast tokenizer reads back
+        (ckpt / name).write_text(json.dumps(doc))
+    data = write_token_dataset(tmp_path / "data", ckpt)
+    train, val = (np.load(data / f"{s}.npz") for s in ("train", "val"))
+    unseen = 2000
+    assert not np.isin([1, 2, 100, unseen], train["x"]).any()
+    ctx = PassContext(
+        workdir=tmp_path / "work",
+        input_shape=[LENGTH],
+        train_x=train["x"],
+        train_y=train["y"],
+        val_x=val["x"],
+        val_y=val["y"],
+    )
+    cls = get_pass("vocab_prune")
+
+    def pruned_remap(**params: Any) -> np.ndarray:
+        model = load_huggingface_model(str(ckpt), ckpt)
+        original = model.model.bert.embeddings.word_embeddings.weight.detach().clone()
+        out = cls().run(ModelState(torch_module=model), cls.Config.model_validate(params), ctx).torch_module
+        emb = out.model.bert.embeddings.word_embeddings
+        remap = emb.remap.numpy()
+        for i in (1, 2):  # the tokenizer's special tokens keep their own rows
+            assert torch.equal(emb.embedding.weight[remap[i]], original[i])
+        return remap
+
+    remap = pruned_remap(unseen="unk")
+    assert remap[unseen] == remap[1] == remap[100]  # BERT's [UNK] is an unused word of this vocabulary
+    # what the recipe sets wins over the tokenizer's
+    remap = pruned_remap(unseen="unk", unk_id=100, special_ids=[0, 1, 2, 100, 101, 102])
+    assert remap[unseen] == remap[100] != remap[1]

@@ -298,12 +298,21 @@ def _classifier_classes() -> tuple[Any, Any]:
         """A ``transformers`` sequence classifier as the engine's text models are: ``forward(input_ids,
         attention_mask=None)`` on int64 token ids, returning the logits. Without a mask it is derived
         from the ids (``ids != pad_token_id``), inside the graph, so the exported ONNX model has one
-        input, the token ids."""
+        input, the token ids. ``special_token_ids`` and ``unk_token_id`` are the tokenizer's (what
+        ``vocab_prune`` keeps and maps unseen ids to)."""
 
-        def __init__(self, model: nn.Module, pad_token_id: int) -> None:
+        def __init__(
+            self,
+            model: nn.Module,
+            pad_token_id: int,
+            special_token_ids: tuple[int, ...] = (),
+            unk_token_id: int | None = None,
+        ) -> None:
             super().__init__()
             self.model = model
             self.pad_token_id = int(pad_token_id)
+            self.special_token_ids = tuple(sorted({int(pad_token_id), *map(int, special_token_ids)}))
+            self.unk_token_id = int(unk_token_id) if unk_token_id is not None else None
 
         def forward(
             self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
@@ -374,4 +383,4 @@ def load_huggingface_model(uri: str, path: Path) -> Any:
             f"model {uri}: neither its tokenizer nor its config names a pad token, so padded token ids "
             "cannot be told from text; set tokenizer.pad_token (and config.pad_token_id) and save again"
         )
-    return text_cls(model, int(pad)).eval()
+    return text_cls(model, int(pad), tuple(tokenizer.all_special_ids), tokenizer.unk_token_id).eval()
