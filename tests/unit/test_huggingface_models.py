@@ -479,3 +479,36 @@ def test_huggingface_vocab_prune_keeps_the_tokenizers_special_tokens_and_maps_un
     # what the recipe sets wins over the tokenizer's
     remap = pruned_remap(unseen="unk", unk_id=100, special_ids=[0, 1, 2, 100, 101, 102])
     assert remap[unseen] == remap[100] != remap[1]
+
+
+def test_huggingface_token_dataset_from_another_tokenizer_exits_2_at_ingest(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    """Token ids beyond the checkpoint's vocabulary, or padded with another id than its tokenizer's,
+    were found only by ONNX Runtime's generic failure on a Gather index (or not at all)."""
+    from squeezeflow.errors import DataValidationError
+    from squeezeflow.models.huggingface import check_token_ids
+    from tests.huggingface_checkpoints import write_token_dataset
+
+    data = write_token_dataset(tmp_path / "data", tiny_bert)
+    test = dict(np.load(data / "test.npz"))
+    test["x"][0, 1] = 30_522  # one id past the vocabulary
+    np.savez(data / "test.npz", **test)
+    (tmp_path / "job.yaml").write_text(json.dumps(hf_doc(tiny_bert, data)))
+    run = cli(
+        "run", tmp_path / "job.yaml", "--no-progress",
+        "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "--artifacts", tmp_path / "artifacts", "--workdir", tmp_path / "work",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    assert re.search(r"token ids run from 0 to 30522.*vocabulary of 30522 ids", run.stderr), run.stderr
+
+    archive = pack_checkpoint(str(tiny_bert), tmp_path / "source.tar")
+    check_token_ids(str(tiny_bert), archive, max_id=30_521, min_id=0, pad_id=0)  # what fits passes
+    check_token_ids(str(tiny_bert), archive, max_id=30_521, min_id=0, pad_id=None)
+    with pytest.raises(DataValidationError, match=r"pad id is 1 .* pads with 0 \('\[PAD\]'\)"):
+        check_token_ids(str(tiny_bert), archive, max_id=2_000, min_id=0, pad_id=1)
+    with pytest.raises(DataValidationError, match="token ids run from -1 to 5"):
+        check_token_ids(str(tiny_bert), archive, max_id=5, min_id=-1, pad_id=None)
