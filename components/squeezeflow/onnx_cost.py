@@ -1,8 +1,9 @@
 """Parameters, multiply-accumulates (MACs) and weight bytes of an ONNX model, counted from its graph.
 
 What is counted, for one sample (the first input's batch dimension set to 1, shapes from ONNX shape
-inference, and where it leaves a compute node's shapes unknown, as in the shape arithmetic of a
-transformers attention mask, from ONNX Runtime's symbolic shape inference):
+inference; where it leaves a compute node's shapes unknown, as in the shape arithmetic of a
+transformers attention mask or a length the data decides, from one sample run through ONNX Runtime:
+zeros, or token ids without padding, so a model that trims its padding counts its full length):
 
 * MACs of ``Conv``, ``ConvInteger``, ``QLinearConv``, ``Gemm``, ``MatMul``, ``MatMulInteger`` and
   ``QLinearMatMul`` (and ONNX Runtime's ``com.microsoft`` ``QGemm``, ``DynamicQuantizeMatMul``,
@@ -47,6 +48,7 @@ _CONV = {"Conv", "FusedConv"}
 _MATMUL = {"MatMul", "FusedMatMul"}
 _INT_CONV = {"ConvInteger", "QLinearConv"}
 _INT_MATMUL = {"MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+_COMPUTED = {*_CONV, *_MATMUL, *_INT_CONV, *_INT_MATMUL, "Gemm", "QGemm"}
 _UNCOUNTED = {"ConvTranspose", "Einsum", "LSTM", "GRU", "RNN", "Attention", "MultiHeadAttention"}
 
 # Input positions that hold quantization scales and zero points (never parameters), by op type.
@@ -145,25 +147,42 @@ def _count_macs(
     return macs, int8, unresolved, uncounted
 
 
-def _symbolic_shapes(model: Any, path: Path | str) -> Any | None:
-    """``model`` with the shapes ONNX Runtime's symbolic shape inference finds (``None`` where it is
-    not installed or fails). Its loop is run here rather than through ``SymbolicShapeInference.
-    infer_shapes``, which on a partial result raises and writes a temporary model into the working
-    directory; a partial result is still worth having."""
+# What fills an integer input for the run that measures shapes: a token id that is no common
+# vocabulary's pad id (BERT's is 0, RoBERTa's 1), so a text model sees a sample without padding.
+_TOKEN_ID = 2
+
+
+def _run_shapes(model: Any, names: set[str], path: Path | str) -> dict[str, list[int]]:
+    """The shapes of the tensors ``names`` when ONNX Runtime runs ``model`` (its input already fixed to
+    one sample) on one sample: zeros, or for integer token ids a sequence without padding, the longest
+    case for a model that trims its padding. Empty where the model has several inputs or the run
+    fails."""
+    import onnx
+    import onnxruntime as ort
+
+    weights = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    if len(inputs) != 1 or not _known(_dims(inputs[0])):
+        return {}
+    run = onnx.ModelProto()
+    run.CopyFrom(model)
+    del run.graph.value_info[:]
+    wanted = sorted(names)
+    outputs = {o.name for o in run.graph.output}
+    run.graph.output.extend(onnx.ValueInfoProto(name=n) for n in wanted if n not in outputs)
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(inputs[0].type.tensor_type.elem_type)
+    fill = _TOKEN_ID if np.issubdtype(dtype, np.integer) else 0
+    sample = np.full(_dims(inputs[0]), fill, dtype=dtype)
     try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-    except ImportError:
-        return None
-    try:
-        inference = SymbolicShapeInference(2**31 - 1, True, False, 0)  # int_max, auto_merge, guess rank
-        inference._preprocess(model)
-        while inference.run_:
-            inference._infer_impl()
-        inference._update_output_from_vi()
-        return inference.out_mp_
-    except Exception as err:  # an op it does not know, or a change in its private loop
-        log.debug("symbolic shape inference failed on %s: %s", path, err)
-        return None
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = ort.InferenceSession(run.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        outs = session.run(wanted, {inputs[0].name: sample})
+    except Exception as err:  # a graph ONNX Runtime cannot run on this sample: count what is known
+        log.debug("measuring shapes of %s in ONNX Runtime failed: %s", path, err)
+        return {}
+    return {name: list(np.shape(v)) for name, v in zip(wanted, outs, strict=True)}
 
 
 def onnx_cost(path: Path | str, input_shape: list[int]) -> OnnxCost:
@@ -214,17 +233,20 @@ def onnx_cost(path: Path | str, input_shape: list[int]) -> OnnxCost:
 
     macs, int8, unresolved, uncounted = _count_macs(graph.node, shapes, dequantized_int8)
     if unresolved:
-        # ONNX's inference leaves shapes computed in the graph unknown where it cannot propagate values,
-        # e.g. a transformers attention mask built with Range(0, batch): ONNX Runtime's symbolic
-        # inference evaluates that shape arithmetic; its shapes fill the gaps.
-        inferred = _symbolic_shapes(model, path)
-        if inferred is not None:
-            filled = dict(shapes)
-            for vi in [*inferred.graph.value_info, *inferred.graph.output]:
-                dims = _dims(vi)
-                if _known(dims) and not _known(shapes.get(vi.name)):
-                    filled[vi.name] = dims
-            macs, int8, unresolved, uncounted = _count_macs(graph.node, filled, dequantized_int8)
+        # ONNX's inference leaves shapes computed in the graph unknown where it cannot propagate values
+        # (a transformers attention mask built with Range over the batch) or where they depend on the
+        # data (the trimmed padding's length): one sample run through ONNX Runtime tells them.
+        unknown = {
+            name
+            for node in graph.node
+            if node.op_type in _COMPUTED
+            for name in node.output[:1] + node.input[:1]
+            if not _known(shapes.get(name))
+        }
+        measured = _run_shapes(model, unknown, path)
+        if measured:
+            shapes = {**shapes, **measured}
+            macs, int8, unresolved, uncounted = _count_macs(graph.node, shapes, dequantized_int8)
 
     params = weight_bytes = 0
     for name, t in tensors.items():

@@ -341,7 +341,8 @@ def test_huggingface_bert_macs_are_counted_for_the_baseline_and_its_pruned_and_i
     tiny_bert: Path, tmp_path: Path
 ) -> None:
     """transformers builds the attention mask's shape in the graph (Range over the batch), which ONNX's
-    shape inference leaves unknown: the count used to skip every matrix product behind it."""
+    shape inference leaves unknown, and a model that trims its padding has a length the data decides:
+    the count used to skip every matrix product behind them."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from squeezeflow.onnx_cost import onnx_cost
@@ -369,6 +370,12 @@ def test_huggingface_bert_macs_are_counted_for_the_baseline_and_its_pruned_and_i
         val_x=val["x"],
         val_y=val["y"],
     )
+    trim = get_pass("trim_padding")
+    trimmed = trim().run(ModelState(torch_module=model), trim.Config.model_validate({}), ctx).torch_module
+    export_onnx(trimmed, [LENGTH], tmp_path / "t.onnx", dtype=np.int64)
+    # counted at the full length, what a sample without padding costs
+    assert onnx_cost(tmp_path / "t.onnx", [LENGTH]).macs == baseline.macs
+
     cls = get_pass("structured_prune")
     pruned = cls().run(ModelState(torch_module=model), cls.Config.model_validate({"ratio": 0.5}), ctx)
     assert pruned.torch_module is not None
