@@ -1,7 +1,9 @@
 """Parameters, multiply-accumulates (MACs) and weight bytes of an ONNX model, counted from its graph.
 
 What is counted, for one sample (the first input's batch dimension set to 1, shapes from ONNX shape
-inference):
+inference; where it leaves a compute node's shapes unknown, as in the shape arithmetic of a
+transformers attention mask or a length the data decides, from one sample run through ONNX Runtime:
+zeros, or token ids without padding, so a model that trims its padding counts its full length):
 
 * MACs of ``Conv``, ``ConvInteger``, ``QLinearConv``, ``Gemm``, ``MatMul``, ``MatMulInteger`` and
   ``QLinearMatMul`` (and ONNX Runtime's ``com.microsoft`` ``QGemm``, ``DynamicQuantizeMatMul``,
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,7 @@ _CONV = {"Conv", "FusedConv"}
 _MATMUL = {"MatMul", "FusedMatMul"}
 _INT_CONV = {"ConvInteger", "QLinearConv"}
 _INT_MATMUL = {"MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+_COMPUTED = {*_CONV, *_MATMUL, *_INT_CONV, *_INT_MATMUL, "Gemm", "QGemm"}
 _UNCOUNTED = {"ConvTranspose", "Einsum", "LSTM", "GRU", "RNN", "Attention", "MultiHeadAttention"}
 
 # Input positions that hold quantization scales and zero points (never parameters), by op type.
@@ -101,6 +105,86 @@ def _fix_one_sample(model: Any, input_shape: list[int]) -> bool:
     return any_rank
 
 
+def _count_macs(
+    nodes: Any, shapes: dict[str, list[int]], dequantized_int8: Callable[[str], bool]
+) -> tuple[int, int, int, Counter[str]]:
+    """MACs, 8-bit integer MACs, compute nodes with unknown shapes and uncounted ops with MACs."""
+    macs = int8 = unresolved = 0
+    uncounted: Counter[str] = Counter()
+    for node in nodes:
+        op, ins = node.op_type, list(node.input)
+        out = shapes.get(node.output[0]) if node.output else None
+        n: int | None = None
+        is_int8 = False
+        if op in _CONV or op in _INT_CONV:
+            w = shapes.get(ins[3] if op == "QLinearConv" else ins[1])
+            if _known(out) and _known(w) and w is not None and out is not None:
+                n = int(np.prod(out)) * int(np.prod(w[1:]))
+            is_int8 = op in _INT_CONV or (dequantized_int8(ins[0]) and dequantized_int8(ins[1]))
+        elif op in _MATMUL or op in _INT_MATMUL:
+            a = shapes.get(ins[0])
+            if _known(out) and _known(a) and a is not None and out is not None:
+                n = int(np.prod(out)) * int(a[-1])
+            is_int8 = op in _INT_MATMUL or (dequantized_int8(ins[0]) and dequantized_int8(ins[1]))
+        elif op in ("Gemm", "QGemm"):
+            a = shapes.get(ins[0])
+            trans_a = next((a_.i for a_ in node.attribute if a_.name == "transA"), 0)
+            if _known(out) and _known(a) and a is not None and out is not None and len(a) == 2:
+                n = int(np.prod(out)) * int(a[0] if trans_a else a[1])
+            b = ins[3] if op == "QGemm" else ins[1]
+            is_int8 = op == "QGemm" or (dequantized_int8(ins[0]) and dequantized_int8(b))
+        elif op in _UNCOUNTED:
+            uncounted[op] += 1
+            continue
+        else:
+            continue
+        if n is None:
+            unresolved += 1
+            continue
+        macs += n
+        if is_int8:
+            int8 += n
+    return macs, int8, unresolved, uncounted
+
+
+# What fills an integer input for the run that measures shapes: a token id that is no common
+# vocabulary's pad id (BERT's is 0, RoBERTa's 1), so a text model sees a sample without padding.
+_TOKEN_ID = 2
+
+
+def _run_shapes(model: Any, names: set[str], path: Path | str) -> dict[str, list[int]]:
+    """The shapes of the tensors ``names`` when ONNX Runtime runs ``model`` (its input already fixed to
+    one sample) on one sample: zeros, or for integer token ids a sequence without padding, the longest
+    case for a model that trims its padding. Empty where the model has several inputs or the run
+    fails."""
+    import onnx
+    import onnxruntime as ort
+
+    weights = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    if len(inputs) != 1 or not _known(_dims(inputs[0])):
+        return {}
+    run = onnx.ModelProto()
+    run.CopyFrom(model)
+    del run.graph.value_info[:]
+    wanted = sorted(names)
+    outputs = {o.name for o in run.graph.output}
+    run.graph.output.extend(onnx.ValueInfoProto(name=n) for n in wanted if n not in outputs)
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(inputs[0].type.tensor_type.elem_type)
+    fill = _TOKEN_ID if np.issubdtype(dtype, np.integer) else 0
+    sample = np.full(_dims(inputs[0]), fill, dtype=dtype)
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = ort.InferenceSession(run.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        outs = session.run(wanted, {inputs[0].name: sample})
+    except Exception as err:  # a graph ONNX Runtime cannot run on this sample: count what is known
+        log.debug("measuring shapes of %s in ONNX Runtime failed: %s", path, err)
+        return {}
+    return {name: list(np.shape(v)) for name, v in zip(wanted, outs, strict=True)}
+
+
 def onnx_cost(path: Path | str, input_shape: list[int]) -> OnnxCost:
     """Count ``path``'s parameters, MACs (and the 8-bit integer share) and weight bytes for one sample
     of shape ``input_shape`` (no batch dimension)."""
@@ -147,41 +231,22 @@ def onnx_cost(path: Path | str, input_shape: list[int]) -> OnnxCost:
         if i < len(node.input) and node.input[i]
     }
 
-    macs = int8 = unresolved = 0
-    uncounted: Counter[str] = Counter()
-    for node in graph.node:
-        op, ins = node.op_type, list(node.input)
-        out = shapes.get(node.output[0]) if node.output else None
-        n: int | None = None
-        is_int8 = False
-        if op in _CONV or op in _INT_CONV:
-            w = shapes.get(ins[3] if op == "QLinearConv" else ins[1])
-            if _known(out) and _known(w) and w is not None and out is not None:
-                n = int(np.prod(out)) * int(np.prod(w[1:]))
-            is_int8 = op in _INT_CONV or (dequantized_int8(ins[0]) and dequantized_int8(ins[1]))
-        elif op in _MATMUL or op in _INT_MATMUL:
-            a = shapes.get(ins[0])
-            if _known(out) and _known(a) and a is not None and out is not None:
-                n = int(np.prod(out)) * int(a[-1])
-            is_int8 = op in _INT_MATMUL or (dequantized_int8(ins[0]) and dequantized_int8(ins[1]))
-        elif op in ("Gemm", "QGemm"):
-            a = shapes.get(ins[0])
-            trans_a = next((a_.i for a_ in node.attribute if a_.name == "transA"), 0)
-            if _known(out) and _known(a) and a is not None and out is not None and len(a) == 2:
-                n = int(np.prod(out)) * int(a[0] if trans_a else a[1])
-            b = ins[3] if op == "QGemm" else ins[1]
-            is_int8 = op == "QGemm" or (dequantized_int8(ins[0]) and dequantized_int8(b))
-        elif op in _UNCOUNTED:
-            uncounted[op] += 1
-            continue
-        else:
-            continue
-        if n is None:
-            unresolved += 1
-            continue
-        macs += n
-        if is_int8:
-            int8 += n
+    macs, int8, unresolved, uncounted = _count_macs(graph.node, shapes, dequantized_int8)
+    if unresolved:
+        # ONNX's inference leaves shapes computed in the graph unknown where it cannot propagate values
+        # (a transformers attention mask built with Range over the batch) or where they depend on the
+        # data (the trimmed padding's length): one sample run through ONNX Runtime tells them.
+        unknown = {
+            name
+            for node in graph.node
+            if node.op_type in _COMPUTED
+            for name in node.output[:1] + node.input[:1]
+            if not _known(shapes.get(name))
+        }
+        measured = _run_shapes(model, unknown, path)
+        if measured:
+            shapes = {**shapes, **measured}
+            macs, int8, unresolved, uncounted = _count_macs(graph.node, shapes, dequantized_int8)
 
     params = weight_bytes = 0
     for name, t in tensors.items():

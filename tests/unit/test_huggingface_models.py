@@ -321,3 +321,201 @@ def test_huggingface_classifier_for_another_problem_than_single_label_is_refused
     (ckpt / "config.json").write_text(json.dumps({**config, "problem_type": problem}))
     with pytest.raises(ModelLoadError, match=f"is configured for {problem} .* single-label classification"):
         load_huggingface_model(str(ckpt), ckpt)
+
+
+def _bert_macs(hidden: int, heads: int, head_size: int, intermediate: int, length: int = LENGTH) -> int:
+    """The tiny BERT's MACs counted by hand, per sample: per layer the query/key/value and output
+    projections, the two feed-forward layers, and the attention's two matrix products; then the pooler
+    (on the first token) and the classifier."""
+    width = heads * head_size
+    per_layer = (
+        3 * length * hidden * width
+        + length * width * hidden
+        + 2 * length * hidden * intermediate
+        + 2 * heads * length * length * head_size
+    )
+    return 2 * per_layer + hidden * hidden + hidden * 2
+
+
+def test_huggingface_bert_macs_are_counted_for_the_baseline_and_its_pruned_and_int8_candidates(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    """transformers builds the attention mask's shape in the graph (Range over the batch), which ONNX's
+    shape inference leaves unknown, and a model that trims its padding has a length the data decides:
+    the count used to skip every matrix product behind them."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from squeezeflow.onnx_cost import onnx_cost
+    from squeezeflow.passes import ModelState, PassContext, get_pass
+    from tests.huggingface_checkpoints import write_token_dataset
+
+    model = load_huggingface_model(str(tiny_bert), tiny_bert)
+    baseline = onnx_cost(export_onnx(model, [LENGTH], tmp_path / "b.onnx", dtype=np.int64), [LENGTH])
+    assert baseline.unresolved == 0
+    assert baseline.macs == _bert_macs(hidden=32, heads=4, head_size=8, intermediate=64)
+
+    quantize_dynamic(tmp_path / "b.onnx", tmp_path / "b8.onnx", weight_type=QuantType.QInt8)
+    int8 = onnx_cost(tmp_path / "b8.onnx", [LENGTH])
+    assert int8.unresolved == 0 and int8.macs == baseline.macs
+    # every weight's product is integer arithmetic; the attention's products of activations stay float
+    assert int8.float_macs == 2 * 2 * 4 * LENGTH * LENGTH * 8
+
+    data = write_token_dataset(tmp_path / "data", tiny_bert)
+    train, val = (np.load(data / f"{s}.npz") for s in ("train", "val"))
+    ctx = PassContext(
+        workdir=tmp_path / "work",
+        input_shape=[LENGTH],
+        train_x=train["x"],
+        train_y=train["y"],
+        val_x=val["x"],
+        val_y=val["y"],
+    )
+    trim = get_pass("trim_padding")
+    trimmed = trim().run(ModelState(torch_module=model), trim.Config.model_validate({}), ctx).torch_module
+    export_onnx(trimmed, [LENGTH], tmp_path / "t.onnx", dtype=np.int64)
+    # counted at the full length, what a sample without padding costs
+    assert onnx_cost(tmp_path / "t.onnx", [LENGTH]).macs == baseline.macs
+
+    cls = get_pass("structured_prune")
+    pruned = cls().run(ModelState(torch_module=model), cls.Config.model_validate({"ratio": 0.5}), ctx)
+    assert pruned.torch_module is not None
+    export_onnx(pruned.torch_module, [LENGTH], tmp_path / "p.onnx", dtype=np.int64)
+    cost = onnx_cost(tmp_path / "p.onnx", [LENGTH])
+    assert cost.unresolved == 0 and 0 < cost.macs < baseline.macs
+
+
+def test_huggingface_text_model_without_recipes_gets_the_text_defaults_and_the_text_search(
+    tiny_bert: Path, tmp_path: Path, mlflow_server: Any
+) -> None:
+    """A Hugging Face classifier is a PyTorch module like a state_dict one: it used to get only the ONNX
+    int8 defaults and a search that stopped after round 0."""
+    from squeezeflow.results import DatasetInfo, IngestResult, ValidationSummary
+    from squeezeflow.search.recipes import plan_recipes
+    from squeezeflow.search.rounds import plan_round, rounds_of
+    from squeezeflow.stages import Settings, StageContext
+    from squeezeflow.store.artifacts import ArtifactRef
+
+    spec = parse_spec(hf_doc(tiny_bert, tmp_path))
+    assert not spec.search.recipes
+    assert [[s.name for s in r.steps] for r in plan_recipes(spec, "int64")] == [
+        ["trim_padding", "ort_dynamic_int8"],
+        ["trim_padding"],
+        ["vocab_prune", "finetune", "trim_padding", "ort_dynamic_int8"],
+    ]
+    assert rounds_of(spec) == 1 + spec.search.rounds > 1
+
+    settings = Settings(
+        artifacts=str(tmp_path / "store"), tracking_uri=mlflow_server.tracking_uri, workdir=tmp_path / "w"
+    )
+    ref = ArtifactRef(uri=str(tiny_bert), sha256="0" * 64, size=1)
+    ingest = IngestResult(
+        key="i",
+        job_key="hf-job",
+        spec_digest="d",
+        dataset=DatasetInfo(
+            uri=str(tmp_path),
+            sha256="0" * 64,
+            name="hf-reviews",
+            num_classes=2,
+            input_shape=[LENGTH],
+            input_dtype="int64",
+            split_sizes={"train": 48, "val": 24, "test": 24},
+            class_counts={},
+            imbalance_ratio=1.0,
+        ),
+        model_source=ref,
+        validation=ValidationSummary(success=True, evaluated=1, failed=[], report=ref),
+        parent_run_id="r",
+    )
+    ctx = StageContext.open(settings, spec.name)
+    plan_round(spec, ingest, 0, ctx)
+    searched = plan_round(spec, ingest, 1, ctx)
+    assert searched.stop is None and searched.trials
+    # the text space: every searched recipe keeps the used vocabulary and ends in dynamic int8 or float
+    for trial in searched.trials:
+        names = [s.name for s in trial.recipe.steps]
+        assert names[0] == "vocab_prune", names
+        assert "ort_static_int8" not in names
+
+
+def test_huggingface_vocab_prune_keeps_the_tokenizers_special_tokens_and_maps_unseen_ids_to_its_unk(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    """vocab_prune's special ids default to BERT uncased's; a Hugging Face model's tokenizer names its
+    own, and those are kept (unless the recipe sets them)."""
+    import shutil
+
+    from squeezeflow.passes import ModelState, PassContext, get_pass
+    from tests.huggingface_checkpoints import write_token_dataset
+
+    ckpt = Path(shutil.copytree(tiny_bert, tmp_path / "bert"))
+    tok = transformers.AutoTokenizer.from_pretrained(str(ckpt), local_files_only=True)
+    tok.unk_token = "[unused0]"  # id 1
+    tok.add_special_tokens({"additional_special_tokens": ["[unused1]"]})  # id 2
+    tok.save_pretrained(str(ckpt))
+    for name, field in (("tokenizer.json", "model"), ("special_tokens_map.json", None)):
+        doc = json.loads((ckpt / name).read_text())
+        (doc[field] if field else doc)["unk_token"] = "[unused0]"  # what the fast tokenizer reads back
+        (ckpt / name).write_text(json.dumps(doc))
+    data = write_token_dataset(tmp_path / "data", ckpt)
+    train, val = (np.load(data / f"{s}.npz") for s in ("train", "val"))
+    unseen = 2000
+    assert not np.isin([1, 2, 100, unseen], train["x"]).any()
+    ctx = PassContext(
+        workdir=tmp_path / "work",
+        input_shape=[LENGTH],
+        train_x=train["x"],
+        train_y=train["y"],
+        val_x=val["x"],
+        val_y=val["y"],
+    )
+    cls = get_pass("vocab_prune")
+
+    def pruned_remap(**params: Any) -> np.ndarray:
+        model = load_huggingface_model(str(ckpt), ckpt)
+        original = model.model.bert.embeddings.word_embeddings.weight.detach().clone()
+        out = cls().run(ModelState(torch_module=model), cls.Config.model_validate(params), ctx).torch_module
+        emb = out.model.bert.embeddings.word_embeddings
+        remap = emb.remap.numpy()
+        for i in (1, 2):  # the tokenizer's special tokens keep their own rows
+            assert torch.equal(emb.embedding.weight[remap[i]], original[i])
+        return remap
+
+    remap = pruned_remap(unseen="unk")
+    assert remap[unseen] == remap[1] == remap[100]  # BERT's [UNK] is an unused word of this vocabulary
+    # what the recipe sets wins over the tokenizer's
+    remap = pruned_remap(unseen="unk", unk_id=100, special_ids=[0, 1, 2, 100, 101, 102])
+    assert remap[unseen] == remap[100] != remap[1]
+
+
+def test_huggingface_token_dataset_from_another_tokenizer_exits_2_at_ingest(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    """Token ids beyond the checkpoint's vocabulary, or padded with another id than its tokenizer's,
+    were found only by ONNX Runtime's generic failure on a Gather index (or not at all)."""
+    from squeezeflow.errors import DataValidationError
+    from squeezeflow.models.huggingface import check_token_ids
+    from tests.huggingface_checkpoints import write_token_dataset
+
+    data = write_token_dataset(tmp_path / "data", tiny_bert)
+    test = dict(np.load(data / "test.npz"))
+    test["x"][0, 1] = 30_522  # one id past the vocabulary
+    np.savez(data / "test.npz", **test)
+    (tmp_path / "job.yaml").write_text(json.dumps(hf_doc(tiny_bert, data)))
+    run = cli(
+        "run", tmp_path / "job.yaml", "--no-progress",
+        "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "--artifacts", tmp_path / "artifacts", "--workdir", tmp_path / "work",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    assert re.search(r"token ids run from 0 to 30522.*vocabulary of 30522 ids", run.stderr), run.stderr
+
+    archive = pack_checkpoint(str(tiny_bert), tmp_path / "source.tar")
+    check_token_ids(str(tiny_bert), archive, max_id=30_521, min_id=0, pad_id=0)  # what fits passes
+    check_token_ids(str(tiny_bert), archive, max_id=30_521, min_id=0, pad_id=None)
+    with pytest.raises(DataValidationError, match=r"pad id is 1 .* pads with 0 \('\[PAD\]'\)"):
+        check_token_ids(str(tiny_bert), archive, max_id=2_000, min_id=0, pad_id=1)
+    with pytest.raises(DataValidationError, match="token ids run from -1 to 5"):
+        check_token_ids(str(tiny_bert), archive, max_id=5, min_id=-1, pad_id=None)

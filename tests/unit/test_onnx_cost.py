@@ -155,3 +155,25 @@ def test_float_macs_of_an_exported_model_match_the_pytorch_modules(tmp_path: Pat
     assert cost.macs <= tp_macs <= 1.1 * cost.macs
     # Batch norm folds into the convolutions on export: fewer parameters, never more.
     assert 0.95 * tp_params <= cost.params <= tp_params
+
+
+def test_a_text_model_that_trims_its_padding_counts_the_macs_of_its_full_length(tmp_path: Path) -> None:
+    """The trimmed length is decided by the data, so ONNX's shape inference cannot know it: every matrix
+    product behind it went uncounted (0 MACs for the trimmed MiniLM candidates)."""
+    from squeezeflow.models.sources import export_onnx
+    from squeezeflow.passes import ModelState, PassContext, get_pass
+    from squeezeflow.zoo.minilm import minilm_classifier
+
+    model = minilm_classifier(
+        num_layers=2, hidden_size=32, num_heads=4, intermediate_size=64, vocab_size=500
+    ).eval()
+    x = np.zeros((8, 16), dtype=np.int64)
+    x[:, :5] = 7
+    y = np.array([0, 1] * 4)
+    ctx = PassContext(workdir=tmp_path, input_shape=[16], train_x=x, train_y=y, val_x=x, val_y=y)
+    trim = get_pass("trim_padding")
+    trimmed = trim().run(ModelState(torch_module=model), trim.Config.model_validate({}), ctx).torch_module
+    full = onnx_cost(export_onnx(model, [16], tmp_path / "f.onnx", dtype=np.int64), [16])
+    cost = onnx_cost(export_onnx(trimmed, [16], tmp_path / "t.onnx", dtype=np.int64), [16])
+    assert full.unresolved == 0 and full.macs > 0
+    assert cost.unresolved == 0 and cost.macs == full.macs

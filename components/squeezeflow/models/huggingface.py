@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from squeezeflow.errors import ModelLoadError
+from squeezeflow.errors import DataValidationError, ModelLoadError
 
 INSTALL_HINT = "pip install 'squeezeflow[hf]'"
 CONFIG_FILE = "config.json"
@@ -274,6 +274,36 @@ def _unpacked(uri: str, archive: Path) -> Path:
     return folder
 
 
+def check_token_ids(uri: str, archive: Path, max_id: int, min_id: int, pad_id: int | None) -> None:
+    """Raise `DataValidationError` where a dataset's token ids (``min_id``..``max_id`` over its splits)
+    cannot be the packed checkpoint's: an id outside its vocabulary (``vocab_size`` in config.json), or
+    a pad id the dataset declares (``pad_token_id``) other than its tokenizer's, which the model derives
+    its attention mask from. Without these checks ONNX Runtime fails on a Gather index, or the model
+    reads padding as text."""
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile(CONFIG_FILE)
+        config = json.loads(member.read()) if member is not None else {}
+    vocab = config.get("vocab_size")
+    if isinstance(vocab, int) and (max_id >= vocab or min_id < 0):
+        raise DataValidationError(
+            f"the dataset's token ids run from {min_id} to {max_id}, but model {uri} has a vocabulary of "
+            f"{vocab} ids (config.json vocab_size): the data was tokenized with another tokenizer than "
+            "the checkpoint's; tokenize it with the tokenizer saved beside the model"
+        )
+    if pad_id is None:
+        return
+    offline: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
+    folder = _unpacked(uri, archive)
+    tokenizer = _transformers().AutoTokenizer.from_pretrained(str(folder), **offline)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else config.get("pad_token_id")
+    if pad is not None and int(pad) != pad_id:
+        raise DataValidationError(
+            f"the dataset's pad id is {pad_id} (dataset.json pad_token_id), but the tokenizer of model "
+            f"{uri} pads with {pad} ({tokenizer.pad_token!r}), the id its attention mask is derived from: "
+            "pad the token ids with the checkpoint's own tokenizer"
+        )
+
+
 def _transformers() -> Any:
     """``transformers``, imported offline (the hub is never called) and quiet (no progress bars)."""
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -298,12 +328,21 @@ def _classifier_classes() -> tuple[Any, Any]:
         """A ``transformers`` sequence classifier as the engine's text models are: ``forward(input_ids,
         attention_mask=None)`` on int64 token ids, returning the logits. Without a mask it is derived
         from the ids (``ids != pad_token_id``), inside the graph, so the exported ONNX model has one
-        input, the token ids."""
+        input, the token ids. ``special_token_ids`` and ``unk_token_id`` are the tokenizer's (what
+        ``vocab_prune`` keeps and maps unseen ids to)."""
 
-        def __init__(self, model: nn.Module, pad_token_id: int) -> None:
+        def __init__(
+            self,
+            model: nn.Module,
+            pad_token_id: int,
+            special_token_ids: tuple[int, ...] = (),
+            unk_token_id: int | None = None,
+        ) -> None:
             super().__init__()
             self.model = model
             self.pad_token_id = int(pad_token_id)
+            self.special_token_ids = tuple(sorted({int(pad_token_id), *map(int, special_token_ids)}))
+            self.unk_token_id = int(unk_token_id) if unk_token_id is not None else None
 
         def forward(
             self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
@@ -374,4 +413,4 @@ def load_huggingface_model(uri: str, path: Path) -> Any:
             f"model {uri}: neither its tokenizer nor its config names a pad token, so padded token ids "
             "cannot be told from text; set tokenizer.pad_token (and config.pad_token_id) and save again"
         )
-    return text_cls(model, int(pad)).eval()
+    return text_cls(model, int(pad), tuple(tokenizer.all_special_ids), tokenizer.unk_token_id).eval()

@@ -98,7 +98,9 @@ def require_module(model: ModelState, pass_name: str) -> Any:
 
     module = model.torch_module
     if not isinstance(module, torch.nn.Module) or isinstance(module, torch.jit.ScriptModule):
-        raise PassError(pass_name, "needs a PyTorch nn.Module (format state_dict with a factory)")
+        raise PassError(
+            pass_name, "needs a PyTorch nn.Module (format state_dict with a factory, or huggingface)"
+        )
     return module
 
 

@@ -42,10 +42,14 @@ BERT_UNK_ID = 100
 class VocabPruneConfig(PassConfig):
     special_ids: list[int] = Field(
         default=list(BERT_SPECIAL_IDS),
-        description="Token ids always kept (pad, unk, cls, sep, mask); BERT uncased WordPiece's by default.",
+        description="Token ids always kept (pad, unk, cls, sep, mask); by default a Hugging Face model's "
+        "tokenizer's special ids, else BERT uncased WordPiece's.",
     )
     unk_id: int = Field(
-        default=BERT_UNK_ID, ge=0, description="Token id whose row ids unseen in training are mapped to."
+        default=BERT_UNK_ID,
+        ge=0,
+        description="Token id whose row ids unseen in training are mapped to; by default a Hugging Face "
+        "model's tokenizer's unknown token (its pad token if it has none), else BERT's [UNK].",
     )
     min_count: int = Field(
         default=1, ge=1, le=1000, description="Keep a token only if it occurs this often in the train split."
@@ -137,6 +141,20 @@ def _nearest_rows(weight: Any, rows: np.ndarray, candidates: np.ndarray, chunk: 
     return out
 
 
+def _special_ids(module: Any, config: VocabPruneConfig) -> tuple[list[int], int]:
+    """The special ids and the unknown id ``vocab_prune`` uses: the config's where it sets them, else the
+    tokenizer's that a Hugging Face model carries (`squeezeflow.models.huggingface`), else BERT's."""
+    carrier = next((m for m in module.modules() if hasattr(m, "special_token_ids")), None)
+    special_ids, unk_id = list(config.special_ids), config.unk_id
+    if carrier is not None:
+        if "special_ids" not in config.model_fields_set:
+            special_ids = list(carrier.special_token_ids)
+        if "unk_id" not in config.model_fields_set:
+            unk = carrier.unk_token_id
+            unk_id = int(unk if unk is not None else carrier.pad_token_id)
+    return special_ids, unk_id
+
+
 @register_pass
 class VocabPrune(OptimizationPass):
     name = "vocab_prune"
@@ -175,7 +193,8 @@ class VocabPrune(OptimizationPass):
             )
         counts = np.bincount(ctx.train_x.reshape(-1), minlength=vocab)
         keep_mask = counts >= config.min_count
-        specials = [*config.special_ids, config.unk_id]
+        special_ids, unk_id = _special_ids(module, config)
+        specials = [*special_ids, unk_id]
         if emb.padding_idx is not None:
             specials.append(int(emb.padding_idx))
         bad = [i for i in specials if not 0 <= i < vocab]
@@ -190,7 +209,7 @@ class VocabPrune(OptimizationPass):
             words = np.setdiff1d(kept, specials)  # a dropped word never reads [PAD], [CLS] and the like
             remap[dropped] = remap[words[_nearest_rows(emb.weight.detach(), dropped, words)]]
         else:
-            remap[dropped] = remap[config.unk_id]
+            remap[dropped] = remap[unk_id]
 
         new = nn.Embedding(
             len(kept),

@@ -85,5 +85,5 @@ def plan_recipes(spec: JobSpec, input_dtype: str = "float32") -> list[Recipe]:
     if spec.search.recipes:
         recipes = list(spec.search.recipes)
     else:
-        recipes = default_recipes(input_dtype, torch_module=spec.model.format == "state_dict")
+        recipes = default_recipes(input_dtype, torch_module=spec.model.is_module)
     return recipes[: spec.search.max_trials]

@@ -95,7 +95,7 @@ def rounds_of(job: JobSpec) -> int:
     """How many rounds a door plans at most: round 0 and ``search.rounds`` searched ones; round 0 alone
     when there is nothing to search (the spec lists its recipes, or the baseline is not a PyTorch
     module), so a DAG or pipeline built from such a spec has one round."""
-    if job.search.recipes or job.model.format != "state_dict":
+    if job.search.recipes or not job.model.is_module:
         return 1
     return 1 + job.search.rounds
 
@@ -245,7 +245,7 @@ def _ask(
         return _stopped(index, earlier, earlier[-1].stop)
     if s.recipes:
         return _stopped(index, earlier, "the spec lists its recipes: nothing to search")
-    if job.model.format != "state_dict":
+    if not job.model.is_module:
         return _stopped(
             index, earlier, f"the baseline is {job.model.format}, not a PyTorch module: int8 recipes only"
         )

@@ -59,6 +59,13 @@ class ModelSource(StrictModel):
             raise ValueError(f"`factory` is only used with format 'state_dict', not {self.format!r}")
         return self
 
+    @property
+    def is_module(self) -> bool:
+        """Whether the model loads as an ``nn.Module`` whose layers the passes can change (prune,
+        fine-tune, distil): a ``state_dict`` with its factory, or a Hugging Face checkpoint. TorchScript
+        and ExportedProgram models load as torch graphs the passes cannot restructure."""
+        return self.format in ("state_dict", "huggingface")
+
 
 class DataSource(StrictModel):
     """Where the dataset lives: a directory or s3:// prefix in the squeezeflow.npz/v1 format."""

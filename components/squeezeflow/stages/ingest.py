@@ -15,7 +15,7 @@ from squeezeflow.data import SPLITS, Dataset
 from squeezeflow.errors import DataValidationError
 from squeezeflow.gate.perturb import check_perturbations
 from squeezeflow.library_output import quiet_great_expectations
-from squeezeflow.models.huggingface import ARCHIVE_SUFFIX, pack_checkpoint
+from squeezeflow.models.huggingface import ARCHIVE_SUFFIX, check_token_ids, pack_checkpoint
 from squeezeflow.models.sources import inline_external_data
 from squeezeflow.results import DatasetInfo, IngestResult, ValidationSummary, content_key
 from squeezeflow.spec.job import JobSpec
@@ -112,6 +112,20 @@ def _class_counts(ds: Dataset) -> dict[str, list[int]]:
     return out
 
 
+def _declared_pad_id(ds: Dataset) -> int | None:
+    """The pad id a token dataset's dataset.json declares: ``pad_token_id``, top level or in its
+    ``tokenizer`` section (as squeezeflow's own text datasets write it); None where it declares none."""
+    extra = ds.meta.model_extra or {}
+    tokenizer = extra.get("tokenizer")
+    for value in (
+        extra.get("pad_token_id"),
+        tokenizer.get("pad_token_id") if isinstance(tokenizer, dict) else None,
+    ):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
 def ingest(spec: JobSpec, ctx: StageContext) -> IngestResult:
     """Validate and fingerprint the job's inputs. Idempotent: the same spec, data and model return the
     recorded result without re-running validation."""
@@ -144,6 +158,16 @@ def ingest(spec: JobSpec, ctx: StageContext) -> IngestResult:
     if not success:
         raise DataValidationError(
             "dataset failed validation:\n  - " + "\n  - ".join(failed), report_uri=report_ref.uri
+        )
+
+    if spec.model.format == "huggingface" and np.issubdtype(ds.split("train").x.dtype, np.integer):
+        xs = [ds.split(s).x for s in SPLITS if ds.split(s).x.size]
+        check_token_ids(
+            spec.model.uri,
+            model_local,
+            max_id=max(int(x.max()) for x in xs),
+            min_id=min(int(x.min()) for x in xs),
+            pad_id=_declared_pad_id(ds),
         )
 
     counts = _class_counts(ds)
