@@ -2,8 +2,10 @@
 
 Used by the torch passes (pruning, low-rank factorisation). The loss is cross-entropy on the hard
 labels, optionally blended with the temperature-scaled KL divergence to a teacher's soft targets
-(Hinton et al., 2015). The best-validation weights are kept; training stops early when validation
-accuracy stops improving, or when the time budget ends.
+(Hinton et al., 2015), and optionally with the mean squared error between the student's and the
+teacher's hidden states at matched blocks (intermediate-layer distillation, as TinyBERT and MiniLM do).
+The best-validation weights are kept; training stops early when validation accuracy stops improving, or
+when the time budget ends.
 """
 
 from __future__ import annotations
@@ -78,6 +80,108 @@ def fake_int8_dynamic(model: Any) -> Iterator[int]:
             m.weight = weight
 
 
+class HiddenStates:
+    """Forward hooks that record the outputs of matched blocks of a student and a teacher, and the mean
+    squared error between them (intermediate-layer distillation).
+
+    ``names`` are qualified module names present in both models (for a depth-pruned student, the blocks
+    it kept: each is matched to the teacher block it came from). Pairs whose outputs differ in shape on
+    ``sample`` (a block whose channels were pruned) are left out; ``pairs`` says which remain. For token
+    ids (an integer ``[N, L]`` input) and block outputs ``[N, L, H]``, the error is taken over the non-pad
+    tokens only (pad id 0), which the model masks anyway. Recording happens only inside ``capture()``, so
+    validation passes leave nothing behind. Hooks are used rather than a change to the model's forward,
+    so any architecture works as it is."""
+
+    def __init__(self, student: Any, teacher: Any, names: list[str], sample: Any) -> None:
+        import torch
+
+        self.student_out: dict[str, Any] = {}
+        self.teacher_out: dict[str, Any] = {}
+        self._active = False
+        self._handles: list[Any] = []
+        candidates = []
+        for name in names:
+            try:
+                candidates.append((name, student.get_submodule(name), teacher.get_submodule(name)))
+            except AttributeError:
+                continue
+        for name, s_mod, t_mod in candidates:
+            self._handles.append(s_mod.register_forward_hook(self._recorder(self.student_out, name)))
+            self._handles.append(t_mod.register_forward_hook(self._recorder(self.teacher_out, name)))
+        s_mode, t_mode = student.training, teacher.training
+        ok = False
+        try:
+            student.eval()
+            teacher.eval()
+            with torch.no_grad(), self.capture():
+                student(sample)
+                teacher(sample)
+            shapes_match = {
+                n
+                for n in self.student_out
+                if n in self.teacher_out and self.student_out[n].shape == self.teacher_out[n].shape
+            }
+            ok = True
+        finally:
+            student.train(s_mode)
+            teacher.train(t_mode)
+            if not ok:
+                self.close()
+        self.pairs = [n for n, _s, _t in candidates if n in shapes_match]
+        self.clear()
+
+    def _recorder(self, store: dict[str, Any], name: str) -> Any:
+        import torch
+
+        def record(_m: Any, _args: Any, output: Any) -> None:
+            if not self._active:
+                return
+            if isinstance(output, tuple | list):
+                output = output[0]
+            if isinstance(output, torch.Tensor):
+                store[name] = output
+
+        return record
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[None]:
+        self._active = True
+        try:
+            yield
+        finally:
+            self._active = False
+
+    def clear(self) -> None:
+        self.student_out.clear()
+        self.teacher_out.clear()
+
+    def loss(self, inputs: Any) -> Any:
+        """Mean over the matched pairs of the student's squared error to the teacher's block output."""
+        import torch
+        import torch.nn.functional as F
+
+        mask = None
+        if inputs.ndim == 2 and not inputs.is_floating_point():
+            mask = (inputs != 0).unsqueeze(-1)
+        terms = []
+        for name in self.pairs:
+            s, t = self.student_out[name], self.teacher_out[name].detach()
+            if mask is not None and s.ndim == 3 and s.shape[:2] == inputs.shape:
+                m = mask.to(s.dtype)
+                terms.append(((s - t) ** 2 * m).sum() / (m.sum() * s.shape[-1]).clamp(min=1.0))
+            else:
+                terms.append(F.mse_loss(s, t))
+        self.clear()
+        return torch.stack(terms).mean() if terms else inputs.new_zeros((), dtype=torch.float32)
+
+    def close(self) -> None:
+        """Remove the hooks (``contextlib.closing`` calls this)."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self.clear()
+
+
 @dataclass
 class FinetuneReport:
     epochs_run: int
@@ -89,6 +193,7 @@ class FinetuneReport:
     history: list[float] = field(default_factory=list)
     planned_epochs: int | None = None
     budget_seconds: float | None = None
+    hidden_pairs: list[str] = field(default_factory=list)
 
 
 def fit_schedule(
@@ -185,6 +290,8 @@ def finetune(
     quant_aware: bool = False,
     max_steps: int | None = None,
     deadline: float | None = None,
+    hidden_layers: list[str] | None = None,
+    hidden_weight: float = 0.0,
 ) -> FinetuneReport:
     """Fine-tune ``model`` in place; returns what happened. ``alpha`` weighs the distillation term.
 
@@ -195,6 +302,10 @@ def finetune(
     ``quant_aware``: train (and select the best epoch) under simulated dynamic int8, see
     ``fake_int8_dynamic``; for a model that dynamic int8 will quantize next.
 
+    ``hidden_layers`` and ``hidden_weight`` (with a ``teacher``): add ``hidden_weight`` times the mean
+    squared error between the outputs of the blocks named in ``hidden_layers`` in the model and in the
+    teacher (see ``HiddenStates``; the report's ``hidden_pairs`` lists the blocks matched).
+
     ``max_steps``: at most this many batches per epoch (a seeded random subset of the train split each
     epoch); the learning-rate schedule is sized to them.
 
@@ -204,7 +315,6 @@ def finetune(
     rather than being cut off at a high learning rate. A last check ends training after the epoch that
     overruns."""
     import torch
-    import torch.nn.functional as F
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -241,6 +351,10 @@ def finetune(
                     steps_per_epoch,
                     planned,
                 )
+        hidden = None
+        if teacher is not None and hidden_weight > 0 and hidden_layers:
+            hidden = HiddenStates(model, teacher, list(hidden_layers), xt[:2])
+            log.info("%s: matching hidden states at %s", progress_label, hidden.pairs)
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15, anneal_strategy="cos"
@@ -248,7 +362,8 @@ def finetune(
         best, best_epoch, best_state = initial, 0, copy.deepcopy(model.state_dict())
         history: list[float] = []
         stopped = "epochs" if epochs == planned else "time budget (shorter schedule)"
-        with terminal_progress(transient=True) as bar:
+        hooks = contextlib.closing(hidden) if hidden is not None else contextlib.nullcontext()
+        with terminal_progress(transient=True) as bar, hooks:
             task = bar.add_task(progress_label, total=epochs * steps_per_epoch)
             for epoch in range(1, epochs + 1):
                 model.train()
@@ -263,13 +378,7 @@ def finetune(
                         xb = xb[:, : max(1, int(lengths[idx.numpy()].max()))]
                     if images:
                         xb = _shift(xb, gen)
-                    logits = model(xb)
-                    loss = F.cross_entropy(logits, yb)
-                    if teacher is not None and alpha > 0:
-                        with torch.no_grad():
-                            soft = F.softmax(teacher(xb) / temperature, dim=1)
-                        kd = F.kl_div(F.log_softmax(logits / temperature, dim=1), soft, reduction="batchmean")
-                        loss = (1 - alpha) * loss + alpha * temperature * temperature * kd
+                    loss = _loss(model, xb, yb, teacher, temperature, alpha, hidden, hidden_weight)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -304,7 +413,38 @@ def finetune(
         history=history,
         planned_epochs=planned,
         budget_seconds=budget,
+        hidden_pairs=[] if hidden is None else list(hidden.pairs),
     )
+
+
+def _loss(
+    model: Any,
+    xb: Any,
+    yb: Any,
+    teacher: Any | None,
+    temperature: float,
+    alpha: float,
+    hidden: HiddenStates | None,
+    hidden_weight: float,
+) -> Any:
+    """A training step's loss: cross-entropy, blended with the distillation term (weight ``alpha``) when
+    there is a teacher, plus ``hidden_weight`` times the hidden-state error when ``hidden`` matches blocks."""
+    import torch
+    import torch.nn.functional as F
+
+    with hidden.capture() if hidden is not None else contextlib.nullcontext():
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb)
+        if teacher is not None and (alpha > 0 or hidden is not None):
+            with torch.no_grad():
+                teacher_logits = teacher(xb)
+            if alpha > 0:
+                soft = F.softmax(teacher_logits / temperature, dim=1)
+                kd = F.kl_div(F.log_softmax(logits / temperature, dim=1), soft, reduction="batchmean")
+                loss = (1 - alpha) * loss + alpha * temperature * temperature * kd
+    if hidden is not None:
+        loss = loss + hidden_weight * hidden.loss(xb)
+    return loss
 
 
 def _budget(max_seconds: float | None, deadline: float | None) -> float | None:

@@ -67,10 +67,10 @@ def test_minilm_job_builds_int64_candidates_with_vocab_and_head_pruning(tmp_path
         "data": {"uri": str(data)},
         "tolerance": {"mode": "absolute", "max_drop": 0.05},
         "devices": [{"name": "cpu-1t", "intra_op_threads": 1, "warmup": 5, "iterations": 30}],
-        # No recipes: the engine's text defaults, then one search trial (vocabulary, heads and FFN
+        # No recipes: the engine's four text defaults, then one search trial (vocabulary, heads and FFN
         # pruning, distillation with trimmed padding, dynamic int8).
         "search": {
-            "max_trials": 4,
+            "max_trials": 5,
             "seed": 0,
             "space": {
                 "prune_ratio": [0.4, 0.6],
@@ -92,11 +92,17 @@ def test_minilm_job_builds_int64_candidates_with_vocab_and_head_pruning(tmp_path
     # gets the text defaults (it used to get the image ones: static int8, which wrecks a transformer).
     spec = tasks.resolve_job(doc)
     planned = tasks.plan_task(spec, settings, tasks.ingest_task(spec, settings), 0)
-    assert [r.name for r in planned] == ["trim-int8-dynamic-pc", "trim", "vocab-qat-trim-int8-dynamic-pc"]
+    depth = "vocab-depth50-kd-hid-qat-trim-int8-dynamic-pc"
+    assert [r.name for r in planned] == [
+        "trim-int8-dynamic-pc",
+        "trim",
+        "vocab-qat-trim-int8-dynamic-pc",
+        depth,
+    ]
 
     rows = {r.label: r for r in result.candidates}
     searched = "vocab-prune55-magnitude-kd-trim-int8dyn"
-    assert set(rows) == {"trim-int8-dynamic-pc", "trim", "vocab-qat-trim-int8-dynamic-pc", searched}
+    assert set(rows) == {"trim-int8-dynamic-pc", "trim", "vocab-qat-trim-int8-dynamic-pc", depth, searched}
     store = open_store(settings.artifacts)
     for row in rows.values():
         assert row.status == "ok", row.error
@@ -110,7 +116,7 @@ def test_minilm_job_builds_int64_candidates_with_vocab_and_head_pruning(tmp_path
         assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
     # trimming the padding is exact: the float candidate answers as the baseline does
     assert rows["trim"].metric == result.baseline_metric
-    for label in ("vocab-qat-trim-int8-dynamic-pc", searched):
+    for label in ("vocab-qat-trim-int8-dynamic-pc", depth, searched):
         assert rows[label].size_bytes is not None
         assert rows[label].size_bytes < 0.6 * result.baseline_size_bytes, label
     pruned = CandidateResult.model_validate(store.read_record("optimize", rows[searched].candidate_key))
@@ -122,3 +128,8 @@ def test_minilm_job_builds_int64_candidates_with_vocab_and_head_pruning(tmp_path
     assert pruned.notes["vocab_prune"]["vocab_after"] < 5_000
     assert pruned.notes["finetune"]["val_accuracy_after"] > 0.5
     assert pruned.notes["trim_padding"]["max_relative_difference"] < 1e-4
+    # the default that drops layers: one of the two, its recovery matching the kept one's hidden states
+    shallow = CandidateResult.model_validate(store.read_record("optimize", rows[depth].candidate_key))
+    assert shallow.notes["depth_prune"]["blocks_before"] == 2
+    assert shallow.notes["depth_prune"]["blocks_dropped"] == 1
+    assert shallow.notes["finetune"]["hidden_layers"] == 1

@@ -118,6 +118,7 @@ def test_text_model_recipes_prune_the_vocabulary_and_quantize_dynamically() -> N
         ["trim_padding", "ort_dynamic_int8"],
         ["trim_padding"],
         ["vocab_prune", "finetune", "trim_padding", "ort_dynamic_int8"],
+        ["vocab_prune", "depth_prune", "finetune", "trim_padding", "ort_dynamic_int8"],
     ]
     qat = default_recipes("int64")[2].steps[1].params
     assert qat["quant_aware"] and qat["distill"] and qat["max_steps"] and qat["trim_padding"]
