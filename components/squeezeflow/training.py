@@ -304,7 +304,8 @@ def finetune(
 
     ``hidden_layers`` and ``hidden_weight`` (with a ``teacher``): add ``hidden_weight`` times the mean
     squared error between the outputs of the blocks named in ``hidden_layers`` in the model and in the
-    teacher (see ``HiddenStates``; the report's ``hidden_pairs`` lists the blocks matched).
+    teacher (see ``HiddenStates``; the report's ``hidden_pairs`` lists the blocks matched). A
+    ``ValueError`` before any training when none of them matches in shape.
 
     ``max_steps``: at most this many batches per epoch (a seeded random subset of the train split each
     epoch); the learning-rate schedule is sized to them.
@@ -354,6 +355,12 @@ def finetune(
         hidden = None
         if teacher is not None and hidden_weight > 0 and hidden_layers:
             hidden = HiddenStates(model, teacher, list(hidden_layers), xt[:2])
+            if not hidden.pairs:
+                hidden.close()
+                raise ValueError(
+                    f"none of the blocks {list(hidden_layers)} has an output of the shape of the teacher's "
+                    "block of that name"
+                )
             log.info("%s: matching hidden states at %s", progress_label, hidden.pairs)
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(

@@ -4,6 +4,7 @@ blocks depth pruning kept, and the text recipe that drops half the layers and re
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from squeezeflow.errors import PassError
 from squeezeflow.models.sources import export_onnx
 from squeezeflow.passes import ModelState, PassContext, describe_passes, get_pass, validate_steps
 from squeezeflow.passes.skipped_block import SkippedBlock
@@ -32,6 +34,15 @@ def reviews(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         row[length:] = 0
     upper = ((ids >= 100) & (ids > 0)).sum(1) > ((ids < 100) & (ids > 0)).sum(1)
     return ids, upper.astype(np.int64)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Models this small train fastest on one thread (several times faster on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -124,12 +135,30 @@ def test_hidden_state_distillation_pulls_the_kept_layers_toward_the_teacher(
     assert all(not layer._forward_hooks for layer in teacher.encoder.layers)
 
 
-def test_hidden_distillation_needs_distill_and_is_described() -> None:
+def test_hidden_distillation_needs_distill_and_blocks_that_match_and_is_described(
+    tmp_path: Path, trained: tuple[MiniLMClassifier, tuple[np.ndarray, ...]]
+) -> None:
     cls = get_pass("finetune")
     with pytest.raises(ValidationError, match=r"hidden_weight > 0 distils hidden states.*distill: true"):
         cls.Config(hidden_weight=1.0)
     schema = next(p for p in describe_passes() if p["name"] == "finetune")
     assert "hidden_weight" in str(schema)
+    # a student whose blocks are narrower than the teacher's has nothing to match: refused before training
+    teacher, data = trained
+    narrow = MiniLMClassifier(
+        EncoderConfig(
+            vocab_size=200,
+            hidden_size=16,
+            num_layers=LAYERS,
+            num_heads=4,
+            intermediate_size=32,
+            max_positions=16,
+        )
+    )
+    ctx = ctx_for(tmp_path, data, teacher=teacher)
+    with pytest.raises(PassError, match=r"finetune.*hidden_weight > 0, but none of the blocks"):
+        run("finetune", narrow, ctx, epochs=1, distill=True, hidden_weight=1.0)
+    assert "finetune" not in ctx.notes
 
 
 def test_the_text_recipe_dropping_half_the_layers_runs_end_to_end_and_exports(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
 
@@ -19,6 +19,9 @@ from squeezeflow.passes.searchable import (
     SearchedTrial,
     first_choice,
 )
+
+if TYPE_CHECKING:
+    from squeezeflow.training import FinetuneReport
 
 log = logging.getLogger(__name__)
 
@@ -138,42 +141,17 @@ class Finetune(OptimizationPass):
         return [ProposedStep(cls.name, params, "kd" if p["distill"] else "ft")]
 
     def run(self, model: ModelState, config: FinetuneConfig, ctx: PassContext) -> ModelState:
-        from squeezeflow.training import finetune
-
         if model.torch_module is None:
             raise PassError(self.name, "needs a PyTorch model")
         if config.distill and ctx.teacher is None:
             raise PassError(self.name, "distill=true needs the baseline as a PyTorch module")
         hidden_layers = _hidden_layers(model.torch_module, ctx) if config.hidden_weight > 0 else None
-        report = finetune(
-            model.torch_module,
-            ctx.train_x,
-            ctx.train_y,
-            ctx.val_x,
-            ctx.val_y,
-            epochs=config.epochs,
-            lr=config.lr,
-            batch_size=config.batch_size,
-            teacher=ctx.teacher if config.distill else None,
-            temperature=config.temperature,
-            alpha=config.alpha,
-            patience=config.patience,
-            max_seconds=config.max_seconds,
-            augment=config.augment,
-            seed=ctx.seed,
-            trim_padding=config.trim_padding,
-            quant_aware=config.quant_aware,
-            max_steps=config.max_steps,
-            deadline=ctx.deadline,
-            hidden_layers=hidden_layers,
-            hidden_weight=config.hidden_weight,
-        )
-        if hidden_layers is not None and not report.hidden_pairs:
-            raise PassError(
-                self.name,
-                f"hidden_weight > 0, but none of the blocks {hidden_layers} has an output of the same shape "
-                "as the baseline's block of that name",
-            )
+        try:
+            report = _finetune(model.torch_module, config, ctx, hidden_layers)
+        except ValueError as err:
+            if hidden_layers is None:
+                raise
+            raise PassError(self.name, f"hidden_weight > 0, but {err}") from None
         ctx.notes["finetune"] = {
             "epochs_planned": report.planned_epochs or config.epochs,
             "epochs_run": report.epochs_run,
@@ -192,6 +170,36 @@ class Finetune(OptimizationPass):
             report.best_val_accuracy,
         )
         return model
+
+
+def _finetune(
+    module: Any, config: FinetuneConfig, ctx: PassContext, hidden_layers: list[str] | None
+) -> FinetuneReport:
+    from squeezeflow.training import finetune
+
+    return finetune(
+        module,
+        ctx.train_x,
+        ctx.train_y,
+        ctx.val_x,
+        ctx.val_y,
+        epochs=config.epochs,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        teacher=ctx.teacher if config.distill else None,
+        temperature=config.temperature,
+        alpha=config.alpha,
+        patience=config.patience,
+        max_seconds=config.max_seconds,
+        augment=config.augment,
+        seed=ctx.seed,
+        trim_padding=config.trim_padding,
+        quant_aware=config.quant_aware,
+        max_steps=config.max_steps,
+        deadline=ctx.deadline,
+        hidden_layers=hidden_layers,
+        hidden_weight=config.hidden_weight,
+    )
 
 
 def _hidden_layers(module: Any, ctx: PassContext) -> list[str]:
