@@ -31,7 +31,7 @@ TEXT_DEPTH = PassStep(name="depth_prune", params={"ratio": 0.5})
 TEXT_DEPTH_RECOVERY = PassStep(
     name="finetune",
     params={
-        "epochs": 3,
+        "epochs": 2,
         "lr": 1e-4,
         "batch_size": 32,
         "distill": True,
