@@ -109,7 +109,8 @@ FULL = Mode(
     # Sized so the whole bench (three models, every peer) runs in under 30 minutes on two cores: the
     # first strong-pruning trial on resnet18 ends about 4.5 minutes in (it is the one that meets the
     # target), compact's cheap trials and first pruning trials fit 2.5 minutes, and the text model runs
-    # its three default candidates, the last a short quantization-aware pass (see job_doc).
+    # its three default candidates, the last a short quantization-aware pass (see job_doc); compact
+    # gets 6 minutes, enough for its three opening pruning trials (the light one is its winner).
     sf_max_seconds={"resnet18": 300.0, "compact": 360.0, "minilm": 480.0},
     sf_finetune_epochs=6,
     sf_patience=3,
@@ -276,7 +277,9 @@ def job_doc(m: BenchModel, state_dict: Path, data: Path, mode: Mode) -> dict[str
         "search": {
             # The text model: its default candidates only (trimmed padding with int8, trimmed float, and
             # vocabulary pruning + a short quantization-aware pass + int8). One pruning + distillation
-            # trial costs about 7 minutes more (and lost 3 points in 2 epochs): beyond the 30 minutes.
+            # trial costs about 7 minutes more (and lost 3 points in 2 epochs); dropping 2 or 3 of the 6
+            # layers with hidden-state distillation (recipes.TEXT_DEPTH_RECIPE) lost 1.7-2.1 points after
+            # 2 epochs (about 10 minutes), see bench/README.md.
             "max_trials": len(default_recipes("int64")) if m.text else mode.sf_max_trials,
             "max_seconds": mode.sf_max_seconds[m.key],
             "patience": mode.sf_patience,

@@ -2,8 +2,10 @@
 
 Used by the torch passes (pruning, low-rank factorisation). The loss is cross-entropy on the hard
 labels, optionally blended with the temperature-scaled KL divergence to a teacher's soft targets
-(Hinton et al., 2015). The best-validation weights are kept; training stops early when validation
-accuracy stops improving, or when the time budget ends.
+(Hinton et al., 2015), and optionally with the mean squared error between the student's and the
+teacher's hidden states at matched blocks (intermediate-layer distillation, as TinyBERT and MiniLM do).
+The best-validation weights are kept; training stops early when validation accuracy stops improving, or
+when the time budget ends.
 """
 
 from __future__ import annotations
@@ -78,6 +80,108 @@ def fake_int8_dynamic(model: Any) -> Iterator[int]:
             m.weight = weight
 
 
+class HiddenStates:
+    """Forward hooks that record the outputs of matched blocks of a student and a teacher, and the mean
+    squared error between them (intermediate-layer distillation).
+
+    ``names`` are qualified module names present in both models (for a depth-pruned student, the blocks
+    it kept: each is matched to the teacher block it came from). Pairs whose outputs differ in shape on
+    ``sample`` (a block whose channels were pruned) are left out; ``pairs`` says which remain. For token
+    ids (an integer ``[N, L]`` input) and block outputs ``[N, L, H]``, the error is taken over the non-pad
+    tokens only (pad id 0), which the model masks anyway. Recording happens only inside ``capture()``, so
+    validation passes leave nothing behind. Hooks are used rather than a change to the model's forward,
+    so any architecture works as it is."""
+
+    def __init__(self, student: Any, teacher: Any, names: list[str], sample: Any) -> None:
+        import torch
+
+        self.student_out: dict[str, Any] = {}
+        self.teacher_out: dict[str, Any] = {}
+        self._active = False
+        self._handles: list[Any] = []
+        candidates = []
+        for name in names:
+            try:
+                candidates.append((name, student.get_submodule(name), teacher.get_submodule(name)))
+            except AttributeError:
+                continue
+        for name, s_mod, t_mod in candidates:
+            self._handles.append(s_mod.register_forward_hook(self._recorder(self.student_out, name)))
+            self._handles.append(t_mod.register_forward_hook(self._recorder(self.teacher_out, name)))
+        s_mode, t_mode = student.training, teacher.training
+        ok = False
+        try:
+            student.eval()
+            teacher.eval()
+            with torch.no_grad(), self.capture():
+                student(sample)
+                teacher(sample)
+            shapes_match = {
+                n
+                for n in self.student_out
+                if n in self.teacher_out and self.student_out[n].shape == self.teacher_out[n].shape
+            }
+            ok = True
+        finally:
+            student.train(s_mode)
+            teacher.train(t_mode)
+            if not ok:
+                self.close()
+        self.pairs = [n for n, _s, _t in candidates if n in shapes_match]
+        self.clear()
+
+    def _recorder(self, store: dict[str, Any], name: str) -> Any:
+        import torch
+
+        def record(_m: Any, _args: Any, output: Any) -> None:
+            if not self._active:
+                return
+            if isinstance(output, tuple | list):
+                output = output[0]
+            if isinstance(output, torch.Tensor):
+                store[name] = output
+
+        return record
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[None]:
+        self._active = True
+        try:
+            yield
+        finally:
+            self._active = False
+
+    def clear(self) -> None:
+        self.student_out.clear()
+        self.teacher_out.clear()
+
+    def loss(self, inputs: Any) -> Any:
+        """Mean over the matched pairs of the student's squared error to the teacher's block output."""
+        import torch
+        import torch.nn.functional as F
+
+        mask = None
+        if inputs.ndim == 2 and not inputs.is_floating_point():
+            mask = (inputs != 0).unsqueeze(-1)
+        terms = []
+        for name in self.pairs:
+            s, t = self.student_out[name], self.teacher_out[name].detach()
+            if mask is not None and s.ndim == 3 and s.shape[:2] == inputs.shape:
+                m = mask.to(s.dtype)
+                terms.append(((s - t) ** 2 * m).sum() / (m.sum() * s.shape[-1]).clamp(min=1.0))
+            else:
+                terms.append(F.mse_loss(s, t))
+        self.clear()
+        return torch.stack(terms).mean() if terms else inputs.new_zeros((), dtype=torch.float32)
+
+    def close(self) -> None:
+        """Remove the hooks (``contextlib.closing`` calls this)."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self.clear()
+
+
 @dataclass
 class FinetuneReport:
     epochs_run: int
@@ -89,6 +193,7 @@ class FinetuneReport:
     history: list[float] = field(default_factory=list)
     planned_epochs: int | None = None
     budget_seconds: float | None = None
+    hidden_pairs: list[str] = field(default_factory=list)
 
 
 def fit_schedule(
@@ -198,6 +303,8 @@ def finetune(
     max_steps: int | None = None,
     deadline: float | None = None,
     cache_teacher: bool = True,
+    hidden_layers: list[str] | None = None,
+    hidden_weight: float = 0.0,
 ) -> FinetuneReport:
     """Fine-tune ``model`` in place; returns what happened. ``alpha`` weighs the distillation term.
 
@@ -207,6 +314,11 @@ def finetune(
 
     ``quant_aware``: train (and select the best epoch) under simulated dynamic int8, see
     ``fake_int8_dynamic``; for a model that dynamic int8 will quantize next.
+
+    ``hidden_layers`` and ``hidden_weight`` (with a ``teacher``): add ``hidden_weight`` times the mean
+    squared error between the outputs of the blocks named in ``hidden_layers`` in the model and in the
+    teacher (see ``HiddenStates``; the report's ``hidden_pairs`` lists the blocks matched). A
+    ``ValueError`` before any training when none of them matches in shape.
 
     ``max_steps``: at most this many batches per epoch (a seeded random subset of the train split each
     epoch); the learning-rate schedule is sized to them.
@@ -223,7 +335,6 @@ def finetune(
     rather than being cut off at a high learning rate. A last check ends training after the epoch that
     overruns."""
     import torch
-    import torch.nn.functional as F
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -243,9 +354,12 @@ def finetune(
     with simulated as covered:
         initial = accuracy(model, val_x, val_y, trim_padding=trim)
         val_s = time.monotonic() - t0
-        soft_targets = None
-        if teacher is not None and alpha > 0 and cache_teacher:
-            soft_targets = F.softmax(logits_of(teacher, train_x, trim_padding=trim) / temperature, dim=1)
+        matching = hidden_weight > 0 and bool(hidden_layers)  # the teacher's hidden states: it runs live
+        soft_targets = (
+            _soft_targets(teacher, train_x, temperature, trim)
+            if teacher is not None and alpha > 0 and cache_teacher and not matching
+            else None
+        )
         if budget is not None:
             live_teacher = teacher if soft_targets is None else None
             step_s = _step_seconds(model, live_teacher, xt, yt, batch_size, temperature, seed)
@@ -264,6 +378,16 @@ def finetune(
                     steps_per_epoch,
                     planned,
                 )
+        hidden = None
+        if teacher is not None and hidden_weight > 0 and hidden_layers:
+            hidden = HiddenStates(model, teacher, list(hidden_layers), xt[:2])
+            if not hidden.pairs:
+                hidden.close()
+                raise ValueError(
+                    f"none of the blocks {list(hidden_layers)} has an output of the shape of the teacher's "
+                    "block of that name"
+                )
+            log.info("%s: matching hidden states at %s", progress_label, hidden.pairs)
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15, anneal_strategy="cos"
@@ -271,7 +395,8 @@ def finetune(
         best, best_epoch, best_state = initial, 0, copy.deepcopy(model.state_dict())
         history: list[float] = []
         stopped = "epochs" if epochs == planned else "time budget (shorter schedule)"
-        with terminal_progress(transient=True) as bar:
+        hooks = contextlib.closing(hidden) if hidden is not None else contextlib.nullcontext()
+        with terminal_progress(transient=True) as bar, hooks:
             task = bar.add_task(progress_label, total=epochs * steps_per_epoch)
             for epoch in range(1, epochs + 1):
                 model.train()
@@ -286,12 +411,8 @@ def finetune(
                         xb = xb[:, : max(1, int(lengths[idx.numpy()].max()))]
                     if images:
                         xb = _shift(xb, gen)
-                    logits = model(xb)
-                    loss = F.cross_entropy(logits, yb)
-                    if teacher is not None and alpha > 0:
-                        soft = _teacher_targets(teacher, soft_targets, idx, xb, temperature)
-                        kd = F.kl_div(F.log_softmax(logits / temperature, dim=1), soft, reduction="batchmean")
-                        loss = (1 - alpha) * loss + alpha * temperature * temperature * kd
+                    cached = None if soft_targets is None else soft_targets[idx]
+                    loss = _loss(model, xb, yb, teacher, temperature, alpha, hidden, hidden_weight, cached)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -326,18 +447,49 @@ def finetune(
         history=history,
         planned_epochs=planned,
         budget_seconds=budget,
+        hidden_pairs=[] if hidden is None else list(hidden.pairs),
     )
 
 
-def _teacher_targets(teacher: Any, cached: Any | None, idx: Any, xb: Any, temperature: float) -> Any:
-    """The teacher's soft targets for a batch: the cached ones of its rows, else a teacher forward."""
+def _loss(
+    model: Any,
+    xb: Any,
+    yb: Any,
+    teacher: Any | None,
+    temperature: float,
+    alpha: float,
+    hidden: HiddenStates | None,
+    hidden_weight: float,
+    soft: Any | None = None,
+) -> Any:
+    """A training step's loss: cross-entropy, blended with the distillation term (weight ``alpha``) when
+    there is a teacher, plus ``hidden_weight`` times the hidden-state error when ``hidden`` matches blocks.
+    ``soft``: the teacher's soft targets for the batch, computed before (`finetune`'s ``cache_teacher``);
+    the teacher then runs only when its hidden states are matched."""
     import torch
     import torch.nn.functional as F
 
-    if cached is not None:
-        return cached[idx]
-    with torch.no_grad():
-        return F.softmax(teacher(xb) / temperature, dim=1)
+    with hidden.capture() if hidden is not None else contextlib.nullcontext():
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb)
+        if teacher is not None and (hidden is not None or (alpha > 0 and soft is None)):
+            with torch.no_grad():
+                teacher_logits = teacher(xb)
+            if soft is None:
+                soft = F.softmax(teacher_logits / temperature, dim=1)
+        if teacher is not None and alpha > 0 and soft is not None:
+            kd = F.kl_div(F.log_softmax(logits / temperature, dim=1), soft, reduction="batchmean")
+            loss = (1 - alpha) * loss + alpha * temperature * temperature * kd
+    if hidden is not None:
+        loss = loss + hidden_weight * hidden.loss(xb)
+    return loss
+
+
+def _soft_targets(teacher: Any, x: np.ndarray, temperature: float, trim_padding: bool) -> Any:
+    """The teacher's temperature-softened class probabilities for every row of ``x``, computed once."""
+    import torch.nn.functional as F
+
+    return F.softmax(logits_of(teacher, x, trim_padding=trim_padding) / temperature, dim=1)
 
 
 def _budget(max_seconds: float | None, deadline: float | None) -> float | None:

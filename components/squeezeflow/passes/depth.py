@@ -224,6 +224,9 @@ class DepthPrune(OptimizationPass):
             **({"macs_before": macs_before, "macs_after": macs_after} if macs_after is not None else {}),
         }
         ctx.notes["depth_prune_blocks"] = names  # not a number: kept with the candidate, not a metric
+        # The blocks left in place, each where it was in the baseline: a recovery distilling hidden states
+        # (finetune's hidden_weight) matches each to the baseline block of the same name.
+        ctx.notes["depth_prune_kept"] = [blocks[i][0] for i in range(len(blocks)) if i not in dropped]
         log.info(
             "depth pruning (%s): dropped %d of %d blocks %s; params %.0fk -> %.0fk, val loss %.4f -> %.4f",
             config.importance,

@@ -1,13 +1,14 @@
 """Recovery fine-tuning on the train split, early-stopped on the validation split, optionally
-distilling from the baseline (soft-target KL plus hard labels)."""
+distilling from the baseline (soft-target KL plus hard labels, and optionally the hidden states of
+matched blocks)."""
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from squeezeflow.errors import PassError
 from squeezeflow.passes.base import ModelState, OptimizationPass, PassConfig, PassContext, register_pass
@@ -18,6 +19,9 @@ from squeezeflow.passes.searchable import (
     SearchedTrial,
     first_choice,
 )
+
+if TYPE_CHECKING:
+    from squeezeflow.training import FinetuneReport
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,21 @@ class FinetuneConfig(PassConfig):
         description="Quantization-aware training: simulate dynamic int8 (per-channel int8 weights, uint8 "
         "inputs over their own range) on every nn.Linear, so a following ort_dynamic_int8 loses less.",
     )
+    hidden_weight: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=100.0,
+        description="Hidden-state distillation (needs distill): add this weight times the mean squared "
+        "error between the outputs of the model's blocks and the baseline's blocks they came from "
+        "(after depth_prune, the blocks it kept; else every block whose removal keeps the model valid, "
+        "where the shapes still match; over non-pad tokens for token ids). 0 turns it off.",
+    )
+
+    @model_validator(mode="after")
+    def _hidden_needs_teacher(self) -> FinetuneConfig:
+        if self.hidden_weight > 0 and not self.distill:
+            raise ValueError("hidden_weight > 0 distils hidden states from the baseline: set distill: true")
+        return self
 
 
 def recovery_epochs(ratio: float, space: Any) -> int:
@@ -128,34 +147,17 @@ class Finetune(OptimizationPass):
         return [ProposedStep(cls.name, params, "kd" if p["distill"] else "ft")]
 
     def run(self, model: ModelState, config: FinetuneConfig, ctx: PassContext) -> ModelState:
-        from squeezeflow.training import finetune
-
         if model.torch_module is None:
             raise PassError(self.name, "needs a PyTorch model")
         if config.distill and ctx.teacher is None:
             raise PassError(self.name, "distill=true needs the baseline as a PyTorch module")
-        report = finetune(
-            model.torch_module,
-            ctx.train_x,
-            ctx.train_y,
-            ctx.val_x,
-            ctx.val_y,
-            epochs=config.epochs,
-            lr=config.lr,
-            batch_size=config.batch_size,
-            teacher=ctx.teacher if config.distill else None,
-            temperature=config.temperature,
-            alpha=config.alpha,
-            patience=config.patience,
-            max_seconds=config.max_seconds,
-            augment=config.augment,
-            seed=ctx.seed,
-            trim_padding=config.trim_padding,
-            quant_aware=config.quant_aware,
-            max_steps=config.max_steps,
-            deadline=ctx.deadline,
-            cache_teacher=config.cache_teacher,
-        )
+        hidden_layers = _hidden_layers(model.torch_module, ctx) if config.hidden_weight > 0 else None
+        try:
+            report = _finetune(model.torch_module, config, ctx, hidden_layers)
+        except ValueError as err:
+            if hidden_layers is None:
+                raise
+            raise PassError(self.name, f"hidden_weight > 0, but {err}") from None
         ctx.notes["finetune"] = {
             "epochs_planned": report.planned_epochs or config.epochs,
             "epochs_run": report.epochs_run,
@@ -164,6 +166,7 @@ class Finetune(OptimizationPass):
             "val_accuracy_after": report.best_val_accuracy,
             "seconds": report.seconds,
             "stopped": report.stopped,
+            **({"hidden_layers": len(report.hidden_pairs)} if hidden_layers is not None else {}),
         }
         log.info(
             "fine-tuned %d epochs (%s): val accuracy %.4f -> %.4f",
@@ -173,3 +176,55 @@ class Finetune(OptimizationPass):
             report.best_val_accuracy,
         )
         return model
+
+
+def _finetune(
+    module: Any, config: FinetuneConfig, ctx: PassContext, hidden_layers: list[str] | None
+) -> FinetuneReport:
+    from squeezeflow.training import finetune
+
+    return finetune(
+        module,
+        ctx.train_x,
+        ctx.train_y,
+        ctx.val_x,
+        ctx.val_y,
+        epochs=config.epochs,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        teacher=ctx.teacher if config.distill else None,
+        temperature=config.temperature,
+        alpha=config.alpha,
+        patience=config.patience,
+        max_seconds=config.max_seconds,
+        augment=config.augment,
+        seed=ctx.seed,
+        trim_padding=config.trim_padding,
+        quant_aware=config.quant_aware,
+        max_steps=config.max_steps,
+        deadline=ctx.deadline,
+        cache_teacher=config.cache_teacher,
+        hidden_layers=hidden_layers,
+        hidden_weight=config.hidden_weight,
+    )
+
+
+def _hidden_layers(module: Any, ctx: PassContext) -> list[str]:
+    """The blocks whose outputs hidden-state distillation matches to the baseline's: the blocks depth
+    pruning kept (each still under the name it had in the baseline), else the model's droppable blocks
+    (the same notion of a block: residual blocks, transformer layers)."""
+    import torch
+
+    from squeezeflow.passes.depth import droppable_blocks
+
+    kept = ctx.notes.get("depth_prune_kept")
+    if kept:
+        return list(kept)
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    try:
+        blocks = droppable_blocks(module, torch.from_numpy(ctx.train_x[:2]).to(device))
+    except Exception as err:
+        raise PassError(
+            "finetune", f"the model failed on sample inputs: {type(err).__name__}: {err}"
+        ) from None
+    return [name for name, _parent, _child in blocks]
