@@ -24,6 +24,7 @@ import torch  # noqa: E402
 from squeezeflow.errors import ModelLoadError  # noqa: E402
 from squeezeflow.models.huggingface import load_huggingface_model, pack_checkpoint  # noqa: E402
 from squeezeflow.models.sources import export_onnx, load_torch_model  # noqa: E402
+from squeezeflow.passes import PassContext  # noqa: E402
 from squeezeflow.runtime import predict_logits  # noqa: E402
 from squeezeflow.spec.load import parse_spec  # noqa: E402
 from tests.huggingface_checkpoints import (  # noqa: E402
@@ -40,6 +41,18 @@ from tests.huggingface_checkpoints import (  # noqa: E402
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_bert(tmp_path_factory.mktemp("hf") / "tiny-bert")
+
+
+def _token_ctx(tmp_path: Path, train: Any, val: Any) -> PassContext:
+    """A pass context on a token-id dataset's train and validation splits (``np.load`` of their npz)."""
+    return PassContext(
+        workdir=tmp_path / "work",
+        input_shape=[LENGTH],
+        train_x=train["x"],
+        train_y=train["y"],
+        val_x=val["x"],
+        val_y=val["y"],
+    )
 
 
 def test_huggingface_checkpoint_loads_through_the_spec_and_exports_onnx_with_the_same_logits(
@@ -346,7 +359,7 @@ def test_huggingface_bert_macs_are_counted_for_the_baseline_and_its_pruned_and_i
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from squeezeflow.onnx_cost import onnx_cost
-    from squeezeflow.passes import ModelState, PassContext, get_pass
+    from squeezeflow.passes import ModelState, get_pass
     from tests.huggingface_checkpoints import write_token_dataset
 
     model = load_huggingface_model(str(tiny_bert), tiny_bert)
@@ -362,14 +375,7 @@ def test_huggingface_bert_macs_are_counted_for_the_baseline_and_its_pruned_and_i
 
     data = write_token_dataset(tmp_path / "data", tiny_bert)
     train, val = (np.load(data / f"{s}.npz") for s in ("train", "val"))
-    ctx = PassContext(
-        workdir=tmp_path / "work",
-        input_shape=[LENGTH],
-        train_x=train["x"],
-        train_y=train["y"],
-        val_x=val["x"],
-        val_y=val["y"],
-    )
+    ctx = _token_ctx(tmp_path, train, val)
     trim = get_pass("trim_padding")
     trimmed = trim().run(ModelState(torch_module=model), trim.Config.model_validate({}), ctx).torch_module
     export_onnx(trimmed, [LENGTH], tmp_path / "t.onnx", dtype=np.int64)
@@ -445,7 +451,7 @@ def test_huggingface_vocab_prune_keeps_the_tokenizers_special_tokens_and_maps_un
     own, and those are kept (unless the recipe sets them)."""
     import shutil
 
-    from squeezeflow.passes import ModelState, PassContext, get_pass
+    from squeezeflow.passes import ModelState, get_pass
     from tests.huggingface_checkpoints import write_token_dataset
 
     ckpt = Path(shutil.copytree(tiny_bert, tmp_path / "bert"))
@@ -461,14 +467,7 @@ def test_huggingface_vocab_prune_keeps_the_tokenizers_special_tokens_and_maps_un
     train, val = (np.load(data / f"{s}.npz") for s in ("train", "val"))
     unseen = 2000
     assert not np.isin([1, 2, 100, unseen], train["x"]).any()
-    ctx = PassContext(
-        workdir=tmp_path / "work",
-        input_shape=[LENGTH],
-        train_x=train["x"],
-        train_y=train["y"],
-        val_x=val["x"],
-        val_y=val["y"],
-    )
+    ctx = _token_ctx(tmp_path, train, val)
     cls = get_pass("vocab_prune")
 
     def pruned_remap(**params: Any) -> np.ndarray:
