@@ -300,6 +300,8 @@ def test_a_candidate_a_screen_shows_far_slower_is_not_measured_further(tmp_path:
     assert slow["rounds"] == 0 and slow["speedup_high"] < 1 / 1.5, slow
     # blocks a fifth as long: 10 pairs of 2 runs, not 2 rounds of 10 pairs of 10
     assert slow["iterations"] == 20 and slow["speedup_pairs"] == 10
+    # a record a JSON file can hold (an infinite spread broke the stage commands' files)
+    assert 0.0 <= slow["cv_p50"] < float("inf") and 0.0 <= slow["per_batch"][0]["cv_p50"] < float("inf")
     # a candidate the screen does not show that slow is measured in full rounds, as without a screen
     fast = measure(request(small, paired_with=str(big), iterations=200, screen_slower_than=1.5))
     assert fast["rounds"] >= 2 and fast["speedup_pairs"] >= 20 and fast["speedup_low"] > 1.0, fast

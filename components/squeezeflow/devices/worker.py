@@ -162,7 +162,14 @@ def paired_rounds(
         speedup, low, high = speedup_interval(screen.ratios, confidence)
         if np.isfinite(high) and high < 1 / screen_slower_than:
             return PairedTimes(
-                screen.candidate, screen.baseline, screen.ratios, 0, float("inf"), speedup, low, high
+                screen.candidate,
+                screen.baseline,
+                screen.ratios,
+                0,
+                _cv(screen.candidate_blocks),
+                speedup,
+                low,
+                high,
             )
     cand: list[np.ndarray] = []
     base: list[np.ndarray] = []
@@ -179,10 +186,17 @@ def paired_rounds(
         slower = np.isfinite(high) and high < 1  # never promoted: more rounds would change nothing
         if (rounds >= 2 and (narrow or slower)) or rounds >= max_rounds:
             medians = np.array(round_medians)
-            cv = float(medians.std() / medians.mean()) if rounds > 1 else float("inf")
+            cv = float(medians.std() / medians.mean()) if rounds > 1 else _cv(cand)
             return PairedTimes(
                 np.concatenate(cand), np.concatenate(base), ratios, rounds, cv, speedup, low, high
             )
+
+
+def _cv(blocks: list[np.ndarray]) -> float:
+    """The coefficient of variation of the blocks' medians: the spread a measurement of a single round
+    (or of a screen) has, in place of the spread of round medians (a JSON record holds no infinity)."""
+    medians = np.array([np.median(b) for b in blocks])
+    return float(medians.std() / medians.mean()) if len(medians) > 1 and medians.mean() > 0 else 0.0
 
 
 @dataclass(frozen=True)
