@@ -54,7 +54,7 @@ tools: $(STAMP)
 	$(PY) infra/tools/get_checkov.py
 
 test: lint typecheck tools
-	$(VENV)/bin/pytest -q -ra --durations=40 tests
+	$(VENV)/bin/pytest -q -ra --durations=15 tests
 
 clean:
 	rm -rf $(VENV) .squeezeflow .pytest_cache .mypy_cache .ruff_cache

@@ -82,11 +82,6 @@ class Speed:
     paired: bool
     confidence: float | None = None
 
-    def measurably_faster_than(self, other: Speed) -> bool:
-        """Whether the measurements tell this speed above ``other``'s: the other's interval ends below
-        this one's (the noise band `choose` and the alias contest both rank by)."""
-        return other.high < self.low
-
     def __str__(self) -> str:
         how = "faster" if self.ratio >= 1 else "the baseline's speed"
         if self.paired:
@@ -190,8 +185,8 @@ def choose(
         return min(eligible, key=lambda o: (size(o), bench(o).p50_ms, o.candidate.key))
     speeds = {o.candidate.key: speed_of(bench(o), baseline_bench, baseline) for o in eligible}
     fastest = min(eligible, key=lambda o: (-speeds[o.candidate.key].ratio, size(o), o.candidate.key))
-    top = speeds[fastest.candidate.key]
-    tied = [o for o in eligible if not top.measurably_faster_than(speeds[o.candidate.key])]
+    floor = speeds[fastest.candidate.key].low
+    tied = [o for o in eligible if speeds[o.candidate.key].high >= floor]
     return min(tied, key=lambda o: (size(o), -speeds[o.candidate.key].ratio, o.candidate.key))
 
 
@@ -510,11 +505,7 @@ def registered_model_description(spec: JobSpec) -> str:
         if tol.method == "bootstrap"
         else "the measured drop"
     )
-    better = (
-        "speed (paired speedup intervals; speeds they cannot tell apart tie), then size"
-        if spec.objective == "latency"
-        else "size, then speed"
-    )
+    better = "p50 latency, then size" if spec.objective == "latency" else "size, then p50 latency"
     return (
         f"Compressed versions of `{redact_uri(spec.model.uri)}`, produced by the squeezeflow job "
         f"`{spec.name}` "
@@ -625,31 +616,15 @@ def profile_settings_digest(spec: JobSpec) -> str:
 @dataclass(frozen=True)
 class Standing:
     """A registered version's recorded measurement on its target profile, and the conditions under
-    which it was taken (two standings are ranked only when their conditions are equal). ``speed``: its
-    paired speedup over the baseline with its interval, when it was measured paired."""
+    which it was taken (two standings are ranked only when their conditions are equal)."""
 
     conditions: dict[str, str]
     p50_ms: float
     size_bytes: float
-    speed: Speed | None = None
 
-    def better_than(self, other: Standing, objective: str) -> bool:
-        """Strictly better by ``objective``, ranked as `choose` ranks candidates. Latency: when both were
-        measured paired with the same baseline (equal conditions), by their speedup intervals with the
-        same noise band (measurably faster wins; speeds the measurements cannot tell apart tie and the
-        smaller wins); else by p50, then size. Size: by size, then speed the same way. A tie is not
-        better (it keeps the holder)."""
-        if self.speed is not None and other.speed is not None:
-            if self.speed.measurably_faster_than(other.speed):
-                speed = -1
-            elif other.speed.measurably_faster_than(self.speed):
-                speed = 1
-            else:
-                speed = 0
-        else:
-            speed = (self.p50_ms > other.p50_ms) - (self.p50_ms < other.p50_ms)
-        size = (self.size_bytes > other.size_bytes) - (self.size_bytes < other.size_bytes)
-        return ((speed, size) if objective == "latency" else (size, speed)) < (0, 0)
+    def rank(self, objective: str) -> tuple[float, float]:
+        lat, size = self.p50_ms, self.size_bytes
+        return (lat, size) if objective == "latency" else (size, lat)
 
 
 def standing(tags: dict[str, str]) -> Standing | None:
@@ -667,28 +642,16 @@ def standing(tags: dict[str, str]) -> Standing | None:
             },
             p50_ms=float(bench["p50_ms"]),
             size_bytes=float(bench["size_bytes"]),
-            speed=_recorded_speed(bench),
         )
     except (KeyError, TypeError, ValueError):
         return None
-
-
-def _recorded_speed(bench: dict[str, Any]) -> Speed | None:
-    """The paired speedup and interval a version's benchmark tag records, or None (unpaired, older)."""
-    values: list[float] = []
-    for key in ("speedup", "speedup_low", "speedup_high"):
-        v = bench.get(key)
-        if not isinstance(v, int | float) or not math.isfinite(v):
-            return None
-        values.append(float(v))
-    return Speed(values[0], values[1], values[2], True)
 
 
 def beats(mine: Standing | None, theirs: Standing | None, holder: str, objective: str) -> tuple[bool, str]:
     """Whether our version should take the alias from version ``holder``, and why.
 
     Comparable standings (same profile and settings, dataset, baseline and metric) are ranked by the
-    objective as `choose` ranks candidates (`Standing.better_than`); a tie keeps the holder. A holder with no
+    objective (latency: p50 then size; size: size then p50); a tie keeps the holder. A holder with no
     comparable standing (registered by hand, measured elsewhere, or gated on other data or another
     baseline, as after retraining) cannot be shown to be better, so the newer promotion replaces it.
     """
@@ -703,7 +666,7 @@ def beats(mine: Standing | None, theirs: Standing | None, holder: str, objective
             "objective cannot rank the two; the newer promotion replaced it"
         )
     detail = _detail(mine, theirs)
-    if mine.better_than(theirs, objective):
+    if mine.rank(objective) < theirs.rank(objective):
         return True, f"beats version {holder} on {objective} ({detail})"
     return False, f"version {holder} is as good or better on {objective} ({detail})"
 
@@ -820,17 +783,14 @@ def _better_rival(rivals: list[Any], mine: Standing, objective: str) -> tuple[st
         if (
             theirs is not None
             and theirs.conditions == mine.conditions
-            and theirs.better_than(mine, objective)
+            and theirs.rank(objective) < mine.rank(objective)
         ):
             return str(rival.version), theirs
     return None
 
 
 def _detail(a: Standing, b: Standing) -> str:
-    speed = (
-        f"speedup {a.speed.ratio:.2f}x ({a.speed.low:.2f}-{a.speed.high:.2f}) vs {b.speed.ratio:.2f}x "
-        f"({b.speed.low:.2f}-{b.speed.high:.2f})"
-        if a.speed is not None and b.speed is not None
-        else f"p50 {a.p50_ms:.4f} vs {b.p50_ms:.4f} ms"
+    return (
+        f"p50 {a.p50_ms:.4f} vs {b.p50_ms:.4f} ms, size {a.size_bytes:.0f} vs {b.size_bytes:.0f} bytes "
+        f"on {a.conditions['profile']}"
     )
-    return f"{speed}, size {a.size_bytes:.0f} vs {b.size_bytes:.0f} bytes on {a.conditions['profile']}"
