@@ -12,6 +12,17 @@ from squeezeflow.tracking.runs import PARAM_LEASE, TAG_MODEL_ID, Runs
 log = logging.getLogger(__name__)
 
 
+def _served_requirements() -> list[str]:
+    """What serving an ONNX candidate needs, pinned to this environment's versions. Stated rather than
+    left to MLflow's inference, which loads every model again in a subprocess of its own to see what it
+    imports (about 2 seconds per candidate) and finds these same packages."""
+    from importlib.metadata import version
+
+    import mlflow.onnx
+
+    return [*mlflow.onnx.get_default_pip_requirements(), f"numpy=={version('numpy')}"]
+
+
 class LoggedModels(Runs):
     """A candidate run's LoggedModel: logged once, an interrupted attempt's leftovers adopted or deleted."""
 
@@ -62,6 +73,7 @@ class LoggedModels(Runs):
                 input_example=input_example,
                 onnx_execution_providers=["CPUExecutionProvider"],
                 save_as_external_data=False,
+                pip_requirements=_served_requirements(),
                 run_id=run_id,
                 model_id=pending.model_id,
             )
