@@ -78,6 +78,25 @@ def test_the_searchs_int4_choice_gives_token_id_models_int4_linears_then_int8_fo
     assert "ort_int4_weight_only" not in [s.name for s in image.steps]  # no int4 convolution kernels
 
 
+def test_the_search_asks_an_int4_block_size_only_of_int4_trials_and_builds_with_it(tmp_path: Path) -> None:
+    import optuna
+
+    from squeezeflow.search.space import suggest
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = SearchSpace(quantize=["int4", "int8"], int4_block_size=[64, 128])
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    asked = [suggest(study.ask(), space) for _ in range(24)]
+    int4 = [p for p in asked if p["quantize"] == "int4"]
+    assert int4 and all(p["int4_block_size"] in (64, 128) for p in int4)
+    assert all("int4_block_size" not in p for p in asked if p["quantize"] != "int4")
+    params = {**int4[0], "int4_block_size": 128}
+    recipe = recipe_from_params(params, space, token_ids=True)
+    (step,) = [s for s in recipe.steps if s.name == "ort_int4_weight_only"]
+    assert step.params == {"block_size": 128} and "int4b128" in recipe.label
+    assert "int4b" not in recipe_from_params({**params, "int4_block_size": 32}, space, token_ids=True).label
+
+
 def test_int4_refuses_a_model_without_matmul_naming_the_pass(tmp_path: Path) -> None:
     cnn = export_onnx(tiny_cnn().eval(), [1, 28, 28], tmp_path / "cnn.onnx")
     cls = get_pass("ort_int4_weight_only")

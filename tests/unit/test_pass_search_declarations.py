@@ -97,6 +97,7 @@ def test_a_registered_pass_is_searched_and_builds_its_step_without_touching_the_
         "round_to",
         "distill",
         "quantize",
+        "int4_block_size",
         "clip_percentile",
         "clip_passes",
     ]

@@ -67,6 +67,12 @@ class SearchSpace(StrictModel):
     quantize: list[QuantizeChoice] = Field(
         default_factory=_default_quantize, min_length=1, description="What follows pruning and fine-tuning."
     )
+    int4_block_size: list[Literal[32, 64, 128]] | None = Field(
+        default=None,
+        min_length=1,
+        description="Block sizes searched when a trial quantizes to int4 (token-id models: input channels "
+        "sharing one scale; smaller is more accurate, larger smaller and faster); default 32, 64, 128.",
+    )
     finetune_epochs: int = Field(
         default=6, ge=1, le=500, description="Recovery epochs of a candidate pruned by 50% or less."
     )
