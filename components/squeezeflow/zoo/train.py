@@ -67,6 +67,8 @@ _RECIPES: Final[dict[str, _Recipe]] = {
     "resnet18_style": _Recipe(epochs=10, lr=1e-3, batch_size=128, augment=True),
     "wide_resnet": _Recipe(epochs=8, lr=3e-3, batch_size=128, augment=True),
     "compact_cnn": _Recipe(epochs=20, lr=3e-3, batch_size=128, augment=True),
+    # MFCC inputs: no pixel shifts (a shift along the coefficients is not a plausible recording)
+    "kws_resnet": _Recipe(epochs=15, lr=3e-3, batch_size=64, augment=False),
 }
 DEFAULT_EPOCHS: Final[dict[str, int]] = {name: r.epochs for name, r in _RECIPES.items()}
 
