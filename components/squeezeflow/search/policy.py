@@ -45,11 +45,13 @@ from squeezeflow.stages.gate import mark_candidate
 
 log = logging.getLogger(__name__)
 
-Verdict = Literal["pass", "fail", "not evaluated: slower", "not built"]
+Verdict = Literal["pass", "fail", "not evaluated: slower", "not built", "abandoned"]
 
 
 def verdict_of(outcome: CandidateOutcome) -> Verdict:
     """A candidate's verdict in the words every table uses (CLI, report, Airflow, Kubeflow)."""
+    if outcome.candidate.status == "abandoned":
+        return "abandoned"
     if outcome.candidate.status != "ok":
         return "not built"
     if outcome.gate is not None and is_not_evaluated(outcome.gate):

@@ -1,0 +1,112 @@
+"""When to abandon a trial whose recovery training cannot bring it back within the gate's tolerance.
+
+A searched candidate is pruned, then fine-tuned for minutes; one whose validation metric cannot reach
+the gate spends that time for a "fail" verdict. `RecoveryCheck` is judged after every recovery epoch
+from a fraction of the schedule on, on the trial's own learning curve and the baseline's validation
+metric, so it needs nothing from other trials: an Airflow or Kubeflow worker that builds one trial alone
+decides exactly as the CLI's in-process search does.
+
+The rule (`RecoveryCheck.judge`), after epoch ``e`` of a schedule of ``E`` epochs:
+
+* the *floor* is the baseline's validation metric less the gate's allowed drop; the *gap* is how far
+  the best epoch so far is below it;
+* the curve's *pace* is the steepest average climb to its best epoch from any earlier point of it (the
+  metric before training included), and the optimistic end of the schedule is
+  ``best + slack * pace * (E - e)``;
+* the trial is abandoned when ``e >= after * E`` (and ``e < E``), the gap is more than ``tolerances``
+  times the allowed drop, and even that optimistic end stays below the floor by more than that margin.
+
+Why by hand, and why this shape. Optuna's SuccessiveHalvingPruner, HyperbandPruner and MedianPruner
+decide by comparing a trial with the other trials' intermediate values, which needs one study storage
+shared live by every worker (an RDB reachable from each Airflow task or Kubeflow pod); the search here
+keeps its study as records in the artifact store, rebuilt per round, and trials of a round run side by
+side, so none of them would have peers to compare with. ThresholdPruner and PatientPruner are per-trial,
+but ThresholdPruner's bound is fixed, and a fixed bound either abandons a slow but steady recovery (the
+metric is low early by design: the pruned model starts far down, and the one-cycle rate is at its peak a
+sixth of the way in) or never fires. What the check needs is ThresholdPruner's test (a bound after a
+warm-up, ``after``) applied to where the curve can still get to; Optuna's Trial.report/should_prune
+cannot run in the search's three-objective study anyway (Optuna refuses intermediate values there).
+
+The projection is deliberately optimistic: recovery curves saturate, so their steepest climb so far
+(for a model pruned far down, the jump of its first epoch; for one whose metric dipped while the
+one-cycle rate was at its peak, the climb out of the dip) overstates what later epochs add, and
+``slack`` doubles it again to cover the gains of the annealing end of the schedule. A trial is
+abandoned only when it is hopeless (a learning rate that does not train, pruning that left too little
+to learn with), not when it is merely behind: a wrong abandonment loses a candidate, a late one only
+some minutes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Abandonment:
+    """Why and when a trial's recovery was abandoned."""
+
+    epoch: int
+    epochs: int
+    best: float
+    floor: float
+    projected: float
+    seconds_saved: float
+
+    @property
+    def gap(self) -> float:
+        """How far the best validation metric so far was below the floor."""
+        return self.floor - self.best
+
+    @property
+    def reason(self) -> str:
+        return (
+            f"abandoned after recovery epoch {self.epoch} of {self.epochs}: best validation metric "
+            f"{self.best:.4f}, {self.gap:.4f} below the gate's floor {self.floor:.4f} (the baseline's "
+            f"less the allowed drop), and even the curve's optimistic end {self.projected:.4f} stays below "
+            f"it (search.abandon); about {self.seconds_saved:.0f} s of training saved"
+        )
+
+
+@dataclass(frozen=True)
+class RecoveryCheck:
+    """The abandonment rule for one trial (see the module's docstring): ``floor`` is the baseline's
+    validation metric less the gate's allowed drop, ``allowed_drop`` the gate's drop itself."""
+
+    floor: float
+    allowed_drop: float
+    after: float = 0.5
+    tolerances: float = 5.0
+    slack: float = 2.0
+
+    def first_epoch(self, epochs: int) -> int:
+        """The first epoch after which a schedule of ``epochs`` epochs is judged (at least the first)."""
+        return max(1, math.ceil(self.after * epochs - 1e-9))
+
+    def judge(
+        self, initial: float, history: list[float], epochs: int, seconds: float = 0.0
+    ) -> Abandonment | None:
+        """Abandon, or None to go on, after ``len(history)`` epochs of a schedule of ``epochs``:
+        ``initial`` is the metric before training, ``history`` the metric after each epoch so far,
+        ``seconds`` the training time they took (to say what stopping saves)."""
+        done = len(history)
+        if done == 0 or done >= epochs or done < self.first_epoch(epochs):
+            return None
+        curve = [initial, *history]
+        at = max(range(len(curve)), key=lambda i: (curve[i], -i))
+        best = curve[at]
+        margin = self.tolerances * self.allowed_drop
+        if self.floor - best <= margin:
+            return None
+        pace = max(((best - curve[j]) / (at - j) for j in range(at)), default=0.0)
+        projected = best + self.slack * pace * (epochs - done)
+        if self.floor - projected <= margin:
+            return None
+        return Abandonment(
+            epoch=done,
+            epochs=epochs,
+            best=best,
+            floor=self.floor,
+            projected=projected,
+            seconds_saved=seconds / done * (epochs - done),
+        )
