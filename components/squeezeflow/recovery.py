@@ -10,9 +10,9 @@ The rule (`RecoveryCheck.judge`), after epoch ``e`` of a schedule of ``E`` epoch
 
 * the *floor* is the baseline's validation metric less the gate's allowed drop; the *gap* is how far
   the best epoch so far is below it;
-* the curve's *pace* is the steepest average climb to its best epoch from any earlier point of it (the
-  metric before training included), and the optimistic end of the schedule is
-  ``best + slack * pace * (E - e)``;
+* the curve's *pace* is its steepest average climb to its latest epoch, from whichever earlier point
+  of it (the metric before training included) gives the steepest, and the optimistic end of the
+  schedule is the best so far or ``latest + slack * pace * (E - e)``, whichever is higher;
 * the trial is abandoned when ``e >= after * E`` (and ``e < E``), the gap is more than ``tolerances``
   times the allowed drop, and even that optimistic end stays below the floor by more than that margin.
 
@@ -28,9 +28,11 @@ warm-up, ``after``) applied to where the curve can still get to; Optuna's Trial.
 cannot run in the search's three-objective study anyway (Optuna refuses intermediate values there).
 
 The projection is deliberately optimistic: recovery curves saturate, so their steepest climb so far
-(for a model pruned far down, the jump of its first epoch; for one whose metric dipped while the
+(for a model pruned far down, the jump of its first epochs; for one whose metric dipped while the
 one-cycle rate was at its peak, the climb out of the dip) overstates what later epochs add, and
-``slack`` doubles it again to cover the gains of the annealing end of the schedule. A trial is
+``slack`` doubles it again to cover the gains of the annealing end of the schedule. A curve that jumped
+in its first epoch and then stayed flat is judged by the jump averaged over every epoch since, so its
+pace falls as it stays flat. A trial is
 abandoned only when it is hopeless (a learning rate that does not train, pruning that left too little
 to learn with), not when it is merely behind: a wrong abandonment loses a candidate, a late one only
 some minutes.
@@ -93,13 +95,12 @@ class RecoveryCheck:
         if done == 0 or done >= epochs or done < self.first_epoch(epochs):
             return None
         curve = [initial, *history]
-        at = max(range(len(curve)), key=lambda i: (curve[i], -i))
-        best = curve[at]
+        best, latest = max(curve), curve[-1]
         margin = self.tolerances * self.allowed_drop
         if self.floor - best <= margin:
             return None
-        pace = max(((best - curve[j]) / (at - j) for j in range(at)), default=0.0)
-        projected = best + self.slack * pace * (epochs - done)
+        pace = max(0.0, *((latest - curve[j]) / (done - j) for j in range(done)))
+        projected = max(best, latest + self.slack * pace * (epochs - done))
         if self.floor - projected <= margin:
             return None
         return Abandonment(
