@@ -42,12 +42,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
-class Abandonment:
-    """Why and when a trial's recovery was abandoned."""
+class RecoveryStop:
+    """Why and when a trial's recovery stopped before its schedule's end: ``abandoned`` (it cannot reach
+    the gate) or ``recovered`` (it is back to the baseline, with ``stop_recovered``)."""
 
+    kind: Literal["abandoned", "recovered"]
     epoch: int
     epochs: int
     best: float
@@ -62,6 +65,12 @@ class Abandonment:
 
     @property
     def reason(self) -> str:
+        if self.kind == "recovered":
+            return (
+                f"recovered after epoch {self.epoch} of {self.epochs}: best validation metric "
+                f"{self.best:.4f}, back to the baseline's (search.abandon.stop_recovered); about "
+                f"{self.seconds_saved:.0f} s of training saved"
+            )
         return (
             f"abandoned after recovery epoch {self.epoch} of {self.epochs}: best validation metric "
             f"{self.best:.4f}, {self.gap:.4f} below the gate's floor {self.floor:.4f} (the baseline's "
@@ -73,13 +82,18 @@ class Abandonment:
 @dataclass(frozen=True)
 class RecoveryCheck:
     """The abandonment rule for one trial (see the module's docstring): ``floor`` is the baseline's
-    validation metric less the gate's allowed drop, ``allowed_drop`` the gate's drop itself."""
+    validation metric less the gate's allowed drop, ``allowed_drop`` the gate's drop itself.
+    ``stop_recovered``: also stop, from ``after`` of the schedule on, a trial whose best validation
+    metric is back to the baseline's (the floor plus the allowed drop); ``abandon``: False never
+    abandons (only ``stop_recovered`` stops)."""
 
     floor: float
     allowed_drop: float
     after: float = 0.5
     tolerances: float = 5.0
     slack: float = 2.0
+    stop_recovered: bool = False
+    abandon: bool = True
 
     def first_epoch(self, epochs: int) -> int:
         """The first epoch after which a schedule of ``epochs`` epochs is judged (at least the first)."""
@@ -87,27 +101,23 @@ class RecoveryCheck:
 
     def judge(
         self, initial: float, history: list[float], epochs: int, seconds: float = 0.0
-    ) -> Abandonment | None:
-        """Abandon, or None to go on, after ``len(history)`` epochs of a schedule of ``epochs``:
-        ``initial`` is the metric before training, ``history`` the metric after each epoch so far,
-        ``seconds`` the training time they took (to say what stopping saves)."""
+    ) -> RecoveryStop | None:
+        """Stop (abandoned, or recovered), or None to go on, after ``len(history)`` epochs of a schedule
+        of ``epochs``: ``initial`` is the metric before training, ``history`` the metric after each epoch
+        so far, ``seconds`` the training time they took (to say what stopping saves)."""
         done = len(history)
         if done == 0 or done >= epochs or done < self.first_epoch(epochs):
             return None
         curve = [initial, *history]
         best, latest = max(curve), curve[-1]
+        saved = seconds / done * (epochs - done)
+        if self.stop_recovered and best >= self.floor + self.allowed_drop:
+            return RecoveryStop("recovered", done, epochs, best, self.floor, best, saved)
         margin = self.tolerances * self.allowed_drop
-        if self.floor - best <= margin:
+        if not self.abandon or self.floor - best <= margin:
             return None
         pace = max(0.0, *((latest - curve[j]) / (done - j) for j in range(done)))
         projected = max(best, latest + self.slack * pace * (epochs - done))
         if self.floor - projected <= margin:
             return None
-        return Abandonment(
-            epoch=done,
-            epochs=epochs,
-            best=best,
-            floor=self.floor,
-            projected=projected,
-            seconds_saved=seconds / done * (epochs - done),
-        )
+        return RecoveryStop("abandoned", done, epochs, best, self.floor, projected, saved)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from squeezeflow.progress import terminal_progress
-from squeezeflow.recovery import Abandonment, RecoveryCheck
+from squeezeflow.recovery import RecoveryCheck, RecoveryStop
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class FinetuneReport:
     planned_epochs: int | None = None
     budget_seconds: float | None = None
     hidden_pairs: list[str] = field(default_factory=list)
-    abandoned: Abandonment | None = None
+    rule_stop: RecoveryStop | None = None
 
 
 def fit_schedule(
@@ -338,9 +338,9 @@ def finetune(
     rather than being cut off at a high learning rate. A last check ends training after the epoch that
     overruns.
 
-    ``abandon``: judged after every epoch on the validation curve (`RecoveryCheck.judge`); when it gives
-    up, training stops there (``stopped`` is "abandoned", ``abandoned`` says why) with the best weights
-    so far."""
+    ``abandon``: judged after every epoch on the validation curve (`RecoveryCheck.judge`); when it stops
+    the trial, training stops there (``stopped`` is "abandoned" or "recovered", ``rule_stop`` says why)
+    with the best weights so far."""
     import torch
 
     torch.manual_seed(seed)
@@ -402,7 +402,7 @@ def finetune(
         best, best_epoch, best_state = initial, 0, copy.deepcopy(model.state_dict())
         history: list[float] = []
         stopped = "epochs" if epochs == planned else "time budget (shorter schedule)"
-        abandoned: Abandonment | None = None
+        rule_stop: RecoveryStop | None = None
         trained_from = time.monotonic()
         hooks = contextlib.closing(hidden) if hidden is not None else contextlib.nullcontext()
         with terminal_progress(transient=True) as bar, hooks:
@@ -427,13 +427,13 @@ def finetune(
                 log.info("%s epoch %d/%d: val accuracy %.4f", progress_label, epoch, epochs, acc)
                 if acc > best:
                     best, best_epoch, best_state = acc, epoch, copy.deepcopy(model.state_dict())
-                abandoned = (
+                rule_stop = (
                     abandon.judge(initial, history, epochs, time.monotonic() - trained_from)
                     if abandon
                     else None
                 )
-                if abandoned is not None:
-                    stopped = "abandoned"
+                if rule_stop is not None:
+                    stopped = rule_stop.kind
                     break
                 # Under the one-cycle schedule validation accuracy swings while the rate is high and gains
                 # most as it anneals (ResNet-18 pruned by 85%, 18 epochs: judged from half way, it stopped
@@ -460,7 +460,7 @@ def finetune(
         planned_epochs=planned,
         budget_seconds=budget,
         hidden_pairs=[] if hidden is None else list(hidden.pairs),
-        abandoned=abandoned,
+        rule_stop=rule_stop,
     )
 
 

@@ -86,6 +86,31 @@ def test_recovery_stops_at_the_check_that_gives_it_up_and_keeps_its_best_weights
         abandon=RecoveryCheck(floor=0.95, allowed_drop=0.01),
     )  # fmt: skip
     assert report.stopped == "abandoned" and report.epochs_run == 3, report
-    assert report.abandoned is not None and report.abandoned.epoch == 3
-    assert report.abandoned.seconds_saved > 0
+    assert report.rule_stop is not None and report.rule_stop.epoch == 3
+    assert report.rule_stop.seconds_saved > 0
     assert report.best_val_accuracy == max([report.initial_val_accuracy, *report.history])
+
+
+def test_a_trial_back_to_the_baseline_stops_recovering_only_when_asked() -> None:
+    curve = [0.70, 0.85, 0.87, 0.88, 0.88, 0.89]  # the baseline: 0.8625 on validation
+    assert _first_abandonment(RULE, 0.12, curve) is None  # off by default: runs to its end
+    asked = RecoveryCheck(floor=0.8525, allowed_drop=0.01, stop_recovered=True)
+    stop = asked.judge(0.12, curve[:3], 6, seconds=30.0)
+    assert stop is not None and stop.kind == "recovered" and stop.epoch == 3
+    assert stop.seconds_saved == pytest.approx(30.0) and "recovered after epoch 3 of 6" in stop.reason
+    assert asked.judge(0.12, curve[:2], 6) is None  # not before half of the schedule
+
+
+def test_recovery_that_reaches_the_baseline_stops_there_when_asked() -> None:
+    # Every label is one class the untrained model does not predict: it is learnt within a few epochs.
+    torch.manual_seed(0)
+    model = tiny_cnn()
+    rng = np.random.default_rng(0)
+    tx, vx = rng.random((256, 1, 28, 28), dtype=np.float32), rng.random((32, 1, 28, 28), dtype=np.float32)
+    with torch.no_grad():
+        label = (int(model.eval()(torch.from_numpy(vx)).argmax(1).mode().values) + 1) % 10
+    ty, vy = np.full(256, label, dtype=np.int64), np.full(32, label, dtype=np.int64)
+    rule = RecoveryCheck(floor=0.95, allowed_drop=0.01, stop_recovered=True)
+    report = finetune(model, tx, ty, vx, vy, epochs=8, lr=3e-3, batch_size=64, augment=False, abandon=rule)
+    assert report.stopped == "recovered" and report.epochs_run == 4, report
+    assert report.best_val_accuracy == 1.0

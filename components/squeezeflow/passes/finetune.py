@@ -168,8 +168,10 @@ class Finetune(OptimizationPass):
             "stopped": report.stopped,
             **({"hidden_layers": len(report.hidden_pairs)} if hidden_layers is not None else {}),
         }
-        gave_up = report.abandoned
-        if gave_up is not None:
+        gave_up = report.rule_stop
+        if gave_up is not None and gave_up.kind == "recovered":
+            ctx.notes["finetune"]["seconds_saved"] = gave_up.seconds_saved
+        elif gave_up is not None:
             ctx.notes["abandoned"] = {
                 "epoch": gave_up.epoch,
                 "epochs": gave_up.epochs,

@@ -140,6 +140,14 @@ class AbandonSpec(StrictModel):
         description="How much faster than its steepest climb so far the curve is allowed to climb for "
         "the rest of the schedule.",
     )
+    stop_recovered: bool = Field(
+        default=False,
+        description="Also stop, from `after` of the schedule on, a trial whose best validation metric is "
+        "back to the baseline's: its recovery is shorter, at the cost of what the remaining epochs would "
+        "have added (margin for the gate's confidence bound on the held-out split, a smaller validation "
+        "drop for the search). Off by default: the plateau early stop (finetune.patience, once the "
+        "one-cycle rate has annealed) already ends a recovery that stopped gaining.",
+    )
 
 
 class SearchSpec(StrictModel):

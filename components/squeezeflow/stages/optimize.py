@@ -33,20 +33,23 @@ def candidate_key(job_key: str, recipe: Recipe) -> str:
 
 
 def recovery_check(spec: JobSpec, baseline: BaselineResult) -> RecoveryCheck | None:
-    """The rule that abandons a candidate whose recovery training cannot reach the gate
-    (``search.abandon``), or None when it is off. Recovery is judged on top-1 validation accuracy, so
-    only a job whose metric is top1_accuracy has one; the floor is the baseline's validation metric less
-    the gate's allowed drop (relative tolerances taken of the validation metric)."""
+    """The rule that abandons a candidate whose recovery training cannot reach the gate, and stops one
+    back to the baseline when asked (``search.abandon``), or None when it does neither. Recovery is
+    judged on top-1 validation accuracy, so only a job whose metric is top1_accuracy has one; the floor
+    is the baseline's validation metric less the gate's allowed drop (relative tolerances taken of the
+    validation metric)."""
     rule = spec.search.abandon
-    if not rule.enabled or spec.task.metric != "top1_accuracy":
+    if not (rule.enabled or rule.stop_recovered) or spec.task.metric != "top1_accuracy":
         return None
     allowed = spec.tolerance.allowed_drop(baseline.val_metric)
     return RecoveryCheck(
         floor=baseline.val_metric - allowed,
         allowed_drop=allowed,
         after=rule.after,
+        abandon=rule.enabled,
         tolerances=rule.tolerances,
         slack=rule.slack,
+        stop_recovered=rule.stop_recovered,
     )
 
 
