@@ -34,7 +34,24 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> StageContext:
 def job(
     ctx: StageContext, tiny_model: Path, small_data: Path
 ) -> tuple[JobSpec, IngestResult, BaselineResult]:
-    spec = parse_spec(job_doc(tiny_model, small_data, name="abandon"))
+    """A searched job whose recovery rate does not train: every searched trial is hopeless (the tests
+    with recipes of their own run them through the same policy)."""
+    doc = job_doc(tiny_model, small_data, name="abandon")
+    doc["search"] = {
+        "max_trials": 8,
+        "seed": 0,
+        "parallel_trials": 1,
+        "space": {
+            "prune_ratio": [0.8, 0.9],
+            "distill": [False],
+            "quantize": ["none"],
+            "finetune_epochs": 2,
+            "max_recovery_scale": 1,
+            "finetune_lr": 1e-6,
+            "round_to": [1],  # the tiny CNN's widths rounded to 8 would not be pruned at all
+        },
+    }
+    spec = parse_spec(doc)
     ing = ingest(spec, ctx)
     return spec, ing, baseline(spec, ing, ctx)
 
@@ -86,3 +103,23 @@ def test_a_trial_that_recovers_is_not_abandoned(
     assert cand.status == "ok", cand.error
     assert cand.notes["finetune"]["stopped"] != "abandoned" and "abandoned" not in cand.notes
     assert cand.notes["finetune"]["epochs_run"] == 4
+
+
+def test_the_search_goes_on_after_an_abandoned_trial_and_its_study_is_told_it_was_pruned(
+    ctx: StageContext, job: tuple[JobSpec, IngestResult, BaselineResult]
+) -> None:
+    import optuna
+
+    from squeezeflow.search.rounds import plan_round
+
+    spec, ing, base = job
+    plan_round(spec, ing, 0, ctx)  # round 0's cheap trials are not needed here
+    first = plan_round(spec, ing, 1, ctx)
+    assert len(first.trials) == 1
+    outcome = run_trial(spec, ing, base, first.trials[0].recipe, ctx)
+    assert outcome.candidate.status == "abandoned", outcome.candidate.notes
+    record = read_trial(ing, first.trials[0].recipe, ctx)
+    assert told_state(record) == optuna.trial.TrialState.PRUNED
+    second = plan_round(spec, ing, 2, ctx)
+    assert second.stop is None and len(second.trials) == 1
+    assert second.trials[0].recipe.key() != first.trials[0].recipe.key()
