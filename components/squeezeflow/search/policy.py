@@ -4,6 +4,11 @@
 
     build -> latency first (skip if slower) -> gate -> benchmark every profile (if it passed) -> record
 
+A candidate whose recovery training was abandoned while it was built (``search.abandon``, decided inside
+the build by `squeezeflow.recovery`, so in whichever worker builds it) comes out of ``build`` with status
+"abandoned": like one that was not built, it gets a verdict without being gated, is not benchmarked,
+and is recorded (the study is told it was pruned).
+
 The CLI runs `run_trial` in process. Airflow and Kubeflow run the phases as separate tasks (building
 needs CPU for minutes; the gate may wait on a device agent; benchmarks want quiet cores), each calling the
 phase function here: `build` in the optimize task, `screen` then `judge` in the gate task, `measure` then

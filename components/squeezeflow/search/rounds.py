@@ -5,7 +5,8 @@
   sampler with the spec's seed and k, and asks it for ``search.parallel_trials`` recipes (constant liar,
   so one round's asks differ). The plan is recorded under the job and round: a retried plan task, or the
   CLI resuming a killed job, gets the same plan.
-* ``record_trial`` (tell): the candidate policy records each finished trial with its objectives.
+* ``record_trial`` (tell): the candidate policy records each finished trial with its objectives; one
+  abandoned during recovery (search.abandon) is told to the study as pruned (`told_state`).
 * ``trial_deadline``: when a searched trial's training must end for the search to keep ``max_seconds``
   (the passes size their schedules to it).
 * ``search_outcomes``: every recorded trial of every planned round, in plan order (what promotion and
