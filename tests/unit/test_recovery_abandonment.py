@@ -114,3 +114,23 @@ def test_recovery_that_reaches_the_baseline_stops_there_when_asked() -> None:
     report = finetune(model, tx, ty, vx, vy, epochs=8, lr=3e-3, batch_size=64, augment=False, abandon=rule)
     assert report.stopped == "recovered" and report.epochs_run == 4, report
     assert report.best_val_accuracy == 1.0
+
+
+def test_the_rule_follows_the_spec_and_stays_off_where_top1_accuracy_is_not_the_metric() -> None:
+    from squeezeflow.results import BaselineResult
+    from squeezeflow.spec.load import parse_spec
+    from squeezeflow.stages.optimize import recovery_check
+    from tests.reference import job_doc
+
+    base = BaselineResult.model_construct(val_metric=0.80, metric=0.81)
+    doc = job_doc("/data/tiny_cnn.pt", "/data/set", tolerance={"mode": "relative", "max_drop": 0.02})
+    rule = recovery_check(parse_spec(doc), base)
+    assert rule is not None and rule.abandon and not rule.stop_recovered
+    assert rule.allowed_drop == pytest.approx(0.016) and rule.floor == pytest.approx(0.784)
+    assert recovery_check(parse_spec({**doc, "search": {"abandon": {"enabled": False}}}), base) is None
+    asked = recovery_check(
+        parse_spec({**doc, "search": {"abandon": {"enabled": False, "stop_recovered": True}}}), base
+    )
+    assert asked is not None and not asked.abandon and asked.stop_recovered
+    assert asked.judge(0.1, [0.1, 0.1, 0.1], 6) is None  # a hopeless curve, but abandonment is off
+    assert recovery_check(parse_spec({**doc, "task": {"metric": "macro_f1"}}), base) is None
