@@ -59,6 +59,16 @@ class PassError(SqueezeflowError):
         self.pass_name = pass_name
 
 
+class TrialAbandoned(PassError):
+    """A pass gave the candidate up on purpose: its recovery training could not bring it back within the
+    gate's tolerance (``search.abandon``). ``seconds_saved``: the training it did not spend."""
+
+    def __init__(self, pass_name: str, message: str, seconds_saved: float) -> None:
+        super().__init__(pass_name, message)
+        self.reason = message
+        self.seconds_saved = seconds_saved
+
+
 class PromotionRefused(SqueezeflowError):
     """Promotion was refused for a specific candidate (missing or mismatching gate evidence)."""
 

@@ -91,7 +91,11 @@ class CandidateResult(_Result):
     job_key: str
     recipe: Recipe
     recipe_key: str
-    status: Literal["ok", "failed"]
+    status: Literal["ok", "failed", "abandoned"] = Field(
+        description="ok: built; failed: a pass could not build it; abandoned: its recovery training was "
+        "given up as unable to reach the gate (search.abandon; ``error`` says why, ``notes['abandoned']`` "
+        "the epoch, the gap and the seconds saved)."
+    )
     error: str | None = None
     onnx: ArtifactRef | None = None
     measure: ModelMeasure | None = None

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from squeezeflow.progress import terminal_progress
+from squeezeflow.recovery import RecoveryCheck, RecoveryStop
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,7 @@ class FinetuneReport:
     planned_epochs: int | None = None
     budget_seconds: float | None = None
     hidden_pairs: list[str] = field(default_factory=list)
+    rule_stop: RecoveryStop | None = None
 
 
 def fit_schedule(
@@ -305,6 +307,7 @@ def finetune(
     cache_teacher: bool = True,
     hidden_layers: list[str] | None = None,
     hidden_weight: float = 0.0,
+    abandon: RecoveryCheck | None = None,
 ) -> FinetuneReport:
     """Fine-tune ``model`` in place; returns what happened. ``alpha`` weighs the distillation term.
 
@@ -333,7 +336,11 @@ def finetune(
     of a training step and of a validation pass are measured first, and the schedule is sized to what
     fits (`fit_schedule`), so a recovery with less time runs a shorter one-cycle schedule to its end
     rather than being cut off at a high learning rate. A last check ends training after the epoch that
-    overruns."""
+    overruns.
+
+    ``abandon``: judged after every epoch on the validation curve (`RecoveryCheck.judge`); when it stops
+    the trial, training stops there (``stopped`` is "abandoned" or "recovered", ``rule_stop`` says why)
+    with the best weights so far."""
     import torch
 
     torch.manual_seed(seed)
@@ -395,17 +402,14 @@ def finetune(
         best, best_epoch, best_state = initial, 0, copy.deepcopy(model.state_dict())
         history: list[float] = []
         stopped = "epochs" if epochs == planned else "time budget (shorter schedule)"
+        rule_stop: RecoveryStop | None = None
+        trained_from = time.monotonic()
         hooks = contextlib.closing(hidden) if hidden is not None else contextlib.nullcontext()
         with terminal_progress(transient=True) as bar, hooks:
             task = bar.add_task(progress_label, total=epochs * steps_per_epoch)
             for epoch in range(1, epochs + 1):
                 model.train()
-                if lengths is not None:
-                    batches = [torch.from_numpy(b) for b in length_batches(lengths, batch_size, gen)]
-                else:
-                    order = torch.randperm(len(xt), generator=gen)
-                    batches = [order[i : i + batch_size] for i in range(0, len(xt), batch_size)]
-                for idx in batches[:steps_per_epoch]:
+                for idx in _epoch_batches(len(xt), lengths, batch_size, gen)[:steps_per_epoch]:
                     xb, yb = xt[idx], yt[idx]
                     if lengths is not None:
                         xb = xb[:, : max(1, int(lengths[idx.numpy()].max()))]
@@ -423,6 +427,14 @@ def finetune(
                 log.info("%s epoch %d/%d: val accuracy %.4f", progress_label, epoch, epochs, acc)
                 if acc > best:
                     best, best_epoch, best_state = acc, epoch, copy.deepcopy(model.state_dict())
+                rule_stop = (
+                    abandon.judge(initial, history, epochs, time.monotonic() - trained_from)
+                    if abandon
+                    else None
+                )
+                if rule_stop is not None:
+                    stopped = rule_stop.kind
+                    break
                 # Under the one-cycle schedule validation accuracy swings while the rate is high and gains
                 # most as it anneals (ResNet-18 pruned by 85%, 18 epochs: judged from half way, it stopped
                 # at epoch 11 at half the peak rate): judge a plateau only once the rate is below a quarter.
@@ -448,7 +460,18 @@ def finetune(
         planned_epochs=planned,
         budget_seconds=budget,
         hidden_pairs=[] if hidden is None else list(hidden.pairs),
+        rule_stop=rule_stop,
     )
+
+
+def _epoch_batches(rows: int, lengths: np.ndarray | None, batch_size: int, gen: Any) -> list[Any]:
+    """One epoch's batches of row indices: shuffled, or of similar lengths (`length_batches`)."""
+    import torch
+
+    if lengths is not None:
+        return [torch.from_numpy(b) for b in length_batches(lengths, batch_size, gen)]
+    order = torch.randperm(rows, generator=gen)
+    return [order[i : i + batch_size] for i in range(0, rows, batch_size)]
 
 
 def _loss(

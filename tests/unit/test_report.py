@@ -654,3 +654,13 @@ def test_a_paired_speedup_shows_its_confidence_interval_in_every_table() -> None
     console = Console(record=True, width=300)
     console.print(summary_table(result))
     assert "1.02x (0.97–1.08)" in console.export_text()
+
+
+def test_an_abandoned_candidate_says_why_in_its_note_and_wears_the_skipped_badge() -> None:
+    from squeezeflow.report.views import CandidateView, badge, note_text
+
+    why = "abandoned after recovery epoch 9 of 18: best validation metric 0.2200, 0.6325 below the floor"
+    r = row("prune90-ft", "k9", status="abandoned", error=why, gate="abandoned", eligible=False, note=why)
+    view = CandidateView(row=r, gate=None, promoted=False, speedup=None, size_ratio=None)
+    assert view.failed and note_text(view) == why
+    assert badge("abandoned") == "skipped"

@@ -53,7 +53,9 @@ def not_built(
         **_common(spec, ingest, baseline, candidate, key),
         candidate_sha256=None,
         passed=False,
-        reason=f"candidate was not built: {candidate.error}",
+        reason=f"candidate was not built: {candidate.error}"
+        if candidate.status != "abandoned"
+        else f"candidate was not gated: {candidate.error}",
         candidate_metric=None,
         drop=None,
         n=0,

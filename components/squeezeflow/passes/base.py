@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from squeezeflow.passes.searchable import ProposedStep, Searchable, SearchedTrial
+from squeezeflow.recovery import RecoveryCheck
 
 ModelKind = Literal["torch", "onnx"]
 
@@ -57,6 +58,8 @@ class PassContext:
     baseline_val_metric: float | None = None
     allowed_drop: float | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    # When recovery training gives a trial up (search.abandon); None: it never does.
+    recovery_check: RecoveryCheck | None = None
 
     def calibration_batches(self, samples: int, batch_size: int = 32) -> Iterator[np.ndarray]:
         """Deterministic, class-mixed calibration samples drawn from the train split."""

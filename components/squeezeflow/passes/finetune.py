@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
 
-from squeezeflow.errors import PassError
+from squeezeflow.errors import PassError, TrialAbandoned
 from squeezeflow.passes.base import ModelState, OptimizationPass, PassConfig, PassContext, register_pass
 from squeezeflow.passes.searchable import (
     Categorical,
@@ -168,6 +168,20 @@ class Finetune(OptimizationPass):
             "stopped": report.stopped,
             **({"hidden_layers": len(report.hidden_pairs)} if hidden_layers is not None else {}),
         }
+        gave_up = report.rule_stop
+        if gave_up is not None and gave_up.kind == "recovered":
+            ctx.notes["finetune"]["seconds_saved"] = gave_up.seconds_saved
+        elif gave_up is not None:
+            ctx.notes["abandoned"] = {
+                "epoch": gave_up.epoch,
+                "epochs": gave_up.epochs,
+                "val_best": gave_up.best,
+                "val_floor": gave_up.floor,
+                "gap": gave_up.gap,
+                "projected": gave_up.projected,
+                "seconds_saved": gave_up.seconds_saved,
+            }
+            raise TrialAbandoned(self.name, gave_up.reason, gave_up.seconds_saved)
         log.info(
             "fine-tuned %d epochs (%s): val accuracy %.4f -> %.4f",
             report.epochs_run,
@@ -206,6 +220,7 @@ def _finetune(
         cache_teacher=config.cache_teacher,
         hidden_layers=hidden_layers,
         hidden_weight=config.hidden_weight,
+        abandon=ctx.recovery_check,
     )
 
 

@@ -42,7 +42,7 @@ class CandidateView:
 
     @property
     def failed(self) -> bool:
-        return self.row.status == "failed"
+        return self.row.status in ("failed", "abandoned")
 
     @property
     def times_smaller(self) -> float | None:
@@ -127,6 +127,7 @@ BADGES: dict[Verdict, str] = {
     "fail": "fail",
     "not evaluated: slower": "skipped",
     "not built": "skipped",
+    "abandoned": "skipped",
 }
 
 
@@ -223,6 +224,8 @@ def shows_bound(views: Sequence[CandidateView]) -> bool:
 
 
 def note_text(v: CandidateView) -> str:
+    if v.row.status == "abandoned":  # its error says why: "abandoned after recovery epoch ..."
+        return v.row.error or "abandoned"
     if v.failed:
         return f"failed: {v.row.error or 'no error recorded'}"
     return v.row.note

@@ -4,6 +4,11 @@
 
     build -> latency first (skip if slower) -> gate -> benchmark every profile (if it passed) -> record
 
+A candidate whose recovery training was abandoned while it was built (``search.abandon``, decided inside
+the build by `squeezeflow.recovery`, so in whichever worker builds it) comes out of ``build`` with status
+"abandoned": like one that was not built, it gets a verdict without being gated, is not benchmarked,
+and is recorded (the study is told it was pruned).
+
 The CLI runs `run_trial` in process. Airflow and Kubeflow run the phases as separate tasks (building
 needs CPU for minutes; the gate may wait on a device agent; benchmarks want quiet cores), each calling the
 phase function here: `build` in the optimize task, `screen` then `judge` in the gate task, `measure` then
@@ -45,11 +50,13 @@ from squeezeflow.stages.gate import mark_candidate
 
 log = logging.getLogger(__name__)
 
-Verdict = Literal["pass", "fail", "not evaluated: slower", "not built"]
+Verdict = Literal["pass", "fail", "not evaluated: slower", "not built", "abandoned"]
 
 
 def verdict_of(outcome: CandidateOutcome) -> Verdict:
     """A candidate's verdict in the words every table uses (CLI, report, Airflow, Kubeflow)."""
+    if outcome.candidate.status == "abandoned":
+        return "abandoned"
     if outcome.candidate.status != "ok":
         return "not built"
     if outcome.gate is not None and is_not_evaluated(outcome.gate):

@@ -5,7 +5,8 @@
   sampler with the spec's seed and k, and asks it for ``search.parallel_trials`` recipes (constant liar,
   so one round's asks differ). The plan is recorded under the job and round: a retried plan task, or the
   CLI resuming a killed job, gets the same plan.
-* ``record_trial`` (tell): the candidate policy records each finished trial with its objectives.
+* ``record_trial`` (tell): the candidate policy records each finished trial with its objectives; one
+  abandoned during recovery (search.abandon) is told to the study as pruned (`told_state`).
 * ``trial_deadline``: when a searched trial's training must end for the search to keep ``max_seconds``
   (the passes size their schedules to it).
 * ``search_outcomes``: every recorded trial of every planned round, in plan order (what promotion and
@@ -78,7 +79,8 @@ class TrialRecord(_Record):
     recipe: Recipe
     outcome: CandidateOutcome
     objectives: list[float] | None = Field(
-        description="What the study is told (validation drop, MACs, bytes); None: the trial failed."
+        description="What the study is told (validation drop, MACs, bytes); None: the trial failed, or "
+        "was abandoned (its outcome's candidate status says which; the study is told it was pruned)."
     )
     seconds: float
 
@@ -284,10 +286,11 @@ def _ask(
     )
     study = optuna.create_study(directions=["minimize"] * 3, sampler=sampler)
     dists = distributions(space)
-    seen: dict[str, list[float] | None] = {}
+    seen: dict[str, tuple[list[float] | None, optuna.trial.TrialState]] = {}
     for t, r in told:
         values = r.objectives if r is not None else None
-        seen[t.recipe.key()] = values
+        state = told_state(r)
+        seen[t.recipe.key()] = (values, state)
         if t.params is None:
             continue
         try:
@@ -296,7 +299,7 @@ def _ask(
                     params=t.params,
                     distributions=asked_distributions(t.params, dists),
                     values=values,
-                    state=optuna.trial.TrialState.COMPLETE if values else optuna.trial.TrialState.FAIL,
+                    state=state,
                 )
             )
         except ValueError as err:  # a value outside a space the spec has since narrowed
@@ -314,15 +317,29 @@ def _ask(
         recipe = recipe_from_params(params, space, token_ids)
         rkey = recipe.key()
         if rkey in seen:  # proposed again: tell it what that recipe gave, and ask once more
-            values = seen[rkey]
-            study.tell(trial, values, state=None if values else optuna.trial.TrialState.FAIL)
+            values, state = seen[rkey]
+            study.tell(trial, values, state=None if values else state)
             continue
-        seen[rkey] = None
+        seen[rkey] = (None, optuna.trial.TrialState.FAIL)
         trials.append(PlannedTrial(recipe=recipe, params=params))
     stop = None if trials else "the study proposes only recipes already built"
     return RoundPlan(
         job_key=ingest.job_key, round=index, trials=trials, started=earlier[0].started, stop=stop
     )
+
+
+def told_state(record: TrialRecord | None) -> Any:
+    """How the study is told a trial ended (an ``optuna.trial.TrialState``): COMPLETE with its
+    objectives; PRUNED when its recovery was abandoned (search.abandon), so TPE counts the region among
+    its worse trials rather than forgetting it, as it does a FAIL; FAIL when it was not built (or its
+    record is missing)."""
+    import optuna
+
+    if record is not None and record.objectives is not None:
+        return optuna.trial.TrialState.COMPLETE
+    if record is not None and record.outcome.candidate.status == "abandoned":
+        return optuna.trial.TrialState.PRUNED
+    return optuna.trial.TrialState.FAIL
 
 
 def _trials_since_front_moved(told: list[tuple[PlannedTrial, TrialRecord | None]]) -> int:

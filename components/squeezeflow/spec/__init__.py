@@ -6,7 +6,8 @@ profiles, the search budget and the registry target. Import each name from the m
 * ``job``: `JobSpec` and the model, data and task sections (`ModelSource`, `DataSource`, `TaskSpec`);
 * ``gate``: `Tolerance` and the robustness guard (`RobustnessCheck`);
 * ``devices``: `DeviceProfile`, `DeviceBudgets` and the shipped profile library (`profile_library`);
-* ``search``: `SearchSpec`, `SearchSpace` and recipes (`Recipe`, `PassStep`);
+* ``search``: `SearchSpec`, `SearchSpace`, early abandonment (`AbandonSpec`) and recipes (`Recipe`,
+  `PassStep`);
 * ``registry``: `RegistryTarget`;
 * ``base``: what every section shares (`StrictModel`, `NAME_PATTERN`);
 * ``load``: `load_spec` and `parse_spec` (validate once, errors that name the field), `spec_folder`,

@@ -113,6 +113,49 @@ class SearchSpace(StrictModel):
         return v
 
 
+class AbandonSpec(StrictModel):
+    """Early abandonment of a trial whose recovery training cannot bring it back within the gate's
+    tolerance (`squeezeflow.recovery`). After every recovery epoch from ``after`` of the schedule on,
+    the trial's best validation metric is compared with the gate's floor on validation (the baseline's
+    validation metric less the allowed drop); the trial is abandoned when it is more than ``tolerances``
+    allowed drops below that floor and even an optimistic end of its learning curve (``slack`` times
+    the steepest climb to its best so far, kept up to the last epoch) stays that far below. An abandoned
+    trial is recorded as abandoned (why, the epoch, the gap, the seconds saved), is not gated or
+    benchmarked, and the study is told it was pruned. Judged on top-1 accuracy, so only for jobs whose
+    metric is top1_accuracy."""
+
+    enabled: bool = Field(default=True, description="Abandon trials whose recovery cannot recover.")
+    after: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="Judge from this fraction of the recovery schedule on (the one-cycle rate is at its "
+        "peak early, when validation swings most), then after every epoch.",
+    )
+    tolerances: float = Field(
+        default=5.0,
+        ge=0.0,
+        le=1000.0,
+        description="Abandon only a trial more than this many allowed drops (tolerance.max_drop) below "
+        "the floor, now and at the curve's optimistic end.",
+    )
+    slack: float = Field(
+        default=2.0,
+        ge=1.0,
+        le=100.0,
+        description="How much faster than its steepest climb so far the curve is allowed to climb for "
+        "the rest of the schedule.",
+    )
+    stop_recovered: bool = Field(
+        default=False,
+        description="Also stop, from `after` of the schedule on, a trial whose best validation metric is "
+        "back to the baseline's: its recovery is shorter, at the cost of what the remaining epochs would "
+        "have added (margin for the gate's confidence bound on the held-out split, a smaller validation "
+        "drop for the search). Off by default: the plateau early stop (finetune.patience, once the "
+        "one-cycle rate has annealed) already ends a recovery that stopped gaining.",
+    )
+
+
 class SearchSpec(StrictModel):
     recipes: list[Recipe] | None = Field(
         default=None,
@@ -149,6 +192,11 @@ class SearchSpec(StrictModel):
         description="A built candidate measured this many times slower than the baseline on a local "
         "target profile can never be promoted and is not sent to the gate (its row keeps the "
         "measurement and says why); null sends every candidate to the gate.",
+    )
+    abandon: AbandonSpec = Field(
+        default_factory=AbandonSpec,
+        description="Early abandonment of trials whose recovery training cannot reach the gate "
+        "(on by default; enabled: false trains every trial to its end).",
     )
     seed: int = Field(
         default=0,

@@ -10,13 +10,14 @@ import json
 import logging
 import time
 from types import UnionType
-from typing import Any
+from typing import Any, Literal
 
-from squeezeflow.errors import InfrastructureError, ModelLoadError, PassError
+from squeezeflow.errors import InfrastructureError, ModelLoadError, PassError, TrialAbandoned
 from squeezeflow.metrics import resolve_metric
 from squeezeflow.models.sources import check_onnx, export_onnx, load_torch_model
 from squeezeflow.onnx_heads import class_labels, with_prediction_heads, without_prediction_heads
 from squeezeflow.passes import ModelState, PassContext, get_pass
+from squeezeflow.recovery import RecoveryCheck
 from squeezeflow.results import BaselineResult, CandidateResult, IngestResult, content_key
 from squeezeflow.runtime import predict_logits
 from squeezeflow.spec.job import JobSpec
@@ -29,6 +30,27 @@ log = logging.getLogger(__name__)
 
 def candidate_key(job_key: str, recipe: Recipe) -> str:
     return content_key("candidate", job_key, recipe.key())
+
+
+def recovery_check(spec: JobSpec, baseline: BaselineResult) -> RecoveryCheck | None:
+    """The rule that abandons a candidate whose recovery training cannot reach the gate, and stops one
+    back to the baseline when asked (``search.abandon``), or None when it does neither. Recovery is
+    judged on top-1 validation accuracy, so only a job whose metric is top1_accuracy has one; the floor
+    is the baseline's validation metric less the gate's allowed drop (relative tolerances taken of the
+    validation metric)."""
+    rule = spec.search.abandon
+    if not (rule.enabled or rule.stop_recovered) or spec.task.metric != "top1_accuracy":
+        return None
+    allowed = spec.tolerance.allowed_drop(baseline.val_metric)
+    return RecoveryCheck(
+        floor=baseline.val_metric - allowed,
+        allowed_drop=allowed,
+        after=rule.after,
+        abandon=rule.enabled,
+        tolerances=rule.tolerances,
+        slack=rule.slack,
+        stop_recovered=rule.stop_recovered,
+    )
 
 
 def _apply(
@@ -56,6 +78,7 @@ def _apply(
             onnx_path=without_prediction_heads(ctx.store.fetch(baseline.onnx, ctx.cache), bare)
         )
     train, val = ds.split("train"), ds.split("val")
+    check = recovery_check(spec, baseline)
     teacher = None
     if (
         any(s.name == "finetune" and s.params.get("distill") for s in recipe.steps)
@@ -88,6 +111,7 @@ def _apply(
             allowed_drop=spec.tolerance.allowed_drop(baseline.metric),
             notes=notes,
             deadline=deadline,
+            recovery_check=check,
         )
         state = cls().run(state, cls.Config.model_validate(step.params), pctx)
     if state.kind == "torch":
@@ -158,6 +182,7 @@ def optimize(
 
     t0 = time.perf_counter()
     error: str | None = None
+    abandoned = False
     notes: dict[str, Any] = {}
     try:
         state = _apply(recipe, spec, ingest, baseline, ctx, key, notes, deadline)
@@ -173,6 +198,8 @@ def optimize(
         )
     except InfrastructureError:
         raise
+    except TrialAbandoned as err:
+        error, abandoned = err.reason, True
     except (PassError, ModelLoadError) as err:
         error = str(err)
     except Exception as err:  # an unexpected failure of one pass must not end the search
@@ -181,19 +208,25 @@ def optimize(
     seconds = time.perf_counter() - t0
 
     if error is not None:
-        log.warning("candidate %s failed: %s", recipe.label, error)
+        # An abandoned trial is given up on purpose: its run says so (status, reason and the numbers
+        # that decided it), is KILLED rather than FAILED, and the search goes on with the time it saved.
+        status: Literal["failed", "abandoned"] = "abandoned" if abandoned else "failed"
+        if abandoned:
+            log.info("candidate %s %s", recipe.label, error)
+        else:
+            log.warning("candidate %s failed: %s", recipe.label, error)
         ctx.tracker.log(
             run_id,
-            metrics={"optimize_seconds": seconds},
-            tags={"squeezeflow.status": "failed", "squeezeflow.error": error[:5000], **_note_tags(notes)},
+            metrics={"optimize_seconds": seconds, **(_note_metrics(notes) if abandoned else {})},
+            tags={"squeezeflow.status": status, "squeezeflow.error": error[:5000], **_note_tags(notes)},
         )
-        ctx.tracker.finish(run_id, "FAILED")
+        ctx.tracker.finish(run_id, "KILLED" if abandoned else "FAILED")
         result = CandidateResult(
             key=key,
             job_key=ingest.job_key,
             recipe=recipe,
             recipe_key=recipe.key(),
-            status="failed",
+            status=status,
             error=error,
             run_id=run_id,
             seconds=seconds,

@@ -110,6 +110,8 @@ def eligibility(
 ) -> tuple[bool, str]:
     """Whether the candidate may be promoted, and why (not)."""
     c, g = outcome.candidate, outcome.gate
+    if c.status == "abandoned":  # its error says why: "abandoned after recovery epoch ..."
+        return False, c.error or "abandoned"
     if c.status != "ok" or c.onnx is None or c.measure is None:
         return False, f"not built: {c.error}"
     if g.candidate_key != c.key or g.candidate_sha256 != c.onnx.sha256:
