@@ -6,6 +6,10 @@ labels, optionally blended with the temperature-scaled KL divergence to a teache
 teacher's hidden states at matched blocks (intermediate-layer distillation, as TinyBERT and MiniLM do).
 The best-validation weights are kept; training stops early when validation accuracy stops improving, or
 when the time budget ends.
+
+Training runs on the device a `TrainingSetup` names (the job spec's ``training`` section, resolved by
+`resolve_training`): the CPU by default, or a CUDA GPU with optional mixed precision. The model leaves
+`finetune` on the CPU whichever it trained on, so what follows (ONNX export, quantization) is unchanged.
 """
 
 from __future__ import annotations
@@ -13,16 +17,132 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from squeezeflow.errors import DeviceUnavailableError
 from squeezeflow.progress import terminal_progress
 
 log = logging.getLogger(__name__)
+
+Device = Literal["cpu", "cuda"]
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """Where training runs and at what precision, resolved for this machine (`resolve_training`)."""
+
+    device: Device = "cpu"
+    precision: Precision = "fp32"
+    deterministic: bool = True
+
+
+def cuda_available() -> bool:
+    """Whether PyTorch sees a CUDA GPU here."""
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def resolve_training(
+    device: str = "cpu", precision: str = "auto", deterministic: bool = True
+) -> TrainingSetup:
+    """The job spec's ``training`` values (``auto`` included) resolved for this machine: ``auto`` is cuda
+    when PyTorch sees a GPU, else cpu; precision is fp32 on the CPU, and ``auto`` / ``bf16`` are bf16 on
+    a GPU that supports bfloat16, else fp32. ``cuda`` on a machine without a GPU raises
+    `DeviceUnavailableError` (exit 2), naming what to change."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"training.device must be auto, cpu or cuda, got {device!r}")
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"training.precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    if device == "cpu":
+        return TrainingSetup("cpu", "fp32", deterministic)
+    has_gpu = cuda_available()
+    if device == "auto" and not has_gpu:
+        return TrainingSetup("cpu", "fp32", deterministic)
+    if not has_gpu:
+        import torch
+
+        why = (
+            f"this PyTorch build has no CUDA support (torch {torch.__version__})"
+            if torch.version.cuda is None
+            else "PyTorch sees no CUDA GPU (no driver, no device, or CUDA_VISIBLE_DEVICES hides it)"
+        )
+        raise DeviceUnavailableError(
+            f"training.device is 'cuda', but {why}: run the job on a machine with an NVIDIA GPU and a "
+            "CUDA build of PyTorch, or set training.device to 'cpu' (or 'auto', which trains on a GPU "
+            "only where there is one)"
+        )
+    import torch
+
+    chosen: Precision = "fp32" if precision == "fp32" else "fp16" if precision == "fp16" else "bf16"
+    if chosen == "bf16" and not torch.cuda.is_bf16_supported():
+        log.warning("training.precision %s: this GPU has no bfloat16; training in fp32", precision)
+        chosen = "fp32"
+    return TrainingSetup("cuda", chosen, deterministic)
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(setup: TrainingSetup) -> Iterator[None]:
+    """While the block runs on a GPU with ``setup.deterministic``: deterministic algorithms (warn-only
+    where an operation has none), cuDNN's autotuner off, and cuBLAS's fixed workspace. PyTorch's global
+    flags are restored afterwards. Nothing changes on the CPU, whose training is deterministic for a
+    given thread count already."""
+    if setup.device != "cuda" or not setup.deterministic:
+        yield
+        return
+    import torch
+
+    # cuBLAS reads it when its handle is created: set before the first matmul of the process
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    was = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was[0], warn_only=was[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+
+
+def _precision(setup: TrainingSetup, quant_aware: bool) -> tuple[Callable[[], Any], Any | None]:
+    """The context a training step's forward and loss run in (`_autocast`), and fp16's gradient scaler
+    (small gradients would underflow float16; None otherwise)."""
+    autocast = _autocast(setup, quant_aware)
+    if setup.precision != "fp16" or autocast is contextlib.nullcontext:
+        return autocast, None
+    import torch
+
+    return autocast, torch.amp.GradScaler("cuda")
+
+
+def _autocast(setup: TrainingSetup, quant_aware: bool) -> Callable[[], Any]:
+    """A factory of the context a training step's forward and loss run in: torch.autocast at the setup's
+    precision on a GPU; nothing on the CPU, at fp32, or under quantization-aware training (its simulated
+    int8 scales and rounding need float32)."""
+    if setup.device != "cuda" or setup.precision == "fp32" or quant_aware:
+        return contextlib.nullcontext
+    import torch
+
+    dtype = torch.bfloat16 if setup.precision == "bf16" else torch.float16
+    return lambda: torch.autocast("cuda", dtype=dtype)
+
+
+def _device_of(model: Any) -> Any:
+    """The device ``model``'s parameters are on (the CPU for a model without any)."""
+    import torch
+
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 @contextlib.contextmanager
@@ -165,7 +285,8 @@ class HiddenStates:
             mask = (inputs != 0).unsqueeze(-1)
         terms = []
         for name in self.pairs:
-            s, t = self.student_out[name], self.teacher_out[name].detach()
+            # float32 under autocast too: a sum of squares in bfloat16 loses most of its digits
+            s, t = self.student_out[name].float(), self.teacher_out[name].detach().float()
             if mask is not None and s.ndim == 3 and s.shape[:2] == inputs.shape:
                 m = mask.to(s.dtype)
                 terms.append(((s - t) ** 2 * m).sum() / (m.sum() * s.shape[-1]).clamp(min=1.0))
@@ -194,6 +315,8 @@ class FinetuneReport:
     planned_epochs: int | None = None
     budget_seconds: float | None = None
     hidden_pairs: list[str] = field(default_factory=list)
+    device: str = "cpu"
+    precision: str = "fp32"
 
 
 def fit_schedule(
@@ -236,12 +359,14 @@ def length_batches(lengths: np.ndarray, batch_size: int, gen: Any, bucket: int =
 
 
 def logits_of(model: Any, x: np.ndarray, batch_size: int = 512, trim_padding: bool = False) -> Any:
-    """The eval-mode model's logits for every row of ``x`` (a float tensor, rows in ``x``'s order).
+    """The eval-mode model's logits for every row of ``x`` (a float tensor on the CPU, rows in ``x``'s
+    order; the batches run on the device the model is on).
     ``trim_padding``: token ids, run in length-sorted batches cut after their longest row (the same
     answers for a model that masks the pad id, in less time)."""
     import torch
 
     model.eval()
+    device = _device_of(model)
     lengths = token_lengths(x) if trim_padding else None
     order = np.arange(len(x)) if lengths is None else np.argsort(lengths, kind="stable")
     out: Any = None
@@ -251,7 +376,7 @@ def logits_of(model: Any, x: np.ndarray, batch_size: int = 512, trim_padding: bo
             xb = x[idx]
             if lengths is not None:
                 xb = xb[:, : max(1, int(lengths[idx].max()))]
-            logits = model(torch.from_numpy(np.ascontiguousarray(xb))).float()
+            logits = model(torch.from_numpy(np.ascontiguousarray(xb)).to(device)).float().cpu()
             if out is None:
                 out = torch.empty((len(x), *logits.shape[1:]), dtype=torch.float32)
             out[torch.from_numpy(idx)] = logits
@@ -305,6 +430,7 @@ def finetune(
     cache_teacher: bool = True,
     hidden_layers: list[str] | None = None,
     hidden_weight: float = 0.0,
+    setup: TrainingSetup | None = None,
 ) -> FinetuneReport:
     """Fine-tune ``model`` in place; returns what happened. ``alpha`` weighs the distillation term.
 
@@ -333,11 +459,18 @@ def finetune(
     of a training step and of a validation pass are measured first, and the schedule is sized to what
     fits (`fit_schedule`), so a recovery with less time runs a shorter one-cycle schedule to its end
     rather than being cut off at a high learning rate. A last check ends training after the epoch that
-    overruns."""
+    overruns.
+
+    ``setup`` (default: the CPU, fp32): where training runs (`resolve_training`). The model and the
+    teacher move to its device for training and are back on the CPU when this returns (or raises);
+    mixed precision applies to the training steps only, never to validation or to quantization-aware
+    training."""
     import torch
 
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    setup = setup or TrainingSetup()
+    torch.manual_seed(seed)  # every device's generator, the GPU's included
+    gen = torch.Generator().manual_seed(seed)  # shuffling and augmentation draw from the CPU's, anywhere
+    autocast, scaler = _precision(setup, quant_aware)
     xt, yt = torch.from_numpy(train_x), torch.from_numpy(train_y)
     steps_per_epoch = max(1, (len(xt) + batch_size - 1) // batch_size)
     if max_steps is not None:
@@ -351,7 +484,7 @@ def finetune(
     lengths = token_lengths(train_x) if trim else None
     simulated = fake_int8_dynamic(model) if quant_aware else contextlib.nullcontext(0)
     planned = epochs
-    with simulated as covered:
+    with _on_device(setup.device, model, teacher), deterministic_algorithms(setup), simulated as covered:
         initial = accuracy(model, val_x, val_y, trim_padding=trim)
         val_s = time.monotonic() - t0
         matching = hidden_weight > 0 and bool(hidden_layers)  # the teacher's hidden states: it runs live
@@ -362,7 +495,7 @@ def finetune(
         )
         if budget is not None:
             live_teacher = teacher if soft_targets is None else None
-            step_s = _step_seconds(model, live_teacher, xt, yt, batch_size, temperature, seed)
+            step_s = _step_seconds(model, live_teacher, xt, yt, batch_size, temperature, seed, autocast)
             left = budget - (time.monotonic() - t0)
             full_steps = steps_per_epoch
             epochs, steps_per_epoch = fit_schedule(left, epochs, steps_per_epoch, step_s, val_s)
@@ -380,7 +513,7 @@ def finetune(
                 )
         hidden = None
         if teacher is not None and hidden_weight > 0 and hidden_layers:
-            hidden = HiddenStates(model, teacher, list(hidden_layers), xt[:2])
+            hidden = HiddenStates(model, teacher, list(hidden_layers), xt[:2].to(setup.device))
             if not hidden.pairs:
                 hidden.close()
                 raise ValueError(
@@ -409,13 +542,12 @@ def finetune(
                     xb, yb = xt[idx], yt[idx]
                     if lengths is not None:
                         xb = xb[:, : max(1, int(lengths[idx.numpy()].max()))]
+                    xb, yb = xb.to(setup.device), yb.to(setup.device)
                     if images:
                         xb = _shift(xb, gen)
-                    cached = None if soft_targets is None else soft_targets[idx]
-                    loss = _loss(model, xb, yb, teacher, temperature, alpha, hidden, hidden_weight, cached)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
+                    cached = None if soft_targets is None else soft_targets[idx.to(soft_targets.device)]
+                    step = (teacher, temperature, alpha, hidden, hidden_weight, cached)
+                    _train_step(model, xb, yb, step, opt, autocast, scaler)
                     sched.step()
                     bar.advance(task)
                 acc = accuracy(model, val_x, val_y, trim_padding=trim)
@@ -448,7 +580,54 @@ def finetune(
         planned_epochs=planned,
         budget_seconds=budget,
         hidden_pairs=[] if hidden is None else list(hidden.pairs),
+        device=setup.device,
+        precision="fp32" if autocast is contextlib.nullcontext else setup.precision,
     )
+
+
+@contextlib.contextmanager
+def _on_device(dev: str, model: Any, teacher: Any | None) -> Iterator[None]:
+    """The model and the teacher on ``dev`` while the block runs, back on the CPU afterwards (the ONNX
+    export and every pass after training work on the CPU), and the GPU's cached memory released."""
+    if dev == "cpu":
+        yield
+        return
+    import torch
+
+    model.to(dev)
+    if teacher is not None:
+        teacher.to(dev)
+    try:
+        yield
+    finally:
+        model.to("cpu")
+        if teacher is not None:
+            teacher.to("cpu")
+        torch.cuda.empty_cache()
+
+
+def _train_step(
+    model: Any,
+    xb: Any,
+    yb: Any,
+    step: tuple[Any, float, float, HiddenStates | None, float, Any | None],
+    opt: Any,
+    autocast: Callable[[], Any],
+    scaler: Any | None,
+) -> None:
+    """One optimizer step on a batch: the loss (`_loss`, with ``step``'s teacher, temperature, alpha,
+    hidden states, their weight and the cached soft targets) under ``autocast``, its gradients, the
+    update; with a gradient ``scaler`` (fp16), the loss scaled and steps that overflow skipped."""
+    with autocast():
+        loss = _loss(model, xb, yb, *step)
+    opt.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        opt.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
 
 
 def _loss(
@@ -489,7 +668,8 @@ def _soft_targets(teacher: Any, x: np.ndarray, temperature: float, trim_padding:
     """The teacher's temperature-softened class probabilities for every row of ``x``, computed once."""
     import torch.nn.functional as F
 
-    return F.softmax(logits_of(teacher, x, trim_padding=trim_padding) / temperature, dim=1)
+    soft = F.softmax(logits_of(teacher, x, trim_padding=trim_padding) / temperature, dim=1)
+    return soft.to(_device_of(teacher))  # beside the teacher (on a GPU: indexed there every step)
 
 
 def _budget(max_seconds: float | None, deadline: float | None) -> float | None:
@@ -499,7 +679,14 @@ def _budget(max_seconds: float | None, deadline: float | None) -> float | None:
 
 
 def _step_seconds(
-    model: Any, teacher: Any | None, xt: Any, yt: Any, batch_size: int, temperature: float, seed: int
+    model: Any,
+    teacher: Any | None,
+    xt: Any,
+    yt: Any,
+    batch_size: int,
+    temperature: float,
+    seed: int,
+    autocast: Callable[[], Any] = contextlib.nullcontext,
 ) -> float:
     """The measured cost of one training step (forward, the teacher's forward when distilling, backward;
     the median of four after one untimed warm-up step), to size a schedule to a time budget. It leaves no
@@ -510,22 +697,32 @@ def _step_seconds(
     import torch.nn.functional as F
 
     gen = torch.Generator().manual_seed(seed + 7919)
+    dev = _device_of(model)
+    cuda = dev.type == "cuda"
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     rng = torch.get_rng_state()  # dropout draws from it
+    cuda_rng = torch.cuda.get_rng_state(dev) if cuda else None  # or, on a GPU, from the GPU's
     model.train()
     times = []
     for i in range(5):
         idx = torch.randint(0, len(xt), (min(batch_size, len(xt)),), generator=gen)
-        xb, yb = xt[idx], yt[idx]
+        xb, yb = xt[idx].to(dev), yt[idx].to(dev)
+        if cuda:
+            torch.cuda.synchronize(dev)
         t = time.monotonic()
-        if teacher is not None:
-            with torch.no_grad():
-                soft = F.softmax(teacher(xb) / temperature, dim=1)
-        logits = model(xb)
-        loss = F.cross_entropy(logits, yb)
-        if teacher is not None:
-            loss = loss + F.kl_div(F.log_softmax(logits / temperature, dim=1), soft, reduction="batchmean")
+        with autocast():
+            if teacher is not None:
+                with torch.no_grad():
+                    soft = F.softmax(teacher(xb) / temperature, dim=1)
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            if teacher is not None:
+                loss = loss + F.kl_div(
+                    F.log_softmax(logits / temperature, dim=1), soft, reduction="batchmean"
+                )
         loss.backward()
+        if cuda:  # kernels run asynchronously: wait for them before reading the clock
+            torch.cuda.synchronize(dev)
         if i:  # the first step allocates and warms caches: not what a step costs
             times.append(time.monotonic() - t)
     model.zero_grad(set_to_none=True)
@@ -533,4 +730,6 @@ def _step_seconds(
         for name, b in model.named_buffers():
             b.copy_(buffers[name])
     torch.set_rng_state(rng)
+    if cuda_rng is not None:
+        torch.cuda.set_rng_state(cuda_rng, dev)
     return float(np.median(times))

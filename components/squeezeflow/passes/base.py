@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from squeezeflow.passes.searchable import ProposedStep, Searchable, SearchedTrial
+from squeezeflow.training import TrainingSetup
 
 ModelKind = Literal["torch", "onnx"]
 
@@ -43,7 +44,8 @@ class ModelState:
 
 @dataclass
 class PassContext:
-    """What a pass may use besides the model: data, a scratch directory, a seed and a deadline."""
+    """What a pass may use besides the model: data, a scratch directory, a seed, a deadline, and where
+    its training runs (``training``: the job spec's ``training`` section resolved for this machine)."""
 
     workdir: Path
     input_shape: list[int]
@@ -57,6 +59,7 @@ class PassContext:
     baseline_val_metric: float | None = None
     allowed_drop: float | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    training: TrainingSetup = field(default_factory=TrainingSetup)
 
     def calibration_batches(self, samples: int, batch_size: int = 32) -> Iterator[np.ndarray]:
         """Deterministic, class-mixed calibration samples drawn from the train split."""

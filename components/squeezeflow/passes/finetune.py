@@ -166,12 +166,16 @@ class Finetune(OptimizationPass):
             "val_accuracy_after": report.best_val_accuracy,
             "seconds": report.seconds,
             "stopped": report.stopped,
+            "device": report.device,
+            "precision": report.precision,
             **({"hidden_layers": len(report.hidden_pairs)} if hidden_layers is not None else {}),
         }
         log.info(
-            "fine-tuned %d epochs (%s): val accuracy %.4f -> %.4f",
+            "fine-tuned %d epochs (%s, on %s at %s): val accuracy %.4f -> %.4f",
             report.epochs_run,
             report.stopped,
+            report.device,
+            report.precision,
             report.initial_val_accuracy,
             report.best_val_accuracy,
         )
@@ -206,6 +210,7 @@ def _finetune(
         cache_teacher=config.cache_teacher,
         hidden_layers=hidden_layers,
         hidden_weight=config.hidden_weight,
+        setup=ctx.training,
     )
 
 
