@@ -99,3 +99,30 @@ def test_a_stamped_pipeline_gives_its_trials_a_gpu_only_when_the_spec_trains_on_
     else:
         assert not any("accelerator" in c.get("resources", {}) for c in containers)
         assert not any("nodeSelector" in k or "tolerations" in k for k in trial_k8s)
+
+
+def test_pod_settings_take_the_gpu_values_the_chart_renders_into_the_runner_config() -> None:
+    from squeezeflow.airflow.pods import PodSettings
+
+    config = {  # the runner ConfigMap's keys as charts/squeezeflow/templates/runner.yaml renders them
+        "SQUEEZEFLOW_IMAGE": "registry.example/squeezeflow:2",
+        "SQUEEZEFLOW_SERVICE_ACCOUNT": "sqf-runner",
+        "SQUEEZEFLOW_ENV_SECRET": "sqf-env",
+        "SQUEEZEFLOW_NODE_SELECTOR": "{}",
+        "SQUEEZEFLOW_GPU_RESOURCE": "nvidia.com/mig-1g.10gb",
+        "SQUEEZEFLOW_GPU_COUNT": "2",
+        "SQUEEZEFLOW_GPU_NODE_SELECTOR": '{"pool":"gpu"}',
+        "SQUEEZEFLOW_GPU_TOLERATIONS": '[{"key":"gpu","operator":"Exists","effect":"NoSchedule"}]',
+    }
+    pods = PodSettings.from_runner_config(config, namespace="ml")
+    assert (pods.image, pods.service_account, pods.secret, pods.namespace) == (
+        "registry.example/squeezeflow:2",
+        "sqf-runner",
+        "sqf-env",
+        "ml",
+    )
+    kwargs = pods.operator_kwargs(gpu=True)
+    assert kwargs["container_resources"].limits["nvidia.com/mig-1g.10gb"] == "2"
+    assert kwargs["node_selector"] == {"pool": "gpu"}
+    assert [t.key for t in kwargs["tolerations"]] == ["gpu"]
+    assert "nvidia.com/mig-1g.10gb" not in pods.operator_kwargs().get("container_resources").limits

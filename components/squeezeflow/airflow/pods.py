@@ -55,6 +55,30 @@ class PodSettings:
     gpu_tolerations: list[dict[str, str]] = field(default_factory=lambda: [dict(t) for t in GPU_TOLERATIONS])
     """Tolerations of the pods that ask for a GPU (GPU nodes are usually tainted ``nvidia.com/gpu``)."""
 
+    @classmethod
+    def from_runner_config(cls, data: dict[str, str], **overrides: Any) -> PodSettings:
+        """Settings from the chart's runner ConfigMap (its flat ``SQUEEZEFLOW_*`` keys, as the chart's
+        values render them: image, service account, secret, node selectors, tolerations, GPUs); a key
+        that is missing keeps the default, ``overrides`` win."""
+        import json
+
+        def parsed(key: str) -> Any:
+            return json.loads(data[key]) if data.get(key) else None
+
+        found: dict[str, Any] = {
+            "image": data.get("SQUEEZEFLOW_IMAGE"),
+            "service_account": data.get("SQUEEZEFLOW_SERVICE_ACCOUNT"),
+            "secret": data.get("SQUEEZEFLOW_ENV_SECRET"),
+            "node_selector": parsed("SQUEEZEFLOW_NODE_SELECTOR"),
+            "benchmark_node_selector": parsed("SQUEEZEFLOW_BENCHMARK_NODE_SELECTOR"),
+            "benchmark_tolerations": parsed("SQUEEZEFLOW_BENCHMARK_TOLERATIONS"),
+            "gpu_resource": data.get("SQUEEZEFLOW_GPU_RESOURCE"),
+            "gpu_count": int(data["SQUEEZEFLOW_GPU_COUNT"]) if data.get("SQUEEZEFLOW_GPU_COUNT") else None,
+            "gpu_node_selector": parsed("SQUEEZEFLOW_GPU_NODE_SELECTOR"),
+            "gpu_tolerations": parsed("SQUEEZEFLOW_GPU_TOLERATIONS"),
+        }
+        return cls(**{**{k: v for k, v in found.items() if v is not None}, **overrides})
+
     def operator_kwargs(self, benchmark: bool = False, gpu: bool = False) -> dict[str, Any]:
         """The pod operator's arguments for a stage; ``benchmark``: on the benchmark nodes; ``gpu``: with
         ``gpu_count`` GPUs (a limit of ``gpu_resource``), on GPU nodes (``gpu_node_selector``,
