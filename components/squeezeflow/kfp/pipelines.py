@@ -161,7 +161,7 @@ def _trial_resources(task: Any, opts: PipelineOptions) -> None:
         for label, value in opts.gpu_node_selector.items():
             kubernetes.add_node_selector(task, label, value)
         for t in opts.gpu_tolerations:
-            kubernetes.add_toleration(task, **dict(t))  # type: ignore[arg-type]
+            kubernetes.add_toleration(task, **dict(t))
 
 
 class Champion(NamedTuple):
