@@ -253,7 +253,7 @@ def measure_cuda_profile(onnx: str | None, shape: list[int] | None) -> dict[str,
 def refused_here() -> str:
     """The refusal a ``training.device: cuda`` job gets on this machine (no GPU)."""
     from squeezeflow.errors import DeviceUnavailableError
-    from squeezeflow.training import resolve_training
+    from squeezeflow.training_device import resolve_training
 
     try:
         resolve_training("cuda")

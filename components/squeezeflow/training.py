@@ -17,132 +17,23 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from squeezeflow.errors import DeviceUnavailableError
 from squeezeflow.progress import terminal_progress
+from squeezeflow.training_device import (
+    TrainingSetup,
+    deterministic_algorithms,
+    device_of,
+    on_device,
+    training_precision,
+)
 
 log = logging.getLogger(__name__)
-
-Device = Literal["cpu", "cuda"]
-Precision = Literal["fp32", "bf16", "fp16"]
-
-
-@dataclass(frozen=True)
-class TrainingSetup:
-    """Where training runs and at what precision, resolved for this machine (`resolve_training`)."""
-
-    device: Device = "cpu"
-    precision: Precision = "fp32"
-    deterministic: bool = True
-
-
-def cuda_available() -> bool:
-    """Whether PyTorch sees a CUDA GPU here."""
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
-def resolve_training(
-    device: str = "cpu", precision: str = "auto", deterministic: bool = True
-) -> TrainingSetup:
-    """The job spec's ``training`` values (``auto`` included) resolved for this machine: ``auto`` is cuda
-    when PyTorch sees a GPU, else cpu; precision is fp32 on the CPU, and ``auto`` / ``bf16`` are bf16 on
-    a GPU that supports bfloat16, else fp32. ``cuda`` on a machine without a GPU raises
-    `DeviceUnavailableError` (exit 2), naming what to change."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"training.device must be auto, cpu or cuda, got {device!r}")
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"training.precision must be auto, fp32, bf16 or fp16, got {precision!r}")
-    if device == "cpu":
-        return TrainingSetup("cpu", "fp32", deterministic)
-    has_gpu = cuda_available()
-    if device == "auto" and not has_gpu:
-        return TrainingSetup("cpu", "fp32", deterministic)
-    if not has_gpu:
-        import torch
-
-        why = (
-            f"this PyTorch build has no CUDA support (torch {torch.__version__})"
-            if torch.version.cuda is None
-            else "PyTorch sees no CUDA GPU (no driver, no device, or CUDA_VISIBLE_DEVICES hides it)"
-        )
-        raise DeviceUnavailableError(
-            f"training.device is 'cuda', but {why}: run the job on a machine with an NVIDIA GPU and a "
-            "CUDA build of PyTorch, or set training.device to 'cpu' (or 'auto', which trains on a GPU "
-            "only where there is one)"
-        )
-    import torch
-
-    chosen: Precision = "fp32" if precision == "fp32" else "fp16" if precision == "fp16" else "bf16"
-    if chosen == "bf16" and not torch.cuda.is_bf16_supported():
-        log.warning("training.precision %s: this GPU has no bfloat16; training in fp32", precision)
-        chosen = "fp32"
-    return TrainingSetup("cuda", chosen, deterministic)
-
-
-@contextlib.contextmanager
-def deterministic_algorithms(setup: TrainingSetup) -> Iterator[None]:
-    """While the block runs on a GPU with ``setup.deterministic``: deterministic algorithms (warn-only
-    where an operation has none), cuDNN's autotuner off, and cuBLAS's fixed workspace. PyTorch's global
-    flags are restored afterwards. Nothing changes on the CPU, whose training is deterministic for a
-    given thread count already."""
-    if setup.device != "cuda" or not setup.deterministic:
-        yield
-        return
-    import torch
-
-    # cuBLAS reads it when its handle is created: set before the first matmul of the process
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    was = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-    )
-    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(was[0], warn_only=was[1])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
-
-
-def _precision(setup: TrainingSetup, quant_aware: bool) -> tuple[Callable[[], Any], Any | None]:
-    """The context a training step's forward and loss run in (`_autocast`), and fp16's gradient scaler
-    (small gradients would underflow float16; None otherwise)."""
-    autocast = _autocast(setup, quant_aware)
-    if setup.precision != "fp16" or autocast is contextlib.nullcontext:
-        return autocast, None
-    import torch
-
-    return autocast, torch.amp.GradScaler("cuda")
-
-
-def _autocast(setup: TrainingSetup, quant_aware: bool) -> Callable[[], Any]:
-    """A factory of the context a training step's forward and loss run in: torch.autocast at the setup's
-    precision on a GPU; nothing on the CPU, at fp32, or under quantization-aware training (its simulated
-    int8 scales and rounding need float32)."""
-    if setup.device != "cuda" or setup.precision == "fp32" or quant_aware:
-        return contextlib.nullcontext
-    import torch
-
-    dtype = torch.bfloat16 if setup.precision == "bf16" else torch.float16
-    return lambda: torch.autocast("cuda", dtype=dtype)
-
-
-def _device_of(model: Any) -> Any:
-    """The device ``model``'s parameters are on (the CPU for a model without any)."""
-    import torch
-
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 @contextlib.contextmanager
@@ -366,7 +257,7 @@ def logits_of(model: Any, x: np.ndarray, batch_size: int = 512, trim_padding: bo
     import torch
 
     model.eval()
-    device = _device_of(model)
+    device = device_of(model)
     lengths = token_lengths(x) if trim_padding else None
     order = np.arange(len(x)) if lengths is None else np.argsort(lengths, kind="stable")
     out: Any = None
@@ -470,7 +361,7 @@ def finetune(
     setup = setup or TrainingSetup()
     torch.manual_seed(seed)  # every device's generator, the GPU's included
     gen = torch.Generator().manual_seed(seed)  # shuffling and augmentation draw from the CPU's, anywhere
-    autocast, scaler = _precision(setup, quant_aware)
+    autocast, scaler = training_precision(setup, quant_aware)
     xt, yt = torch.from_numpy(train_x), torch.from_numpy(train_y)
     steps_per_epoch = max(1, (len(xt) + batch_size - 1) // batch_size)
     if max_steps is not None:
@@ -484,7 +375,7 @@ def finetune(
     lengths = token_lengths(train_x) if trim else None
     simulated = fake_int8_dynamic(model) if quant_aware else contextlib.nullcontext(0)
     planned = epochs
-    with _on_device(setup.device, model, teacher), deterministic_algorithms(setup), simulated as covered:
+    with on_device(setup.device, model, teacher), deterministic_algorithms(setup), simulated as covered:
         initial = accuracy(model, val_x, val_y, trim_padding=trim)
         val_s = time.monotonic() - t0
         matching = hidden_weight > 0 and bool(hidden_layers)  # the teacher's hidden states: it runs live
@@ -585,27 +476,6 @@ def finetune(
     )
 
 
-@contextlib.contextmanager
-def _on_device(dev: str, model: Any, teacher: Any | None) -> Iterator[None]:
-    """The model and the teacher on ``dev`` while the block runs, back on the CPU afterwards (the ONNX
-    export and every pass after training work on the CPU), and the GPU's cached memory released."""
-    if dev == "cpu":
-        yield
-        return
-    import torch
-
-    model.to(dev)
-    if teacher is not None:
-        teacher.to(dev)
-    try:
-        yield
-    finally:
-        model.to("cpu")
-        if teacher is not None:
-            teacher.to("cpu")
-        torch.cuda.empty_cache()
-
-
 def _train_step(
     model: Any,
     xb: Any,
@@ -669,7 +539,7 @@ def _soft_targets(teacher: Any, x: np.ndarray, temperature: float, trim_padding:
     import torch.nn.functional as F
 
     soft = F.softmax(logits_of(teacher, x, trim_padding=trim_padding) / temperature, dim=1)
-    return soft.to(_device_of(teacher))  # beside the teacher (on a GPU: indexed there every step)
+    return soft.to(device_of(teacher))  # beside the teacher (on a GPU: indexed there every step)
 
 
 def _budget(max_seconds: float | None, deadline: float | None) -> float | None:
@@ -697,7 +567,7 @@ def _step_seconds(
     import torch.nn.functional as F
 
     gen = torch.Generator().manual_seed(seed + 7919)
-    dev = _device_of(model)
+    dev = device_of(model)
     cuda = dev.type == "cuda"
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     rng = torch.get_rng_state()  # dropout draws from it

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from squeezeflow.cli import app
 from squeezeflow.errors import DeviceUnavailableError
 from squeezeflow.spec.load import parse_spec
-from squeezeflow.training import TrainingSetup, finetune, resolve_training
+from squeezeflow.training import finetune
+from squeezeflow.training_device import TrainingSetup, resolve_training
 from squeezeflow.zoo.cnn import tiny_cnn
 
 CLI = str(Path(sys.executable).with_name("squeezeflow"))

@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from squeezeflow.passes.searchable import ProposedStep, Searchable, SearchedTrial
-from squeezeflow.training import TrainingSetup
+from squeezeflow.training_device import TrainingSetup
 
 ModelKind = Literal["torch", "onnx"]
 

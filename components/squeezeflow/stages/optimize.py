@@ -23,7 +23,7 @@ from squeezeflow.spec.job import JobSpec
 from squeezeflow.spec.search import Recipe
 from squeezeflow.stages.baseline import measure_onnx
 from squeezeflow.stages.context import StageContext
-from squeezeflow.training import TrainingSetup, resolve_training
+from squeezeflow.training_device import TrainingSetup, resolve_training
 
 log = logging.getLogger(__name__)
 
