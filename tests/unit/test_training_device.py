@@ -155,3 +155,20 @@ def test_training_on_a_gpu_leaves_the_model_and_the_teacher_on_the_cpu() -> None
     )
     assert report.device == "cuda"
     assert {p.device.type for p in [*model.parameters(), *teacher.parameters()]} == {"cpu"}
+
+
+def test_mixed_precision_covers_gpu_training_steps_but_never_quantization_aware_training() -> None:
+    import contextlib
+    import warnings
+
+    from squeezeflow.training_device import training_precision
+
+    for setup, qat in ((TrainingSetup("cpu", "fp32"), False), (TrainingSetup("cuda", "bf16"), True)):
+        autocast, scaler = training_precision(setup, quant_aware=qat)
+        assert autocast is contextlib.nullcontext and scaler is None, setup
+    autocast, scaler = training_precision(TrainingSetup("cuda", "bf16"), quant_aware=False)
+    assert autocast is not contextlib.nullcontext and scaler is None  # bf16 needs no loss scaling
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a CPU-only build warns that the scaler would be disabled
+        _, scaler = training_precision(TrainingSetup("cuda", "fp16"), quant_aware=False)
+    assert scaler is not None  # fp16: gradients scaled so small ones survive
