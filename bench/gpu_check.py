@@ -266,7 +266,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     ap.add_argument("--tiny", action="store_true", help="the tiny CPU version even where there is a GPU")
-    ap.add_argument("--budget", type=float, default=240.0, help="search seconds per run (default 240)")
+    ap.add_argument("--budget", type=float, default=150.0, help="search seconds per run (default 150)")
     ap.add_argument("--epochs", type=int, default=2, help="recovery epochs (default 2)")
     ap.add_argument("--max-steps", type=int, default=40, help="batches per epoch (default 40; 0: all)")
     ap.add_argument("--prune-ratio", type=float, default=0.5)
