@@ -33,6 +33,7 @@ from squeezeflow.search.rounds import RoundPlan, rounds_of
 from squeezeflow.spec.job import JobSpec
 from squeezeflow.stages import Settings, StageContext, baseline, ingest, promote
 from squeezeflow.stages.benchmark import budget_violations, check_measurable_here, measure_baseline
+from squeezeflow.stages.optimize import training_setup
 from squeezeflow.stages.promote import eligibility, speed_of, target_benchmark
 from squeezeflow.tracking.client import redact_uri
 from squeezeflow.tracking.lease import job_lease
@@ -67,6 +68,7 @@ def run_job(
     stored one is named by its content)."""
     t0 = time.monotonic()
     check_measurable_here(spec.devices)  # a profile this machine cannot measure fails before any work
+    training_setup(spec)  # so does training.device cuda without a GPU
     ctx = StageContext.open(settings, spec.name)
     job_run: list[str] = []  # the job's MLflow run, once ingest has opened it
     try:

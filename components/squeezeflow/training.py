@@ -6,6 +6,10 @@ labels, optionally blended with the temperature-scaled KL divergence to a teache
 teacher's hidden states at matched blocks (intermediate-layer distillation, as TinyBERT and MiniLM do).
 The best-validation weights are kept; training stops early when validation accuracy stops improving, or
 when the time budget ends.
+
+Training runs on the device a `TrainingSetup` names (the job spec's ``training`` section, resolved by
+`resolve_training`): the CPU by default, or a CUDA GPU with optional mixed precision. The model leaves
+`finetune` on the CPU whichever it trained on, so what follows (ONNX export, quantization) is unchanged.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +26,13 @@ import numpy as np
 
 from squeezeflow.progress import terminal_progress
 from squeezeflow.recovery import RecoveryCheck, RecoveryStop
+from squeezeflow.training_device import (
+    TrainingSetup,
+    deterministic_algorithms,
+    device_of,
+    on_device,
+    training_precision,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +177,8 @@ class HiddenStates:
             mask = (inputs != 0).unsqueeze(-1)
         terms = []
         for name in self.pairs:
-            s, t = self.student_out[name], self.teacher_out[name].detach()
+            # float32 under autocast too: a sum of squares in bfloat16 loses most of its digits
+            s, t = self.student_out[name].float(), self.teacher_out[name].detach().float()
             if mask is not None and s.ndim == 3 and s.shape[:2] == inputs.shape:
                 m = mask.to(s.dtype)
                 terms.append(((s - t) ** 2 * m).sum() / (m.sum() * s.shape[-1]).clamp(min=1.0))
@@ -196,6 +208,8 @@ class FinetuneReport:
     budget_seconds: float | None = None
     hidden_pairs: list[str] = field(default_factory=list)
     rule_stop: RecoveryStop | None = None
+    device: str = "cpu"
+    precision: str = "fp32"
 
 
 def fit_schedule(
@@ -238,12 +252,14 @@ def length_batches(lengths: np.ndarray, batch_size: int, gen: Any, bucket: int =
 
 
 def logits_of(model: Any, x: np.ndarray, batch_size: int = 512, trim_padding: bool = False) -> Any:
-    """The eval-mode model's logits for every row of ``x`` (a float tensor, rows in ``x``'s order).
+    """The eval-mode model's logits for every row of ``x`` (a float tensor on the CPU, rows in ``x``'s
+    order; the batches run on the device the model is on).
     ``trim_padding``: token ids, run in length-sorted batches cut after their longest row (the same
     answers for a model that masks the pad id, in less time)."""
     import torch
 
     model.eval()
+    device = device_of(model)
     lengths = token_lengths(x) if trim_padding else None
     order = np.arange(len(x)) if lengths is None else np.argsort(lengths, kind="stable")
     out: Any = None
@@ -253,7 +269,7 @@ def logits_of(model: Any, x: np.ndarray, batch_size: int = 512, trim_padding: bo
             xb = x[idx]
             if lengths is not None:
                 xb = xb[:, : max(1, int(lengths[idx].max()))]
-            logits = model(torch.from_numpy(np.ascontiguousarray(xb))).float()
+            logits = model(torch.from_numpy(np.ascontiguousarray(xb)).to(device)).float().cpu()
             if out is None:
                 out = torch.empty((len(x), *logits.shape[1:]), dtype=torch.float32)
             out[torch.from_numpy(idx)] = logits
@@ -308,6 +324,7 @@ def finetune(
     hidden_layers: list[str] | None = None,
     hidden_weight: float = 0.0,
     abandon: RecoveryCheck | None = None,
+    setup: TrainingSetup | None = None,
 ) -> FinetuneReport:
     """Fine-tune ``model`` in place; returns what happened. ``alpha`` weighs the distillation term.
 
@@ -340,11 +357,18 @@ def finetune(
 
     ``abandon``: judged after every epoch on the validation curve (`RecoveryCheck.judge`); when it stops
     the trial, training stops there (``stopped`` is "abandoned" or "recovered", ``rule_stop`` says why)
-    with the best weights so far."""
+    with the best weights so far.
+
+    ``setup`` (default: the CPU, fp32): where training runs (`resolve_training`). The model and the
+    teacher move to its device for training and are back on the CPU when this returns (or raises);
+    mixed precision applies to the training steps only, never to validation or to quantization-aware
+    training."""
     import torch
 
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    setup = setup or TrainingSetup()
+    torch.manual_seed(seed)  # every device's generator, the GPU's included
+    gen = torch.Generator().manual_seed(seed)  # shuffling and augmentation draw from the CPU's, anywhere
+    autocast, scaler = training_precision(setup, quant_aware)
     xt, yt = torch.from_numpy(train_x), torch.from_numpy(train_y)
     steps_per_epoch = max(1, (len(xt) + batch_size - 1) // batch_size)
     if max_steps is not None:
@@ -358,7 +382,7 @@ def finetune(
     lengths = token_lengths(train_x) if trim else None
     simulated = fake_int8_dynamic(model) if quant_aware else contextlib.nullcontext(0)
     planned = epochs
-    with simulated as covered:
+    with on_device(setup.device, model, teacher), deterministic_algorithms(setup), simulated as covered:
         initial = accuracy(model, val_x, val_y, trim_padding=trim)
         val_s = time.monotonic() - t0
         matching = hidden_weight > 0 and bool(hidden_layers)  # the teacher's hidden states: it runs live
@@ -369,7 +393,7 @@ def finetune(
         )
         if budget is not None:
             live_teacher = teacher if soft_targets is None else None
-            step_s = _step_seconds(model, live_teacher, xt, yt, batch_size, temperature, seed)
+            step_s = _step_seconds(model, live_teacher, xt, yt, batch_size, temperature, seed, autocast)
             left = budget - (time.monotonic() - t0)
             full_steps = steps_per_epoch
             epochs, steps_per_epoch = fit_schedule(left, epochs, steps_per_epoch, step_s, val_s)
@@ -387,7 +411,7 @@ def finetune(
                 )
         hidden = None
         if teacher is not None and hidden_weight > 0 and hidden_layers:
-            hidden = HiddenStates(model, teacher, list(hidden_layers), xt[:2])
+            hidden = HiddenStates(model, teacher, list(hidden_layers), xt[:2].to(setup.device))
             if not hidden.pairs:
                 hidden.close()
                 raise ValueError(
@@ -410,16 +434,10 @@ def finetune(
             for epoch in range(1, epochs + 1):
                 model.train()
                 for idx in _epoch_batches(len(xt), lengths, batch_size, gen)[:steps_per_epoch]:
-                    xb, yb = xt[idx], yt[idx]
-                    if lengths is not None:
-                        xb = xb[:, : max(1, int(lengths[idx.numpy()].max()))]
-                    if images:
-                        xb = _shift(xb, gen)
-                    cached = None if soft_targets is None else soft_targets[idx]
-                    loss = _loss(model, xb, yb, teacher, temperature, alpha, hidden, hidden_weight, cached)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
+                    xb, yb = _batch(xt, yt, idx, lengths, setup.device, gen if images else None)
+                    cached = None if soft_targets is None else soft_targets[idx.to(soft_targets.device)]
+                    step = (teacher, temperature, alpha, hidden, hidden_weight, cached)
+                    _train_step(model, xb, yb, step, opt, autocast, scaler)
                     sched.step()
                     bar.advance(task)
                 acc = accuracy(model, val_x, val_y, trim_padding=trim)
@@ -461,7 +479,19 @@ def finetune(
         budget_seconds=budget,
         hidden_pairs=[] if hidden is None else list(hidden.pairs),
         rule_stop=rule_stop,
+        device=setup.device,
+        precision="fp32" if autocast is contextlib.nullcontext else setup.precision,
     )
+
+
+def _batch(xt: Any, yt: Any, idx: Any, lengths: np.ndarray | None, device: str, shift_gen: Any | None) -> Any:
+    """A training batch's inputs and labels on ``device``: token rows cut after the batch's longest row
+    (with ``lengths``), images shifted at random (with ``shift_gen``, see `_shift`)."""
+    xb, yb = xt[idx], yt[idx]
+    if lengths is not None:
+        xb = xb[:, : max(1, int(lengths[idx.numpy()].max()))]
+    xb, yb = xb.to(device), yb.to(device)
+    return (xb if shift_gen is None else _shift(xb, shift_gen)), yb
 
 
 def _epoch_batches(rows: int, lengths: np.ndarray | None, batch_size: int, gen: Any) -> list[Any]:
@@ -472,6 +502,30 @@ def _epoch_batches(rows: int, lengths: np.ndarray | None, batch_size: int, gen: 
         return [torch.from_numpy(b) for b in length_batches(lengths, batch_size, gen)]
     order = torch.randperm(rows, generator=gen)
     return [order[i : i + batch_size] for i in range(0, rows, batch_size)]
+
+
+def _train_step(
+    model: Any,
+    xb: Any,
+    yb: Any,
+    step: tuple[Any, float, float, HiddenStates | None, float, Any | None],
+    opt: Any,
+    autocast: Callable[[], Any],
+    scaler: Any | None,
+) -> None:
+    """One optimizer step on a batch: the loss (`_loss`, with ``step``'s teacher, temperature, alpha,
+    hidden states, their weight and the cached soft targets) under ``autocast``, its gradients, the
+    update; with a gradient ``scaler`` (fp16), the loss scaled and steps that overflow skipped."""
+    with autocast():
+        loss = _loss(model, xb, yb, *step)
+    opt.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        opt.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
 
 
 def _loss(
@@ -512,7 +566,8 @@ def _soft_targets(teacher: Any, x: np.ndarray, temperature: float, trim_padding:
     """The teacher's temperature-softened class probabilities for every row of ``x``, computed once."""
     import torch.nn.functional as F
 
-    return F.softmax(logits_of(teacher, x, trim_padding=trim_padding) / temperature, dim=1)
+    soft = F.softmax(logits_of(teacher, x, trim_padding=trim_padding) / temperature, dim=1)
+    return soft.to(device_of(teacher))  # beside the teacher (on a GPU: indexed there every step)
 
 
 def _budget(max_seconds: float | None, deadline: float | None) -> float | None:
@@ -522,7 +577,14 @@ def _budget(max_seconds: float | None, deadline: float | None) -> float | None:
 
 
 def _step_seconds(
-    model: Any, teacher: Any | None, xt: Any, yt: Any, batch_size: int, temperature: float, seed: int
+    model: Any,
+    teacher: Any | None,
+    xt: Any,
+    yt: Any,
+    batch_size: int,
+    temperature: float,
+    seed: int,
+    autocast: Callable[[], Any] = contextlib.nullcontext,
 ) -> float:
     """The measured cost of one training step (forward, the teacher's forward when distilling, backward;
     the median of four after one untimed warm-up step), to size a schedule to a time budget. It leaves no
@@ -533,22 +595,32 @@ def _step_seconds(
     import torch.nn.functional as F
 
     gen = torch.Generator().manual_seed(seed + 7919)
+    dev = device_of(model)
+    cuda = dev.type == "cuda"
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     rng = torch.get_rng_state()  # dropout draws from it
+    cuda_rng = torch.cuda.get_rng_state(dev) if cuda else None  # or, on a GPU, from the GPU's
     model.train()
     times = []
     for i in range(5):
         idx = torch.randint(0, len(xt), (min(batch_size, len(xt)),), generator=gen)
-        xb, yb = xt[idx], yt[idx]
+        xb, yb = xt[idx].to(dev), yt[idx].to(dev)
+        if cuda:
+            torch.cuda.synchronize(dev)
         t = time.monotonic()
-        if teacher is not None:
-            with torch.no_grad():
-                soft = F.softmax(teacher(xb) / temperature, dim=1)
-        logits = model(xb)
-        loss = F.cross_entropy(logits, yb)
-        if teacher is not None:
-            loss = loss + F.kl_div(F.log_softmax(logits / temperature, dim=1), soft, reduction="batchmean")
+        with autocast():
+            if teacher is not None:
+                with torch.no_grad():
+                    soft = F.softmax(teacher(xb) / temperature, dim=1)
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            if teacher is not None:
+                loss = loss + F.kl_div(
+                    F.log_softmax(logits / temperature, dim=1), soft, reduction="batchmean"
+                )
         loss.backward()
+        if cuda:  # kernels run asynchronously: wait for them before reading the clock
+            torch.cuda.synchronize(dev)
         if i:  # the first step allocates and warms caches: not what a step costs
             times.append(time.monotonic() - t)
     model.zero_grad(set_to_none=True)
@@ -556,4 +628,6 @@ def _step_seconds(
         for name, b in model.named_buffers():
             b.copy_(buffers[name])
     torch.set_rng_state(rng)
+    if cuda_rng is not None:
+        torch.cuda.set_rng_state(cuda_rng, dev)
     return float(np.median(times))

@@ -342,3 +342,18 @@ def test_verify_full_reads_the_ca_bundle_from_a_config_map(render: RenderFn) -> 
     (volume,) = [v for v in volumes if v["name"] == mount["name"]]
     assert volume["configMap"]["name"] == "rds-ca"
     assert env["MLFLOW_BACKEND_STORE_URI"].endswith("?sslmode=verify-full")
+
+
+def test_runner_config_carries_the_gpu_values_pod_mode_reads(render: RenderFn) -> None:
+    from squeezeflow.airflow.pods import PodSettings
+
+    rendering = render(
+        sets={"runner.gpu.resourceName": "nvidia.com/mig-1g.10gb", "runner.gpu.nodeSelector.pool": "gpu"}
+    )
+    config = rendering.get("ConfigMap", "-runner")["data"]
+    pods = PodSettings.from_runner_config(config)
+    resources = pods.operator_kwargs(gpu=True)["container_resources"]
+    assert resources.limits["nvidia.com/mig-1g.10gb"] == "1"
+    assert pods.gpu_node_selector == {"pool": "gpu"}
+    assert pods.gpu_tolerations == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pods.image == config["SQUEEZEFLOW_IMAGE"]

@@ -126,6 +126,7 @@ def add_compress_tasks(
     rounds: int | None = None,
     champion: Asset | None = None,
     parallel_trials: int | None = None,
+    gpu: bool | None = None,
 ) -> Any:
     """Add the compression tasks to ``dag``, the search unrolled to ``rounds`` rounds (default: what the
     spec asks, ``1 + search.rounds``); returns the promote task. ``artifacts`` unset: see the module
@@ -136,7 +137,11 @@ def add_compress_tasks(
     Each mapped stage task runs at most ``parallel_trials`` instances at once in a DAG run (Airflow's
     ``max_active_tis_per_dagrun``; default the spec's ``search.parallel_trials``), so a spec that lists
     more recipes than that, or a deployment with more worker slots, never builds more candidates side by
-    side than the spec allows. The scheduler enforces it; no pool has to exist."""
+    side than the spec allows. The scheduler enforces it; no pool has to exist.
+
+    In pod mode the optimize pods (which train) ask for a GPU when ``gpu`` is true (default: when the
+    spec says ``training.device: cuda``), with the GPU resource, node selector and tolerations of
+    ``pods``."""
     cap = parallel_trials if parallel_trials is not None else _parallel_trials(spec_source)
     if pods is not None:
         from squeezeflow.airflow.pods import add_pod_tasks
@@ -149,6 +154,7 @@ def add_compress_tasks(
             upstream=upstream,
             rounds=rounds if rounds is not None else _rounds(spec_source),
             parallel_trials=cap,
+            gpu=gpu if gpu is not None else _trains_on_gpu(spec_source),
         )
     common: dict[str, Any] = {
         "mlflow_conn_id": mlflow_conn_id,
@@ -235,6 +241,18 @@ def _parallel_trials(spec_source: Any, doc: Mapping[str, Any] | None = None) -> 
     except Exception:
         return None
     return job.search.parallel_trials
+
+
+def _trains_on_gpu(spec_source: Any, doc: Mapping[str, Any] | None = None) -> bool:
+    """Whether the spec, as the DAG file reads it, trains on a GPU (``training.device: cuda``; ``auto``
+    takes a GPU where the pod finds one, and asks for none). False when the spec cannot be read."""
+    from squeezeflow import tasks
+
+    try:
+        job = tasks.job_of(doc if doc is not None else tasks.resolve_spec(spec_source))
+    except Exception:
+        return False
+    return job.training.device == "cuda"
 
 
 def _rounds(spec_source: Any, doc: Mapping[str, Any] | None = None) -> int:
@@ -344,6 +362,7 @@ def compress_dag(
         rounds=_rounds(spec_source, doc),
         parallel_trials=_parallel_trials(spec_source, doc),
         champion=champion_asset(doc["registry"]["model_name"], doc["registry"]["alias"]),
+        gpu=_trains_on_gpu(spec_source, doc) if pods is not None else None,
     )
     return dag
 

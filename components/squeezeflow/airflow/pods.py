@@ -19,6 +19,11 @@ from typing import Any
 from squeezeflow import IMAGE
 from squeezeflow.spec.run_form import FIELD_NAMES
 
+#: The toleration GPU node pools carry by default (GKE and the NVIDIA GPU operator taint GPU nodes so).
+GPU_TOLERATIONS: tuple[dict[str, str], ...] = (
+    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+)
+
 
 @dataclass(frozen=True)
 class PodSettings:
@@ -39,19 +44,63 @@ class PodSettings:
     """Pod labels; the default is the one the chart's MLflow NetworkPolicy admits."""
     cpu: str = "2"
     memory: str = "4Gi"
+    gpu_resource: str = "nvidia.com/gpu"
+    """The extended resource a GPU is requested as (the device plugin's name: ``nvidia.com/gpu``; a MIG
+    slice such as ``nvidia.com/mig-1g.10gb``)."""
+    gpu_count: int = 1
+    """GPUs each optimize pod asks for when the spec trains on cuda (``training.device: cuda``)."""
+    gpu_node_selector: dict[str, str] = field(default_factory=dict)
+    """Added to ``node_selector`` for the optimize pods that ask for a GPU (a GPU node pool's label, for
+    example ``cloud.google.com/gke-accelerator: nvidia-l4``)."""
+    gpu_tolerations: list[dict[str, str]] = field(default_factory=lambda: [dict(t) for t in GPU_TOLERATIONS])
+    """Tolerations of the pods that ask for a GPU (GPU nodes are usually tainted ``nvidia.com/gpu``)."""
 
-    def operator_kwargs(self, benchmark: bool = False) -> dict[str, Any]:
+    @classmethod
+    def from_runner_config(cls, data: dict[str, str], **overrides: Any) -> PodSettings:
+        """Settings from the chart's runner ConfigMap (its flat ``SQUEEZEFLOW_*`` keys, as the chart's
+        values render them: image, service account, secret, node selectors, tolerations, GPUs); a key
+        that is missing keeps the default, ``overrides`` win."""
+        import json
+
+        def parsed(key: str) -> Any:
+            return json.loads(data[key]) if data.get(key) else None
+
+        found: dict[str, Any] = {
+            "image": data.get("SQUEEZEFLOW_IMAGE"),
+            "service_account": data.get("SQUEEZEFLOW_SERVICE_ACCOUNT"),
+            "secret": data.get("SQUEEZEFLOW_ENV_SECRET"),
+            "node_selector": parsed("SQUEEZEFLOW_NODE_SELECTOR"),
+            "benchmark_node_selector": parsed("SQUEEZEFLOW_BENCHMARK_NODE_SELECTOR"),
+            "benchmark_tolerations": parsed("SQUEEZEFLOW_BENCHMARK_TOLERATIONS"),
+            "gpu_resource": data.get("SQUEEZEFLOW_GPU_RESOURCE"),
+            "gpu_count": int(data["SQUEEZEFLOW_GPU_COUNT"]) if data.get("SQUEEZEFLOW_GPU_COUNT") else None,
+            "gpu_node_selector": parsed("SQUEEZEFLOW_GPU_NODE_SELECTOR"),
+            "gpu_tolerations": parsed("SQUEEZEFLOW_GPU_TOLERATIONS"),
+        }
+        return cls(**{**{k: v for k, v in found.items() if v is not None}, **overrides})
+
+    def operator_kwargs(self, benchmark: bool = False, gpu: bool = False) -> dict[str, Any]:
+        """The pod operator's arguments for a stage; ``benchmark``: on the benchmark nodes; ``gpu``: with
+        ``gpu_count`` GPUs (a limit of ``gpu_resource``), on GPU nodes (``gpu_node_selector``,
+        ``gpu_tolerations``)."""
         from kubernetes.client import models as k8s
 
+        limits = {"cpu": self.cpu, "memory": self.memory}
+        node_selector = dict(self.benchmark_node_selector if benchmark else self.node_selector)
+        tolerations = list(self.benchmark_tolerations) if benchmark else []
+        if gpu:
+            limits[self.gpu_resource] = str(self.gpu_count)  # an extended resource: its request follows
+            node_selector.update(self.gpu_node_selector)
+            tolerations += self.gpu_tolerations
         resources = k8s.V1ResourceRequirements(
-            requests={"cpu": self.cpu, "memory": self.memory}, limits={"cpu": self.cpu, "memory": self.memory}
+            requests={"cpu": self.cpu, "memory": self.memory}, limits=limits
         )
         kwargs: dict[str, Any] = {
             "image": self.image,
             "env_from": [k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=self.secret))],
-            "node_selector": dict(self.benchmark_node_selector if benchmark else self.node_selector),
+            "node_selector": node_selector,
             "labels": dict(self.labels),
-            "tolerations": [k8s.V1Toleration(**t) for t in self.benchmark_tolerations] if benchmark else [],
+            "tolerations": [k8s.V1Toleration(**t) for t in tolerations],
             "container_resources": resources,
             "do_xcom_push": True,
             "get_logs": True,
@@ -209,16 +258,19 @@ def add_pod_tasks(
     upstream: Any = None,
     rounds: int = 1,
     parallel_trials: int | None = None,
+    gpu: bool = False,
 ) -> Any:
     """The compression tasks of `factory.add_compress_tasks`, each stage in its own pod, the search
     unrolled to ``rounds`` rounds, each mapped stage running at most ``parallel_trials`` pods at once in
-    a DAG run."""
+    a DAG run. ``gpu``: the optimize pods (the ones that train) ask for a GPU (`PodSettings.gpu_count`)."""
     from airflow.sdk import task
 
     from squeezeflow.airflow.layout import CANDIDATE_LABEL, round_task_id
 
-    def pod(fn: Any, task_id: str, benchmark: bool = False, mapped: bool = False, **extra: Any) -> Any:
-        kwargs: dict[str, Any] = {"task_id": task_id, **pods.operator_kwargs(benchmark), **extra}
+    def pod(
+        fn: Any, task_id: str, benchmark: bool = False, mapped: bool = False, gpu: bool = False, **extra: Any
+    ) -> Any:
+        kwargs: dict[str, Any] = {"task_id": task_id, **pods.operator_kwargs(benchmark, gpu), **extra}
         if mapped:
             kwargs["map_index_template"] = CANDIDATE_LABEL
             kwargs["max_active_tis_per_dagrun"] = parallel_trials
@@ -240,7 +292,7 @@ def add_pod_tasks(
                 spec, ing, index
             )
             (base_bench if measured is None else measured) >> plan
-            built = pod(optimize_in_pod, round_task_id("optimize", index), mapped=True).partial(
+            built = pod(optimize_in_pod, round_task_id("optimize", index), mapped=True, gpu=gpu).partial(
                 spec=spec, ingest=ing, baseline=base
             )
             built = built.expand(recipe=plan)

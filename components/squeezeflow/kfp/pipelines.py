@@ -62,6 +62,12 @@ DEFAULT_SECRET = "squeezeflow-env"
 #: The label the chart's MLflow NetworkPolicy admits (values `mlflow.networkPolicy.clientLabel`).
 MLFLOW_CLIENT_LABEL = ("squeezeflow.io/mlflow-client", "true")
 DEFAULT_PARALLELISM = 4
+#: The extended resource a GPU is requested as (the NVIDIA device plugin's; charts/squeezeflow values
+#: `runner.gpu.resourceName`), and the taint GPU node pools usually carry (values `runner.gpu.tolerations`).
+DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
+DEFAULT_GPU_TOLERATIONS: tuple[Mapping[str, str], ...] = (
+    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+)
 #: The spec's default `search.rounds` (a generic pipeline has no spec at compile time).
 DEFAULT_SEARCH_ROUNDS = 6
 
@@ -101,7 +107,14 @@ class PipelineOptions:
     trial_cpu: str | None = None
     trial_memory: str | None = "4G"
     trial_gpu: int = 0
-    """CPU (default: ``benchmark_cpu``) and memory of a trial, and GPUs for its fine-tuning (0: none)."""
+    """CPU (default: ``benchmark_cpu``) and memory of a trial, and GPUs for its fine-tuning (0: none; a
+    pipeline stamped from a spec with ``training.device: cuda`` asks for one)."""
+    gpu_resource: str = DEFAULT_GPU_RESOURCE
+    """What a trial's GPUs are requested as (``set_accelerator_type``)."""
+    gpu_node_selector: Mapping[str, str] = field(default_factory=dict)
+    """Node labels a trial that asks for a GPU must land on (a GPU node pool's)."""
+    gpu_tolerations: Sequence[Mapping[str, str]] = DEFAULT_GPU_TOLERATIONS
+    """Tolerations of a trial that asks for a GPU (``key``, ``operator``, ``value``, ``effect``)."""
 
 
 def _configure(task: Any, opts: PipelineOptions, name: str, *, settings: bool = True) -> Any:
@@ -142,7 +155,13 @@ def _trial_resources(task: Any, opts: PipelineOptions) -> None:
     if opts.trial_memory:
         task.set_memory_request(opts.trial_memory)
     if opts.trial_gpu:
-        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(opts.trial_gpu)
+        from kfp import kubernetes
+
+        task.set_accelerator_type(opts.gpu_resource).set_accelerator_limit(opts.trial_gpu)
+        for label, value in opts.gpu_node_selector.items():
+            kubernetes.add_node_selector(task, label, value)
+        for t in opts.gpu_tolerations:
+            kubernetes.add_toleration(task, **dict(t))
 
 
 class Champion(NamedTuple):
@@ -429,6 +448,9 @@ def stamp(
     # unrolled to the spec's rounds (a run form's max_trials can stop the search earlier, not extend it)
     job = parse_spec(doc, source=str(spec_path), base_dir=spec_folder(spec_path))
     opts = dataclasses.replace(opts or PipelineOptions(), rounds=rounds_of(job))
+    if job.training.device == "cuda" and not opts.trial_gpu:
+        # the trials fine-tune on a GPU: ask for one (a trial without one would refuse to start)
+        opts = dataclasses.replace(opts, trial_gpu=1)
     if retrain:
         fn = build_retrain_and_compress(defaults, opts, name=pname, entrypoint=entrypoint)
     else:

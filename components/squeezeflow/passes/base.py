@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from squeezeflow.passes.searchable import ProposedStep, Searchable, SearchedTrial
 from squeezeflow.recovery import RecoveryCheck
+from squeezeflow.training_device import TrainingSetup
 
 ModelKind = Literal["torch", "onnx"]
 
@@ -44,7 +45,8 @@ class ModelState:
 
 @dataclass
 class PassContext:
-    """What a pass may use besides the model: data, a scratch directory, a seed and a deadline."""
+    """What a pass may use besides the model: data, a scratch directory, a seed, a deadline, and where
+    its training runs (``training``: the job spec's ``training`` section resolved for this machine)."""
 
     workdir: Path
     input_shape: list[int]
@@ -60,6 +62,7 @@ class PassContext:
     notes: dict[str, Any] = field(default_factory=dict)
     # When recovery training gives a trial up (search.abandon); None: it never does.
     recovery_check: RecoveryCheck | None = None
+    training: TrainingSetup = field(default_factory=TrainingSetup)
 
     def calibration_batches(self, samples: int, batch_size: int = 32) -> Iterator[np.ndarray]:
         """Deterministic, class-mixed calibration samples drawn from the train split."""

@@ -166,6 +166,8 @@ class Finetune(OptimizationPass):
             "val_accuracy_after": report.best_val_accuracy,
             "seconds": report.seconds,
             "stopped": report.stopped,
+            "device": report.device,
+            "precision": report.precision,
             **({"hidden_layers": len(report.hidden_pairs)} if hidden_layers is not None else {}),
         }
         gave_up = report.rule_stop
@@ -183,9 +185,11 @@ class Finetune(OptimizationPass):
             }
             raise TrialAbandoned(self.name, gave_up.reason, gave_up.seconds_saved)
         log.info(
-            "fine-tuned %d epochs (%s): val accuracy %.4f -> %.4f",
+            "fine-tuned %d epochs (%s, on %s at %s): val accuracy %.4f -> %.4f",
             report.epochs_run,
             report.stopped,
+            report.device,
+            report.precision,
             report.initial_val_accuracy,
             report.best_val_accuracy,
         )
@@ -221,6 +225,7 @@ def _finetune(
         hidden_layers=hidden_layers,
         hidden_weight=config.hidden_weight,
         abandon=ctx.recovery_check,
+        setup=ctx.training,
     )
 
 

@@ -8,6 +8,7 @@ profiles, the search budget and the registry target. Import each name from the m
 * ``devices``: `DeviceProfile`, `DeviceBudgets` and the shipped profile library (`profile_library`);
 * ``search``: `SearchSpec`, `SearchSpace`, early abandonment (`AbandonSpec`) and recipes (`Recipe`,
   `PassStep`);
+* ``training``: `TrainingSpec` (where recovery training runs: device, precision, determinism);
 * ``registry``: `RegistryTarget`;
 * ``base``: what every section shares (`StrictModel`, `NAME_PATTERN`);
 * ``load``: `load_spec` and `parse_spec` (validate once, errors that name the field), `spec_folder`,

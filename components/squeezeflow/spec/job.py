@@ -16,6 +16,7 @@ from squeezeflow.spec.devices import DeviceEntry, DeviceProfile
 from squeezeflow.spec.gate import Tolerance
 from squeezeflow.spec.registry import PRESENTATION_FIELDS, RegistryTarget
 from squeezeflow.spec.search import SearchSpec
+from squeezeflow.spec.training import TrainingSpec
 
 API_VERSION = "squeezeflow/v1"
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -116,6 +117,10 @@ class JobSpec(StrictModel):
         default="latency", description="What the best passing candidate minimises on the target device."
     )
     search: SearchSpec = Field(default_factory=SearchSpec)
+    training: TrainingSpec = Field(
+        default_factory=TrainingSpec,
+        description="Where the passes' recovery training runs (device, precision, determinism).",
+    )
     registry: RegistryTarget
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -149,8 +154,12 @@ class JobSpec(StrictModel):
     def canonical_json(self) -> str:
         """The spec's fields that decide what the job computes, as canonical JSON. Left out: how the
         registry presents and keeps the result (the registered model's description, how much alias
-        history it keeps), so that changing them neither reruns a job nor changes its key."""
-        kept = self.model_dump(mode="json", by_alias=True, exclude={"registry": set(PRESENTATION_FIELDS)})
+        history it keeps), so that changing them neither reruns a job nor changes its key. The training
+        section is left out while it is the default (CPU), so specs written before it keep their key."""
+        left_out: dict[str, Any] = {"registry": set(PRESENTATION_FIELDS)}
+        if self.training == TrainingSpec():
+            left_out["training"] = True
+        kept = self.model_dump(mode="json", by_alias=True, exclude=left_out)
         return json.dumps(kept, sort_keys=True, separators=(",", ":"))
 
     def digest(self) -> str:

@@ -24,6 +24,7 @@ from squeezeflow.spec.job import JobSpec
 from squeezeflow.spec.search import Recipe
 from squeezeflow.stages.baseline import measure_onnx
 from squeezeflow.stages.context import StageContext
+from squeezeflow.training_device import TrainingSetup, resolve_training
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ def _apply(
     key: str,
     notes: dict[str, Any],
     deadline: float | None,
+    training: TrainingSetup,
 ) -> ModelState:
     ds = ctx.dataset(spec.data.uri)
     work = ctx.scratch(f"candidate-{key}")
@@ -112,6 +114,7 @@ def _apply(
             notes=notes,
             deadline=deadline,
             recovery_check=check,
+            training=training,
         )
         state = cls().run(state, cls.Config.model_validate(step.params), pctx)
     if state.kind == "torch":
@@ -145,6 +148,13 @@ def _note_tags(notes: dict[str, Any]) -> dict[str, str]:
     return {f"squeezeflow.{k}": v[:5000] for k, v in _note_values(notes, str).items()}
 
 
+def training_setup(spec: JobSpec) -> TrainingSetup:
+    """The spec's ``training`` section resolved for this machine; `DeviceUnavailableError` (exit 2) for
+    ``device: cuda`` where PyTorch sees no GPU."""
+    t = spec.training
+    return resolve_training(t.device, t.precision, t.deterministic)
+
+
 def optimize(
     spec: JobSpec,
     ingest: IngestResult,
@@ -156,6 +166,8 @@ def optimize(
     """Build the candidate for ``recipe``. Idempotent: the same job and recipe return the recorded result.
     ``deadline`` (epoch seconds): when the passes' training must end (see `search.rounds.trial_deadline`)."""
     key = candidate_key(ingest.job_key, recipe)
+    # training.device cuda on a machine without a GPU: refused here, before any work (exit 2)
+    training = training_setup(spec)
     recorded = ctx.store.read_record("optimize", key)
     if recorded is not None:
         cached = CandidateResult.model_validate(recorded)
@@ -178,6 +190,9 @@ def optimize(
         params[f"step{i}.pass"] = step.name
         for k, v in step.params.items():
             params[f"step{i}.{k}"] = v
+    if any(s.name == "finetune" for s in recipe.steps):
+        params["training.device"] = training.device
+        params["training.precision"] = training.precision
     ctx.tracker.log(run_id, params=params)
 
     t0 = time.perf_counter()
@@ -185,7 +200,7 @@ def optimize(
     abandoned = False
     notes: dict[str, Any] = {}
     try:
-        state = _apply(recipe, spec, ingest, baseline, ctx, key, notes, deadline)
+        state = _apply(recipe, spec, ingest, baseline, ctx, key, notes, deadline, training)
         assert state.onnx_path is not None
         check_onnx(state.onnx_path, f"candidate {recipe.label}")
         meta = ctx.dataset(spec.data.uri).meta
