@@ -22,20 +22,24 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return spoken_digits.prepare_spoken_digits(tmp_path_factory.mktemp("spoken") / "spoken-digits")
 
 
-def test_spoken_digits_test_and_val_are_speakers_never_heard_in_training(digits: Path) -> None:
+def test_spoken_digits_test_split_is_a_speaker_never_heard_in_training(digits: Path) -> None:
     data = load_dataset(digits)  # the pipeline's own loader and checks
     sizes = {name: len(data.split(name)) for name in ("train", "val", "test")}
-    assert sizes == {"train": 2000, "val": 500, "test": 500}
-    # one speaker each: 50 recordings of every digit, as each of the six speakers recorded
-    for split in (data.split("val"), data.split("test")):
-        assert np.bincount(split.y, minlength=10).tolist() == [50] * 10
-    assert data.split("train").x.shape[1:] == (1, 13, 40) and data.split("train").x.dtype == np.float32
-    # standardised with the training speakers' frames only: train is centred, the unseen speakers are not
-    assert abs(float(data.split("train").x.mean())) < 0.05
+    assert sizes == {"train": 2250, "val": 250, "test": 500}
+    # the test speaker: 50 recordings of every digit, as each of the six speakers recorded
+    assert np.bincount(data.split("test").y, minlength=10).tolist() == [50] * 10
+    assert np.bincount(data.split("val").y, minlength=10).tolist() == [25] * 10
+    train = data.split("train").x
+    assert train.shape[1:] == (1, 13, 40) and train.dtype == np.float32
+    # cepstral mean normalisation: every recording's coefficients average zero over its frames
     recordings, labels = spoken_digits.load_recordings()
-    held = spoken_digits._shipped_speakers()
-    assert not set(held["val"]) & set(held["test"])
-    assert len(labels) == 3000 and len(recordings) == 3000
+    first = spoken_digits._features(recordings[:1], np.ones(13))[0, 0]
+    frames = min(len(recordings[0]), spoken_digits.FRAMES)
+    assert np.allclose(first[:, :frames].sum(1), 0, atol=1e-3) or len(recordings[0]) > spoken_digits.FRAMES
+    # the test speaker's rows appear nowhere else
+    test_rows = {r.tobytes() for r in data.split("test").x}
+    assert not test_rows & {r.tobytes() for r in train}
+    assert len(labels) == 3000
 
 
 def test_the_shipped_speaker_split_is_what_clustering_the_recordings_finds() -> None:
