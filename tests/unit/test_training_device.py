@@ -21,40 +21,30 @@ from squeezeflow.spec.load import parse_spec
 from squeezeflow.training import finetune
 from squeezeflow.training_device import TrainingSetup, resolve_training
 from squeezeflow.zoo.cnn import tiny_cnn
+from tests.unit.test_spec import minimal
 
 CLI = str(Path(sys.executable).with_name("squeezeflow"))
 NO_GPU = not torch.cuda.is_available()
 
 
-def _doc(**overrides: object) -> dict:
-    doc: dict = {
-        "name": "job",
-        "model": {"format": "onnx", "uri": "/m.onnx"},
-        "data": {"uri": "/data"},
-        "registry": {"model_name": "m"},
-    }
-    doc.update(overrides)
-    return doc
-
-
 def test_training_defaults_to_the_cpu_and_leaves_the_job_key_of_older_specs_unchanged() -> None:
-    plain = parse_spec(_doc())
+    plain = parse_spec(minimal())
     assert (plain.training.device, plain.training.precision, plain.training.deterministic) == (
         "cpu",
         "auto",
         True,
     )
     assert "training" not in json.loads(plain.canonical_json())
-    written = parse_spec(_doc(training={"device": "cpu"}))
+    written = parse_spec(minimal(training={"device": "cpu"}))
     assert written.digest() == plain.digest()
-    assert parse_spec(_doc(training={"device": "cuda"})).digest() != plain.digest()
+    assert parse_spec(minimal(training={"device": "cuda"})).digest() != plain.digest()
 
 
 def test_an_unknown_training_device_is_refused_naming_the_choices() -> None:
     from squeezeflow.errors import SpecError
 
     with pytest.raises(SpecError, match=r"training\.device.*'auto', 'cpu' or 'cuda'"):
-        parse_spec(_doc(training={"device": "tpu"}))
+        parse_spec(minimal(training={"device": "tpu"}))
 
 
 def test_the_schema_documents_the_training_section() -> None:
@@ -89,7 +79,9 @@ def test_a_cuda_job_on_a_machine_without_a_gpu_stops_before_any_work(tmp_path: P
     spec = tmp_path / "job.yaml"
     spec.write_text(
         json.dumps(
-            _doc(model={"format": "onnx", "uri": "m.onnx"}, data={"uri": "data"}, training={"device": "cuda"})
+            minimal(
+                model={"format": "onnx", "uri": "m.onnx"}, data={"uri": "data"}, training={"device": "cuda"}
+            )
         )
     )
     work = tmp_path / "work"
