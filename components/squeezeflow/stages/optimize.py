@@ -41,7 +41,7 @@ def _apply(
     notes: dict[str, Any],
     deadline: float | None,
 ) -> ModelState:
-    ds = ctx.dataset(spec.data.uri)
+    ds = ctx.job_dataset(ingest.dataset)
     work = ctx.scratch(f"candidate-{key}")
     needs_torch = get_pass(recipe.steps[0].name).input_kind == "torch"
     if needs_torch:
@@ -163,7 +163,7 @@ def optimize(
         state = _apply(recipe, spec, ingest, baseline, ctx, key, notes, deadline)
         assert state.onnx_path is not None
         check_onnx(state.onnx_path, f"candidate {recipe.label}")
-        meta = ctx.dataset(spec.data.uri).meta
+        meta = ctx.job_dataset(ingest.dataset).meta
         state = ModelState(
             onnx_path=with_prediction_heads(
                 state.onnx_path,
@@ -204,12 +204,12 @@ def optimize(
 
     assert state.onnx_path is not None
     measure = measure_onnx(state.onnx_path, ingest.dataset.input_shape)
-    val = ctx.dataset(spec.data.uri).split("val")
+    val = ctx.job_dataset(ingest.dataset).split("val")
     val_metric = resolve_metric(spec.task.metric)(
         val.y, predict_logits(state.onnx_path, val.x, threads=spec.target.intra_op_threads)
     )
     onnx_ref = ctx.store.put_file(state.onnx_path, suffix=".onnx")
-    ds = ctx.dataset(spec.data.uri)
+    ds = ctx.job_dataset(ingest.dataset)
     model_id = ctx.tracker.log_onnx_model(
         run_id,
         state.onnx_path,
