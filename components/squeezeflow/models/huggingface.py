@@ -538,23 +538,43 @@ def tokenize_texts(
     )
 
 
-def save_serving_tokenizer(uri: str, archive: Path, dest: Path, max_length: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RawTextServing:
+    """What a registered model needs to answer raw text as ingest tokenized it: the checkpoint's
+    tokenizer files (``tokenizer_dir``), how texts are padded and cut and what the classes are called
+    (``config``), and a few texts for the model's input example."""
+
+    tokenizer_dir: Path
+    config: dict[str, Any]
+    example_texts: list[str]
+
+
+def raw_text_serving(
+    uri: str, archive: Path, dest: Path, *, max_length: int, class_names: list[str], example_ids: Any
+) -> RawTextServing:
     """Write the packed checkpoint's tokenizer to ``dest`` as ``tokenizer.save_pretrained`` does (a fast
-    tokenizer's ``tokenizer.json`` among them) and return how it pads and cuts texts to ``max_length``:
-    what a served model needs to tokenize raw text exactly as ingest did."""
+    tokenizer's ``tokenizer.json`` among them) with how it pads and cuts texts to ``max_length`` and the
+    class names: config.json's ``id2label`` where it names them, else ``class_names`` (the dataset's).
+    ``example_ids`` (token ids) are decoded into the example texts."""
     folder = checkpoint_folder(uri, archive)
     config = _checkpoint_config(folder)
     tokenizer = _load_tokenizer(uri, folder)
     dest.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(dest))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else config.get("pad_token_id")
-    return {
-        "max_length": int(max_length),
-        "pad_token_id": int(pad) if pad is not None else 0,
-        "pad_token": str(tokenizer.pad_token) if tokenizer.pad_token is not None else "",
-        "pad_token_type_id": int(getattr(tokenizer, "pad_token_type_id", 0) or 0),
-        "padding_side": str(getattr(tokenizer, "padding_side", "right")),
-        "truncation_side": str(getattr(tokenizer, "truncation_side", "right")),
-        "fast": bool(getattr(tokenizer, "is_fast", False)) and (dest / "tokenizer.json").is_file(),
-        "id2label": label_names(config, len(config.get("id2label") or {})),
-    }
+    names = label_names(config, len(class_names)) or list(class_names)
+    examples = [str(t) for t in tokenizer.batch_decode(example_ids, skip_special_tokens=True)]
+    return RawTextServing(
+        tokenizer_dir=dest,
+        config={
+            "max_length": int(max_length),
+            "pad_token_id": int(pad) if pad is not None else 0,
+            "pad_token": str(tokenizer.pad_token) if tokenizer.pad_token is not None else "",
+            "pad_token_type_id": int(getattr(tokenizer, "pad_token_type_id", 0) or 0),
+            "padding_side": str(getattr(tokenizer, "padding_side", "right")),
+            "truncation_side": str(getattr(tokenizer, "truncation_side", "right")),
+            "fast": bool(getattr(tokenizer, "is_fast", False)) and (dest / "tokenizer.json").is_file(),
+            "labels": names,
+        },
+        example_texts=[t if t.strip() else "text" for t in examples],
+    )

@@ -14,6 +14,7 @@ from typing import Any
 
 from squeezeflow.errors import InfrastructureError, ModelLoadError, PassError
 from squeezeflow.metrics import resolve_metric
+from squeezeflow.models.huggingface import RawTextServing, raw_text_serving
 from squeezeflow.models.sources import check_onnx, export_onnx, load_torch_model
 from squeezeflow.onnx_heads import class_labels, with_prediction_heads, without_prediction_heads
 from squeezeflow.passes import ModelState, PassContext, get_pass
@@ -25,6 +26,24 @@ from squeezeflow.stages.baseline import measure_onnx
 from squeezeflow.stages.context import StageContext
 
 log = logging.getLogger(__name__)
+
+
+def _raw_text_serving(
+    spec: JobSpec, ingest: IngestResult, ctx: StageContext, key: str
+) -> RawTextServing | None:
+    """For a Hugging Face text classifier: its tokenizer and text settings, so that the candidate's
+    MLflow model answers raw text as a pyfunc (`squeezeflow.tracking.raw_text_pyfunc`); else None."""
+    if spec.model.format != "huggingface" or ingest.dataset.input_dtype != "int64":
+        return None
+    ds = ctx.job_dataset(ingest.dataset)
+    return raw_text_serving(
+        spec.model.uri,
+        ctx.store.fetch(ingest.model_source, ctx.cache),
+        ctx.scratch(f"candidate-{key}") / "tokenizer",
+        max_length=ingest.dataset.input_shape[0],
+        class_names=class_labels(ds.meta.class_names, ds.meta.num_classes),
+        example_ids=ds.split("test").x[:2],
+    )
 
 
 def candidate_key(job_key: str, recipe: Recipe) -> str:
@@ -220,6 +239,7 @@ def optimize(
             "squeezeflow.recipe": recipe.label,
             "squeezeflow.sha256": onnx_ref.sha256,
         },
+        raw_text=_raw_text_serving(spec, ingest, ctx, key),
     )
     ctx.tracker.log(
         run_id,
