@@ -23,6 +23,7 @@ from squeezeflow.stages.ingest import ingest
 from tests.huggingface_checkpoints import (
     LENGTH,
     SPLIT_ROWS,
+    TEXTS,
     cli,
     hf_doc,
     reviews,
@@ -185,3 +186,68 @@ def test_raw_text_with_a_model_that_has_no_tokenizer_exits_2_naming_the_huggingf
         r"holds raw text \(squeezeflow\.text/v1\).*model\.format 'onnx' has no tokenizer", stderr
     )
     assert "model.format: huggingface" in stderr
+
+
+_WITHOUT_SQUEEZEFLOW = """
+import sys
+
+sys.modules["squeezeflow"] = None  # importing squeezeflow now fails: the model must not need it
+import mlflow.pyfunc
+
+model = mlflow.pyfunc.load_model(sys.argv[1])
+print(model.predict(sys.argv[2:]).to_json(orient="records"))
+"""
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["tokenizers", "transformers"])
+def test_huggingface_raw_text_pyfunc_loads_without_squeezeflow_and_tokenizes_as_ingest(
+    tiny_bert: Path, tmp_path: Path, fast: bool
+) -> None:
+    """The saved MLflow model (what the registry serves) answers texts in a fresh process that cannot
+    import squeezeflow, with the labels of its ONNX graph on the ids ingest's tokenization gives; with
+    ``tokenizers`` (a fast tokenizer's tokenizer.json) or, without one, ``transformers``."""
+    import subprocess
+    import sys
+
+    from mlflow.models import Model
+
+    from squeezeflow.models.huggingface import pack_checkpoint, raw_text_serving
+    from squeezeflow.models.sources import export_onnx, load_torch_model
+    from squeezeflow.onnx_heads import with_prediction_heads
+    from squeezeflow.runtime import predict_logits
+    from squeezeflow.spec.load import parse_spec
+    from squeezeflow.tracking.models import _RawTextFlavor
+    from squeezeflow.tracking.raw_text_pyfunc import text_tokenizer
+
+    archive = pack_checkpoint(str(tiny_bert), tmp_path / "source.tar")
+    model = load_torch_model(parse_spec(hf_doc(tiny_bert, tmp_path)).model, archive)
+    bare = export_onnx(model, [LENGTH], tmp_path / "bare.onnx", dtype=np.int64)
+    served = with_prediction_heads(bare, tmp_path / "served.onnx", ["negative", "positive"])
+    serving = raw_text_serving(
+        str(tiny_bert),
+        archive,
+        tmp_path / "tokenizer",
+        max_length=LENGTH,
+        class_names=["negative", "positive"],
+        example_ids=token_ids(tiny_bert)[:2],
+    )
+    assert serving.example_texts == TEXTS[:2]  # the input example: the token ids decoded
+    if not fast:
+        serving.config["fast"] = False
+    texts = [*TEXTS, " ".join(["a long and winding film"] * 10)]  # the last is cut at LENGTH
+    expected = token_ids(tiny_bert, texts, LENGTH)
+    np.testing.assert_array_equal(text_tokenizer(serving.tokenizer_dir, serving.config)(texts), expected)
+
+    _RawTextFlavor.save_model(str(tmp_path / "mlflow-model"), Model(), served, serving)
+    run = subprocess.run(
+        [sys.executable, "-I", "-c", _WITHOUT_SQUEEZEFLOW, str(tmp_path / "mlflow-model"), *texts],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    answer = json.loads(run.stdout.strip().splitlines()[-1])
+    best = predict_logits(served, expected).argmax(axis=1)
+    assert [a["label_id"] for a in answer] == best.tolist()
+    assert [a["label"] for a in answer] == [["negative", "positive"][i] for i in best]

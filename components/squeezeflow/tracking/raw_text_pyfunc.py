@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 TEXT_COLUMN = "text"
@@ -27,8 +28,6 @@ TEXT_COLUMN = "text"
 def texts_of(model_input: Any) -> list[str]:
     """The texts of a DataFrame's ``text`` column (or its only column), a Series, a list or array of
     strings, or one string."""
-    import pandas as pd
-
     if isinstance(model_input, pd.DataFrame):
         if TEXT_COLUMN in model_input.columns:
             column = model_input[TEXT_COLUMN]
@@ -111,10 +110,11 @@ class RawTextClassifier(PythonModel):
         self.input_name = self.session.get_inputs()[0].name
         self.outputs = [o.name for o in self.session.get_outputs()]
 
-    # Not annotated: MLflow reads a predict's type hints as a schema, and the signature is the model's.
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-        import pandas as pd
-
+    # A DataFrame: what MLflow hands over once the signature has checked the input (a list of strings
+    # arrives as a one-column frame); a hint MLflow infers no schema from, as the signature is the model's.
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         ids = self.tokenize(texts_of(model_input))
         if not len(ids):
             return pd.DataFrame({"label": [], "score": [], "label_id": []})
