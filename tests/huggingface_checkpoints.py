@@ -162,6 +162,24 @@ def hf_doc(model: Path, data: Path, name: str = "hf-job") -> dict[str, Any]:
     }
 
 
+TRIM_INT8 = {
+    "name": "trim-int8",
+    "steps": [{"name": "trim_padding"}, {"name": "ort_dynamic_int8", "params": {"per_channel": True}}],
+}
+
+
+def huggingface_job(base: Path, name: str) -> dict[str, Any]:
+    """The job: a 128-wide BERT folder on raw-text reviews cut at 64 ids (wide and long enough that
+    trimmed padding and int8 are measurably faster), one recipe, one quick device profile."""
+    ckpt = save_tiny_bert(base / "small-bert", hidden=128)
+    data = write_text_dataset(base / "reviews", split_format="jsonl", length=64)
+    doc = hf_doc(ckpt, data, name=name)
+    doc["tolerance"] = {"mode": "absolute", "max_drop": 0.05}
+    doc["devices"] = [{"name": "cpu-1t", "intra_op_threads": 1, "warmup": 5, "iterations": 30}]
+    doc["search"] = {"recipes": [TRIM_INT8], "max_trials": 1, "seed": 0}
+    return doc
+
+
 SQUEEZEFLOW = str(Path(sys.executable).with_name("squeezeflow"))
 
 

@@ -13,27 +13,10 @@ import pytest
 pytest.importorskip("transformers", reason="needs the hf extra: pip install -e '.[hf]'")
 
 from tests.airflow_env import DAG_ID, airflow, airflow_env, migrate_db, task_instances, xcom_value
-from tests.huggingface_checkpoints import hf_doc, save_tiny_bert, write_text_dataset
+from tests.huggingface_checkpoints import huggingface_job
 from tests.reference import write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-
-TRIM_INT8 = {
-    "name": "trim-int8",
-    "steps": [{"name": "trim_padding"}, {"name": "ort_dynamic_int8", "params": {"per_channel": True}}],
-}
-
-
-def huggingface_job(base: Path, name: str) -> dict[str, Any]:
-    """The job: a 128-wide BERT folder on raw-text reviews cut at 64 ids (wide and long enough that
-    trimmed padding and int8 are measurably faster), one recipe, one quick device profile."""
-    ckpt = save_tiny_bert(base / "small-bert", hidden=128)
-    data = write_text_dataset(base / "reviews", split_format="jsonl", length=64)
-    doc = hf_doc(ckpt, data, name=name)
-    doc["tolerance"] = {"mode": "absolute", "max_drop": 0.05}
-    doc["devices"] = [{"name": "cpu-1t", "intra_op_threads": 1, "warmup": 5, "iterations": 30}]
-    doc["search"] = {"recipes": [TRIM_INT8], "max_trials": 1, "seed": 0}
-    return doc
 
 
 def test_huggingface_directory_job_runs_through_airflow_dags_test(tmp_path: Path, mlflow_server: Any) -> None:
