@@ -1,6 +1,6 @@
 """squeezeflow against peer tools, on the same models, data, tolerance and device profile.
 
-    .venv/bin/python bench/run.py [--models resnet18,compact,minilm] [--quick]
+    .venv/bin/python bench/run.py [--models resnet18,compact,minilm,minilm_hf] [--quick]
 
 For each reference model (trained once by the project's own scripts, the CNNs on Animal-MNIST and the
 MiniLM classifier on Rotten Tomatoes, and cached under .squeezeflow/bench/), build one compressed ONNX
@@ -55,9 +55,12 @@ class BenchModel:
     key: str  # what --models names
     zoo: str  # the zoo name: a squeezeflow.zoo.cnn factory, or "minilm_rt"
     text: bool = False  # token-id inputs (Rotten Tomatoes) instead of Animal-MNIST images
+    hf: bool = False  # a Hugging Face checkpoint folder on raw text (bench/minilm_hf.py), not a state_dict
 
     @property
     def factory(self) -> str:
+        if self.hf:
+            return "huggingface"
         return "squeezeflow.zoo.minilm:minilm_classifier" if self.text else f"squeezeflow.zoo.cnn:{self.zoo}"
 
 
@@ -65,7 +68,14 @@ MODELS = {
     "resnet18": BenchModel("resnet18", "resnet18_style"),
     "compact": BenchModel("compact", "compact_cnn"),
     "minilm": BenchModel("minilm", "minilm_rt", text=True),
+    # all-MiniLM-L6-v2 fine-tuned as BertForSequenceClassification, saved with save_pretrained, on the
+    # same reviews as raw text: the job is `model.format: huggingface` on a squeezeflow.text/v1 dataset
+    # (the peers and the table read the token-id dataset of the same split, tokenized the same way)
+    "minilm_hf": BenchModel("minilm_hf", "minilm_hf", text=True, hf=True),
 }
+# minilm_hf's fine-tuning epochs and, for a smoke run, the rows kept of each split (None: all)
+HF_EPOCHS = 2
+HF_ROWS: int | None = None
 # Caps on the NNCF and INC peers' accuracy-control loops for the text model, where one evaluation of
 # the 91 MB model on the whole validation split takes ~20 s here (uncapped, nncf_ac took 539 s and
 # inc_ac 145 s): accuracy-restorer iterations / tuning trials, the validation rows their loops
@@ -84,6 +94,8 @@ NOT_APPLICABLE = {
         "torch_pruning",
     ): "not run: the peer script prunes CNN channels to a MACs target; Torch-Pruning "
     "has no text-model recipe of its own (squeezeflow uses it with head grouping)",
+    ("minilm_hf", "torch_pruning"): "not run: the peer script loads a state_dict with a zoo factory",
+    ("minilm_hf", "inc_ac"): "not run: the peer script loads a state_dict with a zoo factory",
 }
 
 
@@ -112,7 +124,7 @@ FULL = Mode(
     # 45 MB model, ~2.5 min) left its first pruning trial 3 of 18 recovery epochs. compact: 6 minutes,
     # enough for its three opening pruning trials (a light one is its winner). The text model runs its
     # three default candidates, the last a short quantization-aware pass (see job_doc).
-    sf_max_seconds={"resnet18": 600.0, "compact": 360.0, "minilm": 480.0},
+    sf_max_seconds={"resnet18": 600.0, "compact": 360.0, "minilm": 480.0, "minilm_hf": 480.0},
     sf_finetune_epochs=6,
     sf_patience=3,
     tp_epochs=4,
@@ -126,7 +138,7 @@ FULL = Mode(
 QUICK = Mode(
     name="quick",
     sf_max_trials=5,
-    sf_max_seconds={"resnet18": 150.0, "compact": 90.0, "minilm": 120.0},
+    sf_max_seconds={"resnet18": 150.0, "compact": 90.0, "minilm": 120.0, "minilm_hf": 120.0},
     sf_finetune_epochs=1,
     sf_patience=1,
     tp_epochs=1,
@@ -162,9 +174,29 @@ def _train_minilm(out: Path) -> None:
     train_minilm_reference(data, out, epochs=2, seed=0)
 
 
+def text_data(m: BenchModel, data: Path) -> Path:
+    """The data the squeezeflow job reads: minilm_hf's raw text (of the same split as ``data``), else
+    ``data`` itself."""
+    if not m.hf:
+        return data
+    from minilm_hf import prepare_text_data
+
+    name = "rotten-tomatoes-text" if HF_ROWS is None else f"rotten-tomatoes-text-{HF_ROWS}"
+    return prepare_text_data(ROOT / "data" / name, data, rows=HF_ROWS)
+
+
 def prepare_model(m: BenchModel, data: Path, console: Any) -> tuple[Path, dict[str, Any]]:
-    """Train (or reuse) the reference model; returns the state_dict and the training record."""
+    """Train (or reuse) the reference model; returns the state_dict (minilm_hf: the checkpoint folder)
+    and the training record."""
     from squeezeflow.zoo.train import train_reference_model
+
+    if m.hf:
+        from minilm_hf import fine_tune
+
+        raw = text_data(m, data)
+        folder = ROOT / "models" / (m.zoo if HF_ROWS is None else f"{m.zoo}-{HF_ROWS}")
+        console.print(f"[bold]fine-tuning {m.zoo}[/] (first run only; ~20-40 min on 2 cores at full size)")
+        return folder, fine_tune(raw, folder, epochs=HF_EPOCHS)
 
     out = ROOT / "models" / f"{m.zoo}.pt"
     tests_copy = REPO / ".squeezeflow" / "test-cache" / "minilm_rt-e2.pt"
@@ -192,6 +224,11 @@ def load_module(m: BenchModel, state_dict: Path) -> Any:
     import importlib
 
     import torch
+
+    if m.hf:
+        from squeezeflow.models.huggingface import load_huggingface_model
+
+        return load_huggingface_model(str(state_dict), state_dict)
 
     module_name, _, attr = m.factory.partition(":")
     model = getattr(importlib.import_module(module_name), attr)()
@@ -257,12 +294,12 @@ def job_doc(m: BenchModel, state_dict: Path, data: Path, mode: Mode) -> dict[str
     return {
         "apiVersion": "squeezeflow/v1",
         "name": f"bench-{m.key}-{mode.name}",
-        "model": {
-            "format": "state_dict",
-            "uri": str(state_dict),
-            "factory": m.factory,
-        },
-        "data": {"uri": str(data)},
+        "model": (
+            {"format": "huggingface", "uri": str(state_dict)}
+            if m.hf
+            else {"format": "state_dict", "uri": str(state_dict), "factory": m.factory}
+        ),
+        "data": {"uri": str(text_data(m, data))},
         "task": {"kind": "classification", "metric": METRIC},
         "tolerance": {"mode": "absolute", "max_drop": MAX_DROP},
         "devices": [
@@ -647,6 +684,7 @@ def versions() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global HF_EPOCHS, HF_ROWS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--models", default="resnet18,compact,minilm", help=f"comma-separated, of {sorted(MODELS)}"
@@ -660,7 +698,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep the other models' rows already in bench/out/results.json (re-run some models only)",
     )
+    ap.add_argument("--hf-epochs", type=int, default=HF_EPOCHS, help="minilm_hf: fine-tuning epochs")
+    ap.add_argument(
+        "--hf-rows", type=int, default=None, help="minilm_hf smoke run: keep the first N rows of each split"
+    )
     args = ap.parse_args(argv)
+    HF_EPOCHS, HF_ROWS = args.hf_epochs, args.hf_rows
     keys = [k.strip() for k in args.models.split(",") if k.strip()]
     unknown = [k for k in keys if k not in MODELS]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +41,21 @@ def _requirement(package: str) -> str:
         return package
 
 
+@contextlib.contextmanager
+def _no_artifact_progress_bars() -> Iterator[None]:
+    """Without MLflow's "Downloading artifacts" bars, which it draws while copying local artifacts."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 class _RawTextFlavor:
     """What ``mlflow.models.Model.log`` saves a Hugging Face text classifier with: a pyfunc that takes raw
     text (`squeezeflow.tracking.raw_text_pyfunc`, logged as code with the tokenizer, the ONNX file and
@@ -58,7 +76,7 @@ class _RawTextFlavor:
             config.write_text(json.dumps(raw_text.config, indent=1))
             requirements = [_requirement("onnxruntime"), _requirement("pandas"), _requirement("numpy")]
             requirements.append(_requirement("tokenizers" if raw_text.config.get("fast") else "transformers"))
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _no_artifact_progress_bars():
                 # MLflow suggests type hints on predict; the signature below is the model's schema
                 warnings.simplefilter("ignore", UserWarning)
                 mlflow.pyfunc.save_model(
