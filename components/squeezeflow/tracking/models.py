@@ -10,16 +10,27 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from squeezeflow.tracking.runs import PARAM_LEASE, TAG_MODEL_ID, Runs
 
-if TYPE_CHECKING:
-    from squeezeflow.models.huggingface import RawTextServing
-
 log = logging.getLogger(__name__)
+
+
+class RawTextServing(Protocol):
+    """What a text classifier's pyfunc needs to answer raw text (`squeezeflow.models.huggingface`
+    builds it): the tokenizer's files, how texts are padded and cut with the class names, and a few
+    texts for the input example."""
+
+    @property
+    def tokenizer_dir(self) -> Path: ...
+    @property
+    def config(self) -> dict[str, Any]: ...
+    @property
+    def example_texts(self) -> list[str]: ...
+
 
 # The model's code (MLflow's "models from code": nothing is pickled), run by mlflow.pyfunc.load_model:
 # the standalone `raw_text_pyfunc` module, then the line that names its model.
