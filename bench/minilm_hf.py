@@ -3,6 +3,9 @@ fine-tuned on the Rotten Tomatoes reviews with the same recipe, data and seed as
 encoder (`squeezeflow.zoo.minilm_train`), and saved as a Hugging Face directory (``config.json``,
 ``model.safetensors``, tokenizer files) that a job spec names with ``model.format: huggingface``.
 
+The job reads the same reviews as raw text (`prepare_text_data`: ``squeezeflow.text/v1`` JSON lines of
+the token-id dataset's split, tokenized by squeezeflow's ingest with the checkpoint's own tokenizer).
+
 Usage::
 
     .venv/bin/python bench/minilm_hf.py --data DATASET_DIR --out DIR [--epochs 2] [--seed 0]
@@ -25,6 +28,8 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 RECORD = "squeezeflow-training.json"
 LABELS = {0: "rotten", 1: "fresh"}
@@ -107,6 +112,40 @@ def train_minilm_hf(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return record
+
+
+def prepare_text_data(out: Path, token_data: Path, rows: int | None = None, seed: int = 0) -> Path:
+    """The reviews as raw text, split as the token-id dataset ``token_data`` is (checked by label counts)."""
+    from squeezeflow.datasets.animal_mnist import stratified_split
+    from squeezeflow.datasets.rotten_tomatoes import CLASS_NAMES, SPLIT_FRACTIONS, load_reviews
+
+    meta_path = out / "dataset.json"
+    token_meta = json.loads((token_data / "dataset.json").read_text())
+    if meta_path.is_file() and json.loads(meta_path.read_text()).get("rows") == rows:
+        return out
+    reviews = load_reviews()
+    splits = stratified_split(reviews.labels, SPLIT_FRACTIONS, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, idx in splits.items():
+        chosen = idx[:rows] if rows else idx
+        with (out / f"{name}.jsonl").open("w") as f:
+            for i in chosen:
+                f.write(json.dumps({"text": reviews.texts[i], "label": int(reviews.labels[i])}) + "\n")
+        if not rows:
+            counts = np.bincount(reviews.labels[idx], minlength=len(CLASS_NAMES)).tolist()
+            assert counts == token_meta["split_stats"][name]["class_counts"], "not the token dataset's split"
+    meta = {
+        "format": "squeezeflow.text/v1",
+        "name": "rotten-tomatoes-text",
+        "num_classes": len(CLASS_NAMES),
+        "class_names": list(CLASS_NAMES),
+        "input_shape": token_meta["input_shape"],
+        "splits": {s: f"{s}.jsonl" for s in SPLIT_FRACTIONS},
+        "source": f"{token_meta['source']} As raw text (squeezeflow.text/v1).",
+        "rows": rows,
+    }
+    meta_path.write_text(json.dumps(meta, indent=1))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """squeezeflow against peer tools, on the same models, data, tolerance and device profile.
 
-    .venv/bin/python bench/run.py [--models resnet18,compact,minilm] [--quick]
+    .venv/bin/python bench/run.py [--models resnet18,compact,minilm,minilm_hf] [--quick]
 
 For each reference model (trained once by the project's own scripts, the CNNs on Animal-MNIST and the
 MiniLM classifier on Rotten Tomatoes, and cached under .squeezeflow/bench/), build one compressed ONNX
@@ -60,6 +60,8 @@ class BenchModel:
 
     @property
     def factory(self) -> str:
+        if self.hf:
+            return "huggingface"
         return "squeezeflow.zoo.minilm:minilm_classifier" if self.text else f"squeezeflow.zoo.cnn:{self.zoo}"
 
 
@@ -67,13 +69,17 @@ MODELS = {
     "resnet18": BenchModel("resnet18", "resnet18_style"),
     "compact": BenchModel("compact", "compact_cnn"),
     "minilm": BenchModel("minilm", "minilm_rt", text=True),
-    # The same pretrained MiniLM, fine-tuned the same way, as a Hugging Face BertForSequenceClassification
-    # directory (bench/minilm_hf.py): what a team brings from the Hugging Face ecosystem (issue 20).
+    # all-MiniLM-L6-v2 fine-tuned as BertForSequenceClassification, saved with save_pretrained, on the
+    # same reviews as raw text: the job is `model.format: huggingface` on a squeezeflow.text/v1 dataset
+    # (the peers and the table read the token-id dataset of the same split, tokenized the same way)
     "minilm_hf": BenchModel("minilm_hf", "minilm_hf", text=True, hf=True),
     # Keyword spotting: a residual CNN over the MFCCs of the Free Spoken Digit recordings, tested on a
     # speaker it never heard (squeezeflow.datasets.spoken_digits; issue 19's audio task).
     "audio": BenchModel("audio", "kws_resnet", audio=True),
 }
+# minilm_hf's fine-tuning epochs and, for a smoke run, the rows kept of each split (None: all)
+HF_EPOCHS = 2
+HF_ROWS: int | None = None
 # Caps on the NNCF and INC peers' accuracy-control loops for the text model, where one evaluation of
 # the 91 MB model on the whole validation split takes ~20 s here (uncapped, nncf_ac took 539 s and
 # inc_ac 145 s): accuracy-restorer iterations / tuning trials, the validation rows their loops
@@ -92,12 +98,8 @@ NOT_APPLICABLE = {
         "torch_pruning",
     ): "not run: the peer script prunes CNN channels to a MACs target; Torch-Pruning "
     "has no text-model recipe of its own (squeezeflow uses it with head grouping)",
-    (
-        "minilm_hf",
-        "torch_pruning",
-    ): "not run: the peer script prunes CNN channels to a MACs target; Torch-Pruning "
-    "has no text-model recipe of its own (squeezeflow uses it with head grouping)",
-    ("minilm_hf", "inc_ac"): "not run: the peer script builds the model from a squeezeflow zoo factory",
+    ("minilm_hf", "torch_pruning"): "not run: the peer script loads a state_dict with a zoo factory",
+    ("minilm_hf", "inc_ac"): "not run: the peer script loads a state_dict with a zoo factory",
 }
 
 
@@ -180,6 +182,17 @@ def _train_minilm(out: Path) -> None:
     train_minilm_reference(data, out, epochs=2, seed=0)
 
 
+def text_data(m: BenchModel, data: Path) -> Path:
+    """The data the squeezeflow job reads: minilm_hf's raw text (of the same split as ``data``), else
+    ``data`` itself."""
+    if not m.hf:
+        return data
+    from minilm_hf import prepare_text_data
+
+    name = "rotten-tomatoes-text" if HF_ROWS is None else f"rotten-tomatoes-text-{HF_ROWS}"
+    return prepare_text_data(ROOT / "data" / name, data, rows=HF_ROWS)
+
+
 def _train_minilm_hf(console: Any) -> tuple[Path, dict[str, Any]]:
     """The Hugging Face MiniLM directory (fine-tuned on first use, ~the time of minilm_rt's training)."""
     from minilm_hf import RECORD, train_minilm_hf
@@ -192,12 +205,12 @@ def _train_minilm_hf(console: Any) -> tuple[Path, dict[str, Any]]:
         console.print("[bold]fine-tuning minilm_hf[/] (first run only; ~10-25 min on 2 cores)")
     t0 = time.perf_counter()
     data = prepare_rotten_tomatoes(ROOT / "data" / "rotten-tomatoes")
-    record = train_minilm_hf(data, out, epochs=2, seed=0)
+    record = train_minilm_hf(data, out, epochs=HF_EPOCHS, seed=0)
     return out, {**record, "cached": cached, "wall_seconds": time.perf_counter() - t0}
 
 
 def prepare_model(m: BenchModel, data: Path, console: Any) -> tuple[Path, dict[str, Any]]:
-    """Train (or reuse) the reference model; returns the state_dict (a Hugging Face model: its directory)
+    """Train (or reuse) the reference model; returns the state_dict (minilm_hf: the checkpoint folder)
     and the training record."""
     from squeezeflow.zoo.train import train_reference_model
 
@@ -305,7 +318,7 @@ def job_doc(m: BenchModel, state_dict: Path, data: Path, mode: Mode) -> dict[str
             if m.hf
             else {"format": "state_dict", "uri": str(state_dict), "factory": m.factory}
         ),
-        "data": {"uri": str(data)},
+        "data": {"uri": str(text_data(m, data))},
         "task": {"kind": "classification", "metric": METRIC},
         "tolerance": {"mode": "absolute", "max_drop": MAX_DROP},
         "devices": [
@@ -690,6 +703,7 @@ def versions() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global HF_EPOCHS, HF_ROWS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--models", default="resnet18,compact,minilm", help=f"comma-separated, of {sorted(MODELS)}"
@@ -703,7 +717,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep the other models' rows already in bench/out/results.json (re-run some models only)",
     )
+    ap.add_argument("--hf-epochs", type=int, default=HF_EPOCHS, help="minilm_hf: fine-tuning epochs")
+    ap.add_argument(
+        "--hf-rows", type=int, default=None, help="minilm_hf smoke run: keep the first N rows of each split"
+    )
     args = ap.parse_args(argv)
+    HF_EPOCHS, HF_ROWS = args.hf_epochs, args.hf_rows
     keys = [k.strip() for k in args.models.split(",") if k.strip()]
     unknown = [k for k in keys if k not in MODELS]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

@@ -74,21 +74,69 @@ def token_ids(checkpoint: Path, texts: list[str] = TEXTS, length: int = LENGTH) 
     return np.asarray(enc["input_ids"], dtype=np.int64)
 
 
-def write_token_dataset(dest: Path, checkpoint: Path, length: int = LENGTH) -> Path:
-    """A squeezeflow.npz/v1 dataset of short reviews (positive 1, negative 0) as the checkpoint's own
-    tokenizer gives them, 48/24/24 rows with no review in two splits."""
+def reviews() -> list[tuple[str, int]]:
+    """96 short reviews (positive 1, negative 0), shuffled with a fixed seed."""
     positive = ["warm", "funny", "wise", "moving", "brilliant", "charming"]
     negative = ["dull", "lifeless", "tedious", "clumsy", "boring", "shallow"]
     nouns = ["film", "movie", "story", "comedy", "drama", "thriller", "script", "cast"]
-    reviews = [
+    rows = [
         (f"a {adj} {noun}", label)
         for label, adjs in ((1, positive), (0, negative))
         for adj in adjs
         for noun in nouns
     ]
-    order = np.random.default_rng(0).permutation(len(reviews))
-    x = token_ids(checkpoint, [reviews[i][0] for i in order], length)
-    y = np.array([reviews[i][1] for i in order], dtype=np.int64)
+    order = np.random.default_rng(0).permutation(len(rows))
+    return [rows[i] for i in order]
+
+
+SPLIT_ROWS = (("train", slice(0, 48)), ("val", slice(48, 72)), ("test", slice(72, 96)))
+
+
+def write_text_dataset(
+    dest: Path, *, split_format: str = "jsonl", length: int | None = LENGTH, copies: int = 1
+) -> Path:
+    """The same reviews as raw text (squeezeflow.text/v1): ``text`` and ``label`` per row, each split
+    JSON lines or Parquet (``split_format``), ``copies`` times over (with a row number to keep them
+    apart), the length declared as ``input_shape`` unless ``length`` is None."""
+    rows = reviews()
+    dest.mkdir(parents=True, exist_ok=True)
+    meta: dict[str, Any] = {
+        "format": "squeezeflow.text/v1",
+        "name": "hf-raw-reviews",
+        "num_classes": 2,
+        "class_names": ["negative", "positive"],
+        "splits": {s: f"{s}.{split_format}" for s, _ in SPLIT_ROWS},
+    }
+    if length is not None:
+        meta["input_shape"] = [length]
+    (dest / "dataset.json").write_text(json.dumps(meta))
+    for split, part in SPLIT_ROWS:
+        chosen = [
+            (text if c == 0 else f"{text} {c}", label) for c in range(copies) for text, label in rows[part]
+        ]
+        write_text_split(dest / f"{split}.{split_format}", [{"text": t, "label": y} for t, y in chosen])
+    return dest
+
+
+def write_text_split(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Rows as JSON lines (``.jsonl``) or Parquet (``.parquet``)."""
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        columns = sorted({k for r in rows for k in r})
+        pq.write_table(pa.table({c: [r.get(c) for r in rows] for c in columns}), path)
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def write_token_dataset(dest: Path, checkpoint: Path, length: int = LENGTH) -> Path:
+    """A squeezeflow.npz/v1 dataset of short reviews (positive 1, negative 0) as the checkpoint's own
+    tokenizer gives them, 48/24/24 rows with no review in two splits."""
+    rows = reviews()
+    x = token_ids(checkpoint, [t for t, _ in rows], length)
+    y = np.array([label for _, label in rows], dtype=np.int64)
     dest.mkdir(parents=True, exist_ok=True)
     meta = {
         "format": "squeezeflow.npz/v1",
@@ -99,8 +147,8 @@ def write_token_dataset(dest: Path, checkpoint: Path, length: int = LENGTH) -> P
         "class_names": ["negative", "positive"],
     }
     (dest / "dataset.json").write_text(json.dumps(meta))
-    for split, rows in (("train", slice(0, 48)), ("val", slice(48, 72)), ("test", slice(72, 96))):
-        np.savez(dest / f"{split}.npz", x=x[rows], y=y[rows])
+    for split, part in SPLIT_ROWS:
+        np.savez(dest / f"{split}.npz", x=x[part], y=y[part])
     return dest
 
 
@@ -112,6 +160,24 @@ def hf_doc(model: Path, data: Path, name: str = "hf-job") -> dict[str, Any]:
         "data": {"uri": str(data)},
         "registry": {"model_name": f"{name}-model", "alias": "champion"},
     }
+
+
+TRIM_INT8 = {
+    "name": "trim-int8",
+    "steps": [{"name": "trim_padding"}, {"name": "ort_dynamic_int8", "params": {"per_channel": True}}],
+}
+
+
+def huggingface_job(base: Path, name: str) -> dict[str, Any]:
+    """The job: a 128-wide BERT folder on raw-text reviews cut at 64 ids (wide and long enough that
+    trimmed padding and int8 are measurably faster), one recipe, one quick device profile."""
+    ckpt = save_tiny_bert(base / "small-bert", hidden=128)
+    data = write_text_dataset(base / "reviews", split_format="jsonl", length=64)
+    doc = hf_doc(ckpt, data, name=name)
+    doc["tolerance"] = {"mode": "absolute", "max_drop": 0.05}
+    doc["devices"] = [{"name": "cpu-1t", "intra_op_threads": 1, "warmup": 5, "iterations": 30}]
+    doc["search"] = {"recipes": [TRIM_INT8], "max_trials": 1, "seed": 0}
+    return doc
 
 
 SQUEEZEFLOW = str(Path(sys.executable).with_name("squeezeflow"))

@@ -25,6 +25,8 @@ from squeezeflow.store.s3 import download_uri
 log = logging.getLogger(__name__)
 
 FORMAT = "squeezeflow.npz/v1"
+# Raw texts and labels, tokenized at ingest with a Hugging Face model's tokenizer (squeezeflow.text_data).
+TEXT_FORMAT = "squeezeflow.text/v1"
 SPLITS = ("train", "val", "test")
 SplitName = Literal["train", "val", "test"]
 # float32: what a vision/tabular model receives; int64: token ids (>= 0) for a text model's one input.
@@ -104,11 +106,27 @@ def fetch_dataset(uri: str, cache_dir: Path) -> Path:
     base = uri.rstrip("/")
     dest = cache_dir / "datasets" / hashlib.sha256(base.encode()).hexdigest()[:16]
     meta_path = download_uri(f"{base}/dataset.json", dest / "dataset.json")
-    meta = read_meta(meta_path)
-    for split in SPLITS:
-        name = _safe_member(meta.splits[split])
-        download_uri(f"{base}/{name}", dest / name)
+    for name in _split_files(meta_path).values():
+        download_uri(f"{base}/{_safe_member(name)}", dest / name)
     return dest
+
+
+def _split_files(meta_path: Path) -> dict[str, str]:
+    """The split files a dataset.json names: a token-id dataset's (checked by `read_meta`), or a raw-text
+    dataset's (``squeezeflow.text/v1``, checked when ingest reads it)."""
+    doc: object = None
+    if meta_path.is_file() and meta_path.stat().st_size <= MAX_DESCRIPTOR_BYTES:
+        try:
+            doc = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            doc = None
+    if isinstance(doc, dict) and doc.get("format") == TEXT_FORMAT:
+        splits = doc.get("splits") or {s: f"{s}.jsonl" for s in SPLITS}
+        if not isinstance(splits, dict) or any(not isinstance(splits.get(s), str) for s in SPLITS):
+            raise DataValidationError(f"{meta_path}: `splits` must name a file for train, val and test")
+        return {s: str(splits[s]) for s in SPLITS}
+    meta = read_meta(meta_path)
+    return {s: meta.splits[s] for s in SPLITS}
 
 
 def read_meta(path: Path) -> DatasetMeta:

@@ -29,6 +29,17 @@ class _Result(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class TokenizedText(_Result):
+    """A raw-text dataset (``squeezeflow.text/v1``) as ingest tokenized it with the model's tokenizer:
+    the ``squeezeflow.npz/v1`` token-id dataset every later stage reads."""
+
+    uri: str = Field(description="The token-id dataset ingest wrote into the artifact store.")
+    sha256: str = Field(description="Its content hash (dataset.json and the three splits).")
+    max_length: int
+    pad_token_id: int
+    truncated: dict[str, int] = Field(description="Per split, how many texts were longer and were cut.")
+
+
 class DatasetInfo(_Result):
     uri: str
     sha256: str
@@ -45,6 +56,18 @@ class DatasetInfo(_Result):
         default_factory=list,
         description="What ingest found doubtful but not wrong (test samples seen in train).",
     )
+    tokenized: TokenizedText | None = Field(
+        default=None, description="For a raw-text dataset: the token ids ingest made of it."
+    )
+
+    @property
+    def engine_uri(self) -> str:
+        """The dataset the engine reads: the token ids ingest made of raw text, else the job's own."""
+        return self.tokenized.uri if self.tokenized is not None else self.uri
+
+    @property
+    def engine_sha256(self) -> str:
+        return self.tokenized.sha256 if self.tokenized is not None else self.sha256
 
 
 class ValidationSummary(_Result):

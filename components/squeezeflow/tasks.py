@@ -281,7 +281,9 @@ def gate_task(
         pending = {}
         for p in job.devices:
             if p.evaluate_on_device:
-                key = submit_evaluation(cand.onnx, job.data.uri, ingest.dataset.sha256, p, ctx)
+                key = submit_evaluation(
+                    cand.onnx, ingest.dataset.engine_uri, ingest.dataset.engine_sha256, p, ctx
+                )
                 if ctx.store.read_record(RESULT_STAGE, key) is None and (
                     ctx.store.read_record(FAILURE_STAGE, key) is None
                 ):

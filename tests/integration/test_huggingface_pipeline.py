@@ -1,7 +1,8 @@
 """A Hugging Face checkpoint through ``squeezeflow run``: a small BertForSequenceClassification directory
-(``model.format: huggingface``, 2 layers, 128 wide) on short reviews its own tokenizer padded to 64 ids,
-tracked on the session's MLflow server. The baseline is exported and evaluated; the padding-trimmed
-dynamic-int8 candidate is built, gated, benchmarked and promoted as an int64-input ONNX model."""
+(``model.format: huggingface``, 2 layers, 128 wide) on short raw-text reviews that ingest tokenizes with
+its own tokenizer to 64 ids, tracked on the session's MLflow server. The baseline is exported and
+evaluated; the padding-trimmed dynamic-int8 candidate is built, gated, benchmarked and promoted as an
+int64-input ONNX model whose registered version answers raw text through ``mlflow.pyfunc``."""
 
 from __future__ import annotations
 
@@ -19,19 +20,19 @@ from squeezeflow.errors import ModelLoadError
 from squeezeflow.models.huggingface import load_huggingface_model, pack_checkpoint
 from squeezeflow.results import CandidateResult
 from squeezeflow.store.artifacts import open_store
-from tests.huggingface_checkpoints import cli, hf_doc, save_tiny_bert, token_ids, write_token_dataset
+from tests.huggingface_checkpoints import TEXTS, cli, hf_doc, save_tiny_bert, token_ids, write_text_dataset
 from tests.servers import MlflowServer, S3Endpoint
 
 pytestmark = pytest.mark.integration
 INT8 = {"name": "ort_dynamic_int8", "params": {"per_channel": True}}
 
 
-def test_huggingface_directory_compresses_through_squeezeflow_run(
+def test_huggingface_directory_on_raw_text_compresses_and_its_registered_pyfunc_answers_raw_text(
     tmp_path: Path, mlflow_server: MlflowServer
 ) -> None:
     # wide and long enough that trimming the padding and int8 make it measurably faster
     ckpt = save_tiny_bert(tmp_path / "small-bert", hidden=128)
-    data = write_token_dataset(tmp_path / "data", ckpt, length=64)
+    data = write_text_dataset(tmp_path / "data", split_format="parquet", length=64)
     doc = hf_doc(ckpt, data, name="hf-run")
     doc["tolerance"] = {"mode": "absolute", "max_drop": 0.05}
     doc["devices"] = [{"name": "cpu-1t", "intra_op_threads": 1, "warmup": 5, "iterations": 30}]
@@ -71,6 +72,23 @@ def test_huggingface_directory_compresses_through_squeezeflow_run(
     assert run.data.params["model.format"] == "huggingface"
     assert run.data.params["model.uri"] == str(ckpt)
     assert client.get_model_version_by_alias("hf-run-model", "champion").version == promotion["version"]
+
+    # the registered version answers raw text: tokenized as ingest did, run on the promoted ONNX file
+    import mlflow
+    import pandas as pd
+
+    from squeezeflow.runtime import predict_logits
+
+    texts = [*TEXTS, " ".join(["a long, slow and tedious story"] * 20)]  # the last is cut at 64 ids
+    mlflow.set_tracking_uri(mlflow_server.tracking_uri)
+    served = mlflow.pyfunc.load_model("models:/hf-run-model@champion")
+    answer = served.predict(pd.DataFrame({"text": texts}))
+    assert list(answer.columns) == ["label", "score", "label_id"] and len(answer) == len(texts)
+    logits = predict_logits(store.fetch(candidate.onnx, tmp_path / "fetched"), token_ids(ckpt, texts, 64))
+    assert answer["label_id"].tolist() == logits.argmax(axis=1).tolist()
+    assert answer["label"].tolist() == [["negative", "positive"][i] for i in logits.argmax(axis=1)]
+    assert ((answer["score"] >= 0.5) & (answer["score"] <= 1.0)).all()
+    pd.testing.assert_frame_equal(served.predict(texts), answer)  # a list of strings answers the same
 
 
 def test_huggingface_checkpoint_from_an_s3_prefix_carries_only_its_safe_files(

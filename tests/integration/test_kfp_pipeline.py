@@ -216,3 +216,27 @@ def test_the_run_form_alone_makes_a_job_without_a_spec(
     assert (registry["model_name"], registry["alias"]) == ("form-only-model", "champion")
     record = json.loads(task.outputs["Output"])
     assert record == handle["record"] and record["stage"] == "ingest" and record["validation"]["success"]
+
+
+@pytest.mark.timeout(600)
+def test_huggingface_directory_job_on_raw_text_promotes_through_kfp_local(
+    kfp_env: Path, one_s3_bucket: str, mlflow_server: MlflowServer, tmp_path: Path
+) -> None:
+    """A Hugging Face checkpoint folder and raw-text reviews on local disk, artifacts in S3: ingest's
+    token ids travel through the store to every later component, and the promoted version answers raw
+    text."""
+    pytest.importorskip("transformers", reason="needs the hf extra: pip install -e '.[hf]'")
+    from tests.huggingface_checkpoints import huggingface_job
+
+    name = f"kfp-hf-{one_s3_bucket[-8:]}"
+    pipeline = kfp_components.load_component_from_file(str(COMPRESS_YAML))
+    run = pipeline(spec=json.dumps(huggingface_job(tmp_path, name)))
+
+    (ingest_dir,) = _task_dirs(kfp_env, "ingest")
+    tokenized = _handle(ingest_dir / "dataset")["record"]["dataset"]["tokenized"]
+    assert tokenized["uri"].startswith(f"s3://{one_s3_bucket}/squeezeflow/datasets/")
+    assert tokenized["max_length"] == 64
+    assert run.outputs["promoted"] is True
+    mlflow.set_tracking_uri(mlflow_server.tracking_uri)
+    answer = mlflow.pyfunc.load_model(run.outputs["model_uri"]).predict(["a dull, lifeless film"])
+    assert answer["label"].iloc[0] in ("negative", "positive")

@@ -414,3 +414,167 @@ def load_huggingface_model(uri: str, path: Path) -> Any:
             "cannot be told from text; set tokenizer.pad_token (and config.pad_token_id) and save again"
         )
     return text_cls(model, int(pad), tuple(tokenizer.all_special_ids), tokenizer.unk_token_id).eval()
+
+
+@dataclass(frozen=True)
+class TokenizedTexts:
+    """Texts as a checkpoint's own tokenizer gives them: ``ids[split]`` int64 ``[N, max_length]``,
+    right-padded with ``pad_token_id`` (or as the tokenizer pads), and how many texts were cut."""
+
+    ids: dict[str, Any]
+    max_length: int
+    pad_token_id: int
+    truncated: dict[str, int]
+    label_names: list[str] | None  # config.json id2label, where it names the classes
+
+
+def checkpoint_folder(uri: str, path: Path) -> Path:
+    """The checkpoint's directory: ``path`` itself, or the packed archive ingest stored, unpacked."""
+    return path if path.is_dir() else _unpacked(uri, path)
+
+
+def _checkpoint_config(folder: Path) -> dict[str, Any]:
+    doc = json.loads((folder / CONFIG_FILE).read_text())
+    return doc if isinstance(doc, dict) else {}
+
+
+def _load_tokenizer(uri: str, folder: Path) -> Any:
+    offline: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
+    try:
+        return _transformers().AutoTokenizer.from_pretrained(str(folder), **offline)
+    except ModelLoadError:
+        raise
+    except Exception as err:
+        reason = " ".join(str(err).split())[:300]
+        raise ModelLoadError(
+            f"model {uri}: cannot load its tokenizer: {type(err).__name__}: {reason}"
+        ) from None
+
+
+def label_names(config: dict[str, Any], num_classes: int) -> list[str] | None:
+    """The class names a checkpoint's config.json gives (``id2label``), or None where it has none or
+    only transformers' placeholders (``LABEL_0``, ``LABEL_1``, ...)."""
+    id2label = config.get("id2label")
+    if not isinstance(id2label, dict):
+        return None
+    try:
+        names = {int(k): str(v) for k, v in id2label.items()}
+    except (TypeError, ValueError):
+        return None
+    if sorted(names) != list(range(num_classes)):
+        return None
+    if all(names[i] == f"LABEL_{i}" for i in names):
+        return None
+    return [names[i] for i in range(num_classes)]
+
+
+def text_max_length(uri: str, tokenizer: Any, config: dict[str, Any], declared: int | None, cap: int) -> int:
+    """The token length texts are padded and cut to: the dataset's declared one, else the tokenizer's
+    ``model_max_length`` capped at ``cap``; never more than the model's position embeddings."""
+    positions = config.get("max_position_embeddings")
+    positions = positions if isinstance(positions, int) and positions > 0 else None
+    if declared is not None:
+        if declared < 3:
+            raise DataValidationError(
+                f"the dataset declares a length of {declared} token ids (input_shape): too short for a "
+                "text and the tokenizer's special tokens"
+            )
+        if positions is not None and declared > positions:
+            raise DataValidationError(
+                f"the dataset declares a length of {declared} token ids (input_shape), but model {uri} has "
+                f"{positions} positions (config.json max_position_embeddings): declare at most {positions}"
+            )
+        return declared
+    model_max = getattr(tokenizer, "model_max_length", None)
+    length = cap
+    if isinstance(model_max, int) and 3 <= model_max < length:
+        length = model_max
+    if positions is not None:
+        length = min(length, positions)
+    return length
+
+
+def tokenize_texts(
+    uri: str,
+    archive: Path,
+    texts: dict[str, list[str]],
+    *,
+    max_length: int | None,
+    cap: int,
+    num_classes: int,
+) -> TokenizedTexts:
+    """Tokenize each split's ``texts`` with the packed checkpoint's own tokenizer, padded and cut to one
+    length (`text_max_length`), as the model's users would (``tokenizer(texts, padding="max_length",
+    truncation=True, max_length=...)``)."""
+    import numpy as np
+
+    folder = checkpoint_folder(uri, archive)
+    config = _checkpoint_config(folder)
+    tokenizer = _load_tokenizer(uri, folder)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else config.get("pad_token_id")
+    if pad is None:
+        raise ModelLoadError(
+            f"model {uri}: neither its tokenizer nor its config names a pad token, so texts cannot be "
+            "padded to one length; set tokenizer.pad_token (and config.pad_token_id) and save again"
+        )
+    length = text_max_length(uri, tokenizer, config, max_length, cap)
+    ids: dict[str, Any] = {}
+    truncated: dict[str, int] = {}
+    for split, batch in texts.items():
+        if not batch:
+            ids[split] = np.zeros((0, length), dtype=np.int64)
+            truncated[split] = 0
+            continue
+        full = tokenizer(batch, truncation=False, padding=False)["input_ids"]
+        truncated[split] = sum(len(x) > length for x in full)
+        enc = tokenizer(batch, padding="max_length", truncation=True, max_length=length)
+        ids[split] = np.asarray(enc["input_ids"], dtype=np.int64)
+    return TokenizedTexts(
+        ids=ids,
+        max_length=length,
+        pad_token_id=int(pad),
+        truncated=truncated,
+        label_names=label_names(config, num_classes),
+    )
+
+
+@dataclass(frozen=True)
+class RawTextServing:
+    """What a registered model needs to answer raw text as ingest tokenized it: the checkpoint's
+    tokenizer files (``tokenizer_dir``), how texts are padded and cut and what the classes are called
+    (``config``), and a few texts for the model's input example."""
+
+    tokenizer_dir: Path
+    config: dict[str, Any]
+    example_texts: list[str]
+
+
+def raw_text_serving(
+    uri: str, archive: Path, dest: Path, *, max_length: int, class_names: list[str], example_ids: Any
+) -> RawTextServing:
+    """Write the packed checkpoint's tokenizer to ``dest`` as ``tokenizer.save_pretrained`` does (a fast
+    tokenizer's ``tokenizer.json`` among them) with how it pads and cuts texts to ``max_length`` and the
+    class names: config.json's ``id2label`` where it names them, else ``class_names`` (the dataset's).
+    ``example_ids`` (token ids) are decoded into the example texts."""
+    folder = checkpoint_folder(uri, archive)
+    config = _checkpoint_config(folder)
+    tokenizer = _load_tokenizer(uri, folder)
+    dest.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(dest))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else config.get("pad_token_id")
+    names = label_names(config, len(class_names)) or list(class_names)
+    examples = [str(t) for t in tokenizer.batch_decode(example_ids, skip_special_tokens=True)]
+    return RawTextServing(
+        tokenizer_dir=dest,
+        config={
+            "max_length": int(max_length),
+            "pad_token_id": int(pad) if pad is not None else 0,
+            "pad_token": str(tokenizer.pad_token) if tokenizer.pad_token is not None else "",
+            "pad_token_type_id": int(getattr(tokenizer, "pad_token_type_id", 0) or 0),
+            "padding_side": str(getattr(tokenizer, "padding_side", "right")),
+            "truncation_side": str(getattr(tokenizer, "truncation_side", "right")),
+            "fast": bool(getattr(tokenizer, "is_fast", False)) and (dest / "tokenizer.json").is_file(),
+            "labels": names,
+        },
+        example_texts=[t if t.strip() else "text" for t in examples],
+    )

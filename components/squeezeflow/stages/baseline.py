@@ -119,7 +119,7 @@ def baseline(spec: JobSpec, ingest: IngestResult, ctx: StageContext) -> Baseline
     if recorded is not None:
         return BaselineResult.model_validate(recorded)
 
-    ds = ctx.dataset(spec.data.uri)
+    ds = ctx.job_dataset(ingest.dataset)
     # The file gated, benchmarked and promoted answers with class names and scores too.
     onnx_path = with_prediction_heads(
         baseline_onnx_path(spec, ingest, ctx),

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from squeezeflow.data import Dataset, fetch_dataset, load_dataset
-from squeezeflow.errors import InvalidInputError
+from squeezeflow.errors import IntegrityError, InvalidInputError
 from squeezeflow.store.artifacts import ArtifactStore, open_store
 
 if TYPE_CHECKING:
+    from squeezeflow.results import DatasetInfo
     from squeezeflow.tracking.tracker import Tracker
 
 DEFAULT_HOME = Path(".squeezeflow")
@@ -115,3 +116,14 @@ class StageContext:
         if uri not in self._datasets:
             self._datasets[uri] = load_dataset(fetch_dataset(uri, self.cache))
         return self._datasets[uri]
+
+    def job_dataset(self, info: DatasetInfo) -> Dataset:
+        """The dataset a job's engine reads, as ingest recorded it (``info``): the job's own, or the
+        token ids ingest made of its raw texts, checked against their recorded content hash."""
+        ds = self.dataset(info.engine_uri)
+        if info.tokenized is not None and ds.sha256 != info.tokenized.sha256:
+            raise IntegrityError(
+                f"the tokenized dataset {info.tokenized.uri} has changed since ingest wrote it (sha256 "
+                f"{ds.sha256[:12]}, recorded {info.tokenized.sha256[:12]}): run the job again"
+            )
+        return ds

@@ -54,7 +54,7 @@ def gate(
         return recorded
     if candidate.status != "ok" or candidate.onnx is None:
         return record(not_built(spec, ingest, baseline, candidate, key), baseline, candidate, ctx)
-    held = load(spec, baseline, candidate.onnx, ctx)
+    held = load(spec, ingest, baseline, candidate.onnx, ctx)
     judged = judge(spec, ingest, baseline, candidate, held, ctx)
     evidence = publish(spec, ingest, baseline, candidate, held, judged, ctx)
     return record(
@@ -75,10 +75,12 @@ def recorded_verdict(
     return verdict
 
 
-def load(spec: JobSpec, baseline: BaselineResult, model: ArtifactRef, ctx: StageContext) -> HeldOut:
+def load(
+    spec: JobSpec, ingest: IngestResult, baseline: BaselineResult, model: ArtifactRef, ctx: StageContext
+) -> HeldOut:
     """The held-out split, the candidate's outputs on it (its ONNX ``model`` run here) and the
     baseline's (as the baseline stage stored them)."""
-    ds = ctx.dataset(spec.data.uri)
+    ds = ctx.job_dataset(ingest.dataset)
     test = ds.split("test")
     path = ctx.store.fetch(model, ctx.cache)
     logits = predict_logits(path, test.x, threads=spec.target.intra_op_threads)
@@ -190,7 +192,7 @@ def on_device_checks(
     for profile in spec.devices:
         if not profile.evaluate_on_device:
             continue
-        key = submit_evaluation(model, spec.data.uri, ingest.dataset.sha256, profile, ctx)
+        key = submit_evaluation(model, ingest.dataset.engine_uri, ingest.dataset.engine_sha256, profile, ctx)
         device = wait_for_evaluation(ctx, key, profile)
         same, max_diff = device_agreement(logits, device)
         device_metric = metric_fn(y, device) if device.shape == logits.shape else float("nan")

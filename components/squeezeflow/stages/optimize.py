@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from squeezeflow.errors import InfrastructureError, ModelLoadError, PassError, TrialAbandoned
 from squeezeflow.metrics import resolve_metric
+from squeezeflow.models.huggingface import RawTextServing, raw_text_serving
 from squeezeflow.models.sources import check_onnx, export_onnx, load_torch_model
 from squeezeflow.onnx_heads import class_labels, with_prediction_heads, without_prediction_heads
 from squeezeflow.passes import ModelState, PassContext, get_pass
@@ -27,6 +28,24 @@ from squeezeflow.stages.context import StageContext
 from squeezeflow.training_device import TrainingSetup, resolve_training
 
 log = logging.getLogger(__name__)
+
+
+def _raw_text_serving(
+    spec: JobSpec, ingest: IngestResult, ctx: StageContext, key: str
+) -> RawTextServing | None:
+    """For a Hugging Face text classifier: its tokenizer and text settings, so that the candidate's
+    MLflow model answers raw text as a pyfunc (`squeezeflow.tracking.raw_text_pyfunc`); else None."""
+    if spec.model.format != "huggingface" or ingest.dataset.input_dtype != "int64":
+        return None
+    ds = ctx.job_dataset(ingest.dataset)
+    return raw_text_serving(
+        spec.model.uri,
+        ctx.store.fetch(ingest.model_source, ctx.cache),
+        ctx.scratch(f"candidate-{key}") / "tokenizer",
+        max_length=ingest.dataset.input_shape[0],
+        class_names=class_labels(ds.meta.class_names, ds.meta.num_classes),
+        example_ids=ds.split("test").x[:2],
+    )
 
 
 def candidate_key(job_key: str, recipe: Recipe) -> str:
@@ -65,7 +84,7 @@ def _apply(
     deadline: float | None,
     training: TrainingSetup,
 ) -> ModelState:
-    ds = ctx.dataset(spec.data.uri)
+    ds = ctx.job_dataset(ingest.dataset)
     work = ctx.scratch(f"candidate-{key}")
     needs_torch = get_pass(recipe.steps[0].name).input_kind == "torch"
     if needs_torch:
@@ -203,7 +222,7 @@ def optimize(
         state = _apply(recipe, spec, ingest, baseline, ctx, key, notes, deadline, training)
         assert state.onnx_path is not None
         check_onnx(state.onnx_path, f"candidate {recipe.label}")
-        meta = ctx.dataset(spec.data.uri).meta
+        meta = ctx.job_dataset(ingest.dataset).meta
         state = ModelState(
             onnx_path=with_prediction_heads(
                 state.onnx_path,
@@ -252,12 +271,12 @@ def optimize(
 
     assert state.onnx_path is not None
     measure = measure_onnx(state.onnx_path, ingest.dataset.input_shape)
-    val = ctx.dataset(spec.data.uri).split("val")
+    val = ctx.job_dataset(ingest.dataset).split("val")
     val_metric = resolve_metric(spec.task.metric)(
         val.y, predict_logits(state.onnx_path, val.x, threads=spec.target.intra_op_threads)
     )
     onnx_ref = ctx.store.put_file(state.onnx_path, suffix=".onnx")
-    ds = ctx.dataset(spec.data.uri)
+    ds = ctx.job_dataset(ingest.dataset)
     model_id = ctx.tracker.log_onnx_model(
         run_id,
         state.onnx_path,
@@ -268,6 +287,7 @@ def optimize(
             "squeezeflow.recipe": recipe.label,
             "squeezeflow.sha256": onnx_ref.sha256,
         },
+        raw_text=_raw_text_serving(spec, ingest, ctx, key),
     )
     ctx.tracker.log(
         run_id,

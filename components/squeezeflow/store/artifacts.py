@@ -22,6 +22,7 @@ import json
 import logging
 import mimetypes
 import os
+import re
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
@@ -48,6 +49,9 @@ class ArtifactRef(BaseModel):
 
 
 log = logging.getLogger(__name__)
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256_file(path: Path) -> str:
@@ -183,6 +187,11 @@ class ArtifactStore(ABC):
         key = f"objects/{digest[:2]}/{digest}{suffix}"
         uri = self.uri_of(key) if self._holds(key, digest, size) else self._put_file(key, path)
         return ArtifactRef(uri=uri, sha256=digest, size=size)
+
+    def put_file_at(self, key: str, path: Path) -> str:
+        """Store a file at a named ``key`` (a folder of files that must sit together, such as a
+        dataset's descriptor and splits); returns its URI. Callers name keys by content."""
+        return self._put_file(_safe_relative_key(key), path)
 
     def put_bytes(self, data: bytes, suffix: str = "") -> ArtifactRef:
         with tempfile.TemporaryDirectory() as tmp:
@@ -349,7 +358,9 @@ class S3Store(ArtifactStore):
     def _put_file(self, key: str, src: Path) -> str:
         from squeezeflow.store.s3 import s3_call
 
-        sha256 = PurePosixPath(key).name[:64]  # the key is content-addressed
+        sha256 = PurePosixPath(key).name[:64]  # a content-addressed key names its hash
+        if not _HEX64.fullmatch(sha256):  # a named key (`put_file_at`)
+            sha256 = sha256_file(src)
         s3_call(
             f"upload to {self.uri_of(key)}",
             self.client.upload_file,
