@@ -81,6 +81,7 @@ def test_huggingface_directory_on_raw_text_compresses_and_its_registered_pyfunc_
 
     texts = [*TEXTS, " ".join(["a long, slow and tedious story"] * 20)]  # the last is cut at 64 ids
     mlflow.set_tracking_uri(mlflow_server.tracking_uri)
+    mlflow.set_registry_uri(mlflow_server.tracking_uri)  # an in-process job earlier may have set another
     served = mlflow.pyfunc.load_model("models:/hf-run-model@champion")
     answer = served.predict(pd.DataFrame({"text": texts}))
     assert list(answer.columns) == ["label", "score", "label_id"] and len(answer) == len(texts)

@@ -45,5 +45,6 @@ def test_huggingface_directory_job_runs_through_airflow_dags_test(tmp_path: Path
     import mlflow
 
     mlflow.set_tracking_uri(mlflow_server.tracking_uri)
+    mlflow.set_registry_uri(mlflow_server.tracking_uri)  # an in-process job earlier may have set another
     answer = mlflow.pyfunc.load_model("models:/af-hf-model@champion").predict(["a warm, funny film"])
     assert answer["label"].iloc[0] in ("negative", "positive")
