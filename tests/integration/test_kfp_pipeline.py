@@ -238,5 +238,6 @@ def test_huggingface_directory_job_on_raw_text_promotes_through_kfp_local(
     assert tokenized["max_length"] == 64
     assert run.outputs["promoted"] is True
     mlflow.set_tracking_uri(mlflow_server.tracking_uri)
+    mlflow.set_registry_uri(mlflow_server.tracking_uri)  # an in-process job earlier may have set another
     answer = mlflow.pyfunc.load_model(run.outputs["model_uri"]).predict(["a dull, lifeless film"])
     assert answer["label"].iloc[0] in ("negative", "positive")
