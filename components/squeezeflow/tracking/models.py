@@ -19,15 +19,22 @@ from squeezeflow.tracking.runs import PARAM_LEASE, TAG_MODEL_ID, Runs
 log = logging.getLogger(__name__)
 
 
+def _requirement(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{package}=={version(package)}"
+    except PackageNotFoundError:
+        return package
+
+
 def _served_requirements() -> list[str]:
     """What serving an ONNX candidate needs, pinned to this environment's versions. Stated rather than
     left to MLflow's inference, which loads every model again in a subprocess of its own to see what it
     imports (about 2 seconds per candidate) and finds these same packages."""
-    from importlib.metadata import version
-
     import mlflow.onnx
 
-    return [*mlflow.onnx.get_default_pip_requirements(), f"numpy=={version('numpy')}"]
+    return [*mlflow.onnx.get_default_pip_requirements(), _requirement("numpy")]
 
 
 class RawTextServing(Protocol):
@@ -52,15 +59,6 @@ import mlflow.models  # noqa: E402
 
 mlflow.models.set_model(RawTextClassifier())
 """
-
-
-def _requirement(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return f"{package}=={version(package)}"
-    except PackageNotFoundError:
-        return package
 
 
 @contextlib.contextmanager
